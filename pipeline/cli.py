@@ -1,0 +1,84 @@
+"""The `distill` command: a thin typer shell over the Python API.
+
+Each stage module owns an explicit `Typer()` app (or command function); this
+root composes them. Errors that users can fix (bad config, bad input, a
+missing dataset, an unreachable teacher) print one line with the fix and exit
+with a distinct code; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from . import __version__
+from .errors import USER_ERRORS, exit_code_for
+
+app = typer.Typer(
+    name="distill",
+    help="Turn a teacher LLM into SFT training data: Self-Instruct, Evol-Instruct, Orca traces, dedup, scoring, export.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"distill {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _register() -> None:
+    # Explicit composition, in pipeline order: no self-registering steps.
+    from .commands import config_cmd, dataset_cmds, run_cmd
+    from .teacher import cli as teacher_cli
+
+    app.command("import", help=dataset_cmds.import_cmd.__doc__)(dataset_cmds.import_cmd)
+    app.command("inspect", help=dataset_cmds.inspect_cmd.__doc__)(dataset_cmds.inspect_cmd)
+    # -- stage commands (each stage issue adds its line here) --
+    app.command("run", help=run_cmd.run_cmd.__doc__)(run_cmd.run_cmd)
+    app.add_typer(teacher_cli.app, name="teacher")
+    app.add_typer(config_cmd.app, name="config")
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except USER_ERRORS as e:
+        if _state["debug"]:
+            raise
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(exit_code_for(e))
+    except KeyboardInterrupt:
+        typer.secho("interrupted: finished shards are kept; rerun the same command to resume", err=True)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as e:  # click usage errors
+        import click
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

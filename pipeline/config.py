@@ -1,0 +1,110 @@
+"""The run config: one TOML file, one section per stage, validated before any work starts.
+
+`load_config(path)` returns a `Config`; every error names the file, the
+section and field, and what is wrong, in one line each. Unknown keys are
+errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSection(Section):
+    workdir: str = Field("work", description="folder that holds every run")
+    run_id: str | None = Field(None, description="run folder name; default: the current run, or a new dated one")
+    seed: int = Field(0, description="run seed; per-row randomness derives from (seed, record id, purpose)")
+    shard_rows: int = Field(1000, gt=0, description="rows per output shard (the unit of restart)")
+    limit: int | None = Field(None, gt=0, description="process at most this many input rows")
+    executor: Literal["local", "ray"] = Field("local", description="where shards run")
+    ray_address: str | None = Field(None, description="Ray cluster address for executor = 'ray'")
+
+
+class TeacherSection(Section):
+    backend: Literal["llamacpp", "openai", "vllm"] = Field(
+        "llamacpp", description="llamacpp (embedded CPU default), openai (any OpenAI-compatible server), vllm")
+    model: str | None = Field(None, description="model name (openai/vllm) or GGUF path (llamacpp); default: bundled SmolLM2-135M")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (never the key itself)")
+    concurrency: int = Field(64, gt=0, description="requests in flight (openai)")
+    max_retries: int = Field(6, ge=0, description="retries on 429/5xx/timeouts/dropped connections")
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout in seconds")
+    rpm: int | None = Field(None, gt=0, description="requests-per-minute limit")
+    tpm: int | None = Field(None, gt=0, description="tokens-per-minute limit")
+    n_ctx: int = Field(2048, gt=0, description="context size (llamacpp)")
+    n_threads: int | None = Field(None, gt=0, description="CPU threads (llamacpp); default: all cores")
+    cache: bool = Field(True, description="keep every answer in the SQLite response cache")
+    cache_path: str | None = Field(None, description="cache file; default: <workdir>/teacher_cache.sqlite")
+    vllm_args: dict[str, Any] = Field(default_factory=dict, description="extra vllm.LLM(...) arguments")
+
+
+class Config(Section):
+    run: RunSection = Field(default_factory=RunSection)
+    teacher: TeacherSection = Field(default_factory=TeacherSection)
+    # Stage sections are plain tables here; each stage validates its own
+    # section with its own model (see `stage_config`), so a stage owns its knobs.
+    self_instruct: dict[str, Any] = Field(default_factory=dict)
+    evol_instruct: dict[str, Any] = Field(default_factory=dict)
+    orca: dict[str, Any] = Field(default_factory=dict)
+    minhash: dict[str, Any] = Field(default_factory=dict)
+    semdedup: dict[str, Any] = Field(default_factory=dict)
+    score: dict[str, Any] = Field(default_factory=dict)
+    select: dict[str, Any] = Field(default_factory=dict)
+    export: dict[str, Any] = Field(default_factory=dict)
+    pipeline: dict[str, Any] = Field(default_factory=dict)
+
+    source: str | None = Field(None, exclude=True)
+
+
+class ConfigError(ValueError):
+    """A config problem, already phrased for the user."""
+
+
+def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        where = f"[{prefix}] {loc}" if prefix else loc
+        lines.append(f"{source}: {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Config:
+    """Read and validate a TOML config (or the defaults when `path` is None)."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found (write a starter with `distill config init {p}`)")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(source, e)) from None
+    cfg.source = source
+    return cfg
+
+
+def stage_config(cfg: Config, section: str, model: type[BaseModel], **overrides: Any) -> Any:
+    """Validate one stage section with that stage's model, CLI overrides on top."""
+    data = dict(getattr(cfg, section))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(cfg.source or "<defaults>", e, prefix=section)) from None

@@ -1,0 +1,41 @@
+"""Errors a user can fix, and the exit codes the CLI (and cron) sees for them.
+
+Exit codes: 0 success, 2 usage or config error, 3 data error (bad input file or
+dataset), 4 teacher unavailable, 5 write failed (disk full, permissions),
+6 locked (another run holds the lock), 7 budget exhausted, 8 nothing new.
+"""
+
+from __future__ import annotations
+
+from .config import ConfigError
+from .prompts import TemplateError
+from .store import DatasetError, StoreWriteError
+
+
+class InputFileError(ValueError):
+    """A user's input file cannot be used (format, no valid rows); names file and line."""
+
+
+class TeacherUnavailable(RuntimeError):
+    """The configured teacher cannot be reached or loaded."""
+
+
+class MissingExtra(RuntimeError):
+    """An optional dependency (an extra) is not installed; the message says how to install it."""
+
+
+EXIT_CODES: dict[type, int] = {
+    ConfigError: 2, TemplateError: 2, MissingExtra: 2,
+    InputFileError: 3, DatasetError: 3,
+    TeacherUnavailable: 4,
+    StoreWriteError: 5,
+}
+
+USER_ERRORS = tuple(EXIT_CODES)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    for cls in type(exc).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return 1

@@ -1,0 +1,278 @@
+"""Dataset folders: Parquet shards, atomic writes, done-markers, rejected rows, manifests.
+
+Layout of one dataset folder (written by one stage):
+
+    part-00000.parquet ...      kept rows, record schema
+    rejected/part-00000.parquet rows dropped by this stage, with drop_stage/reason/detail
+    _done/part-00000.json       per-shard completion marker with that shard's stats
+    _plan.json                  how the folder was started (shard size, input), checked on resume
+    _manifest.json              written last: the folder is complete when it exists
+
+Every file is written to a hidden temporary name, fsynced and renamed into
+place, so a kill at any moment leaves either the old state or the new one.
+Readers stream record batches; nothing loads a whole dataset.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import records
+
+MANIFEST = "_manifest.json"
+PLAN = "_plan.json"
+DONE_DIR = "_done"
+REJECTED_DIR = "rejected"
+_PART = re.compile(r"^part-(\d{5,})\.parquet$")
+
+
+class DatasetError(ValueError):
+    """A folder that is not a usable dataset; the message names the folder and the problem."""
+
+
+class StoreWriteError(OSError):
+    """A write failed (disk full, permissions); nothing partial was left visible."""
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tmp_name(final: Path) -> Path:
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _explain_os_error(e: OSError, path: Path) -> StoreWriteError:
+    if e.errno == errno.ENOSPC:
+        msg = f"{path}: disk full while writing; nothing partial was kept. Free space and rerun: done shards are kept."
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        msg = f"{path}: cannot write here ({e.strerror}); choose another --out or --workdir."
+    else:
+        msg = f"{path}: write failed: {e.strerror or e}"
+    return StoreWriteError(e.errno or 0, msg)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _explain_os_error(e, path) from e
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def atomic_write_table(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _explain_os_error(e, path) from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class Dataset:
+    """A dataset folder opened for reading. `Dataset(path)` validates it."""
+
+    def __init__(self, path: str | Path, *, require_complete: bool = False,
+                 schema: pa.Schema = records.SCHEMA):
+        self.path = Path(path)
+        self.schema = schema
+        if not self.path.exists():
+            raise DatasetError(f"{self.path}: no such dataset folder")
+        if not self.path.is_dir():
+            raise DatasetError(f"{self.path}: is a file, not a dataset folder (to read a JSON/JSONL/Parquet file, use `distill import {self.path}`)")
+        self.shards = sorted(p for p in self.path.iterdir() if _PART.match(p.name))
+        has_manifest = (self.path / MANIFEST).exists()
+        if not self.shards and not has_manifest and not (self.path / PLAN).exists():
+            raise DatasetError(f"{self.path}: not a dataset folder (no part-*.parquet shards and no {MANIFEST})")
+        if require_complete and not has_manifest:
+            raise DatasetError(f"{self.path}: dataset is incomplete (no {MANIFEST}); finish the stage that writes it first (rerun resumes it)")
+        for shard in self.shards:
+            try:
+                got = pq.read_schema(shard)
+            except Exception as e:  # pyarrow raises several types for corrupt files
+                raise DatasetError(f"{shard}: unreadable Parquet shard ({e})") from None
+            problems = records.schema_problems(got, schema)
+            if problems:
+                raise DatasetError(f"{shard}: wrong schema: {'; '.join(problems[:3])}")
+
+    @property
+    def complete(self) -> bool:
+        return (self.path / MANIFEST).exists()
+
+    def manifest(self) -> dict[str, Any] | None:
+        p = self.path / MANIFEST
+        return read_json(p) if p.exists() else None
+
+    def num_rows(self) -> int:
+        return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards)
+
+    def iter_batches(self, columns: list[str] | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
+        for shard in self.shards:
+            pf = pq.ParquetFile(shard)
+            yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+
+    def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        for batch in self.iter_batches(columns=columns, batch_size=1024):
+            yield from batch.to_pylist()
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        """Whole dataset as one table: for small datasets and tests only."""
+        if not self.shards:
+            return self.schema.empty_table().select(columns or self.schema.names)
+        return pa.concat_tables(pq.read_table(s, columns=columns) for s in self.shards)
+
+    def rejected(self) -> "Dataset | None":
+        p = self.path / REJECTED_DIR
+        if not p.exists() or not any(_PART.match(x.name) for x in p.iterdir()):
+            return None
+        return Dataset(p, schema=records.REJECTED_SCHEMA)
+
+    def drop_counts(self) -> Counter:
+        rej = self.rejected()
+        counts: Counter = Counter()
+        if rej is None:
+            return counts
+        for batch in rej.iter_batches(columns=["drop_stage", "drop_reason"]):
+            for stage, reason in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+                counts[f"{stage}:{reason}"] += 1
+        return counts
+
+
+class DatasetWriter:
+    """Writes one stage's output folder shard by shard; the manifest goes last."""
+
+    def __init__(self, path: str | Path, stage: str, *, plan: dict[str, Any] | None = None):
+        self.path = Path(path)
+        self.stage = stage
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._clean_temporaries()
+        plan = dict(plan or {}, stage=stage)
+        plan_path = self.path / PLAN
+        if plan_path.exists():
+            old = read_json(plan_path)
+            diff = {k: (old.get(k), v) for k, v in plan.items() if old.get(k) != v}
+            if diff:
+                changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+                raise DatasetError(
+                    f"{self.path}: was started with different settings ({changes}); "
+                    "resume with the same settings, or write to a new --out / --run-id")
+        else:
+            atomic_write_json(plan_path, plan)
+        if (self.path / MANIFEST).exists():
+            # A finished folder being extended (e.g. rerun after a change in
+            # limit) is no longer finished until its new manifest is written.
+            (self.path / MANIFEST).unlink()
+
+    def _clean_temporaries(self) -> None:
+        for d in (self.path, self.path / REJECTED_DIR, self.path / DONE_DIR):
+            if d.exists():
+                for p in d.iterdir():
+                    if p.name.startswith(".") and ".tmp-" in p.name:
+                        p.unlink(missing_ok=True)
+
+    def is_done(self, index: int) -> bool:
+        return (self.path / DONE_DIR / f"part-{index:05d}.json").exists()
+
+    def done_markers(self) -> list[dict[str, Any]]:
+        d = self.path / DONE_DIR
+        if not d.exists():
+            return []
+        return [read_json(p) for p in sorted(d.glob("part-*.json"))]
+
+    def write_shard(self, index: int, kept: pa.Table | list[dict[str, Any]],
+                    rejected: pa.Table | list[dict[str, Any]] | None = None,
+                    stats: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write shard `index` (kept rows, rejected rows), then its done marker."""
+        kept_t = kept if isinstance(kept, pa.Table) else records.to_table(kept)
+        kept_t = records.conform(kept_t)
+        atomic_write_table(self.path / shard_name(index), kept_t)
+        rej_path = self.path / REJECTED_DIR / shard_name(index)
+        n_rej = 0
+        drops: Counter = Counter()
+        if rejected is not None and len(rejected):
+            rej_t = rejected if isinstance(rejected, pa.Table) else records.to_table(rejected, records.REJECTED_SCHEMA)
+            rej_t = records.conform(rej_t, records.REJECTED_SCHEMA)
+            missing = rej_t.column("drop_reason").null_count
+            if missing:
+                raise ValueError(f"{self.stage}: {missing} rejected rows without a drop_reason")
+            atomic_write_table(rej_path, rej_t)
+            n_rej = rej_t.num_rows
+            drops.update(rej_t.column("drop_reason").to_pylist())
+        else:
+            rej_path.unlink(missing_ok=True)  # left from an earlier, redone attempt
+        marker = dict(stats or {})
+        marker.update(shard=index, rows_out=kept_t.num_rows, rows_rejected=n_rej, drops=dict(drops))
+        atomic_write_json(self.path / DONE_DIR / f"part-{index:05d}.json", marker)
+        return marker
+
+    def write_manifest(self, **fields: Any) -> dict[str, Any]:
+        """Merge the shard markers with `fields` and write `_manifest.json` (last)."""
+        from . import __version__
+
+        markers = self.done_markers()
+        drops: Counter = Counter()
+        totals: Counter = Counter()
+        for m in markers:
+            drops.update(m.get("drops", {}))
+            for k, v in m.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "shard":
+                    totals[k] += v
+        manifest = {
+            "stage": self.stage,
+            "code_version": __version__,
+            "created_at": records.now_utc().isoformat(),
+            "shards": len(markers),
+            "rows_in": int(totals.pop("rows_in", 0)),
+            "rows_out": int(totals.pop("rows_out", 0)),
+            "rows_rejected": int(totals.pop("rows_rejected", 0)),
+            "drops": dict(sorted(drops.items())),
+            "totals": dict(totals),
+            "schema": [f.name for f in records.SCHEMA],
+        }
+        manifest.update(fields)
+        atomic_write_json(self.path / MANIFEST, manifest)
+        return manifest

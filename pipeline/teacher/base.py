@@ -1,0 +1,127 @@
+"""The Teacher protocol: a list of chat requests in, completions out in the same order.
+
+Every backend (openai, llamacpp, vllm, the scripted fake used in unit tests)
+implements `Teacher.chat`. A completion either carries text, finish reason and
+token usage, or a typed `TeacherError`; a backend never raises for one bad
+request and never drops or reorders requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 512
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None  # top-k logprobs per token, when the backend supports it
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[dict[str, str], ...] | list[dict[str, str]]
+    sampling: Sampling = Sampling()
+    record_id: str = ""   # the row the request serves: part of the per-request seed
+    purpose: str = ""     # e.g. "answer", "evolve:deepening", "judge:quality"
+    sample_index: int = 0  # distinguishes repeated samples of one prompt
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+ERROR_KINDS = (
+    "timeout", "rate_limited", "server_error", "connection", "invalid_response",
+    "bad_request", "unavailable", "budget_exhausted",
+)
+
+
+@dataclass
+class TeacherError:
+    kind: str        # one of ERROR_KINDS
+    message: str     # never contains an API key
+    attempts: int = 1
+    retryable: bool = True
+
+
+@dataclass
+class Completion:
+    text: str | None
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    logprobs: list[dict[str, Any]] | None = None
+    error: TeacherError | None = None
+    cached: bool = False
+    attempts: int = 1
+    model: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+@dataclass
+class TeacherStats:
+    requests: int = 0          # requests asked of chat()
+    sent: int = 0              # HTTP/engine calls actually made (retries included)
+    cache_hits: int = 0
+    errors: int = 0            # completions returned with an error
+    retries: int = 0
+    faults: dict[str, int] = field(default_factory=dict)  # fault kind -> times seen (retried or not)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def count_fault(self, kind: str) -> None:
+        self.faults[kind] = self.faults.get(kind, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    backend: str
+    model: str
+    stats: TeacherStats
+
+    def chat(self, requests: list[ChatRequest]) -> list[Completion]: ...
+
+    def close(self) -> None: ...
+
+
+def derive_seed(run_seed: int, record_id: str, purpose: str, sample_index: int = 0) -> int:
+    """Per-request seed: reruns reproduce, different records and purposes differ."""
+    h = hashlib.sha256(f"{run_seed}\x1f{record_id}\x1f{purpose}\x1f{sample_index}".encode())
+    return int.from_bytes(h.digest()[:4], "big") & 0x7FFFFFFF
+
+
+def request_key(model: str, req: ChatRequest, seed: int | None) -> str:
+    """Cache key: a hash of model, messages, sampling params, sample index and seed."""
+    payload = json.dumps(
+        {"model": model, "messages": list(req.messages), "sampling": req.sampling.to_dict(),
+         "sample_index": req.sample_index, "seed": seed},
+        sort_keys=True, ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()

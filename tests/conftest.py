@@ -1,0 +1,46 @@
+"""Shared fixtures: the embedded teacher over real HTTP, the shared real data, temp workdirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("DISTILL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (or $DISTILL_SHARED_DATA); skips with the reason when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared real data not found at {SHARED_DATA} (set DISTILL_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def teacher_server(tmp_path_factory):
+    """The embedded SmolLM2 teacher served by llama.cpp on a free loopback port.
+
+    Yields the base URL (http://127.0.0.1:PORT/v1). One server for the whole
+    session: it answers one request at a time, so tests keep max_tokens small.
+    """
+    from pipeline.teacher.server import start_server, stop_server
+
+    log = tmp_path_factory.mktemp("teacher") / "server.log"
+    proc, url = start_server(log=log, n_threads=2, timeout_s=180)
+    yield url
+    stop_server(proc)
+
+
+@pytest.fixture
+def openai_teacher_config(teacher_server):
+    """A [teacher] section pointing the openai backend at the embedded server."""
+    from pipeline.config import TeacherSection
+
+    return TeacherSection(backend="openai", base_url=teacher_server, model="smollm2-135m-instruct",
+                          concurrency=4, timeout_s=120, cache=False)

@@ -24,6 +24,7 @@ class Step:
     section: str   # config section
     run: StepFn
     doc: str
+    config_model: type | None = None  # the pydantic model of the step's config section
 
 
 def default_plan() -> list[Step]:

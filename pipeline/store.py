@@ -185,14 +185,21 @@ class Dataset:
 class DatasetWriter:
     """Writes one stage's output folder shard by shard; the manifest goes last."""
 
-    def __init__(self, path: str | Path, stage: str, *, plan: dict[str, Any] | None = None):
+    def __init__(self, path: str | Path, stage: str, *, plan: dict[str, Any] | None = None,
+                 fresh: bool = False):
+        """`fresh=True` forgets earlier shards instead of resuming (for cheap single-pass stages)."""
         self.path = Path(path)
         self.stage = stage
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _explain_os_error(e, self.path) from e
         self._clean_temporaries()
+        if fresh:
+            self.reset()
         plan = dict(plan or {}, stage=stage)
         plan_path = self.path / PLAN
-        if plan_path.exists():
+        if plan_path.exists() and not fresh:
             old = read_json(plan_path)
             diff = {k: (old.get(k), v) for k, v in plan.items() if old.get(k) != v}
             if diff:
@@ -206,6 +213,15 @@ class DatasetWriter:
             # A finished folder being extended (e.g. rerun after a change in
             # limit) is no longer finished until its new manifest is written.
             (self.path / MANIFEST).unlink()
+
+    def reset(self) -> None:
+        """Forget every shard, marker and manifest: for stages that always rewrite whole."""
+        for d in (self.path, self.path / REJECTED_DIR, self.path / DONE_DIR):
+            if d.exists():
+                for p in d.iterdir():
+                    if _PART.match(p.name) or (d.name == DONE_DIR and p.suffix == ".json"):
+                        p.unlink()
+        (self.path / MANIFEST).unlink(missing_ok=True)
 
     def _clean_temporaries(self) -> None:
         for d in (self.path, self.path / REJECTED_DIR, self.path / DONE_DIR):

@@ -1,0 +1,77 @@
+"""`distill import` and `distill inspect`: get data in, look at what a stage wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .. import cli_common as cc
+from ..inspection import describe
+
+
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="JSON, JSONL (Alpaca, Self-Instruct seeds, plain or chat rows) or Parquet file.")],
+    out: cc.OutOpt = None,
+    config: cc.ConfigOpt = None,
+    workdir: cc.WorkdirOpt = None,
+    run_id: cc.RunIdOpt = None,
+    limit: cc.LimitOpt = None,
+    shard_rows: cc.ShardRowsOpt = None,
+) -> None:
+    """Import a file as a dataset; bad rows go to rejected/ with their line number and reason."""
+    from ..importer import import_file
+
+    cfg = cc.load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows)
+    paths = cc.resolve_run(cfg, workdir, run_id)
+    dest = out or paths.stage_dir("import")
+    m = import_file(file, dest, run_id=paths.run_id, shard_rows=cfg.run.shard_rows * 10, limit=cfg.run.limit)
+    typer.echo(f"imported {m['rows_out']} rows into {dest} ({m['rows_rejected']} rejected"
+               + (f": {', '.join(f'{k}={v}' for k, v in m['drops'].items())}" if m["drops"] else "") + ")")
+
+
+def inspect_cmd(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder written by any stage.")],
+    rows: Annotated[int, typer.Option("--rows", "-n", min=0, help="Sample rows to print.")] = 3,
+    rejected: Annotated[bool, typer.Option("--rejected", help="Sample the rejected rows instead of the kept ones.")] = False,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the columns and what each one means.")] = False,
+    chain: Annotated[Optional[str], typer.Option("--chain", help="Print the evolution chain (root to this row) of a row id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Print a dataset's row count, schema, drop reasons and sample rows."""
+    info = describe(dataset, sample=rows, rejected=rejected, chain=chain)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str, ensure_ascii=False))
+        return
+    _print_human(info, schema)
+
+
+def _short(value: Any, width: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_human(info: dict[str, Any], schema: bool) -> None:
+    echo = typer.echo
+    echo(f"dataset   {info['path']}")
+    echo(f"stage     {info.get('stage') or '?'}   complete: {'yes' if info['complete'] else 'no (no manifest yet)'}")
+    echo(f"rows      {info['rows']:,} in {info['shards']} shard(s); rejected: {info['rejected_rows']:,}")
+    if info["drops"]:
+        echo("drops by reason:")
+        for reason, n in info["drops"].items():
+            echo(f"  {n:>8,}  {reason}")
+    if schema:
+        echo("schema:")
+        for name, typ, doc in info["schema"]:
+            echo(f"  {name:<20} {typ:<40} {doc}")
+    for title, key in (("chain", "chain"), ("sample rows", "sample")):
+        if info.get(key):
+            echo(f"{title}:")
+            for r in info[key]:
+                echo("  ---")
+                for k, v in r.items():
+                    if v not in (None, "", []):
+                        echo(f"  {k:<17} {_short(v)}")

@@ -1,0 +1,32 @@
+"""`distill run`: every stage of the default plan in order, each reading the previous one's folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import cli_common as cc
+
+
+def run_cmd(
+    config: cc.ConfigOpt = None,
+    workdir: cc.WorkdirOpt = None,
+    run_id: cc.RunIdOpt = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new dated run instead of resuming the current one.")] = False,
+    skip: Annotated[Optional[list[str]], typer.Option("--skip", help="Skip a stage (repeatable); its input passes through.")] = None,
+    start: Annotated[Optional[str], typer.Option("--from", help="Start at this stage (earlier stages are not run).")] = None,
+    input: Annotated[Optional[Path], typer.Option("--input", help="Dataset the first stage run reads [default: the previous stage's folder, or the team's seed tasks].")] = None,
+    limit: cc.LimitOpt = None,
+    seed: cc.SeedOpt = None,
+    no_progress: cc.NoProgressOpt = False,
+) -> None:
+    """Run the stages in order (self-instruct ... export) from one TOML config; a rerun resumes where it stopped."""
+    from ..runplan import run_plan
+
+    cfg = cc.load(config, workdir=workdir, run_id=run_id, limit=limit, seed=seed)
+    paths = cc.resolve_run(cfg, workdir, run_id, new=new)
+    summary = run_plan(cfg, paths, skip=skip or [], start=start, input=input, progress=not no_progress,
+                       echo=lambda s: typer.echo(s, err=True))
+    typer.echo(f"run {paths.run_id} finished: {summary['final_rows']} rows in {summary['final_dataset']}")

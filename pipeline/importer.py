@@ -1,0 +1,231 @@
+"""`distill import`: turn a user's JSON, JSONL or Parquet file into a dataset.
+
+Reads one file, writes one dataset folder (record schema). Accepted shapes,
+detected per row:
+
+- Alpaca / Dolly style: {"instruction", "input"?, "output"?, "category"?}
+  (Dolly's "context" is read as the input);
+- Self-Instruct seed tasks: {"instruction", "instances": [{"input", "output"}],
+  "is_classification"}: one row per instance, origin "seed";
+- chat rows: {"messages": [{"role", "content"}, ...]}: the first user turn is
+  the instruction, the first assistant turn after it the output;
+- Parquet with at least an `instruction` column (a full record-schema file is
+  taken as it is).
+
+Every row is validated; a bad row goes to `rejected/` with its line (JSONL) or
+item number (JSON array) and the reason, raw text kept in `meta`. Nothing is
+deduplicated here: that is the dedup stages' job. A file with no valid row is
+an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow.parquet as pq
+
+from . import records
+from .errors import InputFileError
+from .store import DatasetWriter
+
+STAGE = "import"
+_TEXT_FIELDS = ("instruction", "input", "output")
+
+
+class RowError(ValueError):
+    """One input row cannot be used; the message is the drop reason and detail."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _opt_text(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RowError("wrong_type", f"field '{key}' must be a string, got {type(value).__name__}")
+    return value
+
+
+def _from_messages(obj: dict[str, Any]) -> tuple[str, str, str, str | None]:
+    msgs = obj["messages"]
+    if not isinstance(msgs, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in msgs):
+        raise RowError("bad_messages", "'messages' must be a list of {role, content} objects")
+    system = next((m["content"] for m in msgs if m.get("role") == "system"), None)
+    users = [i for i, m in enumerate(msgs) if m.get("role") == "user"]
+    if not users:
+        raise RowError("bad_messages", "no user turn in 'messages'")
+    first = users[0]
+    answer = next((m["content"] for m in msgs[first + 1:] if m.get("role") == "assistant"), "")
+    return msgs[first]["content"], "", answer, system
+
+
+def rows_from_object(obj: Any, *, run_id: str) -> list[dict[str, Any]]:
+    """Record rows from one parsed JSON object (one per instance for seed tasks)."""
+    if not isinstance(obj, dict):
+        raise RowError("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    known = {"instruction", "input", "output", "context", "category", "instances", "is_classification",
+             "messages", "id", "name", "kind", "response"}
+    extra = {k: v for k, v in obj.items() if k not in known}
+    system = None
+    if "messages" in obj and "instruction" not in obj:
+        instruction, input_, output, system = _from_messages(obj)
+        pairs = [(input_, output)]
+    else:
+        if "instruction" not in obj:
+            raise RowError("missing_instruction", f"no 'instruction' field (fields: {sorted(obj)[:8]})")
+        instruction = _opt_text(obj, "instruction")
+        if "instances" in obj:
+            inst = obj["instances"]
+            if not isinstance(inst, list) or not inst or not all(isinstance(i, dict) for i in inst):
+                raise RowError("bad_instances", "'instances' must be a non-empty list of {input, output} objects")
+            pairs = [(_opt_text(i, "input"), _opt_text(i, "output")) for i in inst]
+        else:
+            input_ = _opt_text(obj, "input") or _opt_text(obj, "context")
+            output = _opt_text(obj, "output") or _opt_text(obj, "response")
+            pairs = [(input_, output)]
+    if not instruction.strip():
+        raise RowError("empty_instruction", "the instruction is empty")
+    is_clf = obj.get("is_classification")
+    if is_clf is not None and not isinstance(is_clf, bool):
+        raise RowError("wrong_type", "'is_classification' must be true or false")
+    kind = obj.get("category") or obj.get("kind")
+    origin = "seed" if "instances" in obj else "import"
+    out = []
+    for input_, output in pairs:
+        row = records.new_row(instruction, input_, output, origin=origin, run_id=run_id,
+                              is_classification=is_clf, task_kind=kind if isinstance(kind, str) else None)
+        if system is not None:
+            row["system"] = system
+        if extra or obj.get("id") or obj.get("name"):
+            source = {k: obj[k] for k in ("id", "name") if obj.get(k) is not None}
+            if extra:
+                source["extra"] = extra
+            records.set_meta(row, STAGE, source)
+        out.append(row)
+    return out
+
+
+def _json_items(path: Path) -> Iterator[tuple[str, Any, str]]:
+    """(location, parsed object or RowError, raw text) for a JSON array file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise InputFileError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise InputFileError(f"{path}: expected a JSON array of rows or one object, got {type(data).__name__}")
+    for i, obj in enumerate(data, 1):
+        yield f"item {i}", obj, ""
+
+
+def _jsonl_items(path: Path) -> Iterator[tuple[str, Any, str]]:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield f"line {lineno}", RowError("not_utf8", f"invalid UTF-8 at byte {e.start}"), raw.decode("utf-8", "replace")
+                continue
+            if not text.strip():
+                continue
+            try:
+                yield f"line {lineno}", json.loads(text), text
+            except json.JSONDecodeError as e:
+                yield f"line {lineno}", RowError("invalid_json", f"{e.msg} at column {e.colno}"), text
+
+
+def _parquet_items(path: Path) -> Iterator[tuple[str, Any, str]]:
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:
+        raise InputFileError(f"{path}: not a readable Parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    if "instruction" not in names and "messages" not in names:
+        raise InputFileError(f"{path}: Parquet file has no 'instruction' or 'messages' column (columns: {names[:10]})")
+    n = 0
+    for batch in pf.iter_batches(batch_size=4096):
+        for obj in batch.to_pylist():
+            n += 1
+            yield f"row {n}", obj, ""
+
+
+def _rows_from_parquet_record(obj: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+    """A row that already has the record schema keeps its ids and lineage."""
+    if not obj.get("instruction"):
+        raise RowError("empty_instruction", "the instruction is empty")
+    row = {n: obj.get(n) for n in records.COLUMN_NAMES}
+    row["id"] = row["id"] or records.make_id(row["instruction"], row.get("input") or "")
+    row["input"] = row.get("input") or ""
+    row["root_id"] = row["root_id"] or row["id"]
+    row["origin"] = row["origin"] or "import"
+    row["round"] = row["round"] or 0
+    row["created_at"] = row["created_at"] or records.now_utc()
+    if row.get("messages") is None and row.get("output"):
+        row["messages"] = records.build_messages(row["instruction"], row["input"], row["output"])
+    return [row]
+
+
+def _bad_row(loc: str, err: RowError, raw: str, run_id: str, path: Path) -> dict[str, Any]:
+    row = records.new_row("", "", "", origin="import", run_id=run_id)
+    row["id"] = records.make_id(f"<bad row {path.name} {loc}>", raw)
+    records.set_meta(row, STAGE, {"raw": raw[:20000], "location": loc})
+    return records.rejected_row(row, STAGE, err.reason, f"{path.name} {loc}: {err.detail}")
+
+
+def import_file(path: str | Path, out: str | Path, *, run_id: str, shard_rows: int = 10000,
+                limit: int | None = None) -> dict[str, Any]:
+    """Import `path` into the dataset folder `out`; returns the manifest."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        items = _parquet_items(path)
+    elif suffix == ".jsonl":
+        items = _jsonl_items(path)
+    elif suffix == ".json":
+        items = _json_items(path)
+    else:
+        raise InputFileError(f"{path}: unknown file type '{suffix}'; expected .json, .jsonl or .parquet")
+    full_schema = suffix == ".parquet" and set(records.COLUMN_NAMES) <= set(pq.read_schema(path).names)
+    # One cheap pass: a re-import rewrites the folder rather than resuming it.
+    writer = DatasetWriter(out, STAGE, plan={"input": str(path.resolve()), "shard_rows": shard_rows, "limit": limit},
+                           fresh=True)
+    kept: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    shard = 0
+    seen = 0
+    ids: Counter = Counter()
+    for loc, obj, raw in items:
+        if limit is not None and seen >= limit:
+            break
+        seen += 1
+        try:
+            if isinstance(obj, RowError):
+                raise obj
+            new = _rows_from_parquet_record(obj, run_id) if full_schema else rows_from_object(obj, run_id=run_id)
+            kept.extend(new)
+            ids.update(r["id"] for r in new)
+        except RowError as e:
+            rejected.append(_bad_row(loc, e, raw or json.dumps(obj, default=str, ensure_ascii=False), run_id, path))
+        if len(kept) >= shard_rows:
+            writer.write_shard(shard, kept[:shard_rows], rejected, {"rows_in": seen})
+            kept, rejected, shard, seen = kept[shard_rows:], [], shard + 1, 0
+    if kept or rejected or shard == 0:
+        writer.write_shard(shard, kept, rejected, {"rows_in": seen})
+    total_kept = sum(m["rows_out"] for m in writer.done_markers())
+    if total_kept == 0:
+        first = rejected[0]["drop_detail"] if rejected else "the file holds no rows"
+        raise InputFileError(f"{path}: no valid row ({first})")
+    return writer.write_manifest(run_id=run_id, input=str(path.resolve()), source_format=suffix.lstrip("."),
+                                 repeated_task_ids=sum(1 for c in ids.values() if c > 1))

@@ -43,13 +43,14 @@ def root(
 
 def _register() -> None:
     # Explicit composition, in pipeline order: no self-registering steps.
-    from .commands import config_cmd, dataset_cmds, run_cmd
+    from .commands import config_cmd, dataset_cmds, report_cmd, run_cmd
     from .teacher import cli as teacher_cli
 
     app.command("import", help=dataset_cmds.import_cmd.__doc__)(dataset_cmds.import_cmd)
     app.command("inspect", help=dataset_cmds.inspect_cmd.__doc__)(dataset_cmds.inspect_cmd)
     # -- stage commands (each stage issue adds its line here) --
     app.command("run", help=run_cmd.run_cmd.__doc__)(run_cmd.run_cmd)
+    app.command("report", help=report_cmd.report_cmd.__doc__)(report_cmd.report_cmd)
     app.add_typer(teacher_cli.app, name="teacher")
     app.add_typer(config_cmd.app, name="config")
 

@@ -1,0 +1,25 @@
+"""`distill report`: an HTML page about a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import cli_common as cc
+
+
+def report_cmd(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="Run folder [default: the workdir's current run].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write [default: <run>/report.html].")] = None,
+    config: cc.ConfigOpt = None,
+    workdir: cc.WorkdirOpt = None,
+) -> None:
+    """Write an HTML report: per-stage funnel, drops, length and score distributions, dedup clusters, token cost."""
+    from ..report import write_report
+
+    if run_dir is None:
+        cfg = cc.load(config, workdir=workdir)
+        run_dir = cc.resolve_run(cfg, workdir).run_dir
+    typer.echo(f"wrote {write_report(run_dir, out)}")

@@ -1,0 +1,61 @@
+"""Tiny inline-SVG charts for the HTML report (no plotting dependency)."""
+
+from __future__ import annotations
+
+import html
+import math
+
+
+def _esc(s: object) -> str:
+    return html.escape(str(s))
+
+
+def bar_chart(labels: list[str], values: list[float], title: str, width: int = 640, unit: str = "") -> str:
+    """Horizontal bars, one per label."""
+    if not values:
+        return f"<p><em>{_esc(title)}: no data</em></p>"
+    row_h, left, right = 22, 190, 80
+    h = row_h * len(values) + 30
+    top = max(values) or 1
+    parts = [f'<svg width="{width}" height="{h}" role="img" aria-label="{_esc(title)}">',
+             f'<text x="0" y="14" font-weight="bold">{_esc(title)}</text>']
+    for i, (lab, v) in enumerate(zip(labels, values)):
+        y = 24 + i * row_h
+        w = (width - left - right) * (v / top)
+        parts.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end" font-size="12">{_esc(lab)[:28]}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{row_h - 6}" fill="#4a7ab5"/>')
+        parts.append(f'<text x="{left + w + 4:.1f}" y="{y + 14}" font-size="12">{v:,.0f}{unit}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def histogram(values: list[float], title: str, bins: int = 20, width: int = 640, height: int = 180,
+              log_x: bool = False) -> str:
+    """Vertical-bar histogram of `values`."""
+    vals = [math.log10(v + 1) if log_x else v for v in values if v is not None]
+    if not vals:
+        return f"<p><em>{_esc(title)}: no data</em></p>"
+    lo, hi = min(vals), max(vals)
+    span = (hi - lo) or 1.0
+    counts = [0] * bins
+    for v in vals:
+        counts[min(int((v - lo) / span * bins), bins - 1)] += 1
+    top = max(counts)
+    bw = (width - 40) / bins
+    parts = [f'<svg width="{width}" height="{height + 40}" role="img" aria-label="{_esc(title)}">',
+             f'<text x="0" y="14" font-weight="bold">{_esc(title)} (n={len(vals):,})</text>']
+    for i, c in enumerate(counts):
+        bh = (height - 20) * c / top
+        parts.append(f'<rect x="{20 + i * bw:.1f}" y="{height - bh + 10:.1f}" width="{bw - 1:.1f}" '
+                     f'height="{bh:.1f}" fill="#6aa36f"><title>{c}</title></rect>')
+    fmt = (lambda x: f"{10 ** x - 1:,.0f}") if log_x else (lambda x: f"{x:,.2f}")
+    parts.append(f'<text x="20" y="{height + 28}" font-size="11">{fmt(lo)}</text>')
+    parts.append(f'<text x="{width - 20}" y="{height + 28}" font-size="11" text-anchor="end">{fmt(hi)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -1,0 +1,43 @@
+from typer.testing import CliRunner
+
+from pipeline import records
+from pipeline.cli import app
+from pipeline.report import build_report
+from pipeline.store import DatasetWriter
+
+
+def _run(tmp_path):
+    run = tmp_path / "work" / "r1"
+    rows = [records.new_row(f"task {i} " * (i + 1), "", "answer " * (i * 3 + 1), origin="seed") for i in range(10)]
+    w = DatasetWriter(run / "self_instruct", "self_instruct")
+    w.write_shard(0, rows, [records.rejected_row(records.new_row("bad one", origin="seed"), "self_instruct", "too_short")],
+                  {"rows_in": 11, "teacher_prompt_tokens": 100, "teacher_completion_tokens": 40})
+    w.write_manifest()
+    kept = rows[:6]
+    for r in kept:
+        r["score"] = float(len(r["output"]))
+    dups = [records.rejected_row(dict(r, minhash_cluster=kept[0]["id"]), "minhash", "near_duplicate") for r in rows[6:9]]
+    dups.append(records.rejected_row(dict(rows[9], minhash_cluster=kept[1]["id"]), "minhash", "near_duplicate"))
+    w = DatasetWriter(run / "minhash", "minhash")
+    w.write_shard(0, kept, dups, {"rows_in": 10})
+    w.write_manifest()
+    (run / "run_summary.json").write_text('{"steps": [{"stage": "self_instruct"}, {"stage": "minhash"}]}')
+    return run
+
+
+def test_report_figures(tmp_path):
+    rep = build_report(_run(tmp_path))
+    assert [s["stage"] for s in rep["funnel"]] == ["self_instruct", "minhash"]  # run order, not alphabetical
+    funnel = {s["stage"]: s for s in rep["funnel"]}
+    assert funnel["self_instruct"]["rows_out"] == 10 and funnel["minhash"]["rejected"] == 4
+    assert sorted(rep["clusters"]["minhash"]) == [2, 4]
+    assert ["self_instruct", "too_short", 1] in rep["drops"]
+    assert {t["stage"]: t["prompt"] for t in rep["tokens"]}["self_instruct"] == 100
+
+
+def test_report_command_writes_html(tmp_path):
+    run = _run(tmp_path)
+    res = CliRunner().invoke(app, ["report", str(run)])
+    assert res.exit_code == 0, res.output
+    page = (run / "report.html").read_text()
+    assert page.count("<svg") >= 4 and "near_duplicate" in page and "too_short" in page

@@ -27,6 +27,8 @@ LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Process
 ShardRowsOpt = Annotated[Optional[int], typer.Option("--shard-rows", min=1, help="Rows per output shard (the unit of restart).")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Run seed for all sampling and choices.")]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
+ExecutorOpt = Annotated[Optional[str], typer.Option("--executor", help="Where shards run: local, or ray (needs `pip install 'distill[ray]'`) [default: config run.executor, local].")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join with --executor ray (e.g. auto, ray://head:10001) [default: config run.ray_address, $RAY_ADDRESS, else a local Ray].")]
 
 CURRENT = "CURRENT"
 
@@ -65,17 +67,35 @@ def resolve_run(cfg: Config, workdir: Path | None = None, run_id: str | None = N
 
 
 def load(config: Path | None, *, workdir: Path | None = None, run_id: str | None = None,
-         limit: int | None = None, shard_rows: int | None = None, seed: int | None = None) -> Config:
+         limit: int | None = None, shard_rows: int | None = None, seed: int | None = None,
+         executor: str | None = None, ray_address: str | None = None) -> Config:
     """The config file with CLI flags on top."""
     overrides: dict[str, dict[str, Any]] = {"run": {
         "workdir": str(workdir) if workdir else None, "run_id": run_id,
-        "limit": limit, "shard_rows": shard_rows, "seed": seed}}
+        "limit": limit, "shard_rows": shard_rows, "seed": seed,
+        "executor": executor, "ray_address": ray_address}}
     return load_config(config, overrides)
 
 
-def make_context(cfg: Config, paths: RunPaths, progress: bool = True) -> StageContext:
-    def factory():
+@dataclass(frozen=True)
+class TeacherFactory:
+    """Builds the configured teacher on first use; a plain picklable object, so a
+    Ray worker can build its own teacher (see pipeline/executors/teacher.py)."""
+
+    section: Any  # config.TeacherSection
+    workdir: Path
+    seed: int
+
+    def __call__(self):
         from .teacher import make_teacher
-        return make_teacher(cfg.teacher, workdir=paths.workdir, seed=cfg.run.seed)
+        return make_teacher(self.section, workdir=self.workdir, seed=self.seed)
+
+
+def make_context(cfg: Config, paths: RunPaths, progress: bool = True) -> StageContext:
+    if cfg.run.executor == "ray":
+        from .executors.ray_runtime import require_ray
+        require_ray()  # one-line install hint before any work
+    factory = TeacherFactory(cfg.teacher, Path(paths.workdir).resolve(), cfg.run.seed)
     return StageContext(run_id=paths.run_id, seed=cfg.run.seed, workdir=paths.workdir,
-                        teacher_factory=factory, progress=progress)
+                        teacher_factory=factory, progress=progress,
+                        executor=cfg.run.executor, ray_address=cfg.run.ray_address)

@@ -9,7 +9,7 @@ from . import records
 from .store import Dataset, DatasetError
 
 _SAMPLE_COLUMNS = ["id", "parent_id", "origin", "round", "task_kind", "instruction", "input", "output",
-                   "strategy", "score", "drop_stage", "drop_reason", "drop_detail"]
+                   "system", "strategy", "messages", "score", "drop_stage", "drop_reason", "drop_detail"]
 
 
 def _sample(ds: Dataset, n: int) -> list[dict[str, Any]]:

@@ -47,6 +47,8 @@ class StageContext:
     workdir: Path = Path("work")
     teacher_factory: Callable[[], Any] | None = None
     progress: bool = True
+    executor: str = "local"          # run.executor: where run_shards (and global stages' phases) run
+    ray_address: str | None = None   # run.ray_address, for executor = "ray"
     _teacher: Any = None
 
     @property
@@ -123,11 +125,20 @@ def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
 
 
 def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path, ctx: StageContext, *,
-               shard_rows: int = 1000, limit: int | None = None, executor: str = "local",
+               shard_rows: int = 1000, limit: int | None = None, executor: str | None = None,
                manifest_extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run `stage` over every not-yet-done shard of `input_ds`; return the manifest."""
+    """Run `stage` over every not-yet-done shard of `input_ds`; return the manifest.
+
+    `executor` (default: `ctx.executor`) "ray" runs the same shards as Ray
+    tasks (pipeline/executors/ray_shards.py), with the same folder semantics.
+    """
+    executor = executor or ctx.executor
+    if executor == "ray":
+        from .executors.ray_shards import run_shards_ray
+        return run_shards_ray(stage, input_ds, out, ctx, shard_rows=shard_rows, limit=limit,
+                              manifest_extra=manifest_extra)
     if executor != "local":
-        raise NotImplementedError(f"executor '{executor}' is not available in this version; use --executor local")
+        raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
     settings = stage.settings()
     writer = DatasetWriter(out, stage.name, plan={
         "input": str(input_ds.path), "shard_rows": shard_rows, "limit": limit, "settings": settings})

@@ -75,7 +75,18 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
         "steps": steps,
         "teacher": teacher,
         "final_dataset": str(current) if current else None,
-        "final_rows": Dataset(current).num_rows() if current else 0,
+        "final_rows": _final_rows(current),
     }
     atomic_write_json(paths.run_dir / "run_summary.json", summary)
     return summary
+
+
+def _final_rows(current: Path | None) -> int:
+    """Rows of the last folder: a release folder (export: manifest.json) or a dataset folder."""
+    if current is None:
+        return 0
+    release = current / "manifest.json"
+    if release.exists() and not (current / "_manifest.json").exists():
+        from .store import read_json
+        return int(read_json(release).get("rows", 0))
+    return Dataset(current).num_rows()

@@ -223,6 +223,18 @@ class DatasetWriter:
                         p.unlink()
         (self.path / MANIFEST).unlink(missing_ok=True)
 
+    @classmethod
+    def attach(cls, path: str | Path, stage: str) -> "DatasetWriter":
+        """A writer for a folder another process already opened with `DatasetWriter(...)`.
+
+        For worker processes that write their own shards: it neither checks the
+        plan nor cleans temporaries (which would race with sibling workers).
+        """
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.stage = stage
+        return self
+
     def _clean_temporaries(self) -> None:
         for d in (self.path, self.path / REJECTED_DIR, self.path / DONE_DIR):
             if d.exists():

@@ -44,3 +44,15 @@ def openai_teacher_config(teacher_server):
 
     return TeacherSection(backend="openai", base_url=teacher_server, model="smollm2-135m-instruct",
                           concurrency=4, timeout_s=120, cache=False)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the session (2 CPUs, no dashboard); skips without the ray extra."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'distill[ray]'")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()

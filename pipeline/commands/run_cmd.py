@@ -20,12 +20,15 @@ def run_cmd(
     input: Annotated[Optional[Path], typer.Option("--input", help="Dataset the first stage run reads [default: the previous stage's folder, or the team's seed tasks].")] = None,
     limit: cc.LimitOpt = None,
     seed: cc.SeedOpt = None,
+    executor: cc.ExecutorOpt = None,
+    ray_address: cc.RayAddressOpt = None,
     no_progress: cc.NoProgressOpt = False,
 ) -> None:
     """Run the stages in order (self-instruct ... export) from one TOML config; a rerun resumes where it stopped."""
     from ..runplan import run_plan
 
-    cfg = cc.load(config, workdir=workdir, run_id=run_id, limit=limit, seed=seed)
+    cfg = cc.load(config, workdir=workdir, run_id=run_id, limit=limit, seed=seed,
+                  executor=executor, ray_address=ray_address)
     paths = cc.resolve_run(cfg, workdir, run_id, new=new)
     summary = run_plan(cfg, paths, skip=skip or [], start=start, input=input, progress=not no_progress,
                        echo=lambda s: typer.echo(s, err=True))

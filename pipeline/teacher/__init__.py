@@ -4,6 +4,45 @@
 wrapped in the SQLite response cache.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
 from .base import ChatRequest, Completion, Sampling, Teacher, TeacherError, TeacherStats, Usage
 
-__all__ = ["ChatRequest", "Completion", "Sampling", "Teacher", "TeacherError", "TeacherStats", "Usage"]
+__all__ = ["ChatRequest", "Completion", "Sampling", "Teacher", "TeacherError", "TeacherStats", "Usage",
+           "make_backend", "make_teacher", "cache_path"]
+
+CACHE_FILE = "teacher_cache.sqlite"
+
+
+def make_backend(section, *, seed: int = 0):
+    """The bare backend named by `section.backend` (no cache)."""
+    if section.backend == "openai":
+        from .openai_backend import OpenAIBackend
+        return OpenAIBackend(section, seed=seed)
+    if section.backend == "llamacpp":
+        from .llamacpp_backend import LlamaCppBackend
+        return LlamaCppBackend(section, seed=seed)
+    if section.backend == "vllm":
+        from .vllm_backend import VLLMBackend
+        return VLLMBackend(section, seed=seed)
+    raise ValueError(f"unknown teacher backend {section.backend!r}")
+
+
+def cache_path(section, workdir: Path) -> Path:
+    return Path(section.cache_path) if section.cache_path else Path(workdir) / CACHE_FILE
+
+
+def make_teacher(section, *, workdir: Path, seed: int) -> Teacher:
+    """The configured backend, wrapped in the response cache when `section.cache`."""
+    backend = make_backend(section, seed=seed)
+    if not section.cache:
+        return backend
+    from .cache import CachedTeacher, ResponseCache
+    try:
+        cache = ResponseCache(cache_path(section, workdir))
+    except BaseException:
+        backend.close()
+        raise
+    return CachedTeacher(backend, cache, seed)

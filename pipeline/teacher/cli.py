@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -25,3 +26,46 @@ def serve(
     typer.echo(f"serving {MODEL_ALIAS} at http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     raise typer.Exit(subprocess.call(server_command(host, port, n_ctx=n_ctx, n_threads=n_threads), env=env))
+
+
+@app.command("ping")
+def ping(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file; its [teacher] section is used.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Override teacher.backend: llamacpp, openai or vllm.")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Override teacher.base_url (openai backend).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Override teacher.model.")] = None,
+    prompt: Annotated[str, typer.Option(help="The user message to send.")] = "Say hello in one short sentence.",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Answer length limit in tokens.")] = 32,
+) -> None:
+    """Send one chat request to the configured teacher; print the answer, latency and tokens."""
+    import time
+
+    from ..config import load_config
+    from ..errors import TeacherUnavailable
+    from . import make_backend
+    from .base import ChatRequest, Sampling
+
+    cfg = load_config(config, {"teacher": {"backend": backend, "base_url": base_url, "model": model}})
+    cfg.teacher.max_retries = min(cfg.teacher.max_retries, 2)  # a ping should fail fast
+    t0 = time.monotonic()
+    # Never the cache: a ping must reach the teacher.
+    teacher = make_backend(cfg.teacher, seed=cfg.run.seed)
+    try:
+        load_s = time.monotonic() - t0
+        t1 = time.monotonic()
+        [c] = teacher.chat([ChatRequest(messages=[{"role": "user", "content": prompt}],
+                                        sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
+                                        record_id="ping", purpose="ping")])
+        latency = time.monotonic() - t1
+    finally:
+        teacher.close()
+    where = f" at {cfg.teacher.base_url}" if cfg.teacher.backend == "openai" else ""
+    if c.error is not None:
+        if c.error.kind in ("unavailable", "connection", "timeout"):
+            raise TeacherUnavailable(f"{cfg.teacher.backend} teacher{where} did not answer: {c.error.message}")
+        typer.secho(f"teacher{where} answered with an error: {c.error.kind}: {c.error.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(c.text)
+    typer.echo(f"backend={teacher.backend} model={c.model or teacher.model}{where} latency={latency:.2f}s "
+               f"setup={load_s:.2f}s prompt_tokens={c.usage.prompt_tokens} completion_tokens={c.usage.completion_tokens} "
+               f"finish={c.finish_reason}")

@@ -1,0 +1,25 @@
+"""Where shards run: `local` (this process, `runner.run_shards`) or `ray` (a Ray cluster).
+
+The Ray executor runs the *same* stage objects over the *same* shards: shard k
+is the same rows as locally, its kept/rejected files are written by the task
+under hidden temporary names, and the driver renames them into place and
+writes the done marker, so resume, manifests and atomic writes behave exactly
+as with the local executor (a folder started locally can be finished on Ray
+and the other way round). Modules:
+
+    ray_runtime.py   importing Ray (a one-line install hint without it), connecting
+    storage.py       local paths and pyarrow filesystems (s3://, file://): atomic writes, datasets
+    folders.py       workers stage a shard's files, the driver commits them and writes the marker
+    shards.py        shard plans as (file, row range) pieces that a worker reads itself
+    ray_shards.py    the per-shard driver: actors, retries of dead workers, commits, manifest
+    limits.py        one cluster-wide concurrency / rpm / tpm limiter for the openai backend
+    teacher.py       the limited openai backend for workers, and the vLLM replica placement
+    ray_dedup.py     MinHash's per-block and per-band phases as Ray tasks (RayPool)
+    ray_embed.py     semdedup's embed phase on Ray actors
+
+README.md here is the scaling section (Ray launch, overhead, the 10M-row estimate).
+"""
+
+from __future__ import annotations
+
+EXECUTORS = ("local", "ray")

@@ -1,0 +1,181 @@
+"""One round over one shard of the pool: evolve, judge, answer, eliminate.
+
+Reads a list of pool rows; returns the accepted evolutions (new rows pointing
+at their parents), the failed ones (rows for `rejected/`, lineage kept), and
+the shard of next round's pool. The teacher is asked three times per shard,
+each time with the whole shard's requests in one `chat()` call so a
+concurrent backend keeps its requests in flight:
+
+  1. evolve every pool row with its chosen operation;
+  2. judge every surviving evolution against its parent (Equal / Not Equal);
+  3. answer the evolutions the judge let through (the answer is the row's output).
+
+Judging before answering means an evolution with no information gain costs no
+answer: teacher calls per accepted evolution stay near the paper's three.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ... import records
+from ...errors import TeacherUnavailable
+from ...runner import StageContext
+from ...teacher.base import ChatRequest, Completion, Sampling
+from .config import EvolConfig
+from .eliminate import Drop, check_answer, check_evolution, check_judge
+from .operations import Choice, Operations, parse_evolution, prompt_text, template_name
+
+STAGE = "evol_instruct"
+_DOWN = ("connection", "unavailable")
+
+
+@dataclass
+class ShardOutcome:
+    kept: list[dict[str, Any]]
+    rejected: list[dict[str, Any]]
+    pool: list[dict[str, Any]]
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Cand:
+    parent: dict[str, Any]
+    choice: Choice
+    parent_prompt: str
+    evolved: str
+    evolve: Completion
+    judge: Completion | None = None
+    verdict: str | None = None
+    answer: Completion | None = None
+    drop: Drop | None = None
+
+
+class ShardEvolver:
+    """Holds what every shard of a run shares: config, operations, sampling."""
+
+    def __init__(self, cfg: EvolConfig, ops: Operations):
+        self.cfg = cfg
+        self.ops = ops
+        self.evolve_sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
+                                        max_tokens=cfg.evolve_max_tokens)
+        self.answer_sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
+                                        max_tokens=cfg.answer_max_tokens)
+        self.judge_sampling = Sampling(temperature=cfg.judge_temperature, top_p=1.0,
+                                       max_tokens=cfg.judge_max_tokens)
+
+    def _messages(self, user: str) -> list[dict[str, str]]:
+        msgs = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
+        msgs.append({"role": "user", "content": user})
+        return msgs
+
+    def _chat(self, ctx: StageContext, step: str, reqs: list[ChatRequest], stats: Counter) -> list[Completion]:
+        if not reqs:
+            return []
+        t0 = time.perf_counter()
+        comps = ctx.teacher.chat(reqs)
+        stats["teacher_seconds"] += time.perf_counter() - t0
+        stats["teacher_calls"] += len(reqs)
+        stats[f"calls_{step}"] += len(reqs)
+        for c in comps:
+            stats["tokens_prompt"] += c.usage.prompt_tokens
+            stats["tokens_completion"] += c.usage.completion_tokens
+        if all(c.error is not None and c.error.kind in _DOWN for c in comps):
+            e = comps[0].error
+            raise TeacherUnavailable(
+                f"the teacher did not answer any of {len(reqs)} requests ({e.kind}: {e.message}); "
+                "check it with `distill teacher ping`; finished shards are kept, rerun to resume")
+        return comps
+
+    def run(self, rows: list[dict[str, Any]], round_no: int, ctx: StageContext,
+            room: int | None = None) -> ShardOutcome:
+        """Evolve `rows` once; `room` caps how many evolutions may be accepted (max_rows)."""
+        stats: Counter = Counter()
+        # 1. evolve
+        choices = [self.ops.choose(ctx.seed, r["id"], round_no) for r in rows]
+        prompts = [prompt_text(r) for r in rows]
+        reqs = [ChatRequest(self._messages(self.ops.render(c, p)), self.evolve_sampling,
+                            record_id=r["id"], purpose=f"evol:evolve:{c.op}:round={round_no}")
+                for r, c, p in zip(rows, choices, prompts)]
+        comps = self._chat(ctx, "evolve", reqs, stats)
+        cands = []
+        for r, c, p, comp in zip(rows, choices, prompts, comps):
+            evolved = parse_evolution(comp.text)
+            cand = _Cand(r, c, p, evolved, comp)
+            cand.drop = check_evolution(p, evolved, comp, c.op, self.cfg)
+            cands.append(cand)
+            stats[f"op_tried_{c.op}"] += 1
+        # 2. judge: is the evolution more than its parent?
+        live = [c for c in cands if c.drop is None]
+        reqs = [ChatRequest(self._messages(self.ops.render_judge(c.parent_prompt, c.evolved)),
+                            self.judge_sampling, record_id=records.make_id(c.evolved),
+                            purpose=f"evol:judge:parent={c.parent['id']}") for c in live]
+        for cand, comp in zip(live, self._chat(ctx, "judge", reqs, stats)):
+            cand.judge = comp
+            cand.verdict, cand.drop = check_judge(comp, self.cfg)
+            stats[f"judge_{cand.verdict}"] += 1
+        # 3. answer what the judge let through
+        live = [c for c in cands if c.drop is None]
+        reqs = [ChatRequest(self._messages(c.evolved), self.answer_sampling,
+                            record_id=records.make_id(c.evolved), purpose="evol:answer") for c in live]
+        for cand, comp in zip(live, self._chat(ctx, "answer", reqs, stats)):
+            cand.answer = comp
+            cand.drop = check_answer(cand.evolved, comp, self.cfg)
+        return self._assemble(cands, round_no, ctx, room, stats)
+
+    def _assemble(self, cands: list[_Cand], round_no: int, ctx: StageContext, room: int | None,
+                  stats: Counter) -> ShardOutcome:
+        kept, rejected, pool = [], [], []
+        for cand in cands:
+            if cand.drop is None and room is not None and len(kept) >= room:
+                cand.drop = Drop("over_max_rows", f"max_rows reached in round {round_no}")
+            row = self._row(cand, round_no, ctx)
+            if cand.drop is None:
+                kept.append(row)
+                stats[f"op_kept_{cand.choice.op}"] += 1
+                pool.append(row)
+                if self.cfg.keep_parents_in_pool:
+                    pool.append(cand.parent)
+            else:
+                rejected.append(records.rejected_row(row, STAGE, cand.drop.reason, cand.drop.detail))
+                pool.append(cand.parent)  # a failed evolution leaves its parent in the pool
+        stats["evolved"] = len(kept)
+        stats["failed"] = len(rejected)
+        stats["teacher_seconds"] = round(stats["teacher_seconds"], 4)
+        return ShardOutcome(kept, rejected, pool, dict(stats))
+
+    def _row(self, cand: _Cand, round_no: int, ctx: StageContext) -> dict[str, Any]:
+        op = cand.choice.op
+        answer = cand.answer.text if cand.answer is not None and cand.answer.ok else ""
+        comps = [c for c in (cand.evolve, cand.judge, cand.answer) if c is not None]
+        teacher = ctx.teacher
+        row = records.new_row(
+            cand.evolved, "", answer or "", origin=f"evol:{op}", parent=cand.parent, run_id=ctx.run_id,
+            system=self.cfg.system,
+            teacher_backend=teacher.backend, teacher_model=cand.evolve.model or teacher.model,
+            sampling=self.answer_sampling.to_json(),
+            prompt_template=template_name(op), prompt_hash=self.ops.templates[op].hash,
+            finish_reason=cand.answer.finish_reason if cand.answer is not None else None,
+            prompt_tokens=sum(c.usage.prompt_tokens for c in comps),
+            completion_tokens=sum(c.usage.completion_tokens for c in comps),
+        )
+        if answer:
+            row["messages"] = records.build_messages(cand.evolved, "", answer, system=self.cfg.system)
+        if not cand.evolved.strip():
+            # No text means no content id; give the failed attempt an id of its own.
+            row["id"] = records.make_id(f"evol-failed:{cand.parent['id']}:{op}:round={round_no}")
+        records.set_meta(row, STAGE, {
+            "operation": op,
+            "data_format": cand.choice.data_format,
+            "stage_round": round_no,  # `round` is the depth; a retried parent evolves in a later stage round
+            "raw_evolution": cand.evolve.text,
+            "evolve_finish": cand.evolve.finish_reason,
+            "judge_reply": cand.judge.text if cand.judge is not None else None,
+            "judge_verdict": cand.verdict,
+            "evolve_sampling": self.evolve_sampling.to_dict(),
+            "judge_sampling": self.judge_sampling.to_dict(),
+        })
+        return row

@@ -1,0 +1,219 @@
+"""Evol-Instruct over rounds: the pool, the budgets, resume, and the assembled output.
+
+Reads one instruction dataset (any origin). Writes, under the output folder:
+
+    _rounds/round-NN/   the evolutions tried in round NN: accepted rows, and
+                        rejected/ with drop_stage "evol_instruct" and the reason
+    _rounds/pool-NN/    the pool after round NN (the input of round NN+1): each
+                        accepted evolution takes its parent's place, a failed
+                        one leaves the parent there
+    part-*.parquet      the stage's output: the input rows (round 0, unless
+                        include_inputs is off) then every accepted evolution of
+                        every round; rejected/ holds every failed evolution
+    _manifest.json      written last, with per-round counts and drop reasons
+
+Each round is a dataset written shard by shard with done markers, so a killed
+run restarts at the first unfinished shard of the first unfinished round and
+asks the teacher nothing for finished shards (the shard in flight is answered
+from the teacher's response cache). Budgets (max_rows, max_tokens_total) are
+counted from the done markers, so they hold across restarts too; raising them
+or the number of rounds and rerunning continues the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ...runner import Progress, StageContext, iter_shards
+from ...store import DONE_DIR, REJECTED_DIR, Dataset, DatasetWriter
+from .config import EvolConfig
+from .operations import Operations
+from .shard import STAGE, ShardEvolver
+
+ROUNDS_DIR = "_rounds"
+SAMPLING_NOTE = ("temperature and top_p for evolving and answering follow the official WizardLM code "
+                 "(openai_access.py: temperature 1, top_p 0.95); the paper reports top_p 0.9 for answers. "
+                 "The equality judge samples at judge_temperature (default 0).")
+
+
+def round_dir(out: Path, r: int) -> Path:
+    return out / ROUNDS_DIR / f"round-{r:02d}"
+
+
+def pool_dir(out: Path, r: int) -> Path:
+    return out / ROUNDS_DIR / f"pool-{r:02d}"
+
+
+class Budget:
+    """max_rows and max_tokens_total, counted from the done markers of every round so far."""
+
+    def __init__(self, cfg: EvolConfig, out: Path):
+        self.max_rows = cfg.max_rows
+        self.max_tokens = cfg.max_tokens_total
+        self.rows = 0
+        self.tokens = 0
+        for r in range(1, cfg.rounds + 1):
+            for marker in _markers(round_dir(out, r)):
+                self.add(marker)
+
+    def add(self, stats: dict[str, Any]) -> None:
+        self.rows += int(stats.get("evolved", 0))
+        self.tokens += int(stats.get("tokens_prompt", 0)) + int(stats.get("tokens_completion", 0))
+
+    def room(self) -> int | None:
+        return None if self.max_rows is None else max(self.max_rows - self.rows, 0)
+
+    def exhausted(self) -> str | None:
+        if self.max_rows is not None and self.rows >= self.max_rows:
+            return "max_rows"
+        if self.max_tokens is not None and self.tokens >= self.max_tokens:
+            return "max_tokens_total"
+        return None
+
+
+def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: StageContext, cfg: EvolConfig, *,
+                      shard_rows: int = 1000, limit: int | None = None) -> dict[str, Any]:
+    """Evolve every instruction of `input_path` for `cfg.rounds` rounds; return the output manifest."""
+    input_ds = Dataset(input_path, require_complete=True)
+    out = Path(out)
+    ops = Operations(cfg)
+    evolver = ShardEvolver(cfg, ops)
+    budget = Budget(cfg, out)
+    base_plan = {"shard_rows": shard_rows, "seed": ctx.seed, "settings": cfg.settings(),
+                 "templates": ops.hashes()}
+    t0 = time.monotonic()
+    stopped: str | None = None
+    pool: Dataset = input_ds
+    rounds_done = 0
+    for r in range(1, cfg.rounds + 1):
+        plan = dict(base_plan, round=r, input=str(pool.path.resolve()), limit=limit if r == 1 else None)
+        round_w = DatasetWriter(round_dir(out, r), STAGE, plan=plan)
+        pool_w = DatasetWriter(pool_dir(out, r), STAGE + "_pool", plan=plan)
+        stopped = _run_round(r, pool, round_w, pool_w, evolver, ctx, budget, shard_rows,
+                             limit if r == 1 else None)
+        if stopped:
+            break
+        round_w.write_manifest(round=r, run_id=ctx.run_id)
+        pool_w.write_manifest(round=r, run_id=ctx.run_id)
+        rounds_done = r
+        pool = Dataset(pool_dir(out, r), require_complete=True)
+    extra = {
+        "run_id": ctx.run_id, "input": str(input_ds.path), "limit": limit, "shard_rows": shard_rows,
+        "rounds": cfg.rounds, "rounds_done": rounds_done, "stopped_by": stopped,
+        "budget": {"max_rows": cfg.max_rows, "max_tokens_total": cfg.max_tokens_total,
+                   "rows": budget.rows, "tokens": budget.tokens},
+        "settings": cfg.settings(), "sampling_note": SAMPLING_NOTE, "prompt_hashes": ops.hashes(),
+        "wall_seconds_this_invocation": round(time.monotonic() - t0, 3),
+    }
+    if ctx.has_teacher:
+        extra["teacher"] = {"backend": ctx.teacher.backend, "model": ctx.teacher.model}
+    return assemble(out, input_ds, cfg, shard_rows=shard_rows, limit=limit,
+                    plan=dict(base_plan, input=str(input_ds.path.resolve()), limit=limit), extra=extra)
+
+
+def _run_round(r: int, pool: Dataset, round_w: DatasetWriter, pool_w: DatasetWriter,
+               evolver: ShardEvolver, ctx: StageContext, budget: Budget, shard_rows: int,
+               limit: int | None) -> str | None:
+    """Evolve every not-yet-done shard of `pool`; returns the budget that stopped it, if any."""
+    total = pool.num_rows() if limit is None else min(limit, pool.num_rows())
+    bar = Progress(total, f"{STAGE} round {r}", ctx.progress)
+    try:
+        for index, rows in iter_shards(pool, shard_rows, limit):
+            if round_w.is_done(index):
+                bar.update(len(rows))
+                continue
+            stopped = budget.exhausted()
+            if stopped:
+                return stopped
+            ts = time.monotonic()
+            res = evolver.run(rows, r, ctx, room=budget.room())
+            stats = dict(res.stats, rows_in=len(rows), seconds=round(time.monotonic() - ts, 3))
+            # The pool shard first: the round's done marker is the commit point of both.
+            pool_w.write_shard(index, res.pool, None, {"rows_in": len(rows)})
+            round_w.write_shard(index, res.kept, res.rejected, stats)
+            budget.add(stats)
+            bar.update(len(rows), errors=len(res.rejected),
+                       tokens=int(stats.get("tokens_completion", 0)))
+    finally:
+        bar.close()
+    return None
+
+
+def _input_tables(ds: Dataset, shard_rows: int, limit: int | None) -> Iterator[pa.Table]:
+    for _, rows in iter_shards(ds, shard_rows, limit):
+        yield pa.Table.from_pylist(rows, schema=ds.schema)
+
+
+def _clear_shards(out: Path) -> None:
+    """Drop an earlier assembly's shards (the manifest is already gone): rounds may have grown since."""
+    for folder, pattern in ((out, "part-*.parquet"), (out / REJECTED_DIR, "part-*.parquet"),
+                            (out / DONE_DIR, "part-*.json")):
+        if folder.is_dir():
+            for p in folder.glob(pattern):
+                p.unlink()
+
+
+def assemble(out: Path, input_ds: Dataset, cfg: EvolConfig, *, shard_rows: int, limit: int | None,
+             plan: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Write the output folder from the input rows and the rounds' shards; manifest last."""
+    writer = DatasetWriter(out, STAGE, plan=plan)  # removes a previous manifest first
+    _clear_shards(out)
+    index = 0
+    rows_in = 0
+    for table in _input_tables(input_ds, shard_rows, limit):
+        rows_in += table.num_rows
+        if cfg.include_inputs:
+            writer.write_shard(index, table, None, {"input_rows": table.num_rows})
+            index += 1
+    per_round = []
+    ops_tried: Counter = Counter()
+    ops_kept: Counter = Counter()
+    for r in range(1, cfg.rounds + 1):
+        rd = round_dir(out, r)
+        if not (rd / DONE_DIR).is_dir():
+            break
+        summary: Counter = Counter()
+        drops: Counter = Counter()
+        for marker in _markers(rd):
+            i = marker["shard"]
+            kept = pq.read_table(rd / f"part-{i:05d}.parquet")
+            rej_path = rd / REJECTED_DIR / f"part-{i:05d}.parquet"
+            rej = pq.read_table(rej_path) if rej_path.exists() else None
+            if kept.num_rows or (rej is not None and rej.num_rows):
+                writer.write_shard(index, kept, rej, {"evolved_rows": kept.num_rows})
+                index += 1
+            drops.update(marker.get("drops", {}))
+            for k, v in marker.items():
+                if k.startswith("op_tried_"):
+                    ops_tried[k[len("op_tried_"):]] += v
+                elif k.startswith("op_kept_"):
+                    ops_kept[k[len("op_kept_"):]] += v
+                elif k in ("rows_in", "evolved", "failed", "teacher_calls", "calls_evolve", "calls_judge",
+                           "calls_answer", "tokens_prompt",
+                           "tokens_completion", "teacher_seconds", "seconds"):
+                    summary[k] += v
+        per_round.append({"round": r, "complete": (rd / "_manifest.json").exists(),
+                          **{k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()},
+                          "drops": dict(sorted(drops.items()))})
+    accepted = sum(p.get("evolved", 0) for p in per_round)
+    calls = sum(p.get("teacher_calls", 0) for p in per_round)
+    extra = dict(extra, rows_in=rows_in, per_round=per_round,
+                 operations={"weights": cfg.operations, "tried": dict(ops_tried), "kept": dict(ops_kept)},
+                 evolutions_accepted=accepted,
+                 teacher_calls_per_accepted=round(calls / accepted, 3) if accepted else None)
+    return writer.write_manifest(**extra)
+
+
+def _markers(rd: Path) -> list[dict[str, Any]]:
+    """The done markers of one round folder, in shard order (none when it was never started)."""
+    done = rd / DONE_DIR
+    if not done.is_dir():
+        return []
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(done.glob("part-*.json"))]

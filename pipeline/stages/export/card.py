@@ -1,0 +1,114 @@
+"""The release's dataset card: README.md with the YAML header the Hugging Face Hub reads.
+
+The header carries licence, language, task category, size category, the
+data-files config per split and the split sizes; the body says what is in
+the release (rows, files, sources, teachers, scores), how it was made (the
+funnel of every upstream stage, read from their manifests) and how to load it.
+Strings in the header are written as JSON strings, which YAML reads as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ...store import atomic_write_bytes, read_json
+
+_SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+          (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
+
+
+def size_category(n: int) -> str:
+    return next((label for limit, label in _SIZES if n < limit), "n>100M")
+
+
+def upstream_chain(path: str | Path, max_depth: int = 20) -> list[dict[str, Any]]:
+    """The stages that led to `path`, oldest first: name, rows in/out, drops, teacher, score source."""
+    chain = []
+    p: Path | None = Path(path)
+    seen: set[str] = set()
+    while p is not None and len(chain) < max_depth and str(p) not in seen:
+        seen.add(str(p))
+        mf = p / "_manifest.json"
+        if not mf.exists():
+            break
+        m = read_json(mf)
+        entry = {k: m.get(k) for k in ("stage", "rows_in", "rows_out", "rows_rejected", "drops", "teacher",
+                                       "score_source", "judge_teacher", "run_id") if m.get(k) is not None}
+        chain.append(entry)
+        p = Path(m["input"]) if m.get("input") else None
+    return list(reversed(chain))
+
+
+def _yaml_header(m: dict[str, Any], cfg) -> str:
+    q = json.dumps
+    lines = ["---", f"license: {q(cfg.license)}", f"pretty_name: {q(m['pretty_name'])}", "language:"]
+    lines += [f"- {q(lang)}" for lang in cfg.language]
+    lines += ["task_categories:", "- text-generation", "tags:", "- synthetic", "- sft", "- distillation",
+              "size_categories:", f"- {q(size_category(m['rows']))}",
+              "configs:", "- config_name: default", "  data_files:"]
+    for split in m["splits"]:
+        lines += [f"  - split: {split}", f"    path: {q(split + '-*.parquet')}"]
+    lines += ["dataset_info:", "  config_name: default", "  splits:"]
+    for split, n in m["splits"].items():
+        nbytes = sum(f["bytes"] for f in m["files"] if f["split"] == split)
+        lines += [f"  - name: {split}", f"    num_examples: {n}", f"    num_bytes: {nbytes}"]
+    lines.append("---")
+    return "\n".join(lines)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def render_card(m: dict[str, Any], cfg) -> str:
+    name = m["pretty_name"]
+    score_src = next((s.get("score_source") for s in reversed(m["upstream"]) if s.get("score_source")), None)
+    judge = next((s.get("judge_teacher") for s in reversed(m["upstream"]) if s.get("judge_teacher")), None)
+    parts = [
+        _yaml_header(m, cfg), "",
+        f"# {name}", "",
+        f"Synthetic instruction-tuning data made by `distill` {m['code_version']}: a teacher model's answers, "
+        "gated, deduplicated, scored and selected best-first. Each row's `messages` column is a chat in the "
+        "format TRL's `SFTTrainer` and `datasets` read as they are (a list of `{role, content}`).", "",
+        "## Contents", "",
+        _table(["split", "rows"], [[s, f"{n:,}"] for s, n in m["splits"].items()]), "",
+        _table(["file", "rows", "bytes", "sha256"], [[f["path"], f"{f['rows']:,}", f"{f['bytes']:,}", f["sha256"][:16] + "..."]
+                                                     for f in m["files"]]), "",
+        f"Columns: {', '.join('`' + c + '`' for c in m['columns'])}. Full checksums are in `manifest.json`.", "",
+        "## Sources", "",
+        _table(["origin", "rows"], [[k, f"{v:,}"] for k, v in m["sources"].items()]), "",
+        "## Teacher", "",
+        _table(["teacher model", "rows"], [[k, f"{v:,}"] for k, v in m["teachers"].items()]), "",
+        "## Scores", "",
+        f"Combined score source: **{score_src or 'unknown'}**"
+        + (f" (judge: {json.dumps(judge)})" if judge else "")
+        + (". With the heuristic, the score ranks by answer and prompt length only; the judge columns are empty."
+           if score_src == "heuristic" else "."), "",
+        "```json", json.dumps(m["score"], indent=2), "```", "",
+        "## How it was made", "",
+        _table(["stage", "rows in", "rows out", "rejected", "top drop reasons"],
+               [[s.get("stage"), s.get("rows_in"), s.get("rows_out"), s.get("rows_rejected", 0),
+                 ", ".join(f"{k}={v}" for k, v in sorted((s.get("drops") or {}).items(), key=lambda kv: -kv[1])[:4])]
+                for s in m["upstream"]]), "",
+        "## Loading", "",
+        "```python", "from datasets import load_dataset", "",
+        "ds = load_dataset(\"parquet\", data_files={"
+        + ", ".join(f'"{s}": "{s}-*.parquet"' for s in m["splits"]) + "})",
+        "print(ds[\"train\"][0][\"messages\"])", "```", "",
+        "## Licence", "",
+        f"Licence field: `{cfg.license}`. The answers were written by the teacher model(s) above; check their "
+        "terms of use before you publish or train on this release.", "",
+        "## Export config", "",
+        "```json", json.dumps(m["config"], indent=2), "```", "",
+    ]
+    return "\n".join(parts)
+
+
+def write_card(out: Path, manifest: dict[str, Any], cfg) -> None:
+    run = manifest.get("run_id")
+    manifest["pretty_name"] = cfg.pretty_name or (f"distill {run}" if run else out.resolve().name)
+    atomic_write_bytes(out / "README.md", render_card(manifest, cfg).encode("utf-8"))

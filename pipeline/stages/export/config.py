@@ -1,0 +1,62 @@
+"""The `[export]` config section: release size, shard size, held-out split, card fields, columns.
+
+Size: `tier` ("100k", "1m", "10m") or `rows`; with neither, the whole input
+(every selected row) is released, which is what `distill run` does on the
+embedded demo. A tier or row count larger than the input is an error that
+says how many rows are available: a "1M release" is never silently smaller.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ...config import Section
+
+TIERS = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
+
+DEFAULT_COLUMNS = ["messages", "id", "origin", "round", "parent_id", "root_id", "task_kind", "strategy",
+                   "teacher_backend", "teacher_model", "prompt_template", "prompt_hash",
+                   "quality", "complexity", "accuracy", "score", "flags", "run_id"]
+
+
+class ExportConfig(Section):
+    tier: Literal["100k", "1m", "10m"] | None = Field(None, description="release size: 100k, 1m or 10m rows (strict)")
+    rows: int | None = Field(None, gt=0, description="release size in rows (strict); default with no tier: every input row")
+    rows_per_shard: int = Field(100_000, gt=0, description="rows per train-NNNNN-of-NNNNN.parquet shard")
+    heldout: int | float = Field(0, description="held-out 'test' split carved from the release: an int row count or a float share in [0, 1)")
+    license: str = Field("other", description="licence field of the dataset card (e.g. apache-2.0, cc-by-4.0); check your teacher's terms")
+    pretty_name: str | None = Field(None, description="dataset name on the card; default: the folder name")
+    language: list[str] = Field(default_factory=lambda: ["en"], description="languages listed on the card")
+    columns: list[str] = Field(default_factory=lambda: list(DEFAULT_COLUMNS),
+                               description="columns written (messages is always first); any record-schema column")
+
+    @field_validator("heldout")
+    @classmethod
+    def _heldout(cls, v: int | float) -> int | float:
+        if isinstance(v, bool) or v < 0 or (isinstance(v, float) and v >= 1):
+            raise ValueError(f"heldout is an int count >= 0 or a float share in [0, 1), got {v!r}")
+        return v
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: list[str]) -> list[str]:
+        from ...records import COLUMN_NAMES
+        bad = [c for c in v if c not in COLUMN_NAMES]
+        if bad:
+            raise ValueError(f"unknown columns {bad}; pick from the record schema")
+        return ["messages"] + [c for c in dict.fromkeys(v) if c != "messages"]
+
+    @model_validator(mode="after")
+    def _one_size(self) -> "ExportConfig":
+        if self.tier is not None and self.rows is not None:
+            raise ValueError("give tier or rows, not both")
+        return self
+
+    def requested_rows(self) -> int | None:
+        """Rows asked for, or None for 'all available'."""
+        return TIERS[self.tier] if self.tier else self.rows
+
+    def heldout_rows(self, n: int) -> int:
+        return int(self.heldout * n) if isinstance(self.heldout, float) else min(int(self.heldout), n)

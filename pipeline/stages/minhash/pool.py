@@ -1,0 +1,77 @@
+"""Worker processes for the per-block phases; the calling process works too.
+
+Processes rather than threads: the per-block work mixes compiled kernels with
+Arrow/Parquet calls and Python glue, and separate processes keep every part of
+it parallel. `spawn` (not fork) because the parent may hold Arrow thread
+pools and locks. With W workers the calling process is one of them and W - 1
+are spawned, started (and warmed: imports, numba cache) as soon as the pool
+opens, so their start-up overlaps with the work the caller already does.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Callable, Iterator
+
+
+def _warm() -> int:
+    import pyarrow as pa
+
+    from . import phases, text  # noqa: F401  (imports and loads the compiled kernels)
+    pa.set_cpu_count(1)  # parallelism is across processes; Arrow threads would only contend
+    text.separator_table()
+    text.lowercase_table()
+    return os.getpid()
+
+
+class Pool:
+    def __init__(self, workers: int):
+        self.workers = max(1, min(workers, os.cpu_count() or 1))
+        self._ex: ProcessPoolExecutor | None = None
+        if self.workers > 1:
+            self._ex = ProcessPoolExecutor(max_workers=self.workers - 1,
+                                           mp_context=multiprocessing.get_context("spawn"))
+            for _ in range(self.workers - 1):
+                self._ex.submit(_warm)
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._ex is not None:
+            self._ex.shutdown(wait=True, cancel_futures=True)
+            self._ex = None
+
+    def imap(self, fn: Callable[[dict], dict], tasks: list[dict]) -> Iterator[dict]:
+        """Results in task order. Spawned workers take tasks while the caller runs the others."""
+        if self._ex is None or len(tasks) <= 1:
+            for t in tasks:
+                yield fn(t)
+            return
+        queue = deque(enumerate(tasks))
+        running: dict[Future, int] = {}
+        done: dict[int, dict] = {}
+        nxt = 0
+        while queue or running:
+            while queue and len(running) < self.workers - 1:
+                i, t = queue.popleft()
+                running[self._ex.submit(fn, t)] = i
+            if queue:  # the caller works too
+                i, t = queue.pop()  # from the end: the workers go from the front
+                done[i] = fn(t)
+            else:
+                wait(list(running), return_when=FIRST_COMPLETED)
+            for f in [f for f in running if f.done()]:
+                done[running.pop(f)] = f.result()
+            while nxt in done:
+                yield done.pop(nxt)
+                nxt += 1
+        while nxt in done:
+            yield done.pop(nxt)
+            nxt += 1
+
+    def map(self, fn: Callable[[dict], dict], tasks: list[dict]) -> list[dict]:
+        return list(self.imap(fn, tasks))

@@ -1,0 +1,202 @@
+"""Compiled tokenising over UTF-8 bytes: the folded text, the fused fast word path, the NFKC pre-check.
+
+The rules are text.py's (that module is the definition; the tests hold these
+kernels equal to it). The code-point table's low two bits give the separator
+class and bit 4 the needs-NFKC flag (text.separator_table).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .hashing import FNV_OFFSET, TOKEN_MUL
+
+U64 = np.uint64
+_FNV_OFF = U64(FNV_OFFSET)
+_TMUL = U64(TOKEN_MUL)
+
+
+@njit(cache=True, inline="always")
+def _utf8_put(out, n, cp):
+    """Write code point cp as UTF-8 at out[n:]; returns the byte count."""
+    if cp < 0x80:
+        out[n] = cp
+        return 1
+    if cp < 0x800:
+        out[n] = 0xC0 | (cp >> 6)
+        out[n + 1] = 0x80 | (cp & 0x3F)
+        return 2
+    if cp < 0x10000:
+        out[n] = 0xE0 | (cp >> 12)
+        out[n + 1] = 0x80 | ((cp >> 6) & 0x3F)
+        out[n + 2] = 0x80 | (cp & 0x3F)
+        return 3
+    out[n] = 0xF0 | (cp >> 18)
+    out[n + 1] = 0x80 | ((cp >> 12) & 0x3F)
+    out[n + 2] = 0x80 | ((cp >> 6) & 0x3F)
+    out[n + 3] = 0x80 | (cp & 0x3F)
+    return 4
+
+
+@njit(cache=True)
+def fold_row(data, start, end, table, lower, fold_punct, out, cps):
+    """Write the folded, lowercased bytes of data[start:end] into `out`; code-point starts into `cps`.
+
+    Returns (n_bytes, n_codepoints). `out` must hold 2 * (end - start) + 1 bytes
+    (lowercasing can lengthen a character's UTF-8) and `cps` end - start + 2 items.
+    """
+    n = 0
+    ncp = 0
+    pending_space = False
+    i = start
+    while i < end:
+        c = data[i]
+        if c < 0x80:
+            length = 1
+            cp = np.int64(c)
+        elif c < 0xE0:
+            length = 2
+            cp = (np.int64(c & 0x1F) << 6) | np.int64(data[i + 1] & 0x3F)
+        elif c < 0xF0:
+            length = 3
+            cp = (np.int64(c & 0x0F) << 12) | (np.int64(data[i + 1] & 0x3F) << 6) | np.int64(data[i + 2] & 0x3F)
+        else:
+            length = 4
+            cp = ((np.int64(c & 0x07) << 18) | (np.int64(data[i + 1] & 0x3F) << 12)
+                  | (np.int64(data[i + 2] & 0x3F) << 6) | np.int64(data[i + 3] & 0x3F))
+        if i + length > end:  # truncated sequence at the end: treat as one word byte
+            length = end - i
+        k = (table[cp] & 3) if cp < table.shape[0] else 0
+        if k == 1 or (k == 2 and fold_punct):
+            pending_space = n > 0
+        else:
+            if pending_space:
+                cps[ncp] = n
+                ncp += 1
+                out[n] = 32
+                n += 1
+                pending_space = False
+            cps[ncp] = n
+            ncp += 1
+            if length == 1:
+                out[n] = c + 32 if 65 <= c <= 90 else c
+                n += 1
+            else:
+                lc = lower[cp] if cp < lower.shape[0] else cp
+                if lc != cp and length > 1:
+                    n += _utf8_put(out, n, lc)
+                else:
+                    for j in range(length):
+                        out[n + j] = data[i + j]
+                    n += length
+        i += length
+    cps[ncp] = n
+    return n, ncp
+
+
+@njit(cache=True, inline="always")
+def _mix_chunk(h, chunk):
+    h = (h ^ chunk) * _TMUL
+    return h ^ (h >> U64(31))
+
+
+@njit(cache=True)
+def fast_word_tokens(data, start, end, table, lower, fold_punct, tokh, tmp):
+    """Fast mode, word unit, fused: fold and hash every token in one pass; returns the token count.
+
+    Same tokens and bytes as fold_row (lowercased, separators dropped),
+    hashed as hashing.token_hash64 while they stream by. `tmp`: 4 bytes of scratch.
+    """
+    nt = 0
+    h = _FNV_OFF
+    chunk = U64(0)
+    k = 0
+    ln = 0
+    i = start
+    while i < end:
+        c = data[i]
+        if c < 0x80:
+            length = 1
+            cp = np.int64(c)
+        elif c < 0xE0:
+            length = 2
+            cp = (np.int64(c & 0x1F) << 6) | np.int64(data[i + 1] & 0x3F)
+        elif c < 0xF0:
+            length = 3
+            cp = (np.int64(c & 0x0F) << 12) | (np.int64(data[i + 1] & 0x3F) << 6) | np.int64(data[i + 2] & 0x3F)
+        else:
+            length = 4
+            cp = ((np.int64(c & 0x07) << 18) | (np.int64(data[i + 1] & 0x3F) << 12)
+                  | (np.int64(data[i + 2] & 0x3F) << 6) | np.int64(data[i + 3] & 0x3F))
+        if i + length > end:
+            length = end - i
+        cls = (table[cp] & 3) if cp < table.shape[0] else 0
+        if cls == 1 or (cls == 2 and fold_punct):
+            if ln > 0:
+                if k > 0:
+                    h = _mix_chunk(h, chunk)
+                tokh[nt] = _mix_chunk(h, U64(ln))
+                nt += 1
+                h = _FNV_OFF
+                chunk = U64(0)
+                k = 0
+                ln = 0
+        else:
+            if length == 1:
+                tmp[0] = c + 32 if 65 <= c <= 90 else c
+                nb = 1
+            else:
+                lc = lower[cp] if cp < lower.shape[0] else cp
+                if lc != cp:
+                    nb = _utf8_put(tmp, 0, lc)
+                else:
+                    nb = length
+                    for j in range(length):
+                        tmp[j] = data[i + j]
+            for j in range(nb):
+                byte = tmp[j]
+                chunk |= U64(byte) << U64(8 * k)
+                k += 1
+                ln += 1
+                if k == 8:
+                    h = _mix_chunk(h, chunk)
+                    chunk = U64(0)
+                    k = 0
+        i += length
+    if ln > 0:
+        if k > 0:
+            h = _mix_chunk(h, chunk)
+        tokh[nt] = _mix_chunk(h, U64(ln))
+        nt += 1
+    return nt
+
+
+@njit(cache=True)
+def needs_nfkc(offsets, data, table, flag):
+    """Rows holding a code point flagged in `table` (text.NEEDS_NFKC); ASCII bytes are skipped."""
+    n = offsets.shape[0] - 1
+    out = np.zeros(n, np.bool_)
+    for r in range(n):
+        i = offsets[r]
+        end = offsets[r + 1]
+        while i < end:
+            c = data[i]
+            if c < 0x80:
+                i += 1
+                continue
+            if c < 0xE0:
+                cp = (np.int64(c & 0x1F) << 6) | np.int64(data[i + 1] & 0x3F) if i + 1 < end else np.int64(c)
+                i += 2
+            elif c < 0xF0:
+                cp = ((np.int64(c & 0x0F) << 12) | (np.int64(data[i + 1] & 0x3F) << 6) | np.int64(data[i + 2] & 0x3F)
+                      if i + 2 < end else np.int64(c))
+                i += 3
+            else:
+                cp = ((np.int64(c & 0x07) << 18) | (np.int64(data[i + 1] & 0x3F) << 12)
+                      | (np.int64(data[i + 2] & 0x3F) << 6) | np.int64(data[i + 3] & 0x3F)) if i + 3 < end else np.int64(c)
+                i += 4
+            if cp < table.shape[0] and (table[cp] & flag):
+                out[r] = True
+                break
+    return out

@@ -1,0 +1,150 @@
+"""`distill score`: gate, decontaminate and score every row of a dataset (a per-shard stage).
+
+Reads any dataset folder; writes one with the rows that pass every hygiene
+gate and the decontamination check, each carrying `flags`, the judge scores
+(`quality`, `complexity`, `accuracy`, when judged) and the combined `score`.
+Dropped rows go to `rejected/` with the first failing gate as drop_reason.
+Per-row detail (every judgment's method and raw reply, the heuristic's parts,
+the score source) is in `meta["score"]`.
+
+A row whose judgment cannot be parsed stays in the output with a null score
+and a flag (`judge_unparseable:<score>` or `judge_error:<score>`): the
+selection stage decides what to do with unscored rows, and the numbers
+show how often the judge failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ...records import rejected_row, set_meta
+from ...runner import ShardResult, StageContext, run_shards
+from ...store import Dataset
+from . import gates
+from .combine import HEURISTIC_VERSION, combined_score, heuristic_score
+from .config import ScoreConfig
+from .decontam import Decontaminator
+from .judge import judge_rows, template_hashes
+
+STAGE = "score"
+
+
+class ScoreStage:
+    name = STAGE
+
+    def __init__(self, cfg: ScoreConfig, judge_teacher: Any = None):
+        """`judge_teacher`: a teacher for judging other than the run's (ctx.teacher), or None."""
+        self.cfg = cfg
+        self.judge_teacher = judge_teacher
+        self.decontam = Decontaminator(cfg.decontaminate, n=cfg.decontam_n, min_tokens=cfg.decontam_min_tokens,
+                                       fields=tuple(cfg.decontam_fields)) if cfg.decontaminate else None
+
+    def settings(self) -> dict[str, Any]:
+        s = self.cfg.model_dump(mode="json", exclude={"judge_teacher"})
+        if self.cfg.judge == "teacher":
+            s["judge_prompts"] = template_hashes(self.cfg.judges)
+            jt = self.cfg.judge_teacher
+            s["judge_teacher"] = {"backend": jt.backend, "model": jt.model, "base_url": jt.base_url} if jt else "run teacher"
+        else:
+            s["heuristic"] = HEURISTIC_VERSION
+        if self.decontam is not None:  # a changed evaluation file must not resume on old verdicts
+            s["decontaminate_sha256"] = {str(p): _sha256(p) for p in self.decontam.files}
+        return s
+
+    def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
+        stats: Counter = Counter()
+        kept: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        for row in rows:
+            failures = gates.check_row(row, self.cfg)
+            if not failures and self.decontam is not None:
+                hit = self.decontam.check(row)
+                if hit is not None:
+                    failures.append(("contaminated", hit.detail()))
+                    stats[f"contaminated[{hit.file}]"] += 1
+            if failures:
+                reason, detail = failures[0]
+                if len(failures) > 1:
+                    detail += "; also " + ", ".join(r for r, _ in failures[1:])
+                rejected.append(rejected_row(row, STAGE, reason, detail))
+            else:
+                kept.append(dict(row))
+        if self.cfg.judge == "teacher":
+            self._judge(kept, ctx, stats)
+        else:
+            for row in kept:
+                score, parts = heuristic_score(row)
+                row.update(score=score, quality=None, complexity=None, accuracy=None, flags=_flags(row, []))
+                set_meta(row, STAGE, {"score_source": "heuristic", "heuristic": HEURISTIC_VERSION, **parts})
+        stats["scored"] += sum(1 for r in kept if r["score"] is not None)
+        stats["unscored"] += sum(1 for r in kept if r["score"] is None)
+        return ShardResult(kept, rejected, dict(stats))
+
+    def _judge(self, kept: list[dict[str, Any]], ctx: StageContext, stats: Counter) -> None:
+        teacher = self.judge_teacher if self.judge_teacher is not None else ctx.teacher
+        for row, per in zip(kept, judge_rows(kept, teacher, self.cfg)):
+            values = {j: jd.value for j, jd in per.items()}
+            new_flags = []
+            for j, jd in per.items():
+                stats[f"judge_{jd.method}[{j}]"] += 1
+                if jd.method == "unparseable":
+                    new_flags.append(f"judge_unparseable:{j}")
+                elif jd.method == "error":
+                    new_flags.append(f"judge_error:{j}")
+            row.update(quality=values.get("quality"), complexity=values.get("complexity"),
+                       accuracy=values.get("accuracy"), score=combined_score(values, self.cfg.combine))
+            if row["score"] is None:
+                new_flags.append("unscored")
+            row["flags"] = _flags(row, new_flags)
+            set_meta(row, STAGE, {"score_source": "judge", "combine": self.cfg.combine,
+                                  "judge_model": getattr(teacher, "model", None),
+                                  "judgments": {j: jd.to_meta() for j, jd in per.items()}})
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _flags(row: dict[str, Any], new: list[str]) -> list[str]:
+    # A rerun of score replaces its own flags and keeps other stages' flags.
+    mine = ("judge_unparseable:", "judge_error:", "unscored")
+    old = [f for f in (row.get("flags") or []) if not f.startswith(mine)]
+    return old + new
+
+
+def run_score(input_path: str | Path, out: str | Path, cfg: ScoreConfig, ctx: StageContext, *,
+              shard_rows: int = 1000, limit: int | None = None, judge_teacher_factory: Any = None) -> dict[str, Any]:
+    """Score `input_path` into `out`; returns the manifest.
+
+    `judge_teacher_factory()` builds the separate judge teacher when
+    `cfg.judge_teacher` is set (the CLI passes one built from that section).
+    """
+    ds = Dataset(input_path)
+    judge_teacher = None
+    if cfg.judge == "teacher" and cfg.judge_teacher is not None:
+        if judge_teacher_factory is None:
+            from ...teacher import make_teacher
+
+            def judge_teacher_factory():
+                return make_teacher(cfg.judge_teacher, workdir=ctx.workdir, seed=ctx.seed)
+        judge_teacher = judge_teacher_factory()
+    stage = ScoreStage(cfg, judge_teacher)
+    extra: dict[str, Any] = {"score_source": "judge" if cfg.judge == "teacher" else "heuristic"}
+    if stage.decontam is not None:
+        extra["decontamination"] = stage.decontam.summary()
+    try:
+        if judge_teacher is not None:
+            extra["judge_teacher"] = {"backend": judge_teacher.backend, "model": judge_teacher.model}
+        elif cfg.judge == "teacher":
+            extra["judge_teacher"] = "run teacher"
+        return run_shards(stage, ds, out, ctx, shard_rows=shard_rows, limit=limit, manifest_extra=extra)
+    finally:
+        if judge_teacher is not None:
+            judge_teacher.close()

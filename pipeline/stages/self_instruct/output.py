@@ -1,0 +1,226 @@
+"""Turning accepted tasks into rows: classification, instances, provenance; and reading them back.
+
+Reads nothing but the done shards of the stage's own folder (`restore`, for
+resume). `ShardBuilder.build` sends the classification and instance requests
+for one shard's tasks (one teacher call each, so a real backend runs them
+concurrently) and returns kept rows and rejected rows with their reasons.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.parquet as pq
+
+from ... import records
+from ...runner import StageContext
+from ...store import REJECTED_DIR, DatasetError, DatasetWriter, atomic_write_bytes, shard_name
+from ...teacher.base import ChatRequest
+from . import instances as inst
+from .config import SelfInstructConfig
+from .seeds import SeedPool
+
+if TYPE_CHECKING:
+    from .stage import Counters, Task
+
+STAGE = "self_instruct"
+RAW_DIR = "raw"
+
+
+@dataclass
+class Restored:
+    shards: int = 0
+    machine: list[str] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)
+
+
+def restore(writer: DatasetWriter) -> Restored:
+    """The machine pool (in acceptance order) and run counters from the done shards."""
+    state = Restored()
+    markers = writer.done_markers()
+    if [m.get("shard") for m in markers] != list(range(len(markers))):
+        raise DatasetError(f"{writer.path}: done shards are not contiguous; write to a new --out")
+    state.shards = len(markers)
+    for m in markers:
+        for k in ("batches", "requests", "prompt_tokens", "completion_tokens"):
+            state.totals[k] = state.totals.get(k, 0) + int(m.get(k, 0))
+    pool: dict[int, str] = {}
+    for i in range(state.shards):
+        for path in (writer.path / shard_name(i), writer.path / REJECTED_DIR / shard_name(i)):
+            if not path.exists():
+                continue
+            table = pq.read_table(path, columns=["instruction", "meta"])
+            for text, meta in zip(table.column("instruction").to_pylist(), table.column("meta").to_pylist()):
+                pos = json.loads(meta).get(STAGE, {}).get("pool_index") if meta else None
+                if pos is not None:
+                    pool.setdefault(pos, text)
+    if sorted(pool) != list(range(len(pool))):
+        raise DatasetError(f"{writer.path}: the accepted-instruction pool in the done shards has gaps; "
+                           "write to a new --out")
+    state.machine = [pool[i] for i in range(len(pool))]
+    return state
+
+
+class ShardBuilder:
+    def __init__(self, cfg: SelfInstructConfig, ctx: StageContext, templates: dict[str, str],
+                 counters: "Counters"):
+        self.cfg, self.ctx, self.templates, self.counters = cfg, ctx, templates, counters
+
+    @staticmethod
+    def templates(cfg: SelfInstructConfig) -> list[str]:
+        if cfg.mode == "alpaca":
+            return []
+        return [inst.CLASSIFY_TEMPLATE, inst.INPUT_FIRST_TEMPLATE, inst.OUTPUT_FIRST_TEMPLATE]
+
+    @staticmethod
+    def rejected_candidate(text: str, reason: str, detail: str, where: dict[str, int], run_id: str,
+                           mode: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        row = records.new_row(text, origin=STAGE, run_id=run_id)
+        records.set_meta(row, STAGE, dict(where, mode=mode, **(extra or {})))
+        return records.rejected_row(row, STAGE, reason, detail)
+
+    # -- teacher calls ------------------------------------------------------------
+    def _sampling_json(self, is_clf: bool | None) -> str:
+        cfg = self.cfg
+        if cfg.mode == "alpaca":
+            from .alpaca import stop_sequences
+            return json.dumps({"alpaca": cfg.alpaca.sampling(stop_sequences(cfg)).to_dict()}, sort_keys=True)
+        from .bootstrap import stop_sequences
+        d = {"bootstrap": cfg.bootstrap.sampling(stop_sequences(cfg)).to_dict(),
+             "classify": cfg.classify.sampling(inst.classify_stop()).to_dict()}
+        if is_clf is not None:
+            d["instances"] = self._instance_sampling(is_clf).to_dict()
+        return json.dumps(d, sort_keys=True)
+
+    def _instance_sampling(self, is_clf: bool):
+        c = self.cfg.instances
+        return c.sampling(inst.instance_stop(c.max_instances),
+                          max_tokens=c.max_tokens_classification if is_clf else c.max_tokens)
+
+    def _task_id(self, task: "Task") -> str:
+        return records.make_id(task.instruction)
+
+    def build(self, tasks: list["Task"]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        if not tasks:
+            return [], []
+        if self.cfg.mode == "alpaca":
+            return self._alpaca_rows(tasks), []
+        teacher = self.ctx.teacher
+        cls = teacher.chat([ChatRequest(
+            messages=[{"role": "user", "content": inst.classify_prompt(t.instruction)}],
+            sampling=self.cfg.classify.sampling(inst.classify_stop()),
+            record_id=self._task_id(t), purpose=f"{STAGE}:classify") for t in tasks])
+        self.counters.count(cls, "classify")
+        kept: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        todo = []
+        for t, c in zip(tasks, cls):
+            t.tokens[0] += c.usage.prompt_tokens
+            t.tokens[1] += c.usage.completion_tokens
+            if not c.ok:
+                rejected.append(self._task_reject(t, "teacher_error", f"classification: {c.error.kind}: {c.error.message}"))
+            else:
+                todo.append((t, inst.is_classification_answer(c.text), c.text))
+        gens = teacher.chat([ChatRequest(
+            messages=[{"role": "user", "content": inst.instance_prompt(t.instruction, clf)}],
+            sampling=self._instance_sampling(clf), record_id=self._task_id(t),
+            purpose=f"{STAGE}:instances") for t, clf, _ in todo])
+        self.counters.count(gens, "instances")
+        for (t, clf, answer), g in zip(todo, gens):
+            self.counters.bump("classification_tasks", 1 if clf else 0)
+            t.tokens[0] += g.usage.prompt_tokens
+            t.tokens[1] += g.usage.completion_tokens
+            if not g.ok:
+                rejected.append(self._task_reject(t, "teacher_error", f"instances: {g.error.kind}: {g.error.message}",
+                                                  is_clf=clf))
+                continue
+            parsed = inst.parse_classification(g.text) if clf else inst.parse_generation(g.text)
+            rng = self.ctx.rng(self._task_id(t), f"{STAGE}:instances")
+            good, dropped = inst.filter_instances(parsed, g.truncated, self.cfg.instances.max_instances, rng)
+            meta = {"classification_answer": answer, "instances_raw": g.text}
+            rows, dup = self._rows(t, [(i.input, i.output) for i in good], clf, meta, g)
+            kept += rows
+            for d in dropped + [inst.Dropped(inst.Instance(*p), "duplicate_input", "same normalised input as a kept instance")
+                                for p in dup]:
+                rejected.append(self._instance_reject(t, d, clf, meta))
+            if not rows:
+                reasons = sorted({d.reason for d in dropped}) or ["none parsed"]
+                rejected.append(self._task_reject(t, "no_valid_instances", "instances: " + ", ".join(reasons),
+                                                  is_clf=clf, extra=meta))
+        return kept, rejected
+
+    # -- rows -------------------------------------------------------------------
+    def _meta(self, t: "Task", is_clf: bool | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        m = dict(t.where, mode=self.cfg.mode, pool_index=t.pool_index, most_similar=t.similar,
+                 mean_similarity=t.mean_similarity, templates=self.templates)
+        m.update(extra or {})
+        return m
+
+    def _rows(self, t: "Task", pairs: list[tuple[str, str]], is_clf: bool | None, extra: dict[str, Any],
+              comp=None) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+        teacher = self.ctx.teacher
+        template = inst.instance_template(bool(is_clf)) if self.cfg.mode != "alpaca" else "self_instruct/alpaca.txt"
+        seen: set[str] = set()
+        rows, dup = [], []
+        for inp, out in pairs:
+            rid = records.make_id(t.instruction, inp)
+            if rid in seen:        # one id per (instruction, input): later outputs are dropped
+                dup.append((inp, out))
+                continue
+            seen.add(rid)
+            rows.append(records.new_row(
+                t.instruction, inp, out, origin=STAGE, run_id=self.ctx.run_id,
+                messages=records.build_messages(t.instruction, inp, out), is_classification=is_clf,
+                task_kind="classification" if is_clf else None, teacher_backend=teacher.backend,
+                teacher_model=(comp.model if comp is not None and comp.model else teacher.model),
+                sampling=self._sampling_json(is_clf), prompt_template=template,
+                prompt_hash=self.templates.get(template),
+                finish_reason=comp.finish_reason if comp is not None else None))
+        # Split the task's tokens over its rows so that the rows' sums equal the task's cost.
+        for k, col in enumerate(("prompt_tokens", "completion_tokens")):
+            total = int(round(t.tokens[k]))
+            for i, row in enumerate(rows):
+                row[col] = total // len(rows) + (total % len(rows) if i == 0 else 0)
+        for row in rows:
+            records.set_meta(row, STAGE, self._meta(t, is_clf, extra))
+        return rows, dup
+
+    def _task_reject(self, t: "Task", reason: str, detail: str, is_clf: bool | None = None,
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        row = records.new_row(t.instruction, origin=STAGE, run_id=self.ctx.run_id, is_classification=is_clf)
+        records.set_meta(row, STAGE, self._meta(t, is_clf, extra))
+        return records.rejected_row(row, STAGE, reason, detail)
+
+    def _instance_reject(self, t: "Task", d: "inst.Dropped", is_clf: bool, extra: dict[str, Any]) -> dict[str, Any]:
+        row = records.new_row(t.instruction, d.instance.input, d.instance.output, origin=STAGE,
+                              run_id=self.ctx.run_id, is_classification=is_clf)
+        records.set_meta(row, STAGE, self._meta(t, is_clf, extra))
+        return records.rejected_row(row, STAGE, d.reason, d.detail)
+
+    def _alpaca_rows(self, tasks: list["Task"]) -> list[dict[str, Any]]:
+        rows = []
+        for t in tasks:
+            rows += self._rows(t, [t.triple], None, {})[0]
+        return rows
+
+    def seed_rows(self, seeds: SeedPool) -> list[dict[str, Any]]:
+        rows, seen = [], set()
+        for task in seeds.tasks:
+            for inp, out in task.instances:
+                if records.make_id(task.instruction, inp) in seen:
+                    continue
+                seen.add(records.make_id(task.instruction, inp))
+                rows.append(records.new_row(
+                    task.instruction, inp, out, origin="seed", run_id=self.ctx.run_id,
+                    messages=records.build_messages(task.instruction, inp, out),
+                    is_classification=task.is_classification, task_kind=task.kind))
+        return rows
+
+    @staticmethod
+    def write_raw(out: Path, shard: int, raw: list[dict[str, Any]]) -> None:
+        """The raw bootstrap completions of a shard (the paper keeps them; so do we)."""
+        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in raw)
+        atomic_write_bytes(out / RAW_DIR / shard_name(shard).replace(".parquet", ".jsonl"), body.encode("utf-8"))

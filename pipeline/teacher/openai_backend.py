@@ -1,0 +1,288 @@
+"""The `openai` backend: any OpenAI-compatible chat-completions server.
+
+Transport: aiohttp with one shared ClientSession (one keep-alive connection
+pool of `concurrency` connections) on a private event loop, driven by the
+synchronous `chat()`. We do not use the `openai` SDK here: per request it
+builds pydantic models for the request and the reply and goes through httpx,
+which costs several times the client CPU of posting pre-serialised JSON bytes
+and parsing the reply with `json.loads` (see scripts/bench_teacher.py for the
+side-by-side figures). At thousands of requests a shard that CPU is the
+client's ceiling.
+
+`chat()` runs `concurrency` workers over the request list; each request is
+retried with full-jitter exponential backoff on 429 (Retry-After honoured),
+5xx, timeouts, dropped connections and 200 replies that are not a chat
+completion. A request that still fails comes back as a Completion carrying a
+typed TeacherError; other requests are unaffected. If no request of a call
+could even connect, `chat()` raises TeacherUnavailable (a stage should stop,
+not drop every row).
+
+The API key is read from the environment variable named in the config, sent
+only in the Authorization header, and scrubbed from every error message; it
+is never stored on the object under a printable attribute or in its repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import threading
+from typing import Any, Callable
+
+import aiohttp
+
+from ..errors import TeacherUnavailable
+from .base import ChatRequest, Completion, TeacherError, TeacherStats, Usage, derive_seed
+from .limits import WindowLimiter, backoff_delay, estimate_tokens, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+OnDone = Callable[[int, Completion], None]
+
+
+class _Fault(Exception):
+    def __init__(self, kind: str, message: str, retryable: bool = True, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind, self.message, self.retryable, self.retry_after = kind, message, retryable, retry_after
+
+
+class OpenAIBackend:
+    backend = "openai"
+    streams_completions = True  # chat() accepts on_done: the cache stores answers as they arrive
+
+    def __init__(self, section, *, seed: int = 0, backoff_base: float = 0.5, backoff_cap: float = 30.0):
+        if not section.base_url:
+            raise TeacherUnavailable(
+                "teacher.backend = 'openai' needs teacher.base_url (e.g. http://127.0.0.1:8765/v1 "
+                "after `distill teacher serve`)")
+        self.base_url = section.base_url.rstrip("/")
+        self.api_key_env = section.api_key_env
+        self.concurrency = section.concurrency
+        self.max_retries = section.max_retries
+        self.timeout_s = section.timeout_s
+        self.run_seed = seed
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
+        self.stats = TeacherStats()
+        self._rpm = WindowLimiter(section.rpm) if section.rpm else None
+        self._tpm = WindowLimiter(section.tpm) if section.tpm else None
+        self._jitter = random.Random(seed)  # backoff jitter only; never affects outputs
+        self._sleep = asyncio.sleep  # replaceable in tests, to see the waits without waiting
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._lock = threading.Lock()
+        try:
+            self.model = section.model or self._discover_model()
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r}, concurrency={self.concurrency})"
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        h = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = os.environ.get(self.api_key_env)
+        if key:
+            h["Authorization"] = f"Bearer {key}"
+        return h
+
+    def _scrub(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env)
+        return text.replace(key, "***") if key else text
+
+    def _run(self, coro):
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return self._loop.run_until_complete(coro)
+            # Called from inside someone else's event loop: run ours on a helper thread.
+            box: dict[str, Any] = {}
+
+            def target():
+                try:
+                    box["v"] = self._loop.run_until_complete(coro)
+                except BaseException as e:  # re-raised in the caller's thread
+                    box["e"] = e
+            t = threading.Thread(target=target)
+            t.start()
+            t.join()
+            if "e" in box:
+                raise box["e"]
+            return box["v"]
+
+    async def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers(), trust_env=True,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        return self._session
+
+    def _discover_model(self) -> str:
+        async def get() -> str:
+            session = await self._ensure_session()
+            try:
+                async with session.get(self.base_url + "/models") as r:
+                    data = json.loads(await r.read())
+                return data["data"][0]["id"]
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                raise TeacherUnavailable(self._unreachable(e)) from None
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise TeacherUnavailable(
+                    f"{self.base_url}/models lists no model; set teacher.model (or --model)") from None
+        return self._run(get())
+
+    def _unreachable(self, e: BaseException | str) -> str:
+        return self._scrub(
+            f"teacher at {self.base_url} is unreachable ({e}); start it (`distill teacher serve` for the "
+            "embedded one) or fix teacher.base_url")
+
+    def close(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            if self._session is not None:
+                self._run(self._session.close())
+            self._loop.close()
+        self._session = None
+
+    # -- requests -----------------------------------------------------------
+
+    def seed_for(self, req: ChatRequest) -> int:
+        return derive_seed(self.run_seed, req.record_id, req.purpose, req.sample_index)
+
+    def _body(self, req: ChatRequest, seed: int) -> bytes:
+        s = req.sampling
+        body: dict[str, Any] = {
+            "model": self.model, "messages": list(req.messages), "temperature": s.temperature,
+            "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": seed}
+        if s.presence_penalty:
+            body["presence_penalty"] = s.presence_penalty
+        if s.frequency_penalty:
+            body["frequency_penalty"] = s.frequency_penalty
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = s.logprobs
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+    def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
+        """Completions in request order; `on_done(i, completion)` is called as each one finishes."""
+        if not requests:
+            return []
+        out = self._run(self._chat(requests, on_done))
+        if all(c.error is not None and c.error.kind == "unavailable" and c.error.retryable for c in out):
+            raise TeacherUnavailable(self._unreachable(out[0].error.message))
+        return out
+
+    async def _chat(self, requests: list[ChatRequest], on_done: OnDone | None) -> list[Completion]:
+        session = await self._ensure_session()
+        out: list[Completion | None] = [None] * len(requests)
+        todo = iter(range(len(requests)))
+        self.stats.requests += len(requests)
+
+        async def worker() -> None:
+            for i in todo:
+                try:
+                    c = await self._send(session, requests[i])
+                except Exception as e:  # a bug must not take the other requests down
+                    log.exception("unexpected error in teacher request %d", i)
+                    c = Completion(text=None, error=TeacherError("invalid_response", self._scrub(repr(e)), 1, False))
+                if c.error is not None:
+                    self.stats.errors += 1
+                out[i] = c
+                if on_done is not None:
+                    on_done(i, c)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(requests)))))
+        return out  # type: ignore[return-value]
+
+    async def _wait_limits(self, tokens: int):
+        entry = None
+        while self._rpm is not None and (d := self._rpm.delay(1)) > 0:
+            await self._sleep(d)
+        while self._tpm is not None and (d := self._tpm.delay(tokens)) > 0:
+            await self._sleep(d)
+        if self._rpm is not None:
+            self._rpm.spend(1)
+        if self._tpm is not None:
+            entry = self._tpm.spend(tokens)
+        return entry
+
+    async def _send(self, session: aiohttp.ClientSession, req: ChatRequest) -> Completion:
+        body = self._body(req, self.seed_for(req))
+        est = estimate_tokens(req.messages, req.sampling.max_tokens) if self._tpm is not None else 0
+        attempt = 0
+        while True:
+            attempt += 1
+            entry = await self._wait_limits(est) if (self._rpm or self._tpm) else None
+            self.stats.sent += 1
+            try:
+                c = await self._post(session, body)
+            except _Fault as f:
+                self.stats.count_fault(f.kind)
+                if entry is not None:
+                    self._tpm.correct(entry, 0)
+                if not f.retryable or attempt > self.max_retries:
+                    return Completion(text=None, error=TeacherError(f.kind, f.message, attempt, f.retryable),
+                                      attempts=attempt, model=self.model)
+                self.stats.retries += 1
+                await self._sleep(backoff_delay(attempt - 1, self.backoff_base, self.backoff_cap,
+                                                  self._jitter, f.retry_after))
+                continue
+            c.attempts = attempt
+            self.stats.prompt_tokens += c.usage.prompt_tokens
+            self.stats.completion_tokens += c.usage.completion_tokens
+            if entry is not None:
+                self._tpm.correct(entry, c.usage.prompt_tokens + c.usage.completion_tokens)
+            return c
+
+    async def _post(self, session: aiohttp.ClientSession, body: bytes) -> Completion:
+        try:
+            async with session.post(self.base_url + "/chat/completions", data=body) as resp:
+                raw = await resp.read()
+                status = resp.status
+                headers = resp.headers
+        except asyncio.TimeoutError:
+            raise _Fault("timeout", f"no answer within {self.timeout_s:g}s") from None
+        except aiohttp.ClientConnectorError as e:
+            raise _Fault("unavailable", self._scrub(str(e))) from None
+        except (aiohttp.ClientError, OSError) as e:  # dropped connection, broken payload
+            raise _Fault("connection", self._scrub(f"{type(e).__name__}: {e}")) from None
+        if status == 200:
+            return self._parse(raw)
+        detail = self._scrub(f"HTTP {status}: {raw[:300].decode('utf-8', 'replace')}")
+        if status == 429:
+            raise _Fault("rate_limited", detail, retry_after=parse_retry_after(headers))
+        if status >= 500:
+            raise _Fault("server_error", detail, retry_after=parse_retry_after(headers))
+        if status == 408:
+            raise _Fault("timeout", detail)
+        if status in (401, 403):
+            raise _Fault("unavailable", detail + f" (check the key in ${self.api_key_env})", retryable=False)
+        raise _Fault("bad_request", detail, retryable=False)
+
+    def _parse(self, raw: bytes) -> Completion:
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            text = choice["message"]["content"]
+            if not isinstance(text, str):
+                raise TypeError("message content is not a string")
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            snippet = self._scrub(raw[:120].decode("utf-8", "replace"))
+            raise _Fault("invalid_response", f"200 reply is not a chat completion ({type(e).__name__}): {snippet!r}") from None
+        usage = data.get("usage") or {}
+        lp = choice.get("logprobs")
+        return Completion(
+            text=text, finish_reason=choice.get("finish_reason"),
+            usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
+            logprobs=lp.get("content") if isinstance(lp, dict) else None,
+            model=data.get("model") or self.model)

@@ -1,0 +1,53 @@
+"""A test-only per-shard stage, run as a subprocess by test_teacher_kill.py.
+
+Each row asks the teacher once (one `chat()` per row, so every answer is in
+the cache before the next request goes out) and keeps the answer as output.
+
+    python tests/teacher_kill_stage.py INPUT OUT WORKDIR BASE_URL
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pipeline.config import TeacherSection
+from pipeline.runner import ShardResult, StageContext, run_shards
+from pipeline.store import Dataset
+from pipeline.teacher import make_teacher
+from pipeline.teacher.base import ChatRequest, Sampling
+
+SHARD_ROWS = 5
+
+
+class AskOnce:
+    name = "ask_once"
+
+    def settings(self):
+        return {"purpose": "answer"}
+
+    def process(self, rows, ctx):
+        kept = []
+        for row in rows:
+            [c] = ctx.teacher.chat([ChatRequest(
+                messages=[{"role": "user", "content": row["instruction"]}], sampling=Sampling(max_tokens=8),
+                record_id=row["id"], purpose="answer")])
+            if not c.ok:
+                raise RuntimeError(f"teacher error for {row['id']}: {c.error}")
+            kept.append(dict(row, output=c.text, finish_reason=c.finish_reason))
+        return ShardResult(kept=kept)
+
+
+def main(src: str, out: str, workdir: str, base_url: str) -> None:
+    wd = Path(workdir)
+    sec = TeacherSection(backend="openai", base_url=base_url, model="fault-model", concurrency=1)
+    ctx = StageContext(run_id="kill", seed=7, workdir=wd, progress=False,
+                       teacher_factory=lambda: make_teacher(sec, workdir=wd, seed=7))
+    try:
+        run_shards(AskOnce(), Dataset(src), out, ctx, shard_rows=SHARD_ROWS)
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,205 @@
+"""The Ray executor runs the same shards as the local one: same rows, markers, manifest, resume.
+
+Ray tests share one local cluster (`ray_cluster`, 2 CPUs) and keep inputs tiny;
+the shard planning and storage tests need no Ray at all.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pyarrow.fs as pafs
+import pytest
+
+import ray_support
+from pipeline.executors import storage
+from pipeline.executors.folders import ShardFolder, merge_markers, stage_shard
+from pipeline.executors.shards import plan_shards, read_rows
+from pipeline.runner import StageContext, iter_shards, run_shards
+from pipeline.store import Dataset, DatasetError, DatasetWriter
+
+
+def _ctx(**kw):
+    return StageContext(run_id="r", progress=False, **kw)
+
+
+def _comparable(m):
+    totals = {k: v for k, v in m["totals"].items() if k != "seconds"}
+    return (m["rows_in"], m["rows_out"], m["rows_rejected"], m["drops"], m["shards"], totals,
+            m["settings"], m["shard_rows"], m["limit"], m["input"])
+
+
+def _same_data(a, b):
+    da, db = Dataset(a, require_complete=True), Dataset(b, require_complete=True)
+    assert [p.name for p in da.shards] == [p.name for p in db.shards]
+    assert da.read().equals(db.read())
+    assert da.rejected().read().equals(db.rejected().read())
+
+
+def _no_temporaries(folder):
+    return [str(p) for p in folder.rglob(".*tmp-*")]
+
+
+# -- without Ray -----------------------------------------------------------------
+
+@pytest.mark.parametrize("shard_rows,limit", [(10, None), (7, None), (4, 13), (100, None), (3, 1)])
+def test_shard_plan_reads_exactly_the_rows_iter_shards_gives(tmp_path, shard_rows, limit):
+    ds, _ = ray_support.numbered_dataset(tmp_path / "in", 25, per_file=7)
+    specs = plan_shards(storage.dataset_files(ds), shard_rows, limit)
+    want = list(iter_shards(ds, shard_rows, limit))
+    assert [s.index for s in specs] == [i for i, _ in want]
+    assert [read_rows(s) for s in specs] == [rows for _, rows in want]
+
+
+def test_uris_survive_pathlib_and_resolve_to_filesystems(tmp_path):
+    from pathlib import Path
+    assert storage.normalize(Path("s3://bucket/runs/x")) == "s3://bucket/runs/x"
+    assert storage.normalize(Path("file:///tmp/a")) == "file:///tmp/a"
+    assert storage.normalize("work/run") == "work/run" and not storage.is_uri("work/run")
+    loc = storage.resolve(f"file://{tmp_path}/out")
+    assert loc.local and loc.path == f"{tmp_path}/out"
+    rel = storage.resolve("relative/dir")
+    assert rel.local and os.path.isabs(rel.path)
+
+
+def test_object_store_layout_on_a_subtree_filesystem(tmp_path):
+    """Non-local filesystems take the object-store path: staged objects, commit, marker, manifest."""
+    ds, rows = ray_support.numbered_dataset(tmp_path / "in", 9, per_file=9)
+    (tmp_path / "bucket").mkdir()
+    fs = pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem())
+    out = storage.resolve("runs/evenfilter", filesystem=fs)
+    plan = {"input": "x", "shard_rows": 5, "limit": None, "settings": {}}
+    folder = ShardFolder(out, "evenfilter", plan=plan)
+    assert not folder.loc.local
+    stage = ray_support.EvenFilter()
+    markers = []
+    for spec in plan_shards(storage.dataset_files(ds), 5):
+        res = stage.process(read_rows(spec), _ctx())
+        staged = stage_shard(folder.loc, spec.index, res.kept, res.rejected, stage=stage.name)
+        # staged objects are hidden: not a shard until committed
+        assert not (tmp_path / "bucket" / "runs" / "evenfilter" / f"part-{spec.index:05d}.parquet").exists()
+        assert staged.kept.name.startswith(".part-")
+        markers.append(folder.commit_shard(staged, {"rows_in": spec.rows, **res.stats}))
+    m = folder.write_manifest(run_id="r")
+    back = storage.FsDataset(out, require_complete=True)
+    assert [r["id"] for r in back.iter_rows()] == [r["id"] for r in rows if int(r["instruction"].split()[1]) % 2 == 0]
+    assert (m["rows_in"], m["rows_out"], m["rows_rejected"], m["drops"]) == (9, 5, 4, {"odd_number": 4})
+    assert storage.read_json(out.join("_manifest.json"))["rows_out"] == 5
+    # the same markers give the same manifest body as store.DatasetWriter's
+    local = DatasetWriter(tmp_path / "local", "evenfilter")
+    for i, mk in enumerate(markers):
+        local.write_shard(i, [], None, {k: v for k, v in mk.items() if k not in ("shard", "rows_out", "rows_rejected", "drops")})
+    body = {k: v for k, v in merge_markers("evenfilter", markers).items() if k not in ("created_at",)}
+    lm = {k: v for k, v in local.write_manifest().items() if k not in ("created_at",)}
+    assert body["totals"] == lm["totals"] and body["rows_in"] == lm["rows_in"] and body["shards"] == lm["shards"]
+    # the folder reads back as an input through the same filesystem, in the same shards
+    again = plan_shards(storage.dataset_files(back), 2)
+    assert [r["id"] for spec in again for r in read_rows(spec)] == [r["id"] for r in back.iter_rows()]
+    # resume with other settings is refused, as locally
+    with pytest.raises(DatasetError, match="shard_rows"):
+        ShardFolder(out, "evenfilter", plan=dict(plan, shard_rows=6))
+    assert ShardFolder(out, "evenfilter", plan=plan).is_done(1)
+
+
+def test_missing_ray_is_a_one_line_install_hint(tmp_path, monkeypatch):
+    from pipeline.errors import MissingExtra
+    from pipeline.executors.ray_runtime import import_ray
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees without the extra
+    with pytest.raises(MissingExtra, match=r"pip install 'distill\[ray\]'"):
+        import_ray()
+    code = ("import sys; sys.modules['ray'] = None; sys.argv = ['distill', *sys.argv[1:]]; "
+            "from pipeline.cli import main; main()")
+    res = subprocess.run([sys.executable, "-c", code, "run", "--executor", "ray", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "pip install 'distill[ray]'" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_options_reach_the_context(tmp_path):
+    from pipeline.cli_common import TeacherFactory, load, make_context, resolve_run
+    from pipeline.config import ConfigError
+    cfg = load(None, workdir=tmp_path, executor="ray", ray_address="auto")
+    assert (cfg.run.executor, cfg.run.ray_address) == ("ray", "auto")
+    ctx = make_context(cfg, resolve_run(cfg, tmp_path))
+    assert (ctx.executor, ctx.ray_address) == ("ray", "auto")
+    assert isinstance(ctx.teacher_factory, TeacherFactory) and ctx.teacher_factory.workdir.is_absolute()
+    with pytest.raises(ConfigError, match="run.executor"):
+        load(None, executor="spark")
+
+
+# -- on a local Ray cluster --------------------------------------------------------
+
+@pytest.fixture
+def ray_(ray_cluster):
+    ray_support.register(ray_cluster)
+    return ray_cluster
+
+
+def test_ray_equals_local_and_resumes_a_local_folder(tmp_path, ray_):
+    ds, _ = ray_support.numbered_dataset(tmp_path / "in", 45, per_file=7)
+    local = run_shards(ray_support.EvenFilter(), ds, tmp_path / "local", _ctx(), shard_rows=10)
+    # a local run that stops after two shards, finished on Ray
+    part = run_shards(ray_support.EvenFilter(), ds, tmp_path / "mixed", _ctx(), shard_rows=10, limit=20)
+    assert part["shards"] == 2
+    with pytest.raises(DatasetError, match="limit"):  # a resume must keep the settings, Ray or not
+        run_shards(ray_support.EvenFilter(), ds, tmp_path / "mixed", _ctx(), shard_rows=10, executor="ray")
+    for f in ("_plan.json", "_manifest.json"):
+        (tmp_path / "mixed" / f).unlink()
+    done = sorted(p.name for p in (tmp_path / "mixed" / "_done").iterdir())
+    m = run_shards(ray_support.EvenFilter(), ds, tmp_path / "mixed", _ctx(), shard_rows=10, executor="ray")
+    assert m["shards_skipped_on_resume"] == len(done) == 2 and m["executor"] == "ray"
+    assert _comparable(m) == _comparable(local)
+    _same_data(tmp_path / "local", tmp_path / "mixed")
+    # and a fresh Ray run, through ctx.executor (what the CLI sets)
+    m2 = run_shards(ray_support.EvenFilter(), ds, tmp_path / "ray", _ctx(executor="ray"), shard_rows=10)
+    assert _comparable(m2) == _comparable(local) and m2["ray_workers"] == 2
+    _same_data(tmp_path / "local", tmp_path / "ray")
+    assert not _no_temporaries(tmp_path / "ray")
+
+
+def test_worker_killed_mid_shard_redoes_that_shard_once(tmp_path, ray_):
+    ds, _ = ray_support.numbered_dataset(tmp_path / "in", 30, per_file=8)
+    run_shards(ray_support.EvenFilter(), ds, tmp_path / "local", _ctx(), shard_rows=10)
+    marker = tmp_path / "killed.pid"
+    stage = ray_support.KillOnce(str(marker), victim="task 14 with some words")
+    m = run_shards(stage, ds, tmp_path / "ray", _ctx(), shard_rows=10, executor="ray")
+    assert marker.exists()  # the first attempt did die inside process()
+    ids = [r["id"] for r in Dataset(tmp_path / "ray").iter_rows()]
+    assert len(ids) == len(set(ids)) == 15 and m["rows_in"] == 30
+    _same_data(tmp_path / "local", tmp_path / "ray")
+    assert not _no_temporaries(tmp_path / "ray")
+
+
+class _FailOn(ray_support.EvenFilter):
+    def __init__(self, victim):
+        self.victim = victim
+
+    def process(self, rows, ctx):
+        from pipeline.errors import TeacherUnavailable
+        if any(r["instruction"] == self.victim for r in rows):
+            raise TeacherUnavailable("teacher at http://x is unreachable")
+        return super().process(rows, ctx)
+
+
+def test_a_stage_error_surfaces_as_itself_and_a_rerun_resumes(tmp_path, ray_):
+    from pipeline.errors import TeacherUnavailable
+    ray_support.register(ray_)
+    ray_.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ds, _ = ray_support.numbered_dataset(tmp_path / "in", 40, per_file=40)
+    with pytest.raises(TeacherUnavailable, match="unreachable"):
+        run_shards(_FailOn("task 0 with some words"), ds, tmp_path / "out", _ctx(), shard_rows=10, executor="ray")
+    assert not Dataset(tmp_path / "out").complete
+    done = {p.name for p in (tmp_path / "out" / "_done").iterdir()}
+    assert "part-00000.json" not in done  # the failed shard is not committed; others may be
+    m = run_shards(ray_support.EvenFilter(), ds, tmp_path / "out", _ctx(), shard_rows=10, executor="ray")
+    assert m["shards_skipped_on_resume"] == len(done) and m["rows_out"] == 20
+
+
+def test_file_uri_output_is_the_same_folder(tmp_path, ray_):
+    ds, _ = ray_support.numbered_dataset(tmp_path / "in", 12, per_file=5)
+    run_shards(ray_support.EvenFilter(), ds, tmp_path / "local", _ctx(), shard_rows=4)
+    run_shards(ray_support.EvenFilter(), ds, f"file://{tmp_path}/viauri", _ctx(), shard_rows=4, executor="ray")
+    _same_data(tmp_path / "local", tmp_path / "viauri")

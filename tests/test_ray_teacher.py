@@ -1,0 +1,165 @@
+"""Generation on Ray: one cluster-wide openai budget, per-request seeds, vLLM replica placement,
+and a real generation stage (Orca) through the embedded teacher from Ray workers."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import ray_support
+from pipeline.cli_common import TeacherFactory
+from pipeline.config import TeacherSection
+from pipeline.errors import TeacherUnavailable
+from pipeline.executors.limits import ClusterLimits
+from pipeline.executors.teacher import replica_options
+from pipeline.runner import StageContext, run_shards
+from pipeline.store import Dataset
+from pipeline.teacher.base import derive_seed
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_cluster_limits_concurrency_rpm_tpm_and_leases():
+    clock = Clock()
+    lim = ClusterLimits(2, rpm=3, tpm=100, lease_s=10, clock=clock)
+    a, _ = lim.try_acquire(10)
+    b, _ = lim.try_acquire(10)
+    assert a and b and lim.try_acquire(10) == (None, 0.0)  # all permits out: wait for a release
+    lim.release(a, used_tokens=60)  # corrected from the estimate to what the server reported
+    c, _ = lim.try_acquire(10)
+    assert c and lim.in_flight == 2
+    lim.release(b, 5)
+    lim.release(c, 5)
+    ticket, wait = lim.try_acquire(10)  # a 4th request in the same minute: rpm=3 says wait
+    assert ticket is None and 0 < wait <= 60.001
+    clock.t += 61
+    d, _ = lim.try_acquire(95)
+    assert d
+    ticket, wait = lim.try_acquire(10)  # 95 + 10 > tpm 100
+    assert ticket is None and wait > 0
+    # a holder that died: its permit comes back when the lease expires
+    lim2 = ClusterLimits(1, lease_s=10, clock=clock)
+    x, _ = lim2.try_acquire()
+    assert lim2.try_acquire() == (None, 0.0) and 0 < lim2.next_expiry() <= 10.001
+    clock.t += 10
+    y, _ = lim2.try_acquire()
+    assert y and lim2.stats()["expired_leases"] == 1 and lim2.max_in_flight == 1
+
+
+def test_vllm_replicas_one_per_gpu_or_per_tensor_parallel_group():
+    one = TeacherSection(backend="vllm", model="m")
+    assert replica_options(one, {"CPU": 64, "GPU": 4}) == [{"num_gpus": 1, "num_cpus": 1}] * 4
+    assert len(replica_options(one, {"GPU": 4}, workers=2)) == 2
+    tp2 = TeacherSection(backend="vllm", model="m", vllm_args={"tensor_parallel_size": 2})
+    assert replica_options(tp2, {"GPU": 5}) == [{"num_gpus": 0, "num_cpus": 1, "gpu_bundles": 2}] * 2
+    with pytest.raises(TeacherUnavailable, match="needs GPUs"):
+        replica_options(one, {"CPU": 2})
+
+
+@pytest.fixture
+def ray_(ray_cluster):
+    ray_support.register(ray_cluster)
+    return ray_cluster
+
+
+@pytest.fixture
+def counting_server():
+    srv = ray_support.CountingServer(latency_s=0.05)
+    yield srv
+    srv.close()
+
+
+def test_openai_concurrency_is_cluster_wide_not_per_worker(tmp_path, ray_, counting_server):
+    ds, rows = ray_support.numbered_dataset(tmp_path / "in", 24, per_file=24)
+    section = TeacherSection(backend="openai", base_url=counting_server.url, concurrency=3, cache=False)
+    barrier_cls = ray_.remote(num_cpus=0)(ray_support.Barrier)
+
+    def run(factory, out):
+        counting_server.reset()
+        stage = ray_support.EchoStage(barrier=barrier_cls.remote(2))
+        ctx = StageContext(run_id="r", seed=11, teacher_factory=factory, progress=False)
+        m = run_shards(stage, ds, tmp_path / out, ctx, shard_rows=12, executor="ray")
+        return m, counting_server.max_in_flight
+
+    # the configured teacher: every worker takes permits from the run's one limiter
+    m, peak = run(TeacherFactory(section, tmp_path, 11), "limited")
+    assert m["rows_out"] == 24 and m["ray_workers"] == 2
+    assert peak <= 3, f"{peak} requests in flight with a cluster-wide concurrency of 3"
+    assert m["teacher_cluster_limits"]["max_in_flight"] <= 3 and m["teacher_cluster_limits"]["granted"] == 24
+    assert m["teacher"] == {"backend": "openai", "model": "count-model"}
+    out = {r["instruction"]: r for r in Dataset(tmp_path / "limited").iter_rows()}
+    assert all(out[r["instruction"]]["output"] == "re:" + r["instruction"] for r in rows)
+    # per-request seeds derive from (run seed, record id, purpose), whichever worker sent them
+    want = {r["instruction"]: derive_seed(11, r["id"], "echo") for r in rows}
+    assert counting_server.seeds == want and len(set(want.values())) == len(want)
+
+    # control: a plain callable factory gets no cluster limiter, so two workers
+    # with a local concurrency of 3 each exceed it (the check above can fail)
+    def unlimited():
+        from pipeline.teacher import make_teacher
+        return make_teacher(section, workdir=tmp_path, seed=11)
+    _, peak = run(unlimited, "unlimited")
+    assert peak > 3
+
+
+@pytest.mark.skipif(not os.environ.get("DISTILL_VLLM_TEST_MODEL"),
+                    reason="vLLM on Ray needs a GPU and a local model: set DISTILL_VLLM_TEST_MODEL=<model dir>")
+def test_vllm_replicas_generate_on_ray(tmp_path, ray_):
+    pytest.importorskip("vllm", reason="the vllm extra is not installed (GPU machines only)")
+    if ray_.cluster_resources().get("GPU", 0) < 1:
+        pytest.skip("the Ray cluster has no GPU")
+    ds, rows = ray_support.numbered_dataset(tmp_path / "in", 8, per_file=8)
+    section = TeacherSection(backend="vllm", model=os.environ["DISTILL_VLLM_TEST_MODEL"], cache=False,
+                             vllm_args={"gpu_memory_utilization": 0.5, "max_model_len": 1024})
+    ctx = StageContext(run_id="r", seed=5, teacher_factory=TeacherFactory(section, tmp_path, 5), progress=False)
+    m = run_shards(ray_support.EchoStage(max_tokens=16), ds, tmp_path / "out", ctx, shard_rows=4, executor="ray")
+    assert m["rows_out"] == 8 and m["teacher"]["backend"] == "vllm"
+    first = {r["id"]: r["output"] for r in Dataset(tmp_path / "out").iter_rows()}
+    m2 = run_shards(ray_support.EchoStage(max_tokens=16), ds, tmp_path / "again", ctx, shard_rows=4, executor="ray")
+    assert {r["id"]: r["output"] for r in Dataset(tmp_path / "again").iter_rows()} == first  # seeds reproduce
+
+
+@pytest.mark.teacher
+def test_orca_on_ray_against_the_embedded_teacher(tmp_path, ray_, openai_teacher_config):
+    """Ray workers answer through the real server and fill the shared response cache;
+    the local executor then reproduces the same dataset from that cache alone."""
+    from pipeline.records import new_row
+    from pipeline.stages.orca import OrcaConfig, run_orca
+    from pipeline.store import DatasetWriter
+
+    tasks = [("Name the capital of France.", ""), ("Is 7 a prime number? Answer yes or no.", ""),
+             ("Classify the sentiment: 'I loved this film.'", ""), ("Give one synonym of 'quick'.", "")]
+    w = DatasetWriter(tmp_path / "in", "import")
+    w.write_shard(0, [new_row(i, x, "", origin="import") for i, x in tasks])
+    w.write_manifest()
+    section = openai_teacher_config.model_copy(update={"cache": True, "concurrency": 2})
+    cfg = OrcaConfig(max_tokens=32, truncated="keep", drop_refusals=False)
+
+    def ctx():
+        return StageContext(run_id="o", seed=3, teacher_factory=TeacherFactory(section, tmp_path, 3), progress=False)
+
+    c = ctx()
+    m = run_orca(tmp_path / "in", tmp_path / "ray", c, cfg, shard_rows=2, executor="ray")
+    c.close()
+    assert m["rows_out"] + m["rows_rejected"] == 4 and m["executor"] == "ray"
+    assert m["totals"]["teacher_requests"] == 4 and m["totals"]["teacher_cache_hits"] == 0
+    c = ctx()
+    local = run_orca(tmp_path / "in", tmp_path / "local", c, cfg, shard_rows=2)
+    c.close()
+    assert local["totals"]["teacher_cache_hits"] == 4  # every answer came from the workers' cache
+    a = Dataset(tmp_path / "ray").read()
+    b = Dataset(tmp_path / "local").read()
+    assert a.num_rows == b.num_rows == m["rows_out"]
+    # the same rows, answers and choices; only the time and the `cached` flag differ
+    assert a.drop_columns(["created_at", "meta"]).equals(b.drop_columns(["created_at", "meta"]))
+    for x, y in zip(a.column("meta").to_pylist(), b.column("meta").to_pylist()):
+        x, y = json.loads(x), json.loads(y)
+        assert (x["orca"].pop("cached"), y["orca"].pop("cached")) == (False, True) and x == y

@@ -8,8 +8,10 @@ with a distinct code; `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
+import logging
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
@@ -37,8 +39,11 @@ def _version(value: bool) -> None:
 def root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    log_json: Annotated[Optional[Path], typer.Option("--log-json", metavar="FILE", help="Also write structured logs (one JSON object per event) to FILE, appending; '-' for stderr.")] = None,
 ) -> None:
     _state["debug"] = debug
+    from . import logs
+    logs.configure_json(log_json)
 
 
 def _register() -> None:
@@ -78,6 +83,8 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except USER_ERRORS as e:
+        from . import logs
+        logs.event("error", str(e), level=logging.ERROR, exit_code=exit_code_for(e), kind=type(e).__name__)
         if _state["debug"]:
             raise
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)

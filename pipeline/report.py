@@ -1,10 +1,14 @@
-"""`distill report`: one self-contained HTML page about a run.
+"""`distill report`: one self-contained HTML page about a run or a release.
 
 Reads a run folder (`<workdir>/<run-id>/`): each stage's `_manifest.json`, the
-run summary, the last stage's rows (lengths, scores) and the dedup stages'
-rejected rows (cluster sizes). Writes `report.html` next to them: the per-stage
-funnel, drops by reason, length and score distributions, dedup cluster sizes
-and token cost. Charts are inline SVG, so the page opens anywhere offline.
+run summary, the last stage's rows (lengths, scores), the evolution stage's
+rows (depth, operation mix) and the dedup stages' rejected rows (cluster
+sizes). Or a release (an export folder with `manifest.json`, a published
+version, or a releases folder whose `latest` is followed): its Parquet shards
+and the stage chain its manifest records. Writes `report.html`: the per-stage
+funnel, drops by reason, length and score distributions, evolution depth and
+operations, dedup cluster sizes and token cost. Charts are inline SVG, so the
+page opens anywhere offline.
 """
 
 from __future__ import annotations
@@ -48,11 +52,62 @@ def _cluster_sizes(ds: Dataset, column: str) -> list[int]:
     return [n + 1 for n in counts.values()]  # the kept row plus its removed duplicates
 
 
+def _is_release(path: Path) -> bool:
+    return (path / "manifest.json").is_file() and not (path / "_manifest.json").exists()
+
+
+def resolve_target(path: str | Path) -> Path:
+    """A run folder, a release folder, or a releases folder (its `latest` is followed)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DatasetError(f"{path}: no such run or release folder")
+    if (path / "latest").exists() and not (path / "run_summary.json").exists():
+        return (path / "latest").resolve()
+    return path
+
+
+def _evolution(ds: Dataset | None, max_rows: int) -> dict[str, dict[str, int]]:
+    depth: Counter = Counter()
+    ops: Counter = Counter()
+    if ds is None:
+        return {"depth": {}, "operations": {}}
+    seen = 0
+    for batch in ds.iter_batches(columns=["origin", "round"]):
+        d = batch.to_pydict()
+        for origin, rnd in zip(d["origin"], d["round"]):
+            depth[int(rnd or 0)] += 1
+            if origin and origin.startswith("evol:"):
+                ops[origin.split(":", 1)[1]] += 1
+        seen += batch.num_rows
+        if seen >= max_rows:
+            break
+    return {"depth": {str(k): depth[k] for k in sorted(depth)}, "operations": dict(ops.most_common())}
+
+
+def _row_figures(batches, max_rows: int) -> tuple[dict[str, list[int]], dict[str, list[float]]]:
+    lengths: dict[str, list[int]] = {"instruction": [], "output": []}
+    scores: dict[str, list[float]] = {"quality": [], "complexity": [], "score": []}
+    seen = 0
+    for batch in batches:
+        d = batch.to_pydict()
+        for i in range(batch.num_rows):
+            for k in lengths:
+                if k in d:
+                    lengths[k].append(len(d[k][i] or ""))
+            for k in scores:
+                if k in d and d[k][i] is not None:
+                    scores[k].append(d[k][i])
+        seen += batch.num_rows
+        if seen >= max_rows:
+            break
+    return lengths, scores
+
+
 def build_report(run_dir: str | Path, max_rows: int = 200_000) -> dict[str, Any]:
     """Collect the report's figures (also used by tests) without rendering."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise DatasetError(f"{run_dir}: no such run folder")
+    run_dir = resolve_target(run_dir)
+    if _is_release(run_dir):
+        return _release_report(run_dir, max_rows)
     stages = _stage_folders(run_dir)
     if not stages:
         raise DatasetError(f"{run_dir}: holds no stage folders (run `distill run` first)")
@@ -72,28 +127,58 @@ def build_report(run_dir: str | Path, max_rows: int = 200_000) -> dict[str, Any]
             if name.startswith(col.split("_")[0]):
                 clusters[name] = _cluster_sizes(ds, col)
     last = stages[-1][1]
-    lengths = {"instruction": [], "output": []}
-    scores: dict[str, list[float]] = {"quality": [], "complexity": [], "score": []}
-    seen = 0
-    for batch in last.iter_batches(columns=["instruction", "output", "quality", "complexity", "score"]):
-        d = batch.to_pydict()
-        for i in range(batch.num_rows):
-            lengths["instruction"].append(len(d["instruction"][i] or ""))
-            lengths["output"].append(len(d["output"][i] or ""))
-            for k in scores:
-                if d[k][i] is not None:
-                    scores[k].append(d[k][i])
-        seen += batch.num_rows
-        if seen >= max_rows:
-            break
-    return {"run_dir": str(run_dir), "funnel": funnel, "drops": drops, "tokens": tokens,
-            "clusters": clusters, "lengths": lengths, "scores": scores, "final_stage": stages[-1][0]}
+    lengths, scores = _row_figures(last.iter_batches(columns=["instruction", "output", "quality", "complexity", "score"]),
+                                   max_rows)
+    evol = dict(stages).get("evol_instruct")
+    return {"kind": "run", "run_dir": str(run_dir), "funnel": funnel, "drops": drops, "tokens": tokens,
+            "clusters": clusters, "lengths": lengths, "scores": scores, "final_stage": stages[-1][0],
+            "evolution": _evolution(evol, max_rows)}
+
+
+def _release_report(path: Path, max_rows: int) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    from .store import read_json
+
+    m = read_json(path / "manifest.json")
+    funnel, drops = [], []
+    for st in m.get("upstream", []):
+        funnel.append({"stage": st.get("stage"), "rows_in": st.get("rows_in"), "rows_out": st.get("rows_out"),
+                       "rejected": st.get("rows_rejected", 0), "complete": True})
+        drops += [[st.get("stage"), reason, n] for reason, n in (st.get("drops") or {}).items()]
+    funnel.append({"stage": "release", "rows_in": m.get("rows_in"), "rows_out": m.get("rows"),
+                   "rejected": 0, "complete": True})
+    files = [path / f["path"] for f in m.get("files", [])]
+    for f in files:
+        if not f.is_file():
+            raise DatasetError(f"{path}: the manifest lists {f.name}, which is missing (a damaged release)")
+
+    def batches(columns):
+        for f in files:
+            pf = pq.ParquetFile(f)
+            cols = [c for c in columns if c in pf.schema_arrow.names]
+            if cols:
+                yield from pf.iter_batches(columns=cols)
+
+    lengths, scores = _row_figures(batches(["instruction", "output", "quality", "complexity", "score"]), max_rows)
+    depth: Counter = Counter()
+    ops: Counter = Counter()
+    for b in batches(["origin", "round"]):
+        d = b.to_pydict()
+        for origin in d.get("origin", []):
+            if origin and origin.startswith("evol:"):
+                ops[origin.split(":", 1)[1]] += 1
+        for rnd in d.get("round", []):
+            depth[int(rnd or 0)] += 1
+    return {"kind": "release", "run_dir": str(path), "funnel": funnel, "drops": drops, "tokens": [],
+            "clusters": {}, "lengths": lengths, "scores": scores, "final_stage": "release",
+            "evolution": {"depth": {str(k): depth[k] for k in sorted(depth)}, "operations": dict(ops.most_common())}}
 
 
 def render_html(rep: dict[str, Any]) -> str:
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>distill report</title>"
-             f"<style>{_CSS}</style></head><body><h1>distill run report</h1><p>{e(rep['run_dir'])}</p>"]
+             f"<style>{_CSS}</style></head><body><h1>distill {e(rep.get('kind', 'run'))} report</h1><p>{e(rep['run_dir'])}</p>"]
     f = rep["funnel"]
     parts.append("<h2>Funnel</h2>")
     parts.append(bar_chart([s["stage"] for s in f], [s["rows_out"] or 0 for s in f], "rows out per stage"))
@@ -107,6 +192,14 @@ def render_html(rep: dict[str, Any]) -> str:
     parts.append("<h2>Scores</h2>")
     shown = [histogram(v, k) for k, v in rep["scores"].items() if v]
     parts.extend(shown or ["<p>No scores in the final stage.</p>"])
+    parts.append("<h2>Evolution</h2>")
+    ev = rep.get("evolution") or {}
+    if ev.get("depth"):
+        parts.append(bar_chart([f"round {k}" for k in ev["depth"]], list(ev["depth"].values()), "rows by evolution depth"))
+    if ev.get("operations"):
+        parts.append(bar_chart(list(ev["operations"]), list(ev["operations"].values()), "evolutions by operation"))
+    if not ev.get("depth") and not ev.get("operations"):
+        parts.append("<p>No evolution stage in this run.</p>")
     parts.append("<h2>Dedup clusters</h2>")
     for stage, sizes in rep["clusters"].items():
         c = Counter(sizes)
@@ -116,6 +209,9 @@ def render_html(rep: dict[str, Any]) -> str:
         parts.append("<p>No dedup stage in this run.</p>")
     t = rep["tokens"]
     parts.append("<h2>Token cost</h2>")
+    if not t:
+        parts.append("<p>Token usage is recorded per run; report on the run folder to see it.</p>")
+        t = [{"stage": "-", "prompt": 0, "completion": 0}]
     parts.append(bar_chart([s["stage"] for s in t], [s["prompt"] + s["completion"] for s in t], "teacher tokens per stage"))
     parts.append(table(["stage", "prompt tokens", "completion tokens"], [[s["stage"], s["prompt"], s["completion"]] for s in t]))
     parts.append("</body></html>")
@@ -124,6 +220,11 @@ def render_html(rep: dict[str, Any]) -> str:
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     rep = build_report(run_dir)
-    dest = Path(out) if out else Path(run_dir) / "report.html"
+    if out:
+        dest = Path(out)
+    elif rep["kind"] == "release":  # a published version is immutable: write beside, not into it
+        dest = Path.cwd() / f"report-{Path(rep['run_dir']).name}.html"
+    else:
+        dest = Path(rep["run_dir"]) / "report.html"
     atomic_write_bytes(dest, render_html(rep).encode("utf-8"))
     return dest

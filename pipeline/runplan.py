@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from . import logs
 from .cli_common import RunPaths, make_context
 from .config import Config, ConfigError
+from .executors import LOCAL_ONLY
 from .plan import Step, default_plan
 from .records import now_utc
 from .store import Dataset, atomic_write_json
@@ -56,6 +58,9 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
                 status = "already done"
             else:
                 echo(f"[{step.name}] {step.doc} -> {out}")
+                if ctx.executor == "ray" and step.name in LOCAL_ONLY:
+                    echo(f"[{step.name}] runs in this process, not on Ray: {LOCAL_ONLY[step.name]}")
+                logs.event("stage_start", f"{step.name} started", stage=step.name, run_id=paths.run_id, out=str(out))
                 manifest = step.run(cfg, paths, current, out, ctx)
                 status = "done"
             steps.append({"stage": step.name, "status": status, "out": str(out),
@@ -64,6 +69,7 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
                           "seconds": round(time.monotonic() - t0, 2)})
             echo(f"[{step.name}] {status}: {manifest.get('rows_out')} rows out, "
                  f"{manifest.get('rows_rejected', 0)} rejected")
+            logs.event("stage_end", f"{step.name} {status}", **steps[-1])
             current = out
     finally:
         teacher = ctx.teacher.stats.to_dict() if ctx.has_teacher else {}
@@ -78,6 +84,8 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
         "final_rows": _final_rows(current),
     }
     atomic_write_json(paths.run_dir / "run_summary.json", summary)
+    logs.event("run_end", f"run {paths.run_id} finished", run_id=paths.run_id, seconds=summary["seconds"],
+               final_rows=summary["final_rows"], final_dataset=summary["final_dataset"])
     return summary
 
 

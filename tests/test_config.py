@@ -49,3 +49,45 @@ def test_starter_and_resolved_configs_load_back(tmp_path):
     assert data["teacher"]["backend"] == "llamacpp"
     assert load_config(resolved).teacher == load_config(None).teacher
     assert "| `concurrency` |" in reference_markdown()
+
+
+def test_readme_config_reference_matches_the_code():
+    from pathlib import Path
+
+    from pipeline.configdoc import reference_markdown, splice_reference
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    assert splice_reference(text, reference_markdown()) == text, \
+        "README's config reference is stale: run `distill config reference --readme README.md`"
+
+
+def test_reference_splice_needs_markers_and_keeps_the_rest():
+    import pytest
+
+    from pipeline.configdoc import BEGIN, END, splice_reference
+
+    with pytest.raises(ValueError, match="markers"):
+        splice_reference("# no markers\n", "table")
+    out = splice_reference(f"head\n{BEGIN}\nold\n{END}\ntail\n", "| new |")
+    assert out == f"head\n{BEGIN}\n\n| new |\n\n{END}\ntail\n"
+
+
+def test_nested_tables_show_the_parent_defaults():
+    from pipeline.configdoc import reference_markdown
+
+    ref = reference_markdown()
+    # self_instruct's bootstrap sampling defaults are the paper's, not SamplingConfig's own
+    assert "| `bootstrap.top_p` | `float` | `0.5` |" in ref and "| `bootstrap.presence_penalty` | `float` | `2.0` |" in ref
+
+
+def test_demo_profile_is_valid_for_every_stage():
+    from pipeline.assets import data_dir
+    from pipeline.config import stage_config
+    from pipeline.plan import default_plan
+
+    cfg = load_config(data_dir() / "demo.toml")
+    for step in default_plan():
+        if step.config_model is not None:
+            stage_config(cfg, step.section, step.config_model)  # raises ConfigError on a stale key
+    assert cfg.self_instruct["num_instructions"] <= 20 and cfg.evol_instruct["rounds"] <= 2  # sized for minutes

@@ -41,3 +41,24 @@ def test_report_command_writes_html(tmp_path):
     assert res.exit_code == 0, res.output
     page = (run / "report.html").read_text()
     assert page.count("<svg") >= 4 and "near_duplicate" in page and "too_short" in page
+
+
+def test_report_on_a_release_and_a_releases_folder(tmp_path, monkeypatch):
+    from pipeline.stages.export.config import ExportConfig
+    from pipeline.stages.export.stage import run_export
+
+    run = _run(tmp_path)
+    releases = tmp_path / "releases"
+    run_export(run / "minhash", releases / "versions" / "v1", ExportConfig(columns=["id", "instruction", "output", "messages", "origin", "round", "score"]), progress=False)
+    (releases / "latest").symlink_to(releases / "versions" / "v1")
+    rep = build_report(releases)  # follows `latest`
+    assert rep["kind"] == "release" and rep["run_dir"] == str((releases / "versions" / "v1").resolve())
+    assert [s["stage"] for s in rep["funnel"]] == ["minhash", "release"]  # the fixture records no input link
+    assert rep["funnel"][-1]["rows_out"] == 6 and ["minhash", "near_duplicate", 4] in rep["drops"]
+    assert len(rep["lengths"]["output"]) == 6 and len(rep["scores"]["score"]) == 6
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["report", str(releases)])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "report-v1.html").read_text()
+    assert "distill release report" in page and "near_duplicate" in page
+    assert not (releases / "versions" / "v1" / "report.html").exists()  # a published version is not touched

@@ -38,12 +38,26 @@ def init(
 
 
 @app.command("reference")
-def reference(out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None) -> None:
-    """Print the field-by-field config reference as Markdown."""
-    from ..configdoc import reference_markdown
+def reference(
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write to this file instead of stdout.")] = None,
+    readme: Annotated[Optional[Path], typer.Option("--readme", help="Rewrite the part of this Markdown file between the config-reference markers.")] = None,
+) -> None:
+    """Print the field-by-field config reference as Markdown (or splice it into the README)."""
+    from ..config import ConfigError
+    from ..configdoc import reference_markdown, splice_reference
+    from ..store import atomic_write_bytes
 
     text = reference_markdown()
-    if out:
-        out.write_text(text)
+    if readme:
+        if not readme.is_file():
+            raise ConfigError(f"{readme}: no such file")
+        try:
+            new = splice_reference(readme.read_text(encoding="utf-8"), text)
+        except ValueError as e:
+            raise ConfigError(f"{readme}: {e}") from None
+        atomic_write_bytes(readme, new.encode("utf-8"))
+        typer.echo(f"updated the config reference in {readme}")
+    elif out:
+        atomic_write_bytes(out, text.encode("utf-8"))
     else:
         typer.echo(text)

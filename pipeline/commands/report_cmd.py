@@ -11,12 +11,12 @@ from .. import cli_common as cc
 
 
 def report_cmd(
-    run_dir: Annotated[Optional[Path], typer.Argument(help="Run folder [default: the workdir's current run].")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write [default: <run>/report.html].")] = None,
+    run_dir: Annotated[Optional[Path], typer.Argument(help="Run folder, release folder, or releases folder (follows `latest`) [default: the workdir's current run].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file to write [default: <run>/report.html; for a release ./report-<version>.html].")] = None,
     config: cc.ConfigOpt = None,
     workdir: cc.WorkdirOpt = None,
 ) -> None:
-    """Write an HTML report: per-stage funnel, drops, length and score distributions, dedup clusters, token cost."""
+    """Write an HTML report of a run or release: funnel, drops, lengths, scores, evolution, dedup clusters, tokens."""
     from ..report import write_report
 
     if run_dir is None:

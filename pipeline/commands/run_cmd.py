@@ -11,7 +11,7 @@ from .. import cli_common as cc
 
 
 def run_cmd(
-    config: cc.ConfigOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (see `distill config init`) [default: the small embedded demo profile, data/demo.toml].")] = None,
     workdir: cc.WorkdirOpt = None,
     run_id: cc.RunIdOpt = None,
     new: Annotated[bool, typer.Option("--new", help="Start a new dated run instead of resuming the current one.")] = False,
@@ -23,13 +23,22 @@ def run_cmd(
     executor: cc.ExecutorOpt = None,
     ray_address: cc.RayAddressOpt = None,
     no_progress: cc.NoProgressOpt = False,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Do not write <run>/report.html at the end.")] = False,
 ) -> None:
     """Run the stages in order (self-instruct ... export) from one TOML config; a rerun resumes where it stopped."""
     from ..runplan import run_plan
 
+    if config is None:
+        from ..assets import data_dir
+        config = data_dir() / "demo.toml"
+        typer.echo(f"no --config: running the embedded demo profile {config} "
+                   "(write your own with `distill config init distill.toml`)", err=True)
     cfg = cc.load(config, workdir=workdir, run_id=run_id, limit=limit, seed=seed,
                   executor=executor, ray_address=ray_address)
     paths = cc.resolve_run(cfg, workdir, run_id, new=new)
     summary = run_plan(cfg, paths, skip=skip or [], start=start, input=input, progress=not no_progress,
                        echo=lambda s: typer.echo(s, err=True))
     typer.echo(f"run {paths.run_id} finished: {summary['final_rows']} rows in {summary['final_dataset']}")
+    if not no_report:
+        from ..report import write_report
+        typer.echo(f"report: {write_report(paths.run_dir)}")

@@ -27,8 +27,8 @@ class OrcaConfig(Section):
     generic_system: str | None = Field(None, description="system turn of the training messages; default: prompts/orca/generic_system.txt; '' = no system turn")
     empty_system_turn: Literal["generic", "omit"] = Field("generic", description="rows generated with the empty system message (id 1): give them the generic system turn too, or none")
     # -- sampling -------------------------------------------------------------
-    temperature: float = Field(0.7, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature of the answers")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass of the answers")
     max_tokens: int = Field(512, gt=0, description="completion budget per answer")
     logprobs: int | None = Field(None, ge=1, le=20, description="keep the top-K token logprobs (backends that return them) in meta.orca.logprobs")
     # -- answer filters -------------------------------------------------------

@@ -21,11 +21,11 @@ ALPACA_EXTRA_BLACKLIST = ["video", "audio", "music", "flowchart", "diagram"]
 
 
 class SamplingConfig(Section):
-    temperature: float = Field(0.7, ge=0, le=2)
-    top_p: float = Field(1.0, ge=0, le=1)
-    max_tokens: int = Field(512, gt=0)
+    temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature")
+    top_p: float = Field(1.0, ge=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(512, gt=0, description="completion budget per request")
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="sent where the backend supports it")
-    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="sent where the backend supports it")
 
     def sampling(self, stop: tuple[str, ...] = (), max_tokens: int | None = None) -> Sampling:
         return Sampling(temperature=self.temperature, top_p=self.top_p,
@@ -69,11 +69,14 @@ class SelfInstructConfig(Section):
     similar_top_k: int = Field(10, ge=0, description="most similar pool instructions stored per accepted one (0: skip)")
     truncated: Literal["discard", "drop_last"] | None = Field(
         None, description="a response cut by max_tokens: discard it (self_instruct default) or drop its last item (alpaca default)")
-    bootstrap: SamplingConfig = Field(default_factory=lambda: SamplingConfig(
+    bootstrap: SamplingConfig = Field(description="sampling of the bootstrap (new instructions) requests; paper: temperature 0.7, top_p 0.5, presence penalty 2", default_factory=lambda: SamplingConfig(
         temperature=0.7, top_p=0.5, max_tokens=512, presence_penalty=2.0))
-    classify: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0, top_p=0.0, max_tokens=3))
-    instances: InstancesConfig = Field(default_factory=InstancesConfig)
-    alpaca: AlpacaConfig = Field(default_factory=AlpacaConfig)
+    classify: SamplingConfig = Field(description="sampling of the is-it-classification question (greedy, a Yes/No)",
+                                     default_factory=lambda: SamplingConfig(temperature=0.0, top_p=0.0, max_tokens=3))
+    instances: InstancesConfig = Field(description="sampling of instance generation (input-first or output-first)",
+                                       default_factory=InstancesConfig)
+    alpaca: AlpacaConfig = Field(description="alpaca mode: sampling and list size of the one-call task generation",
+                                 default_factory=AlpacaConfig)
     max_requests: int | None = Field(None, gt=0, description="no new bootstrap batch once the stage made this many teacher requests")
     max_tokens_total: int | None = Field(None, gt=0, description="no new bootstrap batch once this many tokens were used")
     patience: int = Field(50, gt=0, description="stop after this many bootstrap requests in a row accept nothing")

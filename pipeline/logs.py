@@ -1,0 +1,92 @@
+"""Progress and log output that suits both a terminal and cron.
+
+On a terminal, stages show tqdm bars (runner.Progress). Without one (cron,
+CI, a pipe), a bar would be noise, yet a silent job that runs for an hour
+looks hung: so stages print a plain line every `interval` seconds instead.
+`--log-json FILE` additionally writes one JSON object per event (stage start
+and end, periodic progress, errors) for log shippers; "-" means stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+LOGGER = logging.getLogger("distill")
+_DEFAULT_INTERVAL_S = 30.0
+
+
+def progress_interval() -> float:
+    """Seconds between plain progress lines when stderr is not a terminal ($DISTILL_PROGRESS_INTERVAL)."""
+    raw = os.environ.get("DISTILL_PROGRESS_INTERVAL")
+    if not raw:
+        return _DEFAULT_INTERVAL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"DISTILL_PROGRESS_INTERVAL={raw!r}: expected a number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"DISTILL_PROGRESS_INTERVAL={raw!r}: must be > 0")
+    return value
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": getattr(record, "event", None) or "message",
+            "msg": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+_json_handler: logging.Handler | None = None
+
+
+def configure_json(target: str | Path | None) -> None:
+    """Send every `distill` log record to `target` as JSON lines (None: stop)."""
+    global _json_handler
+    if _json_handler is not None:
+        LOGGER.removeHandler(_json_handler)
+        _json_handler.close()
+        _json_handler = None
+    if target is None:
+        return
+    if str(target) == "-":
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")  # appends: one file can span nightly runs
+    handler.setFormatter(JsonLines())
+    handler.setLevel(logging.INFO)
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    _json_handler = handler
+
+
+def json_enabled() -> bool:
+    return _json_handler is not None
+
+
+def event(name: str, msg: str = "", level: int = logging.INFO, **fields: Any) -> None:
+    """A structured event: a JSON line when --log-json is on, nothing otherwise."""
+    if _json_handler is not None:
+        LOGGER.log(level, msg or name, extra={"event": name, "fields": fields})
+
+
+def plain_line(text: str, stream: TextIO | None = None) -> None:
+    """A progress line for logs without a terminal (flushed: cron mails and journald read it live)."""
+    stream = stream or sys.stderr
+    stream.write(text + "\n")
+    stream.flush()

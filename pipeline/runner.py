@@ -116,6 +116,7 @@ class Progress:
         self.t0 = time.monotonic()
         self.interval = logs.progress_interval()
         self.last_line = self.t0
+        self.rows_at_last_line = 0
 
     def update(self, rows: int, errors: int = 0, tokens: int = 0) -> None:
         self.errors += errors
@@ -128,6 +129,7 @@ class Progress:
         now = time.monotonic()
         if now - self.last_line >= self.interval:
             self.last_line = now
+            self.rows_at_last_line = self.rows
             self._report(now)
 
     def line(self, now: float | None = None) -> str:
@@ -137,7 +139,8 @@ class Progress:
         eta = ""
         if self.total and rate > 0 and self.rows < self.total:
             eta = f", ETA {_duration((self.total - self.rows) / rate)}"
-        return (f"[{self.desc}] {done}, {rate:.1f} rows/s, {self.tokens / elapsed:.0f} tok/s, "
+        tok = f", {self.tokens / elapsed:.0f} tok/s" if self.tokens else ""  # only stages that report tokens
+        return (f"[{self.desc}] {done}, {rate:.1f} rows/s{tok}, "
                 f"{self.errors} errors, {_duration(elapsed)} elapsed{eta}")
 
     def _report(self, now: float) -> None:
@@ -150,7 +153,8 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled and self.rows and time.monotonic() - self.t0 >= self.interval:
+        elif (self.enabled and not self.tty and self.rows != self.rows_at_last_line
+              and time.monotonic() - self.t0 >= self.interval):
             logs.plain_line(self.line() + " - done", self.stream)  # the last word for a long stage in a log
 
 

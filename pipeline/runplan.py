@@ -53,6 +53,10 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
                 continue
             out = paths.stage_dir(step.name)
             t0 = time.monotonic()
+            stale = _stale_reason(out, current)
+            if stale:
+                kept = _set_aside(out, paths.run_dir)
+                echo(f"[{step.name}] {stale}: redoing it (the old output is kept in {kept})")
             if (out / "_manifest.json").exists():
                 manifest = Dataset(out).manifest()
                 status = "already done"
@@ -87,6 +91,30 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
     logs.event("run_end", f"run {paths.run_id} finished", run_id=paths.run_id, seconds=summary["seconds"],
                final_rows=summary["final_rows"], final_dataset=summary["final_dataset"])
     return summary
+
+
+def _stale_reason(out: Path, input: Path | None) -> str | None:
+    """Why a finished step's output no longer follows from its input, or None when it does."""
+    done = out / "_manifest.json"
+    if input is None or not done.exists():
+        return None
+    from .store import read_json
+    recorded = read_json(done).get("input")
+    if recorded and Path(recorded).resolve() != Path(input).resolve():
+        return f"it was built from {recorded}, not {input}"
+    upstream = input / "_manifest.json"
+    if upstream.exists() and upstream.stat().st_mtime_ns > done.stat().st_mtime_ns:
+        return f"its input {input.name} was rebuilt after it"
+    return None
+
+
+def _set_aside(out: Path, run_dir: Path) -> Path:
+    """Move a stale output under <run>/.stale/ (never deleted: it may hold paid-for teacher answers)."""
+    import os
+    dest = run_dir / ".stale" / f"{out.name}-{now_utc().strftime('%Y%m%dT%H%M%S%f')}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(out, dest)
+    return dest
 
 
 def _final_rows(current: Path | None) -> int:

@@ -163,3 +163,30 @@ def test_orca_on_ray_against_the_embedded_teacher(tmp_path, ray_, openai_teacher
     for x, y in zip(a.column("meta").to_pylist(), b.column("meta").to_pylist()):
         x, y = json.loads(x), json.loads(y)
         assert (x["orca"].pop("cached"), y["orca"].pop("cached")) == (False, True) and x == y
+
+
+def test_score_with_a_separate_judge_teacher_on_ray_equals_local(tmp_path, ray_, counting_server):
+    """[score.judge_teacher] on Ray: workers build their own judge (a live teacher does not
+    travel), share one cluster-wide limit, and judge exactly as the local executor does."""
+    from pipeline.stages.score import ScoreConfig, run_score
+
+    ray_support.numbered_dataset(tmp_path / "in", 16, per_file=16)
+    judge = TeacherSection(backend="openai", base_url=counting_server.url, concurrency=2, cache=False)
+    cfg = ScoreConfig(judge="teacher", judge_teacher=judge)
+
+    def run(executor, out):
+        counting_server.reset()
+        ctx = StageContext(run_id="s", seed=4, workdir=tmp_path, executor=executor, progress=False)
+        m = run_score(tmp_path / "in", tmp_path / out, cfg, ctx, shard_rows=4)
+        return m, counting_server.max_in_flight, dict(counting_server.seeds)
+
+    local, _, local_seeds = run("local", "local")
+    m, peak, seeds = run("ray", "ray")
+    assert m["executor"] == "ray" and m["ray_workers"] == 2
+    assert m["judge_teacher"] == local["judge_teacher"] == {"backend": "openai", "model": "count-model"}
+    assert seeds == local_seeds and len(seeds) == 2 * 16  # quality and complexity of every row, same seeds
+    assert peak <= 2, f"{peak} judge requests in flight with a cluster-wide concurrency of 2"
+    assert {k: v for k, v in m["totals"].items() if k != "seconds"} == \
+        {k: v for k, v in local["totals"].items() if k != "seconds"}
+    a, b = Dataset(tmp_path / "ray").read(), Dataset(tmp_path / "local").read()
+    assert a.num_rows == 16 and a.equals(b)  # scores, flags and every judgment in meta

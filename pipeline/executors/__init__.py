@@ -18,8 +18,19 @@ and the other way round). Modules:
     ray_embed.py     semdedup's embed phase on Ray actors
 
 README.md here is the scaling section (Ray launch, overhead, the 10M-row estimate).
+Steps that stay in the driver with `ray` are listed in LOCAL_ONLY, with the reason
+`distill run` prints.
 """
 
 from __future__ import annotations
 
 EXECUTORS = ("local", "ray")
+
+# Steps of `distill run` that run in the driver process even with `--executor ray`,
+# and why; `runplan` says so when it starts each one (no silent fallback).
+LOCAL_ONLY = {
+    "self_instruct": "its bootstrap loop is sequential: every batch is built from the pool the previous one grew",
+    "evol_instruct": "its rounds are sequential and its row/token budgets are counted shard by shard in order",
+    "select": "one global walk over the scores (its embeddings come from semdedup's cache)",
+    "export": "one pass that writes the release folder",
+}

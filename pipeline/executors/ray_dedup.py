@@ -85,18 +85,11 @@ class RayPool:
 
 def run_minhash_ray(input: Any, out: Any, config: Any = None, *, ray_address: str | None = None,
                     workers: int | None = None, **kwargs: Any) -> dict[str, Any]:
-    """`run_minhash` with its per-block and per-band phases on Ray.
+    """`run_minhash` with its per-block and per-band phases on Ray (its `pool` hook).
 
-    Until `run_minhash` takes a `pool` argument (see the report for the
-    three-line hook), the stage module's `Pool` is swapped for the duration of
-    this one call; everything else is the stage's own code.
+    `workers`: tasks in flight, default every CPU of the cluster (the
+    `[minhash] workers` setting counts local processes and is not used here).
     """
-    from ..stages.minhash import stage as minhash_stage
+    from ..stages.minhash.stage import run_minhash
 
-    pool = RayPool(ray_address, workers)
-    original = minhash_stage.Pool
-    minhash_stage.Pool = lambda _workers: pool
-    try:
-        return minhash_stage.run_minhash(input, out, config, **kwargs)
-    finally:
-        minhash_stage.Pool = original
+    return run_minhash(input, out, config, pool=RayPool(ray_address, workers), **kwargs)

@@ -19,6 +19,7 @@ A worker never receives a teacher, only the picklable `cli_common.TeacherFactory
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import TeacherUnavailable
@@ -71,6 +72,34 @@ class ClusterTeacherFactory:
             backend.close()
             raise
         return CachedTeacher(backend, cache, seed)
+
+
+def worker_teacher_factory(section, ctx) -> tuple[Any, Any, dict[str, Any]]:
+    """A teacher other than the run's that a stage builds inside its Ray workers (score's
+    [score.judge_teacher]): (factory, limiter or None, {"backend", "model"}).
+
+    openai: the model is discovered here once (an unreachable server fails now,
+    before any work, as locally) and the workers share a cluster-wide limiter of
+    their own (kill it when the stage is done). vllm engines are placed only for
+    the run's teacher.
+    """
+    from ..cli_common import TeacherFactory
+    from ..config import ConfigError
+    from .ray_runtime import connect
+
+    if section.backend == "vllm":
+        raise ConfigError("a separate judge teacher with backend 'vllm' cannot run inside Ray workers; "
+                          "serve it (`vllm serve`) and use backend 'openai', or use --executor local")
+    if section.backend != "openai":
+        return TeacherFactory(section, Path(ctx.workdir).resolve(), ctx.seed), None, {
+            "backend": section.backend, "model": section.model}
+    probe = OpenAIBackend(section, seed=ctx.seed)
+    probe.close()
+    section = section.model_copy(update={"model": probe.model})
+    from .limits import start_limiter
+    limiter = start_limiter(connect(ctx.ray_address), section)
+    factory = ClusterTeacherFactory(TeacherFactory(section, Path(ctx.workdir).resolve(), ctx.seed), limiter)
+    return factory, limiter, {"backend": "openai", "model": probe.model}
 
 
 def teacher_section(factory: Any):

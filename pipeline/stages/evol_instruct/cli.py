@@ -36,7 +36,9 @@ def evol_instruct_cmd(
     seed: SeedOpt = None,
     no_progress: NoProgressOpt = False,
 ) -> None:
-    """Evolve instructions into harder and rarer ones (Evol-Instruct): rounds of rewrites, each answered by the teacher, failures eliminated with a reason, lineage on every row."""
+    """Evolve instructions into harder and rarer ones (Evol-Instruct): rounds of rewrites, each answered by the teacher, failures eliminated with a reason, lineage on every row.
+
+    Runs in this process by design, also in `distill run --executor ray`: rounds are sequential and the row/token budgets are counted shard by shard in order; with an openai teacher (e.g. a vLLM server farm) the teacher's concurrency, not this process, bounds throughput."""
     cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows, seed=seed)
     ecfg = stage_config(cfg, SECTION, EvolConfig, rounds=rounds, max_rows=max_rows,
                         max_tokens_total=max_tokens_total)

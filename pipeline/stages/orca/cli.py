@@ -12,8 +12,8 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from ...cli_common import (ConfigOpt, LimitOpt, NoProgressOpt, OutOpt, RunIdOpt, SeedOpt, ShardRowsOpt,
-                           WorkdirOpt, load, make_context, resolve_run)
+from ...cli_common import (ConfigOpt, ExecutorOpt, LimitOpt, NoProgressOpt, OutOpt, RayAddressOpt, RunIdOpt, SeedOpt,
+                           ShardRowsOpt, WorkdirOpt, load, make_context, resolve_run)
 from ...config import stage_config
 from ...runner import summarize_drops
 from .config import OrcaConfig
@@ -58,12 +58,15 @@ def generate_cmd(
     limit: LimitOpt = None,
     shard_rows: ShardRowsOpt = None,
     seed: SeedOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     no_progress: NoProgressOpt = False,
 ) -> None:
     """Answer every instruction with the teacher under a chosen system message or strategy; the training messages carry only the generic system message."""
     from .stage import run_orca
 
-    cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows, seed=seed)
+    cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows, seed=seed,
+               executor=executor, ray_address=ray_address)
     ocfg = stage_config(cfg, SECTION, OrcaConfig, strategies=True if strategy_map else strategies,
                         strategy_map_file=str(strategy_map) if strategy_map else None, logprobs=logprobs,
                         task_kind=task_kind, max_tokens=max_tokens, temperature=temperature,

@@ -206,8 +206,10 @@ class OrcaStage:
 
 
 def run_orca(input: str | Path | Dataset, out: str | Path, ctx: StageContext, settings: OrcaConfig | None = None,
-             *, shard_rows: int = 1000, limit: int | None = None, executor: str = "local") -> dict[str, Any]:
-    """Answer every row of `input` with the teacher; write the Orca dataset to `out`; return its manifest."""
+             *, shard_rows: int = 1000, limit: int | None = None, executor: str | None = None) -> dict[str, Any]:
+    """Answer every row of `input` with the teacher; write the Orca dataset to `out`; return its manifest.
+
+    `executor`: "local" or "ray" (default: `ctx.executor`, what --executor set)."""
     ds = input if isinstance(input, Dataset) else Dataset(input, require_complete=True)
     stage = OrcaStage(settings)
     prompts = {"system_messages": stage.systems.hash, "strategies": stage.strategies.hash,

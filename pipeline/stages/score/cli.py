@@ -7,8 +7,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ...cli_common import (ConfigOpt, LimitOpt, NoProgressOpt, OutOpt, RunIdOpt, SeedOpt, ShardRowsOpt,
-                           WorkdirOpt, load, make_context, resolve_run)
+from ...cli_common import (ConfigOpt, ExecutorOpt, LimitOpt, NoProgressOpt, OutOpt, RayAddressOpt, RunIdOpt, SeedOpt,
+                           ShardRowsOpt, WorkdirOpt, load, make_context, resolve_run)
 from ...config import Config, stage_config
 from ...errors import InputFileError
 from ...runner import StageContext, summarize_drops
@@ -28,10 +28,13 @@ def score_cmd(
     limit: LimitOpt = None,
     shard_rows: ShardRowsOpt = None,
     seed: SeedOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     no_progress: NoProgressOpt = False,
 ) -> None:
     """Gate (LIMA hygiene rules, decontamination) and score every row: teacher-judged quality x complexity, or a documented heuristic."""
-    cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows, seed=seed)
+    cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows, seed=seed,
+               executor=executor, ray_address=ray_address)
     scfg = stage_config(cfg, STAGE, ScoreConfig, judge=judge, decontam_n=decontam_n,
                         decontaminate=[str(p) for p in decontaminate] if decontaminate else None)
     paths = resolve_run(cfg, workdir, run_id)

@@ -35,10 +35,12 @@ STAGE = "score"
 class ScoreStage:
     name = STAGE
 
-    def __init__(self, cfg: ScoreConfig, judge_teacher: Any = None):
-        """`judge_teacher`: a teacher for judging other than the run's (ctx.teacher), or None."""
+    def __init__(self, cfg: ScoreConfig, judge_teacher: Any = None, judge_factory: Any = None):
+        """`judge_teacher`: a teacher for judging other than the run's (ctx.teacher), or None;
+        or `judge_factory`, which builds it where the stage runs (a Ray worker builds its own)."""
         self.cfg = cfg
         self.judge_teacher = judge_teacher
+        self.judge_factory = judge_factory
         self.decontam = Decontaminator(cfg.decontaminate, n=cfg.decontam_n, min_tokens=cfg.decontam_min_tokens,
                                        fields=tuple(cfg.decontam_fields)) if cfg.decontaminate else None
 
@@ -84,6 +86,8 @@ class ScoreStage:
         return ShardResult(kept, rejected, dict(stats))
 
     def _judge(self, kept: list[dict[str, Any]], ctx: StageContext, stats: Counter) -> None:
+        if self.judge_teacher is None and self.judge_factory is not None:
+            self.judge_teacher = self.judge_factory()
         teacher = self.judge_teacher if self.judge_teacher is not None else ctx.teacher
         for row, per in zip(kept, judge_rows(kept, teacher, self.cfg)):
             values = {j: jd.value for j, jd in per.items()}
@@ -127,24 +131,36 @@ def run_score(input_path: str | Path, out: str | Path, cfg: ScoreConfig, ctx: St
     `cfg.judge_teacher` is set (the CLI passes one built from that section).
     """
     ds = Dataset(input_path)
-    judge_teacher = None
-    if cfg.judge == "teacher" and cfg.judge_teacher is not None:
+    judge_teacher = judge_factory = limiter = None
+    if cfg.judge == "teacher" and cfg.judge_teacher is not None and ctx.executor == "ray":
+        # Ray workers build their own judge teacher (a live one does not travel)
+        judge_factory = judge_teacher_factory
+        judge_info = {"backend": cfg.judge_teacher.backend, "model": cfg.judge_teacher.model}
+        if judge_factory is None:
+            from ...executors.teacher import worker_teacher_factory
+            judge_factory, limiter, judge_info = worker_teacher_factory(cfg.judge_teacher, ctx)
+    elif cfg.judge == "teacher" and cfg.judge_teacher is not None:
         if judge_teacher_factory is None:
             from ...teacher import make_teacher
 
             def judge_teacher_factory():
                 return make_teacher(cfg.judge_teacher, workdir=ctx.workdir, seed=ctx.seed)
         judge_teacher = judge_teacher_factory()
-    stage = ScoreStage(cfg, judge_teacher)
+    stage = ScoreStage(cfg, judge_teacher, judge_factory)
     extra: dict[str, Any] = {"score_source": "judge" if cfg.judge == "teacher" else "heuristic"}
     if stage.decontam is not None:
         extra["decontamination"] = stage.decontam.summary()
     try:
         if judge_teacher is not None:
             extra["judge_teacher"] = {"backend": judge_teacher.backend, "model": judge_teacher.model}
+        elif judge_factory is not None:
+            extra["judge_teacher"] = judge_info
         elif cfg.judge == "teacher":
             extra["judge_teacher"] = "run teacher"
         return run_shards(stage, ds, out, ctx, shard_rows=shard_rows, limit=limit, manifest_extra=extra)
     finally:
         if judge_teacher is not None:
             judge_teacher.close()
+        if limiter is not None:
+            import ray
+            ray.kill(limiter, no_restart=True)

@@ -54,7 +54,9 @@ def self_instruct_cmd(
     seed: SeedOpt = None,
     no_progress: NoProgressOpt = False,
 ) -> None:
-    """Grow new tasks from a seed pool with the teacher (Self-Instruct): bootstrap, filter, ROUGE-L novelty, classify, generate instances; a rerun resumes."""
+    """Grow new tasks from a seed pool with the teacher (Self-Instruct): bootstrap, filter, ROUGE-L novelty, classify, generate instances; a rerun resumes.
+
+    Runs in this process by design, also in `distill run --executor ray`: each bootstrap batch is built from the pool the previous batch grew."""
     cfg = load(config, workdir=workdir, run_id=run_id, seed=seed)
     scfg = stage_config(cfg, SECTION, SelfInstructConfig, **_overrides(
         cfg, mode, {"temperature": temperature, "top_p": top_p, "presence_penalty": presence_penalty,

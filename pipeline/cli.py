@@ -48,7 +48,7 @@ def root(
 
 def _register() -> None:
     # Explicit composition, in pipeline order: no self-registering steps.
-    from .commands import config_cmd, dataset_cmds, report_cmd, run_cmd
+    from .commands import config_cmd, dataset_cmds, refresh_cmd, report_cmd, run_cmd
     from .teacher import cli as teacher_cli
 
     app.command("import", help=dataset_cmds.import_cmd.__doc__)(dataset_cmds.import_cmd)
@@ -71,6 +71,7 @@ def _register() -> None:
     app.command("select", help=select_cli.select_cmd.__doc__)(select_cli.select_cmd)
     app.command("export", help=export_cli.export_cmd.__doc__)(export_cli.export_cmd)
     app.command("run", help=run_cmd.run_cmd.__doc__)(run_cmd.run_cmd)
+    app.command("refresh", help=refresh_cmd.refresh_cmd.__doc__)(refresh_cmd.refresh_cmd)
     app.command("report", help=report_cmd.report_cmd.__doc__)(report_cmd.report_cmd)
     app.add_typer(teacher_cli.app, name="teacher")
     app.add_typer(config_cmd.app, name="config")
@@ -81,7 +82,10 @@ _register()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False returns a command's `typer.Exit(code)` instead of exiting: pass it on.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except USER_ERRORS as e:
         from . import logs
         logs.event("error", str(e), level=logging.ERROR, exit_code=exit_code_for(e), kind=type(e).__name__)

@@ -60,6 +60,7 @@ class Config(Section):
     select: dict[str, Any] = Field(default_factory=dict)
     export: dict[str, Any] = Field(default_factory=dict)
     pipeline: dict[str, Any] = Field(default_factory=dict)
+    refresh: dict[str, Any] = Field(default_factory=dict)  # `distill refresh`; model in pipeline/refresh/config.py
 
     source: str | None = Field(None, exclude=True)
 

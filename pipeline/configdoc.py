@@ -15,7 +15,7 @@ from .config import Config, RunSection, TeacherSection
 
 
 def section_models() -> list[tuple[str, type[BaseModel]]]:
-    """(section name, model) for run, teacher and every stage of the default plan."""
+    """(section name, model) for run, teacher, every stage of the default plan, and refresh."""
     from .plan import default_plan
 
     out: list[tuple[str, type[BaseModel]]] = [("run", RunSection), ("teacher", TeacherSection)]
@@ -24,6 +24,8 @@ def section_models() -> list[tuple[str, type[BaseModel]]]:
         if step.config_model is not None and step.section not in seen:
             out.append((step.section, step.config_model))
             seen.add(step.section)
+    from .refresh.config import RefreshConfig
+    out.append(("refresh", RefreshConfig))
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .config import ConfigError
 from .prompts import TemplateError
+from .refresh.lock import Locked
 from .store import DatasetError, StoreWriteError
 
 
@@ -29,6 +30,7 @@ EXIT_CODES: dict[type, int] = {
     InputFileError: 3, DatasetError: 3,
     TeacherUnavailable: 4,
     StoreWriteError: 5,
+    Locked: 6,
 }
 
 USER_ERRORS = tuple(EXIT_CODES)

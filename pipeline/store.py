@@ -279,28 +279,32 @@ class DatasetWriter:
 
     def write_manifest(self, **fields: Any) -> dict[str, Any]:
         """Merge the shard markers with `fields` and write `_manifest.json` (last)."""
-        from . import __version__
-
-        markers = self.done_markers()
-        drops: Counter = Counter()
-        totals: Counter = Counter()
-        for m in markers:
-            drops.update(m.get("drops", {}))
-            for k, v in m.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "shard":
-                    totals[k] += v
-        manifest = {
-            "stage": self.stage,
-            "code_version": __version__,
-            "created_at": records.now_utc().isoformat(),
-            "shards": len(markers),
-            "rows_in": int(totals.pop("rows_in", 0)),
-            "rows_out": int(totals.pop("rows_out", 0)),
-            "rows_rejected": int(totals.pop("rows_rejected", 0)),
-            "drops": dict(sorted(drops.items())),
-            "totals": dict(totals),
-            "schema": [f.name for f in records.SCHEMA],
-        }
+        manifest = merge_markers(self.stage, self.done_markers())
         manifest.update(fields)
         atomic_write_json(self.path / MANIFEST, manifest)
         return manifest
+
+
+def merge_markers(stage: str, markers: list[dict[str, Any]]) -> dict[str, Any]:
+    """A manifest's body from the shard done markers: rows in/out, drops by reason, summed counters."""
+    from . import __version__
+
+    drops: Counter = Counter()
+    totals: Counter = Counter()
+    for m in markers:
+        drops.update(m.get("drops", {}))
+        for k, v in m.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "shard":
+                totals[k] += v
+    return {
+        "stage": stage,
+        "code_version": __version__,
+        "created_at": records.now_utc().isoformat(),
+        "shards": len(markers),
+        "rows_in": int(totals.pop("rows_in", 0)),
+        "rows_out": int(totals.pop("rows_out", 0)),
+        "rows_rejected": int(totals.pop("rows_rejected", 0)),
+        "drops": dict(sorted(drops.items())),
+        "totals": dict(totals),
+        "schema": [f.name for f in records.SCHEMA],
+    }

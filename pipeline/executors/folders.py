@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from .. import records
-from ..store import DONE_DIR, MANIFEST, PLAN, REJECTED_DIR, DatasetError, DatasetWriter, shard_name
+from ..store import DONE_DIR, MANIFEST, PLAN, REJECTED_DIR, DatasetError, DatasetWriter, merge_markers, shard_name
 from . import storage
 from .storage import Location
 
@@ -130,26 +130,3 @@ class ShardFolder:
         return manifest
 
 
-def merge_markers(stage: str, markers: list[dict[str, Any]]) -> dict[str, Any]:
-    """The manifest body `store.DatasetWriter.write_manifest` builds, for non-local folders."""
-    from .. import __version__
-
-    drops: Counter = Counter()
-    totals: Counter = Counter()
-    for m in markers:
-        drops.update(m.get("drops", {}))
-        for k, v in m.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "shard":
-                totals[k] += v
-    return {
-        "stage": stage,
-        "code_version": __version__,
-        "created_at": records.now_utc().isoformat(),
-        "shards": len(markers),
-        "rows_in": int(totals.pop("rows_in", 0)),
-        "rows_out": int(totals.pop("rows_out", 0)),
-        "rows_rejected": int(totals.pop("rows_rejected", 0)),
-        "drops": dict(sorted(drops.items())),
-        "totals": dict(totals),
-        "schema": [f.name for f in records.SCHEMA],
-    }

@@ -61,17 +61,9 @@ class ClusterTeacherFactory:
 
     def __call__(self):
         section, workdir, seed = self.base.section, self.base.workdir, self.base.seed
-        backend = ClusterLimitedOpenAI(section, seed=seed, limiter=self.limiter)
-        if not section.cache:
-            return backend
-        from ..teacher import cache_path
-        from ..teacher.cache import CachedTeacher, ResponseCache
-        try:
-            cache = ResponseCache(cache_path(section, workdir))
-        except BaseException:
-            backend.close()
-            raise
-        return CachedTeacher(backend, cache, seed)
+        from ..teacher import with_cache
+        return with_cache(ClusterLimitedOpenAI(section, seed=seed, limiter=self.limiter), section,
+                          workdir=workdir, seed=seed)
 
 
 def worker_teacher_factory(section, ctx) -> tuple[Any, Any, dict[str, Any]]:

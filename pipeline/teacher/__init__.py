@@ -36,7 +36,11 @@ def cache_path(section, workdir: Path) -> Path:
 
 def make_teacher(section, *, workdir: Path, seed: int) -> Teacher:
     """The configured backend, wrapped in the response cache when `section.cache`."""
-    backend = make_backend(section, seed=seed)
+    return with_cache(make_backend(section, seed=seed), section, workdir=workdir, seed=seed)
+
+
+def with_cache(backend: Teacher, section, *, workdir: Path, seed: int) -> Teacher:
+    """`backend` wrapped in the response cache when `section.cache` (closing it if the cache cannot open)."""
     if not section.cache:
         return backend
     from .cache import CachedTeacher, ResponseCache

@@ -1,0 +1,66 @@
+"""refresh_summary.json: what one night did, for cron, dashboards and `distill report`.
+
+Written to the run folder at the end of every refresh that got as far as
+creating its run, whatever the outcome (published, nothing new, budget
+exhausted, teacher unavailable, data or write error, interrupted). Top-level
+keys: run_id, status, exit_code, message, version (null unless published),
+previous_version, seed, seed_source, timings, rows (generated, after dedup,
+selected, added, pool before/after), stages (per stage: status, seconds,
+rows in/out/rejected, drops by reason, teacher tokens), dropped (stage ->
+reason -> rows), teacher (ping, requests, tokens), budget, cost_estimate.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import exit_code_for
+from ..records import now_utc
+from ..store import atomic_write_json
+
+FILE = "refresh_summary.json"
+
+# Outcomes that are not errors: the exit code cron sees for each.
+EXIT_PUBLISHED, EXIT_BUDGET, EXIT_NOTHING_NEW = 0, 7, 8
+STATUS_OF_CODE = {1: "failed", 2: "config_error", 3: "data_error", 4: "teacher_unavailable",
+                  5: "write_failed", 6: "locked"}
+
+
+class Summary:
+    def __init__(self, path: Path, **head: Any):
+        self.path = path
+        self.t0 = time.monotonic()
+        self.data: dict[str, Any] = {"status": "running", "exit_code": None, "message": None, "version": None,
+                                     "started_at": now_utc().isoformat(), **head,
+                                     "stages": [], "dropped": {}, "rows": {}}
+
+    def add_stage(self, entry: dict[str, Any]) -> None:
+        self.data["stages"].append(entry)
+        drops = entry.get("drops") or {}
+        if drops:
+            self.data["dropped"][entry["stage"]] = dict(drops)
+
+    def finish(self, status: str, exit_code: int, message: str) -> None:
+        self.data.update(status=status, exit_code=exit_code, message=message)
+
+    def fail(self, exc: BaseException) -> None:
+        if isinstance(exc, KeyboardInterrupt):
+            self.finish("interrupted", 130, "interrupted")
+        else:
+            code = exit_code_for(exc)
+            self.finish(STATUS_OF_CODE.get(code, "failed"), code, f"{type(exc).__name__}: {exc}".splitlines()[0])
+
+    def write(self) -> dict[str, Any]:
+        self.data["finished_at"] = now_utc().isoformat()
+        self.data["seconds"] = round(time.monotonic() - self.t0, 3)
+        atomic_write_json(self.path, self.data)
+        return self.data
+
+
+def cost_estimate(prompt_tokens: int, completion_tokens: int, prompt_rate: float, completion_rate: float) -> dict[str, Any]:
+    """Tokens actually sent (cache hits excluded) times the configured rates per million."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "prompt_cost_per_million": prompt_rate, "completion_cost_per_million": completion_rate,
+            "total": round(prompt_tokens * prompt_rate / 1e6 + completion_tokens * completion_rate / 1e6, 6)}

@@ -24,6 +24,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help texts say "[default: ...]"; rich markup would swallow the brackets as tags.
+    rich_markup_mode=None,
 )
 
 _state = {"debug": False}

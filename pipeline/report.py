@@ -28,10 +28,12 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;c
 
 
 def _stage_folders(run_dir: Path) -> list[tuple[str, Dataset]]:
-    summary = run_dir / "run_summary.json"
     order: list[str] = []
-    if summary.exists():
-        order = [s["stage"] for s in json.loads(summary.read_text()).get("steps", [])]
+    for name, key in (("run_summary.json", "steps"), ("refresh_summary.json", "stages")):  # distill run / refresh
+        summary = run_dir / name
+        if summary.exists():
+            order = [s["stage"] for s in json.loads(summary.read_text()).get(key, []) if "stage" in s]
+            break
     out = []
     for p in sorted(run_dir.iterdir(), key=lambda p: (order.index(p.name) if p.name in order else 99, p.name)):
         if p.is_dir():
@@ -61,7 +63,7 @@ def resolve_target(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise DatasetError(f"{path}: no such run or release folder")
-    if (path / "latest").exists() and not (path / "run_summary.json").exists():
+    if (path / "latest").exists() and not any((path / f).exists() for f in ("run_summary.json", "refresh_summary.json")):
         return (path / "latest").resolve()
     return path
 

@@ -419,3 +419,15 @@ def test_changed_minhash_settings_recompute_the_pool_signatures(tmp_path):
     assert r3.exit_code == 0
     pool = json.loads((latest(tmp_path / "w" / "release") / "pool" / "_manifest.json").read_text())
     assert pool["minhash"]["format"]["ngram"] == 3 and pool["minhash"]["rows_computed"] == pool["rows_out"]
+
+
+def test_report_on_a_refresh_run_and_on_the_release(tmp_path, monkeypatch):
+    from pipeline.report import build_report
+
+    cfg = _fake_config(tmp_path)
+    r1, _ = _night(cfg)
+    rep = build_report(tmp_path / "w" / r1.run_id)
+    stages = [f["stage"] for f in rep["funnel"]]
+    assert stages.index("self_instruct") < stages.index("known_ids") < stages.index("minhash")  # the night's order
+    rel = build_report(tmp_path / "w" / "release")  # follows `latest`
+    assert rel["kind"] == "release" and rel["funnel"][-1]["rows_out"] == len(_pool_ids(latest(tmp_path / "w" / "release")))

@@ -102,12 +102,27 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as e:  # click usage errors
-        import click
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        if isinstance(e, _click_exception_types()):  # usage errors: one line and exit 2, never a traceback
             e.show()
             sys.exit(e.exit_code)
         raise
+
+
+def _click_exception_types() -> tuple[type, ...]:
+    """Usage-error classes: recent typer vendors its own click, older ones use the click package."""
+    types: list[type] = []
+    try:
+        from typer._click.exceptions import ClickException as vendored
+        types.append(vendored)
+    except ImportError:
+        pass
+    try:
+        import click
+        types.append(click.exceptions.ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
 
 
 if __name__ == "__main__":

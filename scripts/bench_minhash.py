@@ -6,7 +6,8 @@
 Builds corpora (scripts/minhash_corpus.py: real rows from ../shared/data with
 exact copies, case/whitespace edits, word edits, truncations and reorderings)
 under --workdir, then runs each tool in its own process (so peak RSS is its
-own) and prints rows/s, peak RSS, rows removed, and, where an exact ground
+own) and prints rows/s, CPU seconds (the tool's and its worker processes'),
+peak RSS, rows removed, and, where an exact ground
 truth exists (sizes <= --truth-max, default 100k), removal precision and
 resolved-pair recall at the threshold. The peers are run the way their
 documentation shows: datasketch MinHash per row + MinHashLSH (query, then
@@ -14,7 +15,8 @@ insert when nothing matched); rensa RMinHash per row + RMinHashLSH with its
 Jaccard check. Peers are slow: with --peer-rows N (--datasketch-rows N for
 datasketch alone) they run on the first N rows of a larger corpus and their
 rate is reported as measured on those rows (the table's rows column says so).
-Ratios are ours / peer rows per second, measured in this invocation.
+Ratios are ours / peer rows per second, measured in this invocation, and
+the same per CPU-second (steadier on a machine shared with other work).
 """
 
 from __future__ import annotations
@@ -88,7 +90,6 @@ def run_rensa(dataset: Path, limit: int | None, threshold: float) -> list[int]:
 
 
 def run_ours(dataset: Path, out: Path, threshold: float, hash_mode: str, verify: str) -> tuple[list[int], dict]:
-    from pipeline import records
     from pipeline.stages.minhash import MinhashConfig, run_minhash
     from pipeline.store import Dataset
     shutil.rmtree(out, ignore_errors=True)
@@ -113,10 +114,13 @@ def child(args) -> None:
     else:
         removed = run_rensa(Path(args.dataset), args.limit, args.threshold)
     secs = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the tool and its worker processes: on a shared machine the
+    # wall clock depends on the neighbours, the CPU time much less.
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
     np.save(args.removed, np.array(sorted(removed), np.int64))
-    print(json.dumps({"seconds": secs, "rss_mb": rss + kids, "removed": len(removed), **extra}))
+    print(json.dumps({"seconds": secs, "cpu_s": cpu, "rss_mb": (me.ru_maxrss + kids.ru_maxrss) / 1024,
+                      "removed": len(removed), **extra}))
 
 
 def spawn(tool: str, dataset: Path, rows: int, a, workdir: Path) -> dict:
@@ -179,15 +183,20 @@ def main() -> None:
             cap = a.datasketch_rows if peer == "datasketch" and a.datasketch_rows else a.peer_rows
             res[peer] = spawn(peer, ds, min(n, cap or n), a, a.workdir)
         print(f"\n== {n:,} rows (threshold {a.threshold}, hash {a.hash}, verify {a.verify}) ==")
-        print(f"{'tool':<11}{'rows':>11}{'rows/s':>11}{'peak RSS':>11}{'removed':>10}{'precision':>11}{'recall':>9}")
+        print(f"{'tool':<11}{'rows':>11}{'rows/s':>11}{'CPU s':>9}{'rows/CPU-s':>12}{'peak RSS':>11}{'removed':>10}"
+              f"{'precision':>11}{'recall':>9}")
         for tool, r in res.items():
             q = quality(r["removed_rows"], truth, r["rows"]) if truth is not None else {}
             qs = f"{q['precision']:>11.4f}{q['recall']:>9.4f}" if q else f"{'-':>11}{'-':>9}"
-            print(f"{tool:<11}{r['rows']:>11,}{r['rows_per_s']:>11,.0f}{r['rss_mb'] / 1024:>9.2f}GB{r['removed']:>10,}{qs}")
+            print(f"{tool:<11}{r['rows']:>11,}{r['rows_per_s']:>11,.0f}{r['cpu_s']:>9.1f}{r['rows'] / r['cpu_s']:>12,.0f}"
+                  f"{r['rss_mb'] / 1024:>9.2f}GB{r['removed']:>10,}{qs}")
         if truth is not None:
             print(f"ground truth: {len(truth):,} pairs with exact 5-gram Jaccard >= {a.threshold}")
+        print(f"machine load average during this size: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         for peer in peers:
-            print(f"ours / {peer}: {res['ours']['rows_per_s'] / res[peer]['rows_per_s']:.1f}x rows/s")
+            o, q = res["ours"], res[peer]
+            print(f"ours / {peer}: {o['rows_per_s'] / q['rows_per_s']:.1f}x rows/s (wall), "
+                  f"{(o['rows'] / o['cpu_s']) / (q['rows'] / q['cpu_s']):.1f}x rows per CPU-second")
         o = res["ours"]
         print(f"ours phases (s): {o['phase_seconds']}; candidate pairs {o['candidate_pairs']:,}, "
               f"verified {o['verified_pairs']:,}; RSS main/workers MB {o['peak_rss_mb']}", flush=True)

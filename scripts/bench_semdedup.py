@@ -6,10 +6,11 @@ Everything is measured side by side in one invocation on real rows from
   embed   rows/s of the full MiniLM (cpu, or --device cuda: names the card) and of the fast path
   agree   near-duplicate pairs the full model finds at --threshold that the fast path also finds
           (recall) and how many of the fast path's pairs the full model confirms (precision),
-          for a few fast-path thresholds
+          for a few fast-path thresholds, and for --fast --verify as the stage runs it
   search  exact (blocked matmul) vs approximate (FAISS IVF) pair search at 100k and 1M vectors,
           with the approximate recall against exact (at 1M: exact on a sample of query rows)
-  stage   the whole `run_semdedup` over N synthetic rows on the fast path
+  stage   the whole `run_semdedup` over N synthetic rows on the fast path, with the defaults a
+          user gets (embedding cache on, 1,000-row shards)
 
 Run heavy parts under the shared lock:  flock /tmp/distill-heavy.lock python scripts/bench_semdedup.py --part all
 """
@@ -131,7 +132,7 @@ def part_embed(args) -> dict:
     if full.device.startswith("cuda"):
         import torch
         card = torch.cuda.get_device_name(0)
-    res = {"full_model": full.name, "full_device": full.device, "card": card, "full_batch_size": full.batch_size,
+    res = {"full_model": full.name, "full_device": full.device, "card": card, "full_batch_size": full.batch_size, "full_batch_size_trials_chars_per_s": full.tuning,
            "full_rows": len(full_texts), "full_rows_per_s": round(len(full_texts) / dt_full, 1),
            "fast_model": fast.name, "fast_rows": len(fast_texts), "fast_rows_per_s": round(len(fast_texts) / dt_fast, 1)}
     res["fast_vs_full_speedup"] = round(res["fast_rows_per_s"] / res["full_rows_per_s"], 1)
@@ -156,6 +157,18 @@ def part_agree(args) -> dict:
                              "recall_of_full_pairs": round(both / max(len(truth), 1), 4),
                              "precision_vs_full": round(both / max(len(found), 1), 4),
                              "rows_a_verify_would_embed": involved})
+    # --fast --verify as the stage runs it: candidates at its default cut, kept when the full model agrees.
+    from pipeline.stages.semdedup.config import SemdedupConfig
+    from pipeline.stages.semdedup.search import exact_sims
+    cut = SemdedupConfig(fast=True, verify=True, threshold=args.threshold).search_threshold()
+    cand = exact_pairs(w, cut)
+    ok = exact_sims(v[cand.i], v[cand.j]) >= args.threshold
+    confirmed = set(zip(cand.i[ok].tolist(), cand.j[ok].tolist()))
+    rows["fast_verify"] = {"candidate_threshold": cut, "candidate_pairs": len(cand), "confirmed_pairs": len(confirmed),
+                           "recall_of_full_pairs": round(len(confirmed & truth) / max(len(truth), 1), 4),
+                           "precision_vs_full": round(len(confirmed & truth) / max(len(confirmed), 1), 4),
+                           "rows_the_full_model_embeds": int(len(np.unique(np.concatenate([cand.i, cand.j])))),
+                           "of_rows": len(texts)}
     return rows
 
 
@@ -252,10 +265,14 @@ def part_stage(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-semdedup-"))
     try:
         _, dt_make = timed(synthetic_dataset, tmp / "in", args.stage_rows)
-        cfg = SemdedupConfig(fast=True, cache=False, nprobe=args.nprobe)
-        m, dt = timed(run_semdedup, tmp / "in", tmp / "out", cfg, workdir=tmp, shard_rows=50_000, progress=False)
-        return {"rows": args.stage_rows, "make_input_s": round(dt_make, 1), "stage_s": round(dt, 1),
-                "rows_out": m["rows_out"], "dropped": m["rows_rejected"], "search": m["search"], "timings": m["timings"]}
+        # The defaults a user gets: embedding cache on, the run's 1,000-row shards.
+        cfg = SemdedupConfig(fast=True, cache=not args.stage_no_cache, nprobe=args.nprobe)
+        m, dt = timed(run_semdedup, tmp / "in", tmp / "out", cfg, workdir=tmp, shard_rows=args.stage_shard_rows,
+                      progress=False)
+        return {"rows": args.stage_rows, "shard_rows": args.stage_shard_rows, "cache": cfg.cache,
+                "make_input_s": round(dt_make, 1), "stage_s": round(dt, 1),
+                "rows_out": m["rows_out"], "dropped": m["rows_rejected"], "embed": m["embed"], "search": m["search"],
+                "timings": m["timings"]}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -272,9 +289,11 @@ def main() -> None:
     ap.add_argument("--search-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[100_000, 1_000_000])
     ap.add_argument("--exact-max", type=int, default=150_000, help="largest size searched fully exactly")
     ap.add_argument("--sample-queries", type=int, default=10_000)
-    ap.add_argument("--nprobe", type=int, default=16)
+    ap.add_argument("--nprobe", type=int, default=12)
     ap.add_argument("--kmeans", action="store_true", help="also time and score the SemDeDup k-means mode")
     ap.add_argument("--stage-rows", type=int, default=1_000_000)
+    ap.add_argument("--stage-shard-rows", type=int, default=1000, help="the stage's shard size (the run default)")
+    ap.add_argument("--stage-no-cache", action="store_true", help="run the stage without the embedding cache")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     parts = ["embed", "agree", "search", "stage"] if args.part == "all" else [args.part]

@@ -79,6 +79,14 @@ def test_user_errors_are_one_line_with_exit_codes(tmp_path):
     assert "Traceback" in res.stderr
 
 
+def test_unknown_option_is_a_usage_error_not_a_traceback(tmp_path):
+    res = _distill("import", str(tmp_path / "x.jsonl"), "--no-such-flag")
+    assert res.returncode == 2
+    assert "No such option: --no-such-flag" in res.stderr and "Traceback" not in res.stderr
+    res = _distill("no-such-command")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
 def test_file_with_no_valid_row_is_an_error(tmp_path):
     src = tmp_path / "x.jsonl"
     src.write_text('{"text": "no instruction here"}\n')

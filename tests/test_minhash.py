@@ -85,6 +85,49 @@ def test_kernel_shingles_equal_the_reference(fmt):
         assert np.array_equal(ref, sigs[i])
 
 
+@pytest.mark.parametrize("fmt", [dict(), dict(unit="char", ngram=3), dict(fold_punctuation=False),
+                                 dict(hash="datasketch", ngram=2)])
+def test_column_kernel_equals_joined_text(fmt):
+    """The signature phase reads the columns' buffers (no joined copy): same signatures and hashes as block_text."""
+    from pipeline.stages.minhash.phases import table_signatures
+    f = dict(columns=["instruction", "input", "output"], unit="word", ngram=5, fold_punctuation=True, num_perm=128,
+             seed=1, hash="fast")
+    f.update(fmt)
+    rng = np.random.default_rng(4)
+    cols = {c: [TRICKY[i] if i < len(TRICKY) else None for i in rng.integers(0, len(TRICKY) + 3, 60)]
+            for c in f["columns"]}
+    t = pa.table({c: pa.array(v, pa.string()) for c, v in cols.items()}).slice(5)  # sliced: offsets not at 0
+    sigs, nsh, (indptr, raw) = table_signatures(t, f, want_sets=True)
+    want_sigs, want_nsh, (want_ptr, want_raw) = compute_signatures(block_text(t, f), f, want_sets=True)
+    assert np.array_equal(sigs, want_sigs) and np.array_equal(nsh, want_nsh)
+    assert np.array_equal(indptr, want_ptr) and np.array_equal(raw, want_raw)
+
+
+def test_rejected_columns_equal_per_row_formatting():
+    """The filter phase builds reasons, details and meta column-wise: same text as formatting each row."""
+    from pipeline.stages.minhash.rejects import rejected_columns
+    rng = np.random.default_rng(2)
+    n = 300
+    ids = [f"r{i}" for i in range(n)]
+    ids[3], ids[7], ids[9] = 'quo"te', "ctl\x02", "ünï"  # JSON must escape the first two
+    d = {"local": list(range(n)), "leader_id": ids, "est": (rng.integers(0, 129, n) / 128).tolist(),
+         "ver": (rng.integers(0, 500, n) / rng.integers(500, 700, n)).tolist(),
+         "leader_ref": (rng.random(n) < 0.2).tolist()}
+    d["leader_src"] = [f"/pub/part-{i}" if d["leader_ref"][i] else None for i in range(n)]
+    meta = [None] * n
+    meta[5], meta[6] = '{"zeta": 1, "a": [2]}', ""
+    reasons, details, metas = rejected_columns(pa.array(meta, pa.string()), d, "exact")
+    for i in range(n):
+        ref, dup, est, ver = d["leader_ref"][i], ids[i], d["est"][i], d["ver"][i]
+        assert reasons[i].as_py() == ("near_duplicate_existing" if ref else "near_duplicate")
+        where = f" in {d['leader_src'][i]}" if ref else ""
+        assert details[i].as_py() == f"near-duplicate of {dup}{where} (Jaccard exact {ver:.3f}, estimated {est:.3f})"
+        want = json.loads(meta[i]) if meta[i] else {}
+        want["minhash"] = {"duplicate_of": dup, "estimated": round(est, 4), "verified": round(ver, 4),
+                           "verify": "exact", "against": bool(ref)}
+        assert metas[i].as_py() == json.dumps(want, ensure_ascii=False, sort_keys=True)
+
+
 def test_cached_code_point_tables_equal_fresh_ones():
     assert np.array_equal(text.separator_table(), text._build_separator_table())
     assert np.array_equal(text.lowercase_table(), text._build_lowercase_table())

@@ -107,3 +107,31 @@ def test_embeddings_on_ray_actors_are_the_local_embed_phase(real_rows, tmp_path,
     # a rerun resumes from the stored shards without embedding anything
     again = embed_phase_ray(ds, tmp_path / "ray", cfg, tmp_path, 40, 120, workers=2)
     assert again[2] == 3 and np.array_equal(again[1], x_r)
+
+
+def test_minhash_command_and_run_step_dispatch_to_ray(real_rows, tmp_path, ray_cluster):
+    """`distill minhash --executor ray` and `distill run`'s minhash step run the phases on Ray
+    (every cluster CPU: 2 workers, where the local executor works inline below 50k rows)."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.cli_common import load, make_context, resolve_run
+    from pipeline.stages.minhash import MinhashConfig, plan_step, run_minhash
+
+    src, n = real_rows
+    local = run_minhash(src, tmp_path / "local", MinhashConfig(shard_rows=2000), run_id="t", progress=False)
+    assert local["workers"] == 1
+    res = CliRunner().invoke(app, ["minhash", str(src), "--out", str(tmp_path / "cli"), "--workdir", str(tmp_path),
+                                   "--shard-rows", "2000", "--executor", "ray", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "d.toml").write_text("[minhash]\nshard_rows = 2000\n")
+    cfg = load(tmp_path / "d.toml", workdir=tmp_path, executor="ray")
+    paths = resolve_run(cfg, tmp_path)
+    step = plan_step(cfg, paths, src, tmp_path / "step", make_context(cfg, paths, progress=False))
+    for out in ("cli", "step"):
+        m = Dataset(tmp_path / out, require_complete=True).manifest()
+        assert m["workers"] == 2 and m["rows_in"] == n
+        assert (m["rows_out"], m["drops"], m["verified_pairs"]) == (local["rows_out"], local["drops"], local["verified_pairs"])
+        assert Dataset(tmp_path / out).read(columns=["id", "minhash_cluster"]).equals(
+            Dataset(tmp_path / "local").read(columns=["id", "minhash_cluster"]))
+    assert step["workers"] == 2

@@ -101,6 +101,7 @@ def test_full_minilm_finds_written_paraphrases_and_not_unrelated(tmp_path, full)
         assert d["drop_reason"] == "semantic_duplicate" and d["semdedup_cluster"] == ids[b]
         meta = records.get_meta(d, "semdedup")
         assert meta["dup_of"] == ids[b] and meta["cosine"] >= 0.95 and ids[b] in d["drop_detail"]
+        assert f'"{b}"' in d["drop_detail"]  # the kept row's words, for `distill inspect`
     assert not any(ids[u] in drops for u in UNRELATED)
     assert m["rows_out"] == len(UNRELATED) + len(PARAPHRASES) and m["embedder"] == full.name
     kept = Dataset(tmp_path / "out").read().to_pylist()
@@ -176,6 +177,34 @@ def test_exact_ivf_kmeans_pairs_on_planted_duplicates():
     half = Pairs(ex.i[::2], ex.j[::2], ex.sim[::2])
     est = sampled_recall(x, half, 0.95, sample=1000)
     assert est["sample_pairs"] > 50 and 0.3 < est["recall"] < 0.7
+
+
+def test_components_are_the_connected_components_whatever_the_pair_order():
+    from pipeline.stages.semdedup.cluster import components
+    from pipeline.stages.semdedup.search import Pairs
+    rng = np.random.default_rng(3)
+    n = 3000
+    i, j = rng.integers(0, n, 2500), rng.integers(0, n, 2500)
+    i, j = np.minimum(i, j)[i != j], np.maximum(i, j)[i != j]
+    adj: dict[int, list[int]] = {}
+    for a, b in zip(i.tolist(), j.tolist()):
+        adj.setdefault(a, []).append(b)
+        adj.setdefault(b, []).append(a)
+    want = np.arange(n)
+    for start in range(n):  # the definition: flood fill from each smallest unvisited row
+        if want[start] != start or start not in adj:
+            continue
+        stack, seen = [start], {start}
+        while stack:
+            for b in adj[stack.pop()]:
+                if b not in seen:
+                    seen.add(b)
+                    stack.append(b)
+        want[list(seen)] = start
+    for perm in (np.arange(len(i)), rng.permutation(len(i)), np.arange(len(i))[::-1]):
+        assert np.array_equal(components(n, Pairs(i[perm], j[perm], np.ones(len(i)))), want)
+    chain = np.arange(n - 1)[::-1].copy()  # a long path, given from its far end
+    assert (components(n, Pairs(chain, chain + 1, np.ones(n - 1))) == 0).all()
 
 
 def test_greedy_diverse_select_equals_one_row_at_a_time():
@@ -257,6 +286,101 @@ def test_against_a_published_dataset_uses_its_stored_embeddings(tmp_path, fast):
     assert existing and all(r["semdedup_cluster"] in pub_ids for r in existing)
     assert not any(u in reasons for u in UNRELATED[1:4])
     assert m["against"]["dropped"] == len(existing)
+
+
+def test_against_with_verify_and_stored_embeddings_found_upstream(tmp_path, fast, full):
+    # The published dataset is a later stage's output (no _embeddings/ of its own) whose
+    # rows passed through a semdedup folder: that folder's stored vectors are used.
+    pub_rows = [row(a) for a, _ in PARAPHRASES] + [row(UNRELATED[0])]
+    run_semdedup(make_dataset(tmp_path / "pubin", pub_rows), tmp_path / "sd", SemdedupConfig(fast=True),
+                 workdir=tmp_path, embedder=fast, progress=False)
+    w = DatasetWriter(tmp_path / "pub", "select")
+    w.write_shard(0, Dataset(tmp_path / "sd").read().slice(0, 6))
+    w.write_manifest(input=str(tmp_path / "sd"))
+    pub_ids = {r["id"] for r in Dataset(tmp_path / "pub").read(columns=["id"]).to_pylist()}
+    new_rows = [row(b) for _, b in PARAPHRASES] + [row(u) for u in UNRELATED[1:5]]
+    inp = make_dataset(tmp_path / "new", new_rows)
+    cfg = SemdedupConfig(fast=True, verify=True, against=str(tmp_path / "pub"), cache=False)
+    before = fast.rows_encoded
+    m = run_semdedup(inp, tmp_path / "out", cfg, workdir=tmp_path, embedder=fast, full_embedder=full, progress=False)
+    assert fast.rows_encoded - before == len(new_rows)
+    assert m["against"]["stored_embeddings"] == str(tmp_path / "sd") and m["against"]["rows"] == 6
+    drops = dropped(tmp_path / "out")
+    # Exactly the rewordings of published rows go (the full model confirmed each), naming the published row.
+    want = {records.make_id(b) for a, b in PARAPHRASES if records.make_id(a) in pub_ids}
+    assert set(drops) == want and len(want) >= 3
+    for d in drops.values():
+        assert d["drop_reason"] == "semantic_duplicate_of_existing" and d["semdedup_cluster"] in pub_ids
+        assert records.get_meta(d, "semdedup")["cosine"] >= 0.95 and '"' in d["drop_detail"]
+    assert m["against"]["verified_threshold"] == 0.95 and m["against"]["dropped"] == len(want)
+
+
+def test_full_model_batch_size_is_tuned_on_the_real_rows_across_calls():
+    from pipeline.stages.semdedup.embedder import load_embedder
+    texts = [a for pair in PARAPHRASES for a in pair] + UNRELATED
+    texts = [f"{t} ({k})" for k in range(3) for t in texts]  # 84 distinct rows
+    tuned = load_embedder("minilm", device="cpu")
+    tuned.CPU_CANDIDATES, tuned.CPU_TRIAL_ROWS = (4, 8), 16  # small trials so the test stays quick
+    first = tuned.encode(texts[:40])  # 32 rows of warm-up, then too few left to time a trial
+    assert tuned.batch_size is None and tuned.tuning is None
+    rest = tuned.encode(texts[40:])   # two timed 16-row trials, then the winner for the rest
+    assert tuned.batch_size in (4, 8) and set(tuned.tuning) == {"4", "8"}
+    fixed = load_embedder("minilm", device="cpu", batch_size=16)
+    want = fixed.encode(texts)
+    assert fixed.tuning is None and fixed.batch_size == 16
+    # Every row encoded once, in order, whatever batch it went through.
+    assert np.abs(np.concatenate([first, rest]) - want).max() < 1e-4
+    # Calls of 12 rows never hold two batches of 8: the search stops below it.
+    small = load_embedder("minilm", device="cpu")
+    small.CPU_CANDIDATES, small.CPU_TRIAL_ROWS = (4, 8), 8
+    got = np.concatenate([small.encode(texts[a:a + 12]) for a in range(0, 36, 12)])
+    assert small.batch_size == 4 and set(small.tuning) == {"4"}
+    assert np.abs(got - want[:36]).max() < 1e-4
+
+
+def test_first_use_of_the_fast_model_says_it_is_building_it(tmp_path, monkeypatch, fast):
+    import model2vec.distill
+    from model2vec import StaticModel
+    from pipeline.stages.semdedup.embedder import StaticEmbedder
+    built = []
+
+    def distill(model_name, pca_dims):  # stands in for the 2-minute distillation: the real result, reloaded
+        built.append(model_name)
+        return StaticModel.from_pretrained(str(fast.path))
+
+    monkeypatch.setattr(model2vec.distill, "distill", distill)
+    said: list[str] = []
+    e = StaticEmbedder("minilm", cache_dir=tmp_path, notify=said.append)
+    assert len(built) == 1 and len(said) == 1 and "once" in said[0] and str(e.path) in said[0]
+    assert "DISTILL_MODEL_CACHE" in said[0]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == [e.path.name]  # no temp left
+    again = StaticEmbedder("minilm", cache_dir=tmp_path, notify=said.append)
+    assert len(built) == 1 and len(said) == 1  # built once, then reused silently
+    assert np.array_equal(again.encode(["a test"]), fast.encode(["a test"]))
+
+
+def test_cli_on_ray_actors_gives_the_local_result(tmp_path, fast, ray_cluster):
+    from typer.testing import CliRunner
+    from pipeline.cli import app
+    inp = make_dataset(tmp_path / "in", paraphrase_rows(), shard_rows=5)
+    ref = run_semdedup(inp, tmp_path / "ref", SemdedupConfig(fast=True, fast_threshold=0.85), workdir=tmp_path,
+                       shard_rows=6, embedder=fast, progress=False)
+    res = CliRunner().invoke(app, ["semdedup", str(inp), "--out", str(tmp_path / "ray"), "--workdir", str(tmp_path / "w"),
+                                   "--fast", "--shard-rows", "6", "--executor", "ray", "--no-progress",
+                                   "-c", str(_config(tmp_path, "[semdedup]\nfast_threshold = 0.85\n"))])
+    assert res.exit_code == 0, res.output
+    assert "embedded on Ray" in res.output and "distill inspect" in res.output
+    m = json.loads((tmp_path / "ray" / "_manifest.json").read_text())
+    assert m["embed"]["executor"] == "ray" and m["embed"]["rows_sent_to_actors"] == len(paraphrase_rows())
+    assert (m["rows_out"], m["rows_rejected"]) == (ref["rows_out"], ref["rows_rejected"]) and ref["rows_rejected"] > 0
+    assert Dataset(tmp_path / "ray").rejected().read().equals(Dataset(tmp_path / "ref").rejected().read())
+    assert Dataset(tmp_path / "ray").read().equals(Dataset(tmp_path / "ref").read())
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "distill.toml"
+    p.write_text(text)
+    return p
 
 
 def test_config_errors_are_one_line():

@@ -147,6 +147,38 @@ def save_npy(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def create_npy(path: Path, shape: tuple[int, ...], dtype) -> None:
+    """An .npy file of `shape`, its data left to write_npy_rows (sparse until then); kept if it exists."""
+    if path.exists():
+        return
+    tmp = _tmp(path)
+    with open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                 "fortran_order": False, "shape": tuple(shape)})
+        f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    os.replace(tmp, path)
+
+
+def write_npy_rows(path: Path, first: int, rows: np.ndarray) -> None:
+    """Write `rows` in place as rows first, first + 1, ... of the create_npy file `path`.
+
+    Workers fill disjoint row ranges of one file, which the caller then maps
+    whole: no per-block files to copy together, no fresh memory for the result.
+    """
+    rows = np.ascontiguousarray(rows)
+    with open(path, "r+b") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        if rows.dtype != dtype or rows.shape[1:] != tuple(shape[1:]) or first + len(rows) > shape[0]:
+            raise ValueError(f"{path}: rows {rows.shape} {rows.dtype} at {first} do not fit {shape} {dtype}")
+        data = memoryview(rows.reshape(-1).view(np.uint8))
+        pos = f.tell() + first * (rows[0].nbytes if len(rows) else 0)
+        while len(data):
+            n = os.pwrite(f.fileno(), data, pos)
+            data, pos = data[n:], pos + n
+
+
 def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
     return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
 

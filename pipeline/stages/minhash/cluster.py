@@ -22,23 +22,44 @@ U64 = np.uint64
 def run_pairs(keys, order, gidx, tie, first_ref):
     """Pairs (packed lo << 32 | hi) from runs of equal keys[order]; skips ref-ref pairs."""
     n = order.shape[0]
-    out = np.empty(2 * n, np.uint64)
+    # Gather the sorted keys first: independent loads overlap, where the run
+    # scan's dependent random reads did not (2.5x faster on a 1M-row band).
+    sk = np.empty(n, np.uint64)
+    for i in range(n):
+        sk[i] = keys[order[i]]
+    in_runs = 0
+    longest = 1
+    run = 1
+    for i in range(1, n):
+        if sk[i] == sk[i - 1]:
+            in_runs += 1
+            run += 1
+            longest = max(longest, run)
+        else:
+            run = 1
+    out = np.empty(2 * in_runs, np.uint64)  # a run of m rows gives at most 2(m - 1) pairs
+    members = np.empty(longest, np.int64)
+    ties = np.empty(longest, np.uint64)
     npairs = 0
     i = 0
     while i < n:
         j = i + 1
-        k0 = keys[order[i]]
-        while j < n and keys[order[j]] == k0:
+        k0 = sk[i]
+        while j < n and sk[j] == k0:
             j += 1
         m = j - i
-        if m > 1:
-            members = np.empty(m, np.int64)
-            ties = np.empty(m, np.uint64)
+        if m == 2:  # most runs: the one pair, without sorting
+            lo = min(gidx[order[i]], gidx[order[i + 1]])
+            hi = max(gidx[order[i]], gidx[order[i + 1]])
+            if lo != hi and not (lo >= first_ref and hi >= first_ref):
+                out[npairs] = (U64(lo) << U64(32)) | U64(hi)
+                npairs += 1
+        elif m > 2:
             for q in range(m):
                 members[q] = gidx[order[i + q]]
                 ties[q] = tie[order[i + q]]
             # content order: tie hash, then global number only for identical signatures
-            srt = np.argsort(ties, kind="mergesort")
+            srt = np.argsort(ties[:m], kind="mergesort")
             first = members[srt[0]]
             prev = first
             for q in range(1, m):
@@ -75,6 +96,61 @@ def jaccard_sorted(values, a0, a1, b0, b1):
     return inter / union if union > 0 else 0.0
 
 
+@njit(cache=True)
+def jaccard_hashed(values, a0, a1, b0, b1, keys, tags):
+    """Exact Jaccard of the distinct values in values[a0:a1] and values[b0:b1] (any order, repeats allowed).
+
+    One open-addressing table per pair instead of sorting every candidate
+    row's set first: ~6x less work for the same integers |A & B| / |A | B|.
+    `keys`/`tags` are scratch of at least 2 * (a1 - a0 + b1 - b0) and 16 items.
+    """
+    size = 16
+    while size < 2 * ((a1 - a0) + (b1 - b0)):
+        size *= 2
+    mask = size - 1
+    for s in range(size):
+        tags[s] = 0
+    only_a = 0
+    for i in range(a0, a1):  # tag 1: in A
+        v = values[i]
+        s = np.int64((U64(v) * U64(0x9E3779B97F4A7C15)) >> U64(40)) & mask
+        while tags[s] != 0 and keys[s] != v:
+            s = (s + 1) & mask
+        if tags[s] == 0:
+            keys[s] = v
+            tags[s] = 1
+            only_a += 1
+    inter = 0
+    only_b = 0
+    for i in range(b0, b1):  # tag 2: only in B, tag 3: in both
+        v = values[i]
+        s = np.int64((U64(v) * U64(0x9E3779B97F4A7C15)) >> U64(40)) & mask
+        while tags[s] != 0 and keys[s] != v:
+            s = (s + 1) & mask
+        t = tags[s]
+        if t == 0:
+            keys[s] = v
+            tags[s] = 2
+            only_b += 1
+        elif t == 1:
+            tags[s] = 3
+            inter += 1
+    union = only_a + only_b
+    return inter / union if union > 0 else 0.0
+
+
+@njit(cache=True)
+def similarity_scratch(indptr):
+    """Scratch tables for jaccard_hashed, sized for the two largest sets."""
+    big = 0
+    for r in range(indptr.shape[0] - 1):
+        big = max(big, indptr[r + 1] - indptr[r])
+    size = 16
+    while size < 4 * big:
+        size *= 2
+    return np.empty(size, np.uint32), np.empty(size, np.uint8)
+
+
 @njit(cache=True, inline="always")
 def _estimate(sigs, x, y):
     P = sigs.shape[1]
@@ -86,10 +162,10 @@ def _estimate(sigs, x, y):
 
 
 @njit(cache=True)
-def _similarity(sigs, indptr, values, exact, x, y):
+def _similarity(sigs, indptr, values, exact, x, y, keys, tags):
     est = _estimate(sigs, x, y)
     if exact:
-        return est, jaccard_sorted(values, indptr[x], indptr[x + 1], indptr[y], indptr[y + 1])
+        return est, jaccard_hashed(values, indptr[x], indptr[x + 1], indptr[y], indptr[y + 1], keys, tags)
     return est, est
 
 
@@ -100,8 +176,9 @@ def verify_pairs(pa, pb, sigs, indptr, values, exact, threshold):
     est = np.empty(n, np.float64)
     ver = np.empty(n, np.float64)
     ok = np.zeros(n, np.bool_)
+    keys, tags = similarity_scratch(indptr)
     for i in range(n):
-        e, v = _similarity(sigs, indptr, values, exact, pa[i], pb[i])
+        e, v = _similarity(sigs, indptr, values, exact, pa[i], pb[i], keys, tags)
         est[i] = e
         ver[i] = v
         ok[i] = v >= threshold
@@ -150,6 +227,7 @@ def decide(order, root, is_ref, sigs, indptr, values, exact, threshold, leader_m
     est = np.ones(n, np.float64)
     ver = np.ones(n, np.float64)
     kept = np.empty(n, np.int64)
+    keys, tags = similarity_scratch(indptr)
     comparisons = 0
     i = 0
     while i < n:
@@ -165,7 +243,7 @@ def decide(order, root, is_ref, sigs, indptr, values, exact, threshold, leader_m
                 nk += 1
                 continue
             if not leader_mode:
-                e, v = _similarity(sigs, indptr, values, exact, x, kept[0])
+                e, v = _similarity(sigs, indptr, values, exact, x, kept[0], keys, tags)
                 comparisons += 1
                 leader[x] = kept[0]
                 est[x] = e
@@ -175,7 +253,7 @@ def decide(order, root, is_ref, sigs, indptr, values, exact, threshold, leader_m
             best_v = -1.0
             best_e = 0.0
             for t in range(nk):
-                e, v = _similarity(sigs, indptr, values, exact, x, kept[t])
+                e, v = _similarity(sigs, indptr, values, exact, x, kept[t], keys, tags)
                 comparisons += 1
                 if v >= threshold and v > best_v:
                     best, best_v, best_e = kept[t], v, e

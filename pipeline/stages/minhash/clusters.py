@@ -27,9 +27,9 @@ _SORT = {"score": ("score", "descending", "at_end"), "length": ("out_len", "desc
 
 
 def gather(work: Path, every: list[Block], cand: np.ndarray, need_sets: bool, num_perm: int | None = None):
-    """Signatures (and shingle-set CSR, from the sets tasks' files) of the candidate rows, in `cand` order."""
-    P = num_perm or (load_npy(work / f"sig-{every[0].name}.npy", mmap=True).shape[1] if every else 1)
-    sigs = np.empty((len(cand), P), np.uint32)
+    """Signatures (mapped, not copied) and (need_sets) shingle-hash CSR of the candidate rows, in `cand` order,
+    from the sets tasks' files."""
+    sigs = load_npy(work / "csig.npy", mmap=True) if len(cand) else np.zeros((0, num_perm or 1), np.uint32)
     spans = [(b, *map(int, np.searchsorted(cand, [b.start, b.start + b.rows]))) for b in every]
     spans = [(b, s, e) for b, s, e in spans if e > s]
     # one array sized up front: joining per-block parts was a second full copy at the memory peak
@@ -38,7 +38,6 @@ def gather(work: Path, every: list[Block], cand: np.ndarray, need_sets: bool, nu
     values = np.empty(max(total, 1), np.uint32)
     offset = 0
     for b, s, e in spans:
-        sigs[s:e] = load_npy(work / f"sig-{b.name}.npy", mmap=True)[cand[s:e] - b.start]
         if need_sets:
             ptr, vals = load_npy(work / f"csetp-{b.name}.npy"), load_npy(work / f"csetv-{b.name}.npy", mmap=True)
             indptr[s + 1:e + 1] = ptr[1:] + offset

@@ -6,7 +6,8 @@ rows/s per core because of the per-token interpreter cost; numba compiles these
 loops to machine code (the permutation loop vectorises to AVX-512 here) with
 no C toolchain on the user's machine, and its on-disk cache makes the second
 process start in well under a second. Everything reads the Arrow string
-array's offsets and data buffers directly: no Python string per row.
+columns' offsets and data buffers directly: no Python string per row, and no
+joined copy of the text columns (the kernel walks them in turn).
 
 The folded buffer of a row is its NFKC text lowercased (text.lowercase_table)
 with every separator run replaced by one space, trimmed. In it, a word shingle is
@@ -21,7 +22,7 @@ from numba import njit
 
 from .hashing import COMBINE_MUL, COMBINE_SEED, FNV_OFFSET, MAX_HASH, MERSENNE
 from .sha1 import _sha1_32
-from .tokenize import _mix_chunk, fast_word_tokens, fold_row
+from .tokenize import _mix_chunk, ascii_table, fast_word_tokens, fold_row
 
 U64 = np.uint64
 _MAX = U64(MAX_HASH)
@@ -63,14 +64,19 @@ def _tok_hash(buf, s, e):
 
 @njit(cache=True)
 def _combine_tokens(tokh, nt, ngram, out):
+    # Token-position-outer, shingle-inner: each pass is one multiply-xorshift
+    # over all shingles, which LLVM vectorises; per shingle, the n steps are a
+    # dependent chain that left the multiplier idle.
     m = nt - ngram + 1 if nt >= ngram else (1 if nt > 0 else 0)
     span = ngram if nt >= ngram else nt
     for i in range(m):
-        h = _CSEED
-        for j in range(span):
-            h = (h ^ tokh[i + j]) * _CMUL
-            h ^= h >> U64(29)
-        out[i] = _fmix64(h) >> U64(32)
+        out[i] = _CSEED
+    for j in range(span):
+        for i in range(m):
+            h = (out[i] ^ tokh[i + j]) * _CMUL
+            out[i] = h ^ (h >> U64(29))
+    for i in range(m):
+        out[i] = _fmix64(out[i]) >> U64(32)
     return m
 
 
@@ -112,12 +118,32 @@ def row_shingle_hashes(buf, nbytes, cps, ncp, ngram, unit, mode, out, tokh, w):
 
 
 @njit(cache=True)
-def _row_hashes(data, s, e, table, lower, fold_punct, ngram, unit, mode, buf, cps, hv, tokh, w):
+def _row_hashes(data, s, e, table, lower, fold_punct, asc, ngram, unit, mode, buf, cps, hv, tokh, w):
     """The row's shingle hashes into hv; the fused path for the default (fast, word)."""
     if unit == UNIT_WORD and mode == MODE_FAST:
-        nt = fast_word_tokens(data, s, e, table, lower, fold_punct, tokh, buf)
+        nt = fast_word_tokens(data, s, e, table, lower, fold_punct, asc, tokh, buf)
         return _combine_tokens(tokh, nt, ngram, hv)
-    nb, ncp = fold_row(data, s, e, table, lower, fold_punct, buf, cps)
+    nb, ncp = fold_row(data, s, e, table, lower, fold_punct, asc, buf, cps)
+    return row_shingle_hashes(buf, nb, cps, ncp, ngram, unit, mode, hv, tokh, w)
+
+
+@njit(cache=True)
+def _row_hashes_cols(offs, datas, r, table, lower, fold_punct, asc, ngram, unit, mode, buf, cps, hv, tokh, w):
+    """_row_hashes of row r of the columns joined by a newline, without joining them.
+
+    A newline is always a separator, so the joined text's tokens are the
+    columns' tokens one after the other, and its folded bytes are the columns'
+    folded bytes joined by one space (fold_row continues across columns).
+    """
+    if unit == UNIT_WORD and mode == MODE_FAST:
+        nt = 0
+        for c in range(len(datas)):
+            nt += fast_word_tokens(datas[c], offs[c][r], offs[c][r + 1], table, lower, fold_punct, asc, tokh[nt:], buf)
+        return _combine_tokens(tokh, nt, ngram, hv)
+    nb = 0
+    ncp = 0
+    for c in range(len(datas)):
+        nb, ncp = fold_row(datas[c], offs[c][r], offs[c][r + 1], table, lower, fold_punct, asc, buf, cps, nb, ncp)
     return row_shingle_hashes(buf, nb, cps, ncp, ngram, unit, mode, hv, tokh, w)
 
 
@@ -156,20 +182,27 @@ def _append_set(hv, m, values, pos):
 
 
 @njit(cache=True)
-def signatures(offsets, data, table, lower, fold_punct, ngram, unit, mode, a, b, sigs, nshingles,
-               set_indptr, set_values):
-    """MinHash every row of an Arrow (large_)string array: sigs[n, P] uint32, shingle counts.
+def signatures(offs, datas, alt_row, alt_offsets, alt_data, table, lower, fold_punct, ngram, unit, mode, a, b,
+               sigs, nshingles, set_indptr, set_values):
+    """MinHash every row of Arrow (large_)string columns joined by a newline: sigs[n, P] uint32, shingle counts.
 
-    When set_indptr has n + 1 items, the rows' shingle hashes are also written
-    as CSR (raw: in text order, repeats kept) for exact verification later;
-    returns how many values that used.
+    `offs`/`datas` are the columns' offsets and bytes (tuples). A row with
+    alt_row[r] >= 0 is read instead from the text alt_data[alt_offsets[i]:alt_offsets[i + 1]],
+    i = alt_row[r] (its NFKC-normalised joined text). When set_indptr has
+    n + 1 items, the rows' shingle hashes are also written as CSR (raw: in text
+    order, repeats kept) for exact verification later; returns how many values that used.
     """
-    n = offsets.shape[0] - 1
+    n = offs[0].shape[0] - 1
     P = a.shape[0]
     want_sets = set_indptr.shape[0] == n + 1
     maxlen = 16
     for r in range(n):
-        ln = offsets[r + 1] - offsets[r]
+        if alt_row[r] >= 0:
+            ln = alt_offsets[alt_row[r] + 1] - alt_offsets[alt_row[r]]
+        else:
+            ln = len(datas)  # the separators
+            for c in range(len(datas)):
+                ln += offs[c][r + 1] - offs[c][r]
         if ln > maxlen:
             maxlen = ln
     buf = np.empty(2 * maxlen + 8, np.uint8)
@@ -178,16 +211,22 @@ def signatures(offsets, data, table, lower, fold_punct, ngram, unit, mode, a, b,
     tokh = np.empty(maxlen + 2, np.uint64)
     w = np.empty(80 + 16 * ((2 * maxlen + 9 + 63) // 64), np.uint64)  # SHA-1 schedule + message
     sig = np.empty(P, np.uint64)
+    asc = ascii_table(table, fold_punct)
     pos = 0
     if want_sets:
         set_indptr[0] = 0
     for r in range(n):
-        m = _row_hashes(data, offsets[r], offsets[r + 1], table, lower, fold_punct, ngram, unit, mode, buf, cps, hv, tokh, w)
+        i = alt_row[r]
+        if i >= 0:
+            m = _row_hashes(alt_data, alt_offsets[i], alt_offsets[i + 1], table, lower, fold_punct, asc, ngram, unit,
+                            mode, buf, cps, hv, tokh, w)
+        else:
+            m = _row_hashes_cols(offs, datas, r, table, lower, fold_punct, asc, ngram, unit, mode, buf, cps, hv, tokh, w)
         nshingles[r] = m
         _minhash_into(hv, m, a, b, sig)
         for k in range(P):
             sigs[r, k] = np.uint32(sig[k])
-        if want_sets:  # raw hashes; sorted and deduplicated later, for candidate rows only
+        if want_sets:  # raw hashes, kept for the candidate rows' exact verification
             for j in range(m):
                 set_values[pos + j] = np.uint32(hv[j])
             pos += m
@@ -212,10 +251,11 @@ def shingle_sets(offsets, data, rows, table, lower, fold_punct, ngram, unit, mod
     w = np.empty(80 + 16 * ((2 * maxlen + 9 + 63) // 64), np.uint64)  # SHA-1 schedule + message
     values = np.empty(total, np.uint32)
     indptr = np.zeros(rows.shape[0] + 1, np.int64)
+    asc = ascii_table(table, fold_punct)
     pos = 0
     for i in range(rows.shape[0]):
         r = rows[i]
-        m = _row_hashes(data, offsets[r], offsets[r + 1], table, lower, fold_punct, ngram, unit, mode, buf, cps, hv, tokh, w)
+        m = _row_hashes(data, offsets[r], offsets[r + 1], table, lower, fold_punct, asc, ngram, unit, mode, buf, cps, hv, tokh, w)
         pos = _append_set(hv, m, values, pos)
         indptr[i + 1] = pos
     return indptr, values[:pos].copy()
@@ -232,18 +272,3 @@ def band_keys(sigs, bands, rows_per_band, out):
                 h = (h ^ U64(sigs[r, bd * rows_per_band + j])) * _CMUL
                 h ^= h >> U64(29)
             out[bd, r] = _fmix64(h)
-
-
-@njit(cache=True)
-def sort_sets(indptr, values):
-    """CSR of raw shingle hashes -> CSR of sorted distinct ones (row by row)."""
-    n = indptr.shape[0] - 1
-    out = np.empty(values.shape[0], np.uint32)
-    optr = np.zeros(n + 1, np.int64)
-    pos = 0
-    for r in range(n):
-        pos = _append_set(values[indptr[r]:indptr[r + 1]].astype(np.uint64), indptr[r + 1] - indptr[r], out, pos)
-        optr[r + 1] = pos
-    return optr, out[:pos].copy()
-
-

@@ -6,15 +6,15 @@ work folder, done marker last, so a rerun skips what is already there:
 - `signature_task`  block -> sig (n x P uint32), band keys (B x n uint64),
                     tie hash, shingle counts, info (id, output length, score)
 - `bands_task`      some bands -> candidate pairs per band (sorted band keys)
-- `sets_task`       block -> sorted distinct shingle hashes of its candidate rows (exact verification)
+- `sets_task`       block -> its candidate rows' signatures and shingle hashes, compact (verification)
 - `filter_task`     block -> output shard k (kept), rejected/ shard k, stored signatures of kept rows
 """
 
 from __future__ import annotations
 
 import io
-import json
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,11 @@ from pipeline import records
 from pipeline.store import DatasetWriter, atomic_write_bytes
 
 from . import cluster, kernels, text
-from .blocks import Block, FileCache, available_columns, load_npy, read_block, save_json, save_npy, save_table
+from .blocks import (Block, FileCache, available_columns, load_npy, read_block, save_json, save_npy, save_table,
+                     write_npy_rows)
 from .hashing import MAX_HASH, permutations
+from .rejects import rejected_columns
+from .tokenize import needs_nfkc
 
 STAGE = "minhash"
 UNIT = {"word": kernels.UNIT_WORD, "char": kernels.UNIT_CHAR}
@@ -59,30 +62,75 @@ def _scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     size = int(np.prod(shape))
     buf = _SCRATCH.get(name)
     if buf is None or buf.size < size or buf.dtype != dtype:
-        buf = _SCRATCH[name] = np.empty(max(size, 1), dtype)
+        # headroom: block sizes (and kept-row counts) vary a little, and each
+        # regrowth would be a fresh buffer to fault in again
+        buf = _SCRATCH[name] = np.empty(max(size + size // 8, 1), dtype)
     return buf[:size].reshape(shape)
 
 
+_NO_ALT = (np.zeros(1, np.int64), np.zeros(1, np.uint8))
+
+
 def compute_signatures(arr: pa.Array, fmt: dict[str, Any], want_sets: bool = False, scratch: bool = False):
-    """Signatures (n x P uint32), shingle counts, and (want_sets) the CSR of shingle-hash sets.
+    """Signatures (n x P uint32), shingle counts, and (want_sets) the CSR of shingle-hash sets of a text array
+    (block_text's, or any normalised text).
 
     With `scratch` the arrays are views of per-process buffers, valid until the next call.
     """
-    offsets, data = _string_buffers(arr)
-    n = len(arr)
+    return _signatures([_string_buffers(arr)], np.full(len(arr), -1, np.int64), _NO_ALT, fmt, want_sets, scratch)
+
+
+def table_signatures(table: pa.Table, fmt: dict[str, Any], want_sets: bool = False, scratch: bool = False):
+    """compute_signatures(block_text(table, fmt), ...), without building the joined, normalised text.
+
+    The kernel reads the columns' own buffers; only rows holding a character
+    that NFKC could change get their joined text built and normalised in
+    Python (text.normalize_array's rule), which the kernel reads instead.
+    Joining and replacing those rows copied every block's text twice.
+    """
+    cols = []
+    for c in fmt["columns"]:
+        col = table.column(c)
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        col = col.cast(pa.large_string())
+        if col.null_count:
+            col = pc.fill_null(col, "")
+        cols.append(col)
+    bufs = [_string_buffers(c) for c in cols]
+    n = table.num_rows
+    need = np.zeros(n, np.bool_)
+    for offsets, data in bufs:
+        if n and offsets[-1] > offsets[0]:
+            need |= needs_nfkc(offsets, data, text.separator_table(), text.NEEDS_NFKC)
+    alt_row = np.full(n, -1, np.int64)
+    alt = _NO_ALT
+    idx = np.flatnonzero(need)
+    if len(idx):
+        take = pa.array(idx)
+        parts = [c.take(take).to_pylist() for c in cols]
+        nfkc = unicodedata.normalize
+        alt = _string_buffers(pa.array([nfkc("NFKC", "\n".join(p)) for p in zip(*parts)], pa.large_string()))
+        alt_row[idx] = np.arange(len(idx))
+    return _signatures(bufs, alt_row, alt, fmt, want_sets, scratch)
+
+
+def _signatures(bufs, alt_row, alt, fmt, want_sets, scratch):
+    n = len(alt_row)
     a, b = permutations(fmt["num_perm"], fmt["seed"])
     new = _scratch if scratch else (lambda name, shape, dtype: np.empty(shape, dtype))
     sigs = new("sigs", (n, fmt["num_perm"]), np.uint32)
     nsh = new("nsh", (n,), np.int64)
     indptr = new("indptr", (n + 1 if want_sets else 0,), np.int64)
-    # a word shingle starts at a token, and tokens are >= 1 byte plus a space
-    cap = (int(offsets[-1] - offsets[0]) // (2 if fmt["unit"] == "word" else 1) + n + 1) if want_sets else 1
+    cap = 1
+    if want_sets:  # a word shingle starts at a token, and tokens are >= 1 byte plus a separator
+        size = sum(int(o[-1] - o[0]) for o, _ in bufs) + int(alt[0][-1] - alt[0][0])
+        cap = size // (2 if fmt["unit"] == "word" else 1) + n * (len(bufs) + 1) + 1
     values = new("values", (cap,), np.uint32)
     used = 0
     if n:
-        used = kernels.signatures(offsets, data, text.separator_table(), text.lowercase_table(),
-                                  fmt["fold_punctuation"], fmt["ngram"], UNIT[fmt["unit"]], MODE[fmt["hash"]],
-                                  a, b, sigs, nsh, indptr, values)
+        used = kernels.signatures(tuple(o for o, _ in bufs), tuple(d for _, d in bufs), alt_row, alt[0], alt[1],
+                                  text.separator_table(), text.lowercase_table(), fmt["fold_punctuation"],
+                                  fmt["ngram"], UNIT[fmt["unit"]], MODE[fmt["hash"]], a, b, sigs, nsh, indptr, values)
     return sigs, nsh, (indptr, values[:used]) if want_sets else None
 
 
@@ -100,7 +148,7 @@ def signature_task(task: dict[str, Any]) -> dict[str, Any]:
         score_col = task["score_column"] if task["score_column"] in cols else None
         need = sorted(set(fmt["columns"]) | {"id", "output"} | ({score_col} if score_col else set()))
         t = read_block(block, need, FileCache())
-        sigs, nsh, sets = compute_signatures(block_text(t, fmt), fmt, want_sets=task["exact"], scratch=True)
+        sigs, nsh, sets = table_signatures(t, fmt, want_sets=task["exact"], scratch=True)
         if sets is not None:  # kept for exact verification: cheaper than reading the text again
             save_npy(work / f"setp-{block.name}.npy", sets[0])
             save_npy(work / f"setv-{block.name}.npy", sets[1])
@@ -144,37 +192,64 @@ def bands_task(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def sets_task(task: dict[str, Any]) -> dict[str, Any]:
-    """Sorted distinct shingle hashes of this block's candidate rows (exact verification).
+    """This block's candidate rows, compact, for verification: their signatures (rows `at`... of the
+    shared csig.npy) and (exact) shingle hashes.
 
-    New blocks take them from the raw sets their signature task kept; reference
-    blocks (no kept sets) shingle those rows' text again.
+    New blocks take the hashes from the raw sets their signature task kept
+    (text order, repeats kept: jaccard_hashed needs no sorting); reference
+    blocks (no kept sets) shingle those rows' text again. Gathering here, in
+    the workers, leaves the verify phase's serial part one sequential read per block.
     """
     block, work, fmt = Block.from_dict(task["block"]), Path(task["work"]), task["fmt"]
     local = np.asarray(task["local"], np.int64)
-    if block.ref:
-        t = read_block(block, fmt["columns"], FileCache())
-        offsets, data = _string_buffers(block_text(t, fmt))
-        indptr, values = kernels.shingle_sets(offsets, data, local, text.separator_table(), text.lowercase_table(),
-                                              fmt["fold_punctuation"], fmt["ngram"], UNIT[fmt["unit"]],
-                                              MODE[fmt["hash"]])
-    else:
-        ptr = load_npy(work / f"setp-{block.name}.npy", mmap=True)
-        raw = load_npy(work / f"setv-{block.name}.npy", mmap=True)
-        starts = np.asarray(ptr[local])
-        lens = np.asarray(ptr[local + 1]) - starts
-        off = np.concatenate([[0], np.cumsum(lens)])
-        pos = np.repeat(starts - off[:-1], lens) + np.arange(off[-1])
-        indptr, values = kernels.sort_sets(off, np.asarray(raw[pos]))
-    save_npy(work / f"csetp-{block.name}.npy", indptr)
-    save_npy(work / f"csetv-{block.name}.npy", values)
+    sigs = load_npy(work / f"sig-{block.name}.npy", mmap=True)
+    rows = _scratch("csig", (len(local), sigs.shape[1]), sigs.dtype)
+    write_npy_rows(work / "csig.npy", task["at"], np.take(sigs, local, axis=0, out=rows, mode="clip"))
+    if task.get("exact", True):
+        if block.ref:
+            t = read_block(block, fmt["columns"], FileCache())
+            offsets, data = _string_buffers(block_text(t, fmt))
+            indptr, values = kernels.shingle_sets(offsets, data, local, text.separator_table(), text.lowercase_table(),
+                                                  fmt["fold_punctuation"], fmt["ngram"], UNIT[fmt["unit"]],
+                                                  MODE[fmt["hash"]])
+        else:
+            ptr = load_npy(work / f"setp-{block.name}.npy", mmap=True)
+            raw = load_npy(work / f"setv-{block.name}.npy", mmap=True)
+            starts = np.asarray(ptr[local])
+            lens = np.asarray(ptr[local + 1]) - starts
+            indptr = np.concatenate([[0], np.cumsum(lens)])
+            values = np.asarray(raw[np.repeat(starts - indptr[:-1], lens) + np.arange(indptr[-1])])
+        save_npy(work / f"csetp-{block.name}.npy", indptr)
+        save_npy(work / f"csetv-{block.name}.npy", values)
     save_json(work / f"set-{block.name}.done", {"rows": int(local.shape[0])})
     return {"rows": int(local.shape[0])}
 
 
-def _meta_with(meta: str | None, value: dict[str, Any]) -> str:
-    d = json.loads(meta) if meta else {}
-    d[STAGE] = value
-    return json.dumps(d, ensure_ascii=False, sort_keys=True)
+def _read_npy(path: Path, name: str) -> np.ndarray:
+    """A phase file read into this process's reusable buffer `name` (valid until its next use):
+    np.load or a memory map would touch fresh pages, which cost more here than the read."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        arr = _scratch(name, shape, dtype)
+        if arr.size and f.readinto(arr.reshape(-1).view(np.uint8)) != arr.nbytes:
+            raise OSError(f"{path}: truncated phase file")
+    return arr
+
+
+def _npy_bytes(sigs: np.ndarray, keep: np.ndarray) -> memoryview:
+    """The .npy file of sigs[keep], built in a reusable buffer (what np.save would write)."""
+    shape = (int(keep.sum()), sigs.shape[1])
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": np.lib.format.dtype_to_descr(sigs.dtype),
+                                                "fortran_order": False, "shape": shape})
+    h = head.getvalue()
+    buf = _scratch("npy_out", (len(h) + shape[0] * shape[1] * sigs.dtype.itemsize,), np.uint8)
+    buf[:len(h)] = np.frombuffer(h, np.uint8)
+    # mode="clip": with "raise" numpy fills a fresh temporary and copies it into `out`
+    np.take(sigs, np.flatnonzero(keep), axis=0, out=buf[len(h):].view(sigs.dtype).reshape(shape), mode="clip")
+    return memoryview(buf)
 
 
 def filter_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -194,24 +269,13 @@ def filter_task(task: dict[str, Any]) -> dict[str, Any]:
     kept = table.filter(pc.invert(mask))
     rej = table.filter(mask)
     if rej.num_rows:
-        reasons, details, metas = [], [], []
-        for i, meta in enumerate(rej.column("meta").to_pylist()):
-            ref = d["leader_ref"][i]
-            dup, est, ver = d["leader_id"][i], d["est"][i], d["ver"][i]
-            reasons.append("near_duplicate_existing" if ref else "near_duplicate")
-            where = f" in {d['leader_src'][i]}" if ref else ""
-            details.append(f"near-duplicate of {dup}{where} (Jaccard {task['verify']} {ver:.3f}, estimated {est:.3f})")
-            metas.append(_meta_with(meta, {"duplicate_of": dup, "estimated": round(est, 4), "verified": round(ver, 4),
-                                           "verify": task["verify"], "against": bool(ref)}))
-        rej = rej.set_column(rej.schema.get_field_index("meta"), "meta", pa.array(metas, pa.string()))
+        reasons, details, metas = rejected_columns(rej.column("meta").combine_chunks(), d, task["verify"], STAGE)
+        rej = rej.set_column(rej.schema.get_field_index("meta"), "meta", metas)
         rej = (rej.append_column("drop_stage", pa.array([STAGE] * rej.num_rows, pa.string()))
-               .append_column("drop_reason", pa.array(reasons, pa.string()))
-               .append_column("drop_detail", pa.array(details, pa.string())))
-    sigs = load_npy(work / f"sig-{block.name}.npy", mmap=True)
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(sigs[~dropped]), allow_pickle=False)
-    atomic_write_bytes(out / "_minhash" / f"part-{block.index:05d}.sig.npy", buf.getvalue())
+               .append_column("drop_reason", reasons)
+               .append_column("drop_detail", details))
+    sigs = _read_npy(work / f"sig-{block.name}.npy", "sig_in")
+    atomic_write_bytes(out / "_minhash" / f"part-{block.index:05d}.sig.npy", _npy_bytes(sigs, ~dropped))
     stats = {"rows_in": n, "seconds": round(time.perf_counter() - t0, 3)}
     DatasetWriter.attach(out, STAGE).write_shard(block.index, kept, rej if rej.num_rows else None, stats)
     return {"rows_in": n, "rows_out": kept.num_rows}
-

@@ -35,7 +35,7 @@ from pipeline.store import Dataset, DatasetWriter
 
 from . import phases, sigstore, text
 from .banding import choose_banding
-from .blocks import Block, clean_temporaries, load_json, load_npy, plan_blocks, save_json, save_npy
+from .blocks import Block, clean_temporaries, create_npy, load_json, load_npy, plan_blocks, save_json, save_npy
 from .clusters import decide_clusters, gather
 from .config import MinhashConfig
 from .pool import Pool
@@ -121,8 +121,10 @@ def run_minhash(input: str | Path, out: str | Path, config: MinhashConfig | None
         t0 = time.perf_counter()
         bands = [j for j in range(banding.bands) if every and not (work / f"pairs-{j:03d}.done").exists()]
         blocks_d = [b.to_dict() for b in every]
-        pool.map(phases.bands_task, [{"work": str(work), "blocks": blocks_d, "bands": [j], "first_ref": n_new}
-                                     for j in bands])
+        # a few bands per task: each task loads every block's shingle counts and tie hashes once
+        groups = [bands[i::2 * pool.workers] for i in range(min(len(bands), 2 * pool.workers))]
+        pool.map(phases.bands_task, [{"work": str(work), "blocks": blocks_d, "bands": g, "first_ref": n_new}
+                                     for g in groups])
         did = bool(bands) or not (work / "pairs.done").exists()
         if not (work / "pairs.done").exists():
             raw = [load_npy(work / f"pairs-{j:03d}.npy") for j in range(banding.bands)] if every else []
@@ -178,14 +180,15 @@ def _verify(work: Path, every: list[Block], cfg: MinhashConfig, fmt: dict, pool:
     hi = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
     cand = np.unique(np.concatenate([lo, hi]))
     save_npy(work / "cand.npy", cand)
-    if cfg.verify == "exact":
-        tasks = []
-        for b in every:
-            s, e = np.searchsorted(cand, [b.start, b.start + b.rows])
-            if e > s and not (work / f"set-{b.name}.done").exists():
-                tasks.append({"work": str(work), "fmt": fmt, "block": b.to_dict(), "local": cand[s:e] - b.start})
-        pool.map(phases.sets_task, tasks)
-    sigs, indptr, values = gather(work, every, cand, cfg.verify == "exact")
+    create_npy(work / "csig.npy", (len(cand), cfg.num_perm), np.uint32)  # filled by the sets tasks
+    tasks = []
+    for b in every:
+        s, e = np.searchsorted(cand, [b.start, b.start + b.rows])
+        if e > s and not (work / f"set-{b.name}.done").exists():
+            tasks.append({"work": str(work), "fmt": fmt, "block": b.to_dict(), "local": cand[s:e] - b.start,
+                          "at": int(s), "exact": cfg.verify == "exact"})
+    pool.map(phases.sets_task, tasks)
+    sigs, indptr, values = gather(work, every, cand, cfg.verify == "exact", cfg.num_perm)
     pa_, pb_ = np.searchsorted(cand, lo), np.searchsorted(cand, hi)
     est, ver, ok = cluster.verify_pairs(pa_, pb_, sigs, indptr, values, cfg.verify == "exact", cfg.threshold)
     for name, arr in (("pa", pa_), ("pb", pb_), ("est", est), ("ver", ver), ("ok", ok)):

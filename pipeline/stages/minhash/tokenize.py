@@ -40,22 +40,36 @@ def _utf8_put(out, n, cp):
 
 
 @njit(cache=True)
-def fold_row(data, start, end, table, lower, fold_punct, out, cps):
+def fold_row(data, start, end, table, lower, fold_punct, asc, out, cps, n=0, ncp=0):
     """Write the folded, lowercased bytes of data[start:end] into `out`; code-point starts into `cps`.
 
     Returns (n_bytes, n_codepoints). `out` must hold 2 * (end - start) + 1 bytes
     (lowercasing can lengthen a character's UTF-8) and `cps` end - start + 2 items.
+    `asc` is ascii_table(table, fold_punct). With n, ncp > 0 the text continues
+    an earlier part already in `out` after a separator (the next column of the row).
     """
-    n = 0
-    ncp = 0
-    pending_space = False
+    pending_space = n > 0
     i = start
     while i < end:
         c = data[i]
-        if c < 0x80:
-            length = 1
-            cp = np.int64(c)
-        elif c < 0xE0:
+        if c < 0x80:  # ASCII: the small table gives separator-or-lowercased byte
+            v = asc[c]
+            i += 1
+            if v == 0:
+                pending_space = n > 0
+                continue
+            if pending_space:
+                cps[ncp] = n
+                ncp += 1
+                out[n] = 32
+                n += 1
+                pending_space = False
+            cps[ncp] = n
+            ncp += 1
+            out[n] = v
+            n += 1
+            continue
+        if c < 0xE0:
             length = 2
             cp = (np.int64(c & 0x1F) << 6) | np.int64(data[i + 1] & 0x3F)
         elif c < 0xF0:
@@ -102,24 +116,59 @@ def _mix_chunk(h, chunk):
 
 
 @njit(cache=True)
-def fast_word_tokens(data, start, end, table, lower, fold_punct, tokh, tmp):
+def ascii_table(table, fold_punct):
+    """Per ASCII byte: 0 for a separator, else the byte lowercased (NUL is a separator, so 0 is free).
+
+    One small lookup replaces the UTF-8 decode and the 1.1 MB class table for
+    the bytes most texts are made of.
+    """
+    out = np.zeros(128, np.uint8)
+    for c in range(128):
+        k = table[c] & 3
+        if not (k == 1 or (k == 2 and fold_punct)):
+            out[c] = c + 32 if 65 <= c <= 90 else c
+    return out
+
+
+@njit(cache=True)
+def fast_word_tokens(data, start, end, table, lower, fold_punct, asc, tokh, tmp):
     """Fast mode, word unit, fused: fold and hash every token in one pass; returns the token count.
 
     Same tokens and bytes as fold_row (lowercased, separators dropped),
-    hashed as hashing.token_hash64 while they stream by. `tmp`: 4 bytes of scratch.
+    hashed as hashing.token_hash64 while they stream by. `asc` is
+    ascii_table(table, fold_punct); `tmp`: 4 bytes of scratch.
     """
     nt = 0
     h = _FNV_OFF
     chunk = U64(0)
-    k = 0
+    sh = U64(0)  # bit position of the next byte in `chunk`
     ln = 0
     i = start
     while i < end:
         c = data[i]
-        if c < 0x80:
-            length = 1
-            cp = np.int64(c)
-        elif c < 0xE0:
+        if c < 0x80:  # ASCII: one table lookup, no decoding (~1.6x faster on English text)
+            v = asc[c]
+            i += 1
+            if v == 0:
+                if ln > 0:
+                    if sh > U64(0):
+                        h = _mix_chunk(h, chunk)
+                    tokh[nt] = _mix_chunk(h, U64(ln))
+                    nt += 1
+                    h = _FNV_OFF
+                    chunk = U64(0)
+                    sh = U64(0)
+                    ln = 0
+            else:
+                chunk |= U64(v) << sh
+                sh += U64(8)
+                ln += 1
+                if sh == U64(64):
+                    h = _mix_chunk(h, chunk)
+                    chunk = U64(0)
+                    sh = U64(0)
+            continue
+        if c < 0xE0:
             length = 2
             cp = (np.int64(c & 0x1F) << 6) | np.int64(data[i + 1] & 0x3F)
         elif c < 0xF0:
@@ -134,38 +183,33 @@ def fast_word_tokens(data, start, end, table, lower, fold_punct, tokh, tmp):
         cls = (table[cp] & 3) if cp < table.shape[0] else 0
         if cls == 1 or (cls == 2 and fold_punct):
             if ln > 0:
-                if k > 0:
+                if sh > U64(0):
                     h = _mix_chunk(h, chunk)
                 tokh[nt] = _mix_chunk(h, U64(ln))
                 nt += 1
                 h = _FNV_OFF
                 chunk = U64(0)
-                k = 0
+                sh = U64(0)
                 ln = 0
         else:
-            if length == 1:
-                tmp[0] = c + 32 if 65 <= c <= 90 else c
-                nb = 1
+            lc = lower[cp] if cp < lower.shape[0] else cp
+            if lc != cp:
+                nb = _utf8_put(tmp, 0, lc)
             else:
-                lc = lower[cp] if cp < lower.shape[0] else cp
-                if lc != cp:
-                    nb = _utf8_put(tmp, 0, lc)
-                else:
-                    nb = length
-                    for j in range(length):
-                        tmp[j] = data[i + j]
+                nb = length
+                for j in range(length):
+                    tmp[j] = data[i + j]
             for j in range(nb):
-                byte = tmp[j]
-                chunk |= U64(byte) << U64(8 * k)
-                k += 1
+                chunk |= U64(tmp[j]) << sh
+                sh += U64(8)
                 ln += 1
-                if k == 8:
+                if sh == U64(64):
                     h = _mix_chunk(h, chunk)
                     chunk = U64(0)
-                    k = 0
+                    sh = U64(0)
         i += length
     if ln > 0:
-        if k > 0:
+        if sh > U64(0):
             h = _mix_chunk(h, chunk)
         tokh[nt] = _mix_chunk(h, U64(ln))
         nt += 1

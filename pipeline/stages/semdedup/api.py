@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -22,9 +22,9 @@ from .cache import EmbeddingCache, NoCache
 from .cluster import Decisions, decide, keep_rank
 from .config import SemdedupConfig
 from .embedder import Embedder, load_embedder
-from .search import Pairs, nearest_in
+from .search import Pairs, exact_sims, nearest_in
 from .stage import (_NOT_RESULTS, STAGE, _texts, embed_phase, iter_chunks, keep_keys,
-                    search_phase, verify_pairs)
+                    search_phase, texts_at, verify_pairs)
 
 
 def _encoder(emb: Embedder, cfg: SemdedupConfig, workdir: Path):
@@ -33,21 +33,74 @@ def _encoder(emb: Embedder, cfg: SemdedupConfig, workdir: Path):
     return EmbeddingCache(Path(cfg.cache_dir) if cfg.cache_dir else workdir / "cache" / "embeddings", emb)
 
 
-def against_vectors(path: str | Path, encoder, cfg: SemdedupConfig, shard_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of a published dataset: its stored embeddings when they match, else embedded (cached)."""
-    ads = Dataset(path)
+def stored_for(path: str | Path, ids: list[str], name: str, fields: list[str],
+               max_depth: int = 20) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Stored embeddings covering every id of the dataset at `path`: its own, or an upstream folder's.
+
+    A published dataset is often a later stage's output (score, select) whose
+    rows all passed through a semdedup folder upstream; the `input` recorded
+    in each manifest leads there. Only vectors of the same embedder and the
+    same embedded fields count. Returns (ids, vectors, folder) or None.
+    """
+    from ...store import read_json
+    p: Path | None = Path(path)
+    seen: set[str] = set()
+    want = len(set(ids))
+    while p is not None and len(seen) < max_depth and str(p.resolve()) not in seen:
+        seen.add(str(p.resolve()))
+        info = embstore.read_info(p)
+        if info and info["fields"] == fields and info["embedder"] == name:
+            got = embstore.load_embeddings(p, ids=ids, embedder_name=name)
+            if got is not None and len(got[0]) == want:
+                return got[0], got[1], str(p)
+        mf = p / "_manifest.json"
+        m = read_json(mf) if mf.exists() else {}
+        p = Path(m["input"]) if m.get("input") else None
+    return None
+
+
+def against_vectors(path: str | Path, encoder, cfg: SemdedupConfig,
+                    shard_rows: int) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(ids, vectors, folder they were stored in) of a published dataset.
+
+    Its stored embeddings (see `stored_for`) when there are some; otherwise
+    its rows are embedded here (through the embedding cache, so rows this
+    workdir embedded before cost nothing) and the folder is None.
+    """
+    ads = Dataset(path, require_complete=True)
     a_ids = ads.read(columns=["id"]).column("id").to_pylist()
-    info = embstore.read_info(path)
-    if info and info["fields"] == cfg.fields:
-        stored = embstore.load_embeddings(path, ids=a_ids, embedder_name=encoder.embedder.name)
-        if stored is not None and len(stored[0]) == len(set(a_ids)):
-            return stored
+    stored = stored_for(path, a_ids, encoder.embedder.name, cfg.fields)
+    if stored is not None:
+        return stored
     ids, vecs = [], []
     for _, t in iter_chunks(ads, shard_rows, columns=["id", *cfg.fields]):
         ids.extend(t.column("id").to_pylist())
         vecs.append(encoder.encode(_texts(t, cfg.fields)))
     dim = encoder.embedder.dim
-    return np.asarray(ids, dtype="U"), (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32))
+    return np.asarray(ids, dtype="U"), (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), None
+
+
+SNIPPET = 80  # characters of the duplicated row's text quoted in drop_detail
+
+
+def snippet(text: str, width: int = SNIPPET) -> str:
+    """One line of at most `width` characters, quoted: enough for `distill inspect` to show what matched."""
+    flat = " ".join(text.split())
+    return '"' + (flat if len(flat) <= width else flat[: width - 1] + "…") + '"'
+
+
+def against_texts(path: str | Path, ids: set[str], fields: list[str]) -> dict[str, str]:
+    """id -> embedded text of those rows of the published dataset (first occurrence)."""
+    import pyarrow.compute as pc
+    found: dict[str, str] = {}
+    if not ids:
+        return found
+    for batch in Dataset(path).iter_batches(columns=["id", *fields], batch_size=65536):
+        t = pa.Table.from_batches([batch])
+        t = t.filter(pc.is_in(t.column("id"), value_set=pa.array(sorted(ids), pa.string())))
+        for i, text in zip(t.column("id").to_pylist(), _texts(t, fields)):
+            found.setdefault(i, text)
+    return found
 
 
 def _merge_meta(meta: str | None, value: dict[str, Any]) -> str:
@@ -58,8 +111,14 @@ def _merge_meta(meta: str | None, value: dict[str, Any]) -> str:
 
 def write_phase(ds: Dataset, writer: DatasetWriter, shard_rows: int, limit: int | None, perm: np.ndarray,
                 ids: np.ndarray, dec: Decisions, existing: np.ndarray, ex_ids: np.ndarray, ex_sim: np.ndarray,
-                against: str | None, bar: Progress) -> int:
-    """Write kept and rejected rows shard by shard (done shards are skipped); return shards skipped."""
+                against: str | None, bar: Progress, quoted: dict[int, str] | None = None,
+                ex_quoted: dict[str, str] | None = None) -> int:
+    """Write kept and rejected rows shard by shard (done shards are skipped); return shards skipped.
+
+    `quoted` (canonical index of a kept row -> its text) and `ex_quoted`
+    (published id -> text) put the duplicated row's words into each drop_detail.
+    """
+    quoted, ex_quoted = quoted or {}, ex_quoted or {}
     where = np.empty(len(perm), np.int64)
     where[perm] = np.arange(len(perm))  # input position -> canonical index
     kept_id = ids[perm[dec.kept_pos]]   # by canonical index
@@ -85,15 +144,20 @@ def write_phase(ds: Dataset, writer: DatasetWriter, shard_rows: int, limit: int 
         for row, ci in zip(table.filter(pa.array(drop)).to_pylist(), c[drop]):
             if existing[ci]:
                 dup, sim = str(ex_ids[ci]), float(ex_sim[ci])
-                detail = f"near-duplicate of {dup} in {against} (cosine {sim:.4f})"
+                q = f" {snippet(ex_quoted[dup])}" if dup in ex_quoted else ""
+                detail = f"near-duplicate of {dup}{q} in {against} (cosine {sim:.4f})"
                 row["semdedup_cluster"] = dup
                 row["meta"] = _merge_meta(row.get("meta"), {"dup_of": dup, "cosine": round(sim, 6), "against": against})
                 rejected.append(records.rejected_row(row, STAGE, "semantic_duplicate_of_existing", detail))
                 continue
             dup, sim = str(kept_id[ci]), float(dec.sim_to_kept[ci])
             via = str(ids[perm[dec.via_pos[ci]]])
-            same = " (same instruction and input, another answer)" if dup == row["id"] else ""
-            detail = f"near-duplicate of {dup}{same} (cosine {sim:.4f}); cluster of {int(dec.cluster_size[ci])}"
+            kp = int(dec.kept_pos[ci])
+            if dup == row["id"]:
+                what = " (same instruction and input, another answer)"
+            else:
+                what = f" {snippet(quoted[kp])}" if kp in quoted else ""
+            detail = f"near-duplicate of {dup}{what} (cosine {sim:.4f}); cluster of {int(dec.cluster_size[ci])}"
             if via != dup:
                 detail += f", linked through {via} (cosine {dec.via_sim[ci]:.4f})"
             row["semdedup_cluster"] = dup
@@ -106,34 +170,75 @@ def write_phase(ds: Dataset, writer: DatasetWriter, shard_rows: int, limit: int 
     return skipped
 
 
+def _embed(ds: Dataset, out: Path, cfg: SemdedupConfig, encoder, workdir: Path, shard_rows: int,
+           limit: int | None, total: int, progress: bool, executor: str, ray_address: str | None):
+    """The embed phase, here or on Ray actors; (ids, vectors, shards resumed, what the manifest says of it)."""
+    t = time.monotonic()
+    if executor == "ray":
+        from ...executors.ray_embed import embed_phase_ray
+        # The actors keep their own cache counters; what the driver knows is the rows it sent them.
+        before = sum(len(np.load(embstore.emb_dir(out) / f"part-{k:05d}.ids.npy")) for k in embstore.shard_indices(out))
+        ids, x, resumed = embed_phase_ray(ds, out, cfg, workdir, shard_rows, limit, ray_address=ray_address)
+        dt = time.monotonic() - t
+        sent = max(len(ids) - (before if resumed else 0), 0)
+        info = {"executor": "ray", "rows_sent_to_actors": int(sent), "cache_hits": None, "encoded": None,
+                "rows_per_second": round(sent / dt, 1) if dt > 0 and sent else None}
+        return ids, x, resumed, info
+    if executor != "local":
+        raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
+    bar = Progress(total, f"{STAGE} embed", progress)
+    try:
+        ids, x, resumed = embed_phase(ds, out, cfg, encoder, shard_rows, limit, bar=bar)
+    finally:
+        bar.close()
+    dt = time.monotonic() - t
+    info = {"executor": "local", "cache_hits": encoder.hits, "encoded": encoder.misses,
+            "rows_per_second": round(encoder.misses / dt, 1) if dt > 0 and encoder.misses else None}
+    tuning = getattr(encoder.embedder, "tuning", None)
+    if tuning:
+        info["batch_size"] = encoder.embedder.batch_size
+        info["batch_size_trials_chars_per_s"] = tuning
+    return ids, x, resumed, info
+
+
 def run_semdedup(input: str | Path, out: str | Path, cfg: SemdedupConfig | None = None, *,
                  run_id: str = "", workdir: str | Path = "work", shard_rows: int = 1000,
                  limit: int | None = None, seed: int = 0, progress: bool = True,
-                 embedder: Embedder | None = None, full_embedder: Embedder | None = None) -> dict[str, Any]:
+                 embedder: Embedder | None = None, full_embedder: Embedder | None = None,
+                 executor: str = "local", ray_address: str | None = None,
+                 notify: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Remove near-duplicate rows of `input` by embedding cosine; write `out`; return its manifest.
 
     `embedder` / `full_embedder` replace the ones `cfg` names (tests pass one
     to count its calls; the scoring stage may share one already loaded).
+    `executor="ray"` embeds on Ray actors (pipeline/executors/ray_embed.py),
+    which load the embedder `cfg` names; search, clustering and writing stay
+    here (they need every vector at once), so the result is the local one.
+    `notify` hears one-off notices (the fast model's first build).
     """
     cfg = cfg or SemdedupConfig()
     out, workdir = Path(out), Path(workdir)
     ds = Dataset(input, require_complete=True)
     if cfg.against and Path(cfg.against).resolve() == ds.path.resolve():
         raise DatasetError(f"{cfg.against}: --against names the input itself; name the published release instead")
+    if cfg.against:
+        Dataset(cfg.against, require_complete=True)  # a bad --against fails before minutes of embedding
     settings = {k: v for k, v in cfg.model_dump().items() if k not in _NOT_RESULTS}
     writer = DatasetWriter(out, STAGE, plan={"input": str(ds.path), "shard_rows": shard_rows,
                                              "limit": limit, "settings": settings})
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     emb = embedder or load_embedder(cfg.model, cfg.fast, cfg.device, batch_size=cfg.batch_size,
-                                    cache_dir=Path(cfg.model_cache_dir) if cfg.model_cache_dir else None)
+                                    cache_dir=Path(cfg.model_cache_dir) if cfg.model_cache_dir else None,
+                                    notify=notify)
     encoder = _encoder(emb, cfg, workdir)
     embstore.write_info(out, emb.name, emb.dim, cfg.fields)
     timings["load_model"] = time.monotonic() - t0
 
     t = time.monotonic()
     total = ds.num_rows() if limit is None else min(limit, ds.num_rows())
-    ids, x, resumed = embed_phase(ds, out, cfg, encoder, shard_rows, limit)
+    ids, x, resumed, embed_info = _embed(ds, out, cfg, encoder, workdir, shard_rows, limit, total, progress,
+                                         executor, ray_address)
     timings["embed"] = time.monotonic() - t
     n = len(ids)
 
@@ -158,31 +263,45 @@ def run_semdedup(input: str | Path, out: str | Path, cfg: SemdedupConfig | None 
     existing = np.zeros(n, bool)
     ex_ids, ex_sim = np.zeros(n, dtype="U1"), np.zeros(n)
     against_info: dict[str, Any] | None = None
+    ex_quoted: dict[str, str] = {}
     if cfg.against:
         t = time.monotonic()
-        a_ids, a_vecs = against_vectors(cfg.against, encoder, cfg, shard_rows)
-        cut = cfg.threshold if not cfg.fast else SemdedupConfig(fast=True, threshold=cfg.threshold,
-                                                                 fast_threshold=cfg.fast_threshold).search_threshold()
+        a_ids, a_vecs, stored_in = against_vectors(cfg.against, encoder, cfg, shard_rows)
+        cut = cfg.search_threshold()
         sims, idx = nearest_in(xc, a_vecs, approximate=len(a_vecs) * n > 4e9, nprobe=cfg.nprobe, seed=seed)
         existing = sims >= cut
         ex_ids = np.where(idx >= 0, a_ids[np.maximum(idx, 0)] if len(a_ids) else "", "")
         ex_sim = sims
+        ex_quoted = against_texts(cfg.against, set(ex_ids[existing].tolist()), cfg.fields)
+        against_info = {"path": str(cfg.against), "rows": int(len(a_ids)), "threshold": cut,
+                        "stored_embeddings": stored_in, "candidates": int(existing.sum())}
+        if cfg.fast and cfg.verify and existing.any():
+            # As for pairs inside the input: the full model confirms each fast-path match.
+            rows = np.flatnonzero(existing)
+            mine = full_enc.encode(texts_at(ds, perm[rows], cfg.fields, shard_rows))
+            theirs = full_enc.encode([ex_quoted.get(str(ex_ids[r]), "") for r in rows])
+            ex_sim = ex_sim.astype(np.float64)
+            ex_sim[rows] = exact_sims(mine, theirs)
+            existing[rows] = ex_sim[rows] >= cfg.threshold
+            against_info["verified_threshold"] = cfg.threshold
         # Rows already published win: drop them from the graph, dedup the rest among themselves.
         keep_pair = ~(existing[pairs.i] | existing[pairs.j])
         pairs = Pairs(pairs.i[keep_pair], pairs.j[keep_pair], pairs.sim[keep_pair])
-        against_info = {"path": str(cfg.against), "rows": int(len(a_ids)), "threshold": cut,
-                        "dropped": int(existing.sum())}
+        against_info["dropped"] = int(existing.sum())
         timings["against"] = time.monotonic() - t
 
     t = time.monotonic()
     dec = decide(sims_x, pairs, np.arange(n))
+    # The words of every row some dropped row duplicates, quoted in its drop_detail.
+    wanted = np.unique(dec.kept_pos[dec.dropped & ~existing])
+    quoted = dict(zip(wanted.tolist(), texts_at(ds, perm[wanted], cfg.fields, shard_rows)))
     timings["decide"] = time.monotonic() - t
 
     t = time.monotonic()
-    bar = Progress(total, STAGE, progress)
+    bar = Progress(total, f"{STAGE} write", progress)
     try:
         skipped = write_phase(ds, writer, shard_rows, limit, perm, ids, dec, existing, ex_ids, ex_sim,
-                              cfg.against, bar)
+                              cfg.against, bar, quoted, ex_quoted)
     finally:
         bar.close()
     timings["write"] = time.monotonic() - t
@@ -191,8 +310,7 @@ def run_semdedup(input: str | Path, out: str | Path, cfg: SemdedupConfig | None 
     return writer.write_manifest(
         run_id=run_id, input=str(ds.path), settings=settings, shard_rows=shard_rows, limit=limit,
         embedder=emb.name, embedding_dim=emb.dim,
-        embed={"rows": n, "shards_resumed": resumed, "cache_hits": encoder.hits, "encoded": encoder.misses,
-               "rows_per_second": round(encoder.misses / timings["embed"], 1) if timings["embed"] > 0 else None},
+        embed={"rows": n, "shards_resumed": resumed, **embed_info},
         search=search_info, pairs=int(len(pairs)),
         clusters={"with_duplicates": int((sizes > 1).sum()), "largest": int(sizes.max()) if n else 0,
                   "rows_in_clusters": int(sizes[sizes > 1].sum())},

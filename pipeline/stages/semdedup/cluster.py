@@ -16,25 +16,32 @@ from .search import Pairs, exact_sims
 
 
 def components(n: int, pairs: Pairs) -> np.ndarray:
-    """Union-find root of each of n rows (a root is the smallest index of its component)."""
+    """Connected-component root of each of n rows (a root is the smallest index of its component).
+
+    Union-find done a whole edge list at a time (millions of pairs at 1M rows
+    would be seconds of Python per pass otherwise): every round hooks, for
+    each edge whose ends have different roots, the larger root under the
+    smaller, then halves paths until every row points at its root. Parents
+    never exceed their row, so a root is its component's smallest index and
+    the result does not depend on the order of the pairs.
+    """
     parent = np.arange(n, dtype=np.int64)
-
-    def find(a: int) -> int:
-        root = a
-        while parent[root] != root:
-            root = parent[root]
-        while parent[a] != root:  # path compression
-            parent[a], a = root, parent[a]
-        return root
-
-    for a, b in zip(pairs.i.tolist(), pairs.j.tolist()):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    # Flatten: members point straight at their root.
-    for a in np.unique(np.concatenate([pairs.i, pairs.j])).tolist() if len(pairs) else []:
-        parent[a] = find(a)
-    return parent
+    if not len(pairs):
+        return parent
+    i, j = pairs.i.astype(np.int64), pairs.j.astype(np.int64)
+    while True:
+        ri, rj = parent[i], parent[j]
+        differ = ri != rj
+        if not differ.any():
+            return parent
+        ri, rj = ri[differ], rj[differ]
+        lo = np.minimum(ri, rj)
+        np.minimum.at(parent, np.maximum(ri, rj), lo)
+        while True:  # pointer jumping: flat again
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                break
+            parent = up
 
 
 def keep_rank(ids: np.ndarray, scores: np.ndarray, out_lens: np.ndarray, out_hash: np.ndarray) -> np.ndarray:

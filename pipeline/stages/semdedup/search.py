@@ -22,6 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MARGIN = 1e-3  # float32 candidates this far below the threshold are re-checked exactly
+# IVF cells each row probes. At 1M rows (bench_semdedup.py --part search) 12 found 99.8% of the
+# exact pairs (16: 99.9%, 8: 99.7%), at ~2/3 of the CPU time of 16.
+NPROBE = 12
 
 
 @dataclass
@@ -46,13 +49,21 @@ def exact_sims(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
 
 
+def pair_sims(x: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """`exact_sims(x[i], x[j])` a chunk at a time: millions of pairs without gigabytes of float64 copies."""
+    out = np.empty(len(i), np.float64)
+    for a in range(0, len(i), chunk):
+        out[a:a + chunk] = exact_sims(x[i[a:a + chunk]], x[j[a:a + chunk]])
+    return out
+
+
 def _finish(x: np.ndarray, i: np.ndarray, j: np.ndarray, threshold: float) -> Pairs:
     if not len(i):
         return Pairs.empty()
     i, j = np.minimum(i, j).astype(np.int64), np.maximum(i, j).astype(np.int64)
     key = np.unique(i * len(x) + j)  # dedupe (a pair may be seen from both ends) and sort
     i, j = key // len(x), key % len(x)
-    sim = exact_sims(x[i], x[j])
+    sim = pair_sims(x, i, j)
     keep = sim >= threshold
     return Pairs(i[keep], j[keep], sim[keep])
 
@@ -103,7 +114,7 @@ def build_ivf(x: np.ndarray, nlist: int | None = None, seed: int = 0):
     return index
 
 
-def ivf_pairs(x: np.ndarray, threshold: float, nlist: int | None = None, nprobe: int = 16,
+def ivf_pairs(x: np.ndarray, threshold: float, nlist: int | None = None, nprobe: int = NPROBE,
               seed: int = 0) -> Pairs:
     """Approximate: an inverted file (IVF) whose cell scans are matrix products.
 
@@ -142,13 +153,54 @@ def ivf_pairs(x: np.ndarray, threshold: float, nlist: int | None = None, nprobe:
     return _finish(x, np.concatenate(ii), np.concatenate(jj), threshold)
 
 
-def cell_probes(x: np.ndarray, nlist: int, nprobe: int, seed: int = 0) -> np.ndarray:
-    """(n, nprobe) nearest k-means cells of each row, nearest first (column 0 is its home cell)."""
+COARSE_DIMS = 64  # dimensions the cells are built and probed in (see cell_probes)
+
+
+def coarse_projection(sample: np.ndarray, dims: int = COARSE_DIMS) -> np.ndarray | None:
+    """(d, dims) top eigenvectors of the sample's second-moment matrix, or None when d <= dims.
+
+    Uncentred PCA: for unit rows it keeps the most of every inner product
+    (81% of the squared norm at 64 of the fast model's 256 dims, measured).
+    Computed in float64 from the fixed training sample: the same on every run.
+    """
+    if sample.shape[1] <= dims:
+        return None
+    s = sample.astype(np.float64)
+    _, vecs = np.linalg.eigh(s.T @ s)
+    return np.ascontiguousarray(vecs[:, ::-1][:, :dims], dtype=np.float32)
+
+
+def cell_probes(x: np.ndarray, nlist: int, nprobe: int, seed: int = 0,
+                coarse_dims: int | None = COARSE_DIMS) -> np.ndarray:
+    """(n, nprobe) nearest k-means cells of each row, nearest first (column 0 is its home cell).
+
+    The cells live in a `coarse_dims` projection of the vectors: cells only
+    decide which rows are compared (the comparisons use every dimension), a
+    projection never moves near-duplicates apart (it only shrinks distances),
+    and training plus probing 1M rows against 4k cells costs a quarter of the
+    full-width work. Measured at 1M rows (scripts/bench_semdedup.py): CPU time
+    of the whole search 161 s -> 84 s (nprobe 16 -> 12), recall 0.9996 -> 0.998.
+    """
+    if nlist == 1:  # one cell (a small input): every row is compared with every row
+        return np.zeros((len(x), 1), np.int64)
     import faiss
-    km = faiss.Kmeans(x.shape[1], nlist, niter=10, seed=seed, spherical=True, verbose=False)
-    km.train(_train_sample(x, min(len(x), nlist * 40)))  # FAISS asks for >= 39 points a cell
-    _, probes = km.index.search(x, nprobe)
-    return probes
+    sample = _train_sample(x, min(len(x), nlist * 40))  # FAISS asks for >= 39 points a cell
+    proj = coarse_projection(sample, coarse_dims) if coarse_dims else None
+    if proj is not None:
+        sample = _unit(sample @ proj)
+    km = faiss.Kmeans(sample.shape[1], nlist, niter=10, seed=seed, spherical=True, verbose=False)
+    km.train(sample)
+    out = np.empty((len(x), nprobe), np.int64)
+    for a in range(0, len(x), 262_144):  # the projected copy a block at a time
+        block = x[a:a + 262_144] if proj is None else _unit(x[a:a + 262_144] @ proj)
+        out[a:a + len(block)] = km.index.search(np.ascontiguousarray(block), nprobe)[1]
+    return out
+
+
+def _unit(z: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(z / norms, dtype=np.float32)
 
 
 def _groups(keys: np.ndarray, k: int, values: np.ndarray | None = None) -> list[np.ndarray]:
@@ -190,7 +242,7 @@ def kmeans_pairs(x: np.ndarray, threshold: float, k: int | None = None, seed: in
 
 
 def find_pairs(x: np.ndarray, threshold: float, method: str = "auto", *, exact_max_rows: int = 150_000,
-               nlist: int | None = None, nprobe: int = 16, kmeans_clusters: int | None = None,
+               nlist: int | None = None, nprobe: int = NPROBE, kmeans_clusters: int | None = None,
                seed: int = 0) -> tuple[Pairs, str]:
     """(pairs, the method actually used)."""
     if method == "auto":
@@ -205,7 +257,7 @@ def find_pairs(x: np.ndarray, threshold: float, method: str = "auto", *, exact_m
 
 
 def nearest_in(queries: np.ndarray, base: np.ndarray, *, approximate: bool = False,
-               nprobe: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+               nprobe: int = NPROBE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(cosine, index) of each query's nearest row of `base` (-inf, -1 when base is empty)."""
     from .neighbors import max_similarity_to_set
     q = np.ascontiguousarray(queries, dtype=np.float32)

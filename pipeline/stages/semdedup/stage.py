@@ -6,7 +6,8 @@ reason `semantic_duplicate` or `semantic_duplicate_of_existing` and the id and
 cosine of the row they duplicate). Phases, each with its output on disk so a
 killed run resumes where it stopped:
 
-  1. embed    input shard k -> <out>/_embeddings/part-k.{vecs,ids}.npy (via the embedding cache)
+  1. embed    input shard k -> <out>/_embeddings/part-k.{vecs,ids}.npy (via the embedding cache;
+              here, or on Ray actors with executor = "ray": pipeline/executors/ray_embed.py)
   2. search   all vectors, in id order -> pairs with cosine >= threshold -> <out>/_work/pairs.npz
   3. decide   union-find clusters, one kept row per cluster (score, output length, id)
   4. write    input shard k -> part-k.parquet + rejected/part-k.parquet + done marker; manifest last
@@ -33,6 +34,7 @@ from .search import Pairs, exact_sims, find_pairs, sampled_recall
 
 STAGE = "semdedup"
 PAIRS_FILE = "_work/pairs.npz"
+VERIFY_CHUNK = 4096  # rows the full model embeds per cache segment while verifying
 # Settings that change where or how fast, not what: left out of the resume check.
 _NOT_RESULTS = {"device", "batch_size", "cache", "cache_dir", "model_cache_dir"}
 
@@ -67,26 +69,51 @@ def _texts(table: pa.Table, fields: list[str]) -> list[str]:
 
 
 def embed_phase(ds: Dataset, out: Path, cfg: SemdedupConfig, encoder, shard_rows: int,
-                limit: int | None) -> tuple[np.ndarray, np.ndarray, int]:
-    """Embed every input shard not embedded yet; return (ids, vectors) of all shards, and shards resumed."""
+                limit: int | None, bar=None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Embed every input shard not embedded yet; return (ids, vectors) of all shards, and shards resumed.
+
+    A stored shard is reused only when it holds exactly the ids the input
+    shard holds now (an input rewritten in place is embedded again).
+    """
     resumed = 0
     ids, vecs = [], []
     for k, table in iter_chunks(ds, shard_rows, limit, columns=["id", *cfg.fields]):
+        sid = np.asarray(table.column("id").to_pylist(), dtype="U")
         if embstore.has_shard(out, k):
-            sid, sv = embstore.read_shard(out, k)
-            if len(sid) == table.num_rows:
+            old_ids, sv = embstore.read_shard(out, k)
+            if np.array_equal(old_ids, sid):  # the same rows as when it was written: reuse
                 resumed += 1
                 ids.append(sid)
                 vecs.append(sv)
+                if bar is not None:
+                    bar.update(table.num_rows)
                 continue
         v = encoder.encode(_texts(table, cfg.fields))
-        sid = np.asarray(table.column("id").to_pylist(), dtype="U")
         embstore.write_shard(out, k, sid.tolist(), v)
         ids.append(sid)
         vecs.append(to_stored(v))
+        if bar is not None:
+            bar.update(table.num_rows)
     if not ids:
         return np.zeros(0, "U24"), np.zeros((0, encoder.embedder.dim), np.float32), resumed
     return np.concatenate(ids), np.concatenate(vecs), resumed
+
+
+def texts_at(ds: Dataset, positions: np.ndarray, fields: list[str], shard_rows: int) -> list[str]:
+    """The embedded text of the input rows at `positions` (any order, repeats allowed), one pass over the input."""
+    positions = np.asarray(positions, np.int64)
+    out = [""] * len(positions)
+    if not len(positions):
+        return out
+    order = np.argsort(positions, kind="stable")
+    sp = positions[order]
+    for k, t in iter_chunks(ds, shard_rows, int(sp[-1]) + 1, columns=fields):
+        base = k * shard_rows
+        lo, hi = np.searchsorted(sp, [base, base + t.num_rows])
+        if hi > lo:
+            for o, text in zip(order[lo:hi], _texts(t.take(pa.array(sp[lo:hi] - base)), fields)):
+                out[o] = text
+    return out
 
 
 def keep_keys(ds: Dataset, n: int, shard_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,12 +128,21 @@ def keep_keys(ds: Dataset, n: int, shard_rows: int) -> tuple[np.ndarray, np.ndar
     return np.concatenate(scores), np.concatenate(lens), np.concatenate(hashes)
 
 
+def _digest(x: np.ndarray) -> str:
+    """Identity of the search input (vectors in canonical order): a resumed search reuses only its own pairs."""
+    h = xxhash.xxh3_128()
+    for a in range(0, len(x), 65536):
+        h.update(np.ascontiguousarray(x[a:a + 65536]).tobytes())
+    return f"{len(x)}:{h.hexdigest()}"
+
+
 def search_phase(out: Path, x: np.ndarray, cfg: SemdedupConfig, seed: int) -> tuple[Pairs, dict[str, Any]]:
     """Pairs over the canonical-order vectors, saved to disk (a resumed run loads them)."""
     path = out / PAIRS_FILE
+    digest = _digest(x)
     if path.exists():
         z = np.load(path)
-        if int(z["n"]) == len(x):
+        if str(z["digest"]) == digest:  # pairs of exactly these vectors, in this order
             return Pairs(z["i"], z["j"], z["sim"]), json.loads(str(z["info"]))
     t0 = time.monotonic()
     pairs, method = find_pairs(x, cfg.search_threshold(), cfg.search, exact_max_rows=cfg.exact_max_rows,
@@ -116,7 +152,7 @@ def search_phase(out: Path, x: np.ndarray, cfg: SemdedupConfig, seed: int) -> tu
     if method != "exact":  # say how much the approximate search missed, measured on a sample
         info["recall_vs_exact_sampled"] = sampled_recall(x, pairs, cfg.search_threshold(), seed=seed)
     buf = io.BytesIO()
-    np.savez(buf, i=pairs.i, j=pairs.j, sim=pairs.sim, n=len(x), info=json.dumps(info))
+    np.savez(buf, i=pairs.i, j=pairs.j, sim=pairs.sim, digest=digest, info=json.dumps(info))
     atomic_write_bytes(path, buf.getvalue())
     return pairs, info
 
@@ -131,18 +167,13 @@ def verify_pairs(pairs: Pairs, positions: np.ndarray, ds: Dataset, cfg: Semdedup
     """
     if not len(pairs):
         return pairs, np.zeros((len(positions), full_encoder.embedder.dim), np.float32)
-    rows = np.unique(np.concatenate([pairs.i, pairs.j]))
-    want = {int(positions[r]): int(r) for r in rows}  # input position -> canonical index
-    texts: dict[int, str] = {}
-    for k, t in iter_chunks(ds, shard_rows, int(positions.max()) + 1 if len(positions) else 0, columns=cfg.fields):
-        base = k * shard_rows
-        hit = [p for p in range(base, base + t.num_rows) if p in want]
-        if hit:
-            sub = _texts(t.take(pa.array([p - base for p in hit])), cfg.fields)
-            texts.update({want[p]: s for p, s in zip(hit, sub)})
-    order = sorted(texts)
+    rows = np.unique(np.concatenate([pairs.i, pairs.j]))  # canonical indices, ascending
+    texts = texts_at(ds, positions[rows], cfg.fields, shard_rows)
     full = np.zeros((len(positions), full_encoder.embedder.dim), np.float32)
-    full[order] = full_encoder.encode([texts[r] for r in order])
+    # In chunks: each is a segment of the embedding cache as soon as it is done,
+    # so a run killed during the (slow, full-model) verify resumes from there.
+    for a in range(0, len(rows), VERIFY_CHUNK):
+        full[rows[a:a + VERIFY_CHUNK]] = full_encoder.encode(texts[a:a + VERIFY_CHUNK])
     sim = exact_sims(full[pairs.i], full[pairs.j])
     keep = sim >= cfg.threshold
     return Pairs(pairs.i[keep], pairs.j[keep], sim[keep]), full

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+
 from . import records
 from .store import Dataset, DatasetError
 
@@ -21,19 +23,19 @@ def _sample(ds: Dataset, n: int) -> list[dict[str, Any]]:
     return out
 
 
-def find_chain(paths: list[Path], row_id: str) -> list[dict[str, Any]]:
-    """Rows from `row_id` up to its root, root first, looked up in `paths` (kept and rejected)."""
-    index: dict[str, dict[str, Any]] = {}
-    for p in paths:
-        for ds in filter(None, (Dataset(p), Dataset(p).rejected())):
-            for row in ds.iter_rows(columns=["id", "parent_id", "root_id", "origin", "round", "instruction"]):
-                index.setdefault(row["id"], row)
-    if row_id not in index:
-        raise DatasetError(f"row id {row_id} not found in {', '.join(map(str, paths))}")
-    chain = [index[row_id]]
-    while chain[-1].get("parent_id") and chain[-1]["parent_id"] in index and len(chain) < 1000:
-        chain.append(index[chain[-1]["parent_id"]])
-    return list(reversed(chain))
+def _rounds(ds: Dataset) -> tuple[dict[int, dict[str, int]], str | None]:
+    """Rows per evolution round and origin, and the id of one row of the deepest round (None without evolutions)."""
+    if "round" not in ds.schema.names or not ds.shards:
+        return {}, None
+    t = ds.read(columns=["id", "round", "origin"])
+    deepest = pc.max(t.column("round")).as_py()
+    if not deepest:
+        return {}, None
+    counts: dict[int, dict[str, int]] = {}
+    for g in t.group_by(["round", "origin"]).aggregate([("id", "count")]).to_pylist():
+        counts.setdefault(int(g["round"] or 0), {})[g["origin"] or "?"] = g["id_count"]
+    leaf = t.filter(pc.equal(t.column("round"), deepest)).column("id")[0].as_py()
+    return dict(sorted(counts.items())), leaf
 
 
 def describe(path: str | Path, sample: int = 3, rejected: bool = False, chain: str | None = None) -> dict[str, Any]:
@@ -56,10 +58,13 @@ def describe(path: str | Path, sample: int = 3, rejected: bool = False, chain: s
     }
     source = rej if rejected else ds
     info["sample"] = _sample(source, sample) if source is not None else []
-    if chain:
+    info["rounds"], deepest = _rounds(ds)
+    if chain or deepest:
+        from .stages.evol_instruct.lineage import evolution_chain
         # Lineage spans the folders of one run: look in this folder's siblings too.
         siblings = [p for p in ds.path.parent.iterdir() if p.is_dir() and _is_dataset(p)]
-        info["chain"] = find_chain(siblings or [ds.path], chain)
+        info["chain"] = evolution_chain(siblings or [ds.path], chain or deepest)
+        info["chain_of"] = "asked" if chain else "deepest"
     return info
 
 

@@ -113,7 +113,34 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-class Dataset:
+class ShardReader:
+    """Reading a dataset's rows shard by shard; a subclass sets `shards` and `schema` and opens a shard in `file`."""
+
+    shards: list
+    schema: pa.Schema
+
+    def file(self, shard) -> pq.ParquetFile:
+        raise NotImplementedError
+
+    def num_rows(self) -> int:
+        return sum(self.file(s).metadata.num_rows for s in self.shards)
+
+    def iter_batches(self, columns: list[str] | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
+        for shard in self.shards:
+            yield from self.file(shard).iter_batches(batch_size=batch_size, columns=columns)
+
+    def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        for batch in self.iter_batches(columns=columns, batch_size=1024):
+            yield from batch.to_pylist()
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        """Whole dataset as one table: for small datasets and tests only."""
+        if not self.shards:
+            return self.schema.empty_table().select(columns or self.schema.names)
+        return pa.concat_tables(self.file(s).read(columns=columns) for s in self.shards)
+
+
+class Dataset(ShardReader):
     """A dataset folder opened for reading. `Dataset(path)` validates it."""
 
     def __init__(self, path: str | Path, *, require_complete: bool = False,
@@ -147,23 +174,8 @@ class Dataset:
         p = self.path / MANIFEST
         return read_json(p) if p.exists() else None
 
-    def num_rows(self) -> int:
-        return sum(pq.ParquetFile(s).metadata.num_rows for s in self.shards)
-
-    def iter_batches(self, columns: list[str] | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
-        for shard in self.shards:
-            pf = pq.ParquetFile(shard)
-            yield from pf.iter_batches(batch_size=batch_size, columns=columns)
-
-    def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-        for batch in self.iter_batches(columns=columns, batch_size=1024):
-            yield from batch.to_pylist()
-
-    def read(self, columns: list[str] | None = None) -> pa.Table:
-        """Whole dataset as one table: for small datasets and tests only."""
-        if not self.shards:
-            return self.schema.empty_table().select(columns or self.schema.names)
-        return pa.concat_tables(pq.read_table(s, columns=columns) for s in self.shards)
+    def file(self, shard: Path) -> pq.ParquetFile:
+        return pq.ParquetFile(shard)
 
     def rejected(self) -> "Dataset | None":
         p = self.path / REJECTED_DIR

@@ -137,6 +137,22 @@ def test_lineage_over_rounds_and_failed_parents_stay_in_the_pool(tmp_path):
     assert chain[0]["id"] == leaf["root_id"]
     text = format_chain(chain)
     assert text.count("round ") == 4 and leaf["id"] in text
+    # `distill inspect` counts rows per round and shows a deepest row's chain unasked; --chain takes a prefix
+    from collections import Counter
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    res = CliRunner().invoke(app, ["inspect", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    per_round = Counter(r["round"] for r in out)
+    for rnd, n in per_round.items():
+        line = next(x for x in res.output.splitlines() if x.startswith(f"  round {rnd}: "))
+        assert sum(int(part.rsplit("=", 1)[1]) for part in line.split(": ", 1)[1].split(", ")) == n
+    shown = res.output.split("evolution chain, root first")[1].split("sample rows:")[0]
+    assert [ln.split()[1] for ln in shown.splitlines() if ln.startswith("  round ")] == ["0", "1", "2", "3"]
+    res = CliRunner().invoke(app, ["inspect", str(tmp_path / "out"), "--chain", leaf["id"][:10], "-n", "0"])
+    assert res.exit_code == 0 and leaf["id"] in res.output and "sample rows:" not in res.output
 
 
 def test_keep_parents_in_pool_grows_the_pool(tmp_path):

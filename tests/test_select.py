@@ -112,13 +112,13 @@ def test_deterministic_across_input_order_and_shard_size_with_ties_by_id(tmp_pat
 
 
 def test_block_walk_equals_the_embedding_modules_greedy_walk():
-    from pipeline.stages.select.selected_set import GrowingSet
+    from pipeline.stages.semdedup.neighbors import SelectedSet
     from pipeline.stages.semdedup.neighbors import greedy_diverse_select
 
     vecs = clustered(2000, dim=24, spread=0.3, seed=5)
     order = np.random.default_rng(2).permutation(2000)
     ref = greedy_diverse_select(vecs, order, threshold=0.9, budget=500)
-    state = WalkState(GrowingSet(24), np.array([np.iinfo(np.int64).max]), 500)
+    state = WalkState(SelectedSet(24), np.array([np.iinfo(np.int64).max]), 500)
     res = walk_window(vecs[order], np.zeros(2000, np.int32), state, 0.9, block=100)
     got = order[:res.examined][res.decision == SELECTED]
     assert np.array_equal(got, ref.selected)
@@ -226,3 +226,94 @@ def test_real_embedder_rejects_paraphrases(tmp_path):
     assert m["walk"]["embedding_cache"]["misses"] == 4
     m2 = run_select(tmp_path / "in", tmp_path / "out2", SelectConfig(), workdir=tmp_path / "w", progress=False)
     assert m2["walk"]["embedding_cache"] == {"hits": 4, "misses": 0}
+
+
+class AgainstArray(ArraySource):
+    """Published rows' vectors with their ids (what AgainstSource provides)."""
+
+    def __init__(self, vecs, ids):
+        super().__init__(vecs)
+        self.ids = np.array([i.encode() for i in ids], dtype="S")
+        self.rows = len(ids)
+
+
+def test_against_counts_published_rows_as_selected(tmp_path):
+    """With `against`, the walk is the reference walk over published + new rows with the published ones taken first."""
+    vecs = clustered(300, seed=3)
+    pub_path, pub_rows = make_pool(tmp_path, 100, name="published")
+    path, rows = make_pool(tmp_path, 200, name="tonight", scores=np.arange(200, 0, -1).astype(float))
+    pub_vecs, new_vecs = vecs[:100], vecs[100:]
+    m = run_select(path, tmp_path / "out", SelectConfig(against=str(pub_path)), source=ArraySource(new_vecs),
+                   against_source=AgainstArray(pub_vecs, [r["id"] for r in pub_rows]), progress=False)
+    # the definition: published rows are in the set first; tonight's rows are walked best first
+    chosen = list(range(100))
+    for i in range(200):
+        v = new_vecs[i]
+        if float((vecs[chosen] @ v).max() if len(chosen) else -1) <= 0.9:
+            chosen.append(100 + i)
+    want = {rows[i - 100]["id"] for i in chosen if i >= 100}
+    assert selected_ids(tmp_path / "out") == want
+    assert m["walk"]["against"] == {"dataset": str(pub_path), "rows": 100, "vectors": "given"}
+    rej = Dataset(tmp_path / "out").rejected().read().to_pylist()
+    pub_ids = {r["id"] for r in pub_rows}
+    to_published = [r for r in rej if "published row" in r["drop_detail"]]
+    assert to_published and all(r["drop_reason"] == "too_similar" for r in to_published)
+    for r in to_published:
+        named = r["drop_detail"].split("published row ")[1].split(" ")[0]
+        assert named in pub_ids
+        v = new_vecs[[x["id"] for x in rows].index(r["id"])]
+        assert float(pub_vecs[[x["id"] for x in pub_rows].index(named)] @ v) > 0.9
+    # without `against`, those rows would have been taken
+    alone = run_select(path, tmp_path / "alone", SelectConfig(), source=ArraySource(new_vecs), progress=False)
+    assert alone["selected"] > m["selected"]
+
+
+def test_against_rejects_precomputed_embeddings_and_resumes(tmp_path):
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError, match="against"):
+        SelectConfig(against="x", embeddings="y.npy")
+    vecs = clustered(120, seed=4)
+    pub_path, pub_rows = make_pool(tmp_path, 40, name="published")
+    path, _ = make_pool(tmp_path, 80, name="tonight")
+    cfg = SelectConfig(against=str(pub_path))
+    src = AgainstArray(vecs[:40], [r["id"] for r in pub_rows])
+    m1 = run_select(path, tmp_path / "out", cfg, source=ArraySource(vecs[40:]), against_source=src, progress=False)
+    rej1 = Dataset(tmp_path / "out").rejected().read(columns=["id", "drop_detail"]).to_pylist()
+    for f in (tmp_path / "out").glob("part-*.parquet"):  # a kill during the write phase
+        f.unlink()
+    for f in (tmp_path / "out").glob("_done/*"):
+        f.unlink()
+    (tmp_path / "out" / "_manifest.json").unlink()
+    m2 = run_select(path, tmp_path / "out", cfg, source=ArraySource(vecs[40:]), against_source=src, progress=False)
+    assert m2["walk_resumed"] and m2["selected"] == m1["selected"]
+    assert Dataset(tmp_path / "out").rejected().read(columns=["id", "drop_detail"]).to_pylist() == rej1
+
+
+def test_real_embedder_against_a_published_dataset_text_and_stored_vectors(tmp_path):
+    """MiniLM for real: a paraphrase of a published row is dropped naming it, from embedded text and from the
+    embeddings semdedup stored with the published rows (which are then used as stored)."""
+    from pipeline.stages.semdedup.api import run_semdedup
+    from pipeline.stages.semdedup.config import SemdedupConfig
+
+    published = [new_row(t, "", f"An answer about {t}", origin="seed", score=5.0)
+                 for t in ["How do I bake sourdough bread at home?", "Explain how vaccines train the immune system."]]
+    w = DatasetWriter(tmp_path / "pub", "score")
+    w.write_shard(0, published)
+    w.write_manifest()
+    tonight = [new_row(t, "", f"An answer about {t}", origin="seed", score=s) for t, s in
+               [("How can I bake sourdough bread at home?", 9.0), ("What causes the northern lights?", 8.0)]]
+    w = DatasetWriter(tmp_path / "in", "score")
+    w.write_shard(0, tonight)
+    w.write_manifest()
+    run_semdedup(tmp_path / "pub", tmp_path / "pub_dedup", SemdedupConfig(), workdir=tmp_path / "w", progress=False)
+    for name, against, vectors in (("text", tmp_path / "pub", "embedded"), ("stored", tmp_path / "pub_dedup", "stored")):
+        m = run_select(tmp_path / "in", tmp_path / name, SelectConfig(against=str(against)),
+                       workdir=tmp_path / f"w-{name}", progress=False)
+        assert m["walk"]["against"]["vectors"] == vectors and m["drops"] == {"too_similar": 1}
+        rej = Dataset(tmp_path / name).rejected().read().to_pylist()
+        assert rej[0]["id"] == tonight[0]["id"] and f"published row {published[0]['id']}" in rej[0]["drop_detail"]
+        assert selected_ids(tmp_path / name) == {tonight[1]["id"]}
+    res = CliRunner().invoke(app, ["select", str(tmp_path / "in"), "--against", str(tmp_path / "pub"),
+                                   "--out", str(tmp_path / "cli"), "--workdir", str(tmp_path / "w"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "2 published rows counted as selected (embedded vectors)" in res.output

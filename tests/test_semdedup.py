@@ -222,7 +222,7 @@ def test_greedy_diverse_select_equals_one_row_at_a_time():
     assert sel.selected.tolist() == slow and sel.examined == len(order)
     budget = greedy_diverse_select(x, order, threshold=0.9, budget=50, block=64)
     assert budget.selected.tolist() == slow[:50]
-    # Past exact_limit the set answers from an HNSW graph; on these data it finds the same nearest rows.
+    # Past exact_limit the set answers from an IVF index; on these data it finds the same nearest rows.
     s = SelectedSet(16, exact_limit=100)
     s.add(x[:400])
     assert s.approximate

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -67,11 +68,19 @@ def _print_human(info: dict[str, Any], schema: bool) -> None:
         echo("schema:")
         for name, typ, doc in info["schema"]:
             echo(f"  {name:<20} {typ:<40} {doc}")
-    for title, key in (("chain", "chain"), ("sample rows", "sample")):
-        if info.get(key):
-            echo(f"{title}:")
-            for r in info[key]:
-                echo("  ---")
-                for k, v in r.items():
-                    if v not in (None, "", []):
-                        echo(f"  {k:<17} {_short(v)}")
+    if info.get("rounds"):
+        echo("rows by evolution round and origin:")
+        for rnd, origins in info["rounds"].items():
+            echo(f"  round {rnd}: " + ", ".join(f"{o}={n:,}" for o, n in sorted(origins.items())))
+    if info.get("chain"):
+        from ..stages.evol_instruct.lineage import format_chain
+        echo("evolution chain, root first" + ("" if info.get("chain_of") == "asked"
+                                             else " (a row of the deepest round; any row's: --chain ID)") + ":")
+        echo(textwrap.indent(format_chain(info["chain"], width=160), "  "))
+    if info.get("sample"):
+        echo("sample rows:")
+        for r in info["sample"]:
+            echo("  ---")
+            for k, v in r.items():
+                if v not in (None, "", []):
+                    echo(f"  {k:<17} {_short(v)}")

@@ -28,14 +28,14 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .. import records
-from ..store import MANIFEST, PLAN, DatasetError, _PART
+from ..store import MANIFEST, PLAN, DatasetError, ShardReader, _PART
 
 _URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+):/+(.*)$")
 
@@ -201,7 +201,7 @@ def clean_temporaries(folder: Location, subdirs: tuple[str, ...] = ("", "rejecte
 
 # -- datasets on any filesystem ------------------------------------------------
 
-class FsDataset:
+class FsDataset(ShardReader):
     """`store.Dataset`'s reading side for a folder on any pyarrow filesystem."""
 
     def __init__(self, target: "str | Path | Location", *, require_complete: bool = False,
@@ -240,21 +240,6 @@ class FsDataset:
     def shard_rows(self) -> list[tuple[Location, int]]:
         return [(s, self.file(s).metadata.num_rows) for s in self.shards]
 
-    def num_rows(self) -> int:
-        return sum(n for _, n in self.shard_rows())
-
-    def iter_batches(self, columns: list[str] | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
-        for shard in self.shards:
-            yield from self.file(shard).iter_batches(batch_size=batch_size, columns=columns)
-
-    def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-        for batch in self.iter_batches(columns=columns, batch_size=1024):
-            yield from batch.to_pylist()
-
-    def read(self, columns: list[str] | None = None) -> pa.Table:
-        if not self.shards:
-            return self.schema.empty_table().select(columns or self.schema.names)
-        return pa.concat_tables(self.file(s).read(columns=columns) for s in self.shards)
 
 
 def open_dataset(target: "str | Path | Location", *, require_complete: bool = False):

@@ -4,7 +4,8 @@
     new run       <workdir>/refresh-YYYYMMDD-HHMMSS/, seed from (run seed, date, previous version)
     ping          one tiny request; no answer -> TeacherUnavailable (exit 4)
     generate      the plan's generation stages under the budget (refresh/budget.py)
-    dedup         known ids, MinHash and semdedup against the published pool, then score and select
+    dedup         known ids, MinHash and semdedup against the published pool, then score, and select
+                  with the published rows counting as already selected (select.against)
     publish       pool = previous pool + tonight's rows; export; publish() switches `latest`
     summary       refresh_summary.json in the run folder, on every path
 
@@ -317,6 +318,8 @@ class _Night:
             against = [*self.cfg.minhash.get("against", []), str(view)]
             self.cfg.minhash = {**self.cfg.minhash, "against": against, "add_to_against": False}
             self.cfg.semdedup = {**self.cfg.semdedup, "against": str(self.prev_pool)}
+            # the published rows count as already selected: tonight's picks stay diverse against them too
+            self.cfg.select = {**self.cfg.select, "against": str(self.prev_pool)}
         steps = self._plan_steps()
         for name in AFTER:
             if Dataset(current).num_rows() == 0:

@@ -39,6 +39,25 @@ def _utf8_put(out, n, cp):
     return 4
 
 
+@njit(cache=True, inline="always")
+def _utf8_get(data, i, end, c):
+    """The code point starting with lead byte `c` at `i`, and its byte length; a sequence cut off
+    at the row's `end` is one word byte run of the bytes left."""
+    if c < 0xE0:
+        length = 2
+        cp = (np.int64(c & 0x1F) << 6) | np.int64(data[i + 1] & 0x3F)
+    elif c < 0xF0:
+        length = 3
+        cp = (np.int64(c & 0x0F) << 12) | (np.int64(data[i + 1] & 0x3F) << 6) | np.int64(data[i + 2] & 0x3F)
+    else:
+        length = 4
+        cp = ((np.int64(c & 0x07) << 18) | (np.int64(data[i + 1] & 0x3F) << 12)
+              | (np.int64(data[i + 2] & 0x3F) << 6) | np.int64(data[i + 3] & 0x3F))
+    if i + length > end:
+        length = end - i
+    return cp, length
+
+
 @njit(cache=True)
 def fold_row(data, start, end, table, lower, fold_punct, asc, out, cps, n=0, ncp=0):
     """Write the folded, lowercased bytes of data[start:end] into `out`; code-point starts into `cps`.
@@ -69,18 +88,7 @@ def fold_row(data, start, end, table, lower, fold_punct, asc, out, cps, n=0, ncp
             out[n] = v
             n += 1
             continue
-        if c < 0xE0:
-            length = 2
-            cp = (np.int64(c & 0x1F) << 6) | np.int64(data[i + 1] & 0x3F)
-        elif c < 0xF0:
-            length = 3
-            cp = (np.int64(c & 0x0F) << 12) | (np.int64(data[i + 1] & 0x3F) << 6) | np.int64(data[i + 2] & 0x3F)
-        else:
-            length = 4
-            cp = ((np.int64(c & 0x07) << 18) | (np.int64(data[i + 1] & 0x3F) << 12)
-                  | (np.int64(data[i + 2] & 0x3F) << 6) | np.int64(data[i + 3] & 0x3F))
-        if i + length > end:  # truncated sequence at the end: treat as one word byte
-            length = end - i
+        cp, length = _utf8_get(data, i, end, c)
         k = (table[cp] & 3) if cp < table.shape[0] else 0
         if k == 1 or (k == 2 and fold_punct):
             pending_space = n > 0
@@ -168,18 +176,7 @@ def fast_word_tokens(data, start, end, table, lower, fold_punct, asc, tokh, tmp)
                     chunk = U64(0)
                     sh = U64(0)
             continue
-        if c < 0xE0:
-            length = 2
-            cp = (np.int64(c & 0x1F) << 6) | np.int64(data[i + 1] & 0x3F)
-        elif c < 0xF0:
-            length = 3
-            cp = (np.int64(c & 0x0F) << 12) | (np.int64(data[i + 1] & 0x3F) << 6) | np.int64(data[i + 2] & 0x3F)
-        else:
-            length = 4
-            cp = ((np.int64(c & 0x07) << 18) | (np.int64(data[i + 1] & 0x3F) << 12)
-                  | (np.int64(data[i + 2] & 0x3F) << 6) | np.int64(data[i + 3] & 0x3F))
-        if i + length > end:
-            length = end - i
+        cp, length = _utf8_get(data, i, end, c)
         cls = (table[cp] & 3) if cp < table.shape[0] else 0
         if cls == 1 or (cls == 2 and fold_punct):
             if ln > 0:

@@ -42,6 +42,7 @@ def select_cmd(
     min_accuracy: Annotated[Optional[float], typer.Option("--min-accuracy", help="Drop rows whose accuracy is below this (AlpaGasus: 4.5).")] = None,
     embeddings: Annotated[Optional[Path], typer.Option("--embeddings", help="Precomputed .npy of unit vectors, one row per input row, in input order.")] = None,
     fast: Annotated[Optional[bool], typer.Option("--fast/--full", help="Fast static embedder instead of the full model.")] = None,
+    against: Annotated[Optional[Path], typer.Option("--against", help="Published dataset whose rows count as already selected (a row too similar to one is dropped).")] = None,
     config: ConfigOpt = None,
     workdir: WorkdirOpt = None,
     run_id: RunIdOpt = None,
@@ -52,7 +53,8 @@ def select_cmd(
     cfg = load(config, workdir=workdir, run_id=run_id, shard_rows=shard_rows)
     scfg = stage_config(cfg, STAGE, SelectConfig, budget=budget, threshold=threshold, quota_by=quota_by,
                         quotas=_quotas(quota), min_score=min_score, min_accuracy=min_accuracy,
-                        embeddings=str(embeddings) if embeddings else None, fast=fast)
+                        embeddings=str(embeddings) if embeddings else None, fast=fast,
+                        against=str(against) if against else None)
     paths = resolve_run(cfg, workdir, run_id)
     target = out or paths.stage_dir(STAGE)
     manifest = run_select(dataset, target, scfg, workdir=paths.workdir, shard_rows=cfg.run.shard_rows,
@@ -65,6 +67,10 @@ def summary(manifest: dict[str, Any], out: Path) -> str:
              + (f" (budget {manifest['budget']}{'' if manifest['budget_met'] else ', not met'})" if manifest.get("budget") else "")
              + f" -> {out}",
              f"  examined {manifest['examined']} of {manifest['candidates']} candidates; drops: {summarize_drops(manifest)}"]
+    against = (manifest.get("walk") or {}).get("against")
+    if against:
+        lines.append(f"  against {against['dataset']}: {against['rows']:,} published rows counted as selected "
+                     f"({against['vectors']} vectors)")
     if manifest.get("selected_per_stratum"):
         lines.append("  per stratum: " + ", ".join(f"{k}={v}" for k, v in manifest["selected_per_stratum"].items()))
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ...config import Section
 
@@ -42,6 +42,8 @@ class SelectConfig(Section):
     cache: bool = Field(True, description="share the embedding cache with semdedup (<workdir>/cache/embeddings): rows it embedded cost nothing")
     cache_dir: str | None = Field(None, description="embedding cache folder; default <workdir>/cache/embeddings")
     embeddings: str | None = Field(None, description="precomputed embeddings: a .npy of unit rows in the input's row order (float16/32)")
+    against: str | None = Field(None, description="a published dataset whose rows count as already selected: a row too similar to one of them "
+                                                  "is dropped (too_similar, naming it); e.g. the release pool, so a nightly refresh stays diverse across nights")
 
     window_rows: int = Field(262_144, gt=0, description="candidates embedded and held in memory at once (dim x 4 bytes each)")
     exact_limit: int = Field(50_000, gt=0, description="the selected set is searched exactly up to this size (Deita exactly), then through a FAISS IVF index")
@@ -55,6 +57,12 @@ class SelectConfig(Section):
         if bad or not v:
             raise ValueError(f"fields must be a non-empty list from {list(EMBED_FIELDS)}, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _against_needs_text(self) -> "SelectConfig":
+        if self.against and self.embeddings:
+            raise ValueError("against embeds the published rows' text; it cannot be combined with precomputed embeddings")
+        return self
 
     @field_validator("quotas")
     @classmethod

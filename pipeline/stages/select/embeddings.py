@@ -127,3 +127,46 @@ def make_source(ds: Dataset, cfg, workdir: Path, n_rows: int):
     src = TextSource(ds, list(cfg.fields), enc.encode, emb.name)
     src.cache = enc  # hits/misses for the manifest
     return src
+
+
+class AgainstSource(TextSource):
+    """An `against` dataset's rows, embedded like the pool's (same fields, same encoder and cache).
+
+    A published release pool keeps the embeddings semdedup made of its rows;
+    when they are this embedder's, over these fields, for every row, they are
+    used as stored (`origin` "stored") instead of embedding the text again.
+    """
+
+    def __init__(self, ds: Dataset, like: TextSource):
+        super().__init__(ds, like.fields, like.encode, like.name, like.batch_rows)
+        from .scan import ids_to_numpy
+        self.ids = ids_to_numpy(ds.read(columns=["id"]).column("id"))
+        self.rows = len(self.ids)
+        self.stored = self._stored()
+        self.origin = "stored" if self.stored is not None else "embedded"
+
+    def _stored(self) -> np.ndarray | None:
+        from ..semdedup import embstore
+        info = embstore.read_info(self.ds.path)
+        if not info or info.get("embedder") != self.name or list(info.get("fields", [])) != list(self.fields):
+            return None
+        found = embstore.load_embeddings(self.ds.path, embedder_name=self.name)
+        if found is None:
+            return None
+        where = {i.encode(): k for k, i in enumerate(found[0].tolist())}
+        rows = [where.get(i) for i in self.ids.tolist()]
+        if any(r is None for r in rows):
+            return None
+        return found[1][np.asarray(rows, np.int64)]
+
+    def fetch(self, positions: np.ndarray) -> np.ndarray:
+        if self.stored is not None:
+            return _normalise(self.stored[positions])
+        return super().fetch(positions)
+
+
+def against_source_for(ds: Dataset, source) -> AgainstSource:
+    if not isinstance(source, TextSource):
+        raise InputFileError("select.against embeds the published rows' text: it needs the text embedder, "
+                             "not precomputed embeddings")
+    return AgainstSource(ds, source)

@@ -34,6 +34,7 @@ class Scan:
     nn_sim: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     nn_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     rank: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    against_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, "S24"))  # nn_pos -2-k: against row k
 
     @property
     def n_candidates(self) -> int:

@@ -39,9 +39,21 @@ SELECTION = "selection.npz"
 _NOT_RESULTS = {"device", "cache", "cache_dir", "window_rows", "block"}
 
 
-def walk_phase(scan: scanmod.Scan, cfg: SelectConfig, source, window_rows: int) -> dict[str, Any]:
-    """Walk the candidates best-first, a window at a time; fills scan.decision / nn_sim / nn_pos / rank."""
-    from .selected_set import GrowingSet
+def _seed_with_against(sset, against, window_rows: int) -> np.ndarray:
+    """Add every row of the `against` source to the set (they count as selected); returns their ids."""
+    for a in range(0, against.rows, window_rows):
+        sset.add(against.fetch(np.arange(a, min(a + window_rows, against.rows))))
+    return against.ids
+
+
+def walk_phase(scan: scanmod.Scan, cfg: SelectConfig, source, window_rows: int, against=None) -> dict[str, Any]:
+    """Walk the candidates best-first, a window at a time; fills scan.decision / nn_sim / nn_pos / rank.
+
+    `against` (a source with `rows` and `ids`): rows that count as selected
+    before the walk; a candidate whose nearest row is one of them gets
+    nn_pos -2-k (k: its position there), so the detail can name it.
+    """
+    from ..semdedup.neighbors import SelectedSet
 
     names = scan.strata_names
     caps = cfg.quota_counts(names, cfg.budget) if cfg.quota_by else {n: None for n in names}
@@ -59,9 +71,12 @@ def walk_phase(scan: scanmod.Scan, cfg: SelectConfig, source, window_rows: int) 
         vecs = source.fetch(pos)
         t_embed += time.monotonic() - t0
         if state is None:
-            sset = GrowingSet(vecs.shape[1], exact_limit=cfg.exact_limit, nprobe=cfg.nprobe,
-                              expected=cfg.budget or len(order))
-            state = WalkState(sset, quota_left, cfg.budget)
+            prior = against.rows if against is not None else 0
+            sset = SelectedSet(vecs.shape[1], exact_limit=cfg.exact_limit, nprobe=cfg.nprobe,
+                               expected=prior + (cfg.budget or len(order)))
+            if against is not None:
+                scan.against_ids = _seed_with_against(sset, against, window_rows)
+            state = WalkState(sset, quota_left, cfg.budget, prior=prior)
         t0 = time.monotonic()
         res = walk_window(vecs, scan.strata[pos], state, cfg.threshold, block=cfg.block)
         t_walk += time.monotonic() - t0
@@ -71,9 +86,11 @@ def walk_phase(scan: scanmod.Scan, cfg: SelectConfig, source, window_rows: int) 
         chosen = seen[res.decision == SELECTED]
         sel_positions.append(chosen)
         all_sel = np.concatenate(sel_positions)
-        has_nn = res.nn_index >= 0
         nn = np.full(len(seen), -1, dtype=np.int64)
-        nn[has_nn] = all_sel[res.nn_index[has_nn]]
+        ours = res.nn_index >= state.prior
+        nn[ours] = all_sel[res.nn_index[ours] - state.prior]
+        theirs = (res.nn_index >= 0) & ~ours
+        nn[theirs] = -2 - res.nn_index[theirs]
         scan.nn_pos[seen] = nn
         a += len(pos)
         windows += 1
@@ -89,7 +106,7 @@ def walk_phase(scan: scanmod.Scan, cfg: SelectConfig, source, window_rows: int) 
 def _save(path: Path, scan: scanmod.Scan, info: dict[str, Any]) -> None:
     buf = io.BytesIO()
     np.savez(buf, decision=scan.decision, nn_sim=scan.nn_sim, nn_pos=scan.nn_pos, rank=scan.rank,
-             info=json.dumps(info))
+             against_ids=scan.against_ids, info=json.dumps(info))
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -100,6 +117,7 @@ def _load(path: Path, scan: scanmod.Scan) -> dict[str, Any] | None:
     if len(z["decision"]) != len(scan.ids):
         return None
     scan.decision, scan.nn_sim, scan.nn_pos, scan.rank = z["decision"], z["nn_sim"], z["nn_pos"], z["rank"]
+    scan.against_ids = z["against_ids"] if "against_ids" in z.files else np.zeros(0, "S24")
     return json.loads(str(z["info"]))
 
 
@@ -110,10 +128,11 @@ def _plan(cfg: SelectConfig, input_path: Path, shard_rows: int) -> dict[str, Any
 
 def run_select(input_path: str | Path, out: str | Path, cfg: SelectConfig, *, workdir: str | Path = "work",
                shard_rows: int = 1000, run_id: str | None = None, progress: bool = True,
-               source=None) -> dict[str, Any]:
+               source=None, against_source=None) -> dict[str, Any]:
     """Select from `input_path` into `out`; returns the manifest.
 
-    `source` overrides where vectors come from (anything with `fetch(positions)`).
+    `source` overrides where vectors come from (anything with `fetch(positions)`),
+    `against_source` where cfg.against's come from (also with `rows` and `ids`).
     A rerun with the same settings resumes (the walk is loaded, done shards
     are skipped); with other settings the folder is rebuilt from scratch.
     """
@@ -136,12 +155,19 @@ def run_select(input_path: str | Path, out: str | Path, cfg: SelectConfig, *, wo
         if source is None and scan.n_candidates:
             from .embeddings import make_source
             source = make_source(ds, cfg, Path(workdir), len(scan.ids))
+        if cfg.against and against_source is None and scan.n_candidates:
+            from .embeddings import against_source_for
+            against_source = against_source_for(Dataset(cfg.against, require_complete=True), source)
         try:
-            info = walk_phase(scan, cfg, source, cfg.window_rows) if scan.n_candidates else {"windows": 0}
+            info = (walk_phase(scan, cfg, source, cfg.window_rows, against_source) if scan.n_candidates
+                    else {"windows": 0})
         except ValueError as e:  # a share quota without a budget
             raise DatasetError(f"select: {e}") from None
         info["scan_seconds"] = round(t_scan, 3)
         info["embedder"] = getattr(source, "name", None)
+        if against_source is not None:
+            info["against"] = {"dataset": cfg.against, "rows": int(against_source.rows),
+                               "vectors": getattr(against_source, "origin", "given")}
         cache = getattr(source, "cache", None)
         if cache is not None:
             info["embedding_cache"] = {"hits": cache.hits, "misses": cache.misses}

@@ -9,8 +9,8 @@ Rows are decided a block at a time: each block is compared in one matrix
 product with the set as it was before the block, and row by row with the
 rows of its own block selected before it. That gives exactly the result of
 the one-row-at-a-time walk (Deita's batch mode checks the lower triangle the
-same way). The selected set is a `GrowingSet` (selected_set.py): exact up
-to `exact_limit` members, a FAISS inverted-file index past it.
+same way). The selected set is the embedding-dedup module's `SelectedSet`: exact
+up to `exact_limit` members, a FAISS inverted-file index past it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .selected_set import GrowingSet
+from ..semdedup.neighbors import SelectedSet
 
 SELECTED, TOO_SIMILAR, QUOTA_FULL = 1, 2, 3
 UNLIMITED = np.iinfo(np.int64).max
@@ -29,10 +29,11 @@ UNLIMITED = np.iinfo(np.int64).max
 class WalkState:
     """What carries over from one window of candidates to the next."""
 
-    sset: GrowingSet
+    sset: SelectedSet
     quota_left: np.ndarray            # per stratum code; UNLIMITED when uncapped
     budget_left: int | None
-    selected: int = 0                 # rows selected so far (insertion index of the next one)
+    selected: int = 0                 # rows selected so far
+    prior: int = 0                    # members the set held before the walk (an `against` dataset's rows)
 
     @property
     def done(self) -> bool:
@@ -61,7 +62,7 @@ def walk_window(vecs: np.ndarray, strata: np.ndarray, state: WalkState, threshol
         vb = np.ascontiguousarray(vecs[a:a + block], dtype=np.float32)
         prior_sim, prior_idx = state.sset.max_similarity(vb)
         gram = vb @ vb.T
-        base = state.selected  # insertion index of the first row this block selects
+        base = state.prior + state.selected  # insertion index of the first row this block selects
         kept: list[int] = []
         for k in range(len(vb)):
             i = a + k

@@ -51,7 +51,11 @@ def _details(scan: Scan, pos: np.ndarray, cfg: SelectConfig) -> list[str]:
     for p, code in zip(pos.tolist(), scan.decision[pos].tolist()):
         if code == TOO_SIMILAR:
             nn = scan.nn_pos[p]
-            out.append(f"cosine {scan.nn_sim[p]:.4f} > {cfg.threshold} to selected row {scan.ids[nn].decode()}")
+            if nn >= 0:
+                out.append(f"cosine {scan.nn_sim[p]:.4f} > {cfg.threshold} to selected row {scan.ids[nn].decode()}")
+            else:
+                out.append(f"cosine {scan.nn_sim[p]:.4f} > {cfg.threshold} to published row "
+                           f"{scan.against_ids[-2 - nn].decode()} in {cfg.against}")
         elif code == 3:
             out.append(f"{cfg.quota_by} '{scan.strata_names[scan.strata[p]]}' quota full")
         elif code == 0:

@@ -27,10 +27,10 @@ def _rounds(ds: Dataset) -> tuple[dict[int, dict[str, int]], str | None]:
     """Rows per evolution round and origin, and the id of one row of the deepest round (None without evolutions)."""
     if "round" not in ds.schema.names or not ds.shards:
         return {}, None
-    t = ds.read(columns=["id", "round", "origin"])
-    deepest = pc.max(t.column("round")).as_py()
-    if not deepest:
+    deepest = max((pc.max(b.column(0)).as_py() or 0 for b in ds.iter_batches(columns=["round"])), default=0)
+    if not deepest:  # most datasets: one integer column read, nothing more
         return {}, None
+    t = ds.read(columns=["id", "round", "origin"])
     counts: dict[int, dict[str, int]] = {}
     for g in t.group_by(["round", "origin"]).aggregate([("id", "count")]).to_pylist():
         counts.setdefault(int(g["round"] or 0), {})[g["origin"] or "?"] = g["id_count"]

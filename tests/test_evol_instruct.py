@@ -130,6 +130,9 @@ def test_lineage_over_rounds_and_failed_parents_stay_in_the_pool(tmp_path):
         assert Dataset(pool_dir(tmp_path / "out", r)).num_rows() == len(instructions)
     assert m["rows_in"] == 6 and m["rows_out"] == 6 + 17 and m["rounds_done"] == 3
     assert m["teacher_calls_per_accepted"] == pytest.approx((18 * 3 - 2) / 17, abs=1e-3)
+    # token totals under the names every stage's manifest uses (the report and run summary read them)
+    assert m["totals"]["teacher_prompt_tokens"] == sum(p["tokens_prompt"] for p in m["per_round"]) > 0
+    assert m["totals"]["teacher_requests"] == 18 * 3 - 2
     # the chain of a round-3 row goes back to its root
     leaf = next(r for r in out if r["round"] == 3)
     chain = evolution_chain(tmp_path / "out", leaf["id"][:10])

@@ -200,6 +200,10 @@ def test_two_nights_on_the_embedded_teacher(teacher_server, tmp_path):
     assert (s2["status"], s2["version"], s2["previous_version"]) == ("published", v2.name, v1.name)
     assert s2["rows"]["added"] == len(new) and s2["rows"]["pool_after"] == len(ids2)
     assert s1["seed"] != s2["seed"] and s2["tokens"]["total"] > 0
+    # every generation stage's manifest reports its tokens where the report reads them
+    from pipeline.report import build_report
+    spent = {t["stage"]: t["prompt"] + t["completion"] for t in build_report(work / v1.name)["tokens"]}
+    assert all(spent[s] > 0 for s in ("self_instruct", "evol_instruct", "orca")), spent
     stages2 = {s["stage"]: s for s in s2["stages"]}
     assert stages2["minhash"]["status"] == stages2["semdedup"]["status"] == "done"
     sem = json.loads((work / v2.name / "semdedup" / "_manifest.json").read_text())

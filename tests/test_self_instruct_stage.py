@@ -74,7 +74,7 @@ def test_grows_the_pool_to_the_target_with_full_provenance(tmp_path):
     t = m["totals"]
     unused = len(fake.seen[1].messages[0]["content"].split()) * 2 / 7
     assert abs(sum(r["prompt_tokens"] for r in kept) - (fake.stats.prompt_tokens - unused)) <= 12
-    assert t["prompt_tokens"] == fake.stats.prompt_tokens and t["requests"] == fake.stats.requests == 2 + 12 + 12
+    assert t["teacher_prompt_tokens"] == fake.stats.prompt_tokens and t["requests"] == fake.stats.requests == 2 + 12 + 12
     raw = (tmp_path / "out" / "raw" / "part-00000.jsonl").read_text().splitlines()
     assert len(raw) == 2 and json.loads(raw[0])["text"] == bootstrap_reply(fake.seen[0])
 

@@ -57,7 +57,7 @@ def test_real_run_and_cached_rerun(openai_teacher_config, tmp_path):
     assert m["stop_reason"] in ("target_reached", "max_requests", "no_progress")
     assert m["totals"]["requests"] <= 6 + 2 * 3 and m["teacher"]["backend"] == "openai"
     kept, reasons = check_accounting(tmp_path / "a", m)
-    assert m["rows_in"] > 0 and m["totals"]["completion_tokens"] > 0   # the model did answer
+    assert m["rows_in"] > 0 and m["totals"]["teacher_completion_tokens"] > 0   # the model did answer
     # The same run again into a new folder: every request is answered by the cache, same output.
     ctx = context(section, tmp_path)
     m2 = run_self_instruct(tmp_path / "b", ctx, cfg)

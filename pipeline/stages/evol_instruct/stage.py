@@ -187,7 +187,10 @@ def assemble(out: Path, input_ds: Dataset, cfg: EvolConfig, *, shard_rows: int, 
             rej_path = rd / REJECTED_DIR / f"part-{i:05d}.parquet"
             rej = pq.read_table(rej_path) if rej_path.exists() else None
             if kept.num_rows or (rej is not None and rej.num_rows):
-                writer.write_shard(index, kept, rej, {"evolved_rows": kept.num_rows})
+                writer.write_shard(index, kept, rej, {
+                    "evolved_rows": kept.num_rows, "teacher_requests": marker.get("teacher_calls", 0),
+                    "teacher_prompt_tokens": marker.get("tokens_prompt", 0),
+                    "teacher_completion_tokens": marker.get("tokens_completion", 0)})
                 index += 1
             drops.update(marker.get("drops", {}))
             for k, v in marker.items():

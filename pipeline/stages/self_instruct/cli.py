@@ -81,7 +81,7 @@ def summary(manifest: dict[str, Any], out: Path) -> str:
              f"  rows: {manifest['rows_out']} instances; {int(t.get('classification_tasks', 0))} classification tasks",
              f"  rejected: {manifest['rows_rejected']} ({summarize_drops(manifest)})",
              f"  teacher: {int(t.get('requests', 0))} requests, "
-             f"{int(t.get('prompt_tokens', 0)) + int(t.get('completion_tokens', 0))} tokens"]
+             f"{int(t.get('teacher_prompt_tokens', 0)) + int(t.get('teacher_completion_tokens', 0))} tokens"]
     if manifest["seeds"].get("duplicates"):
         lines.append(f"  seeds: {manifest['seeds']['duplicates']} duplicate seed instructions skipped "
                      f"(see _manifest.json seeds.duplicate_examples)")

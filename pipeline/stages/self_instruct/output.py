@@ -37,6 +37,16 @@ class Restored:
     totals: dict[str, int] = field(default_factory=dict)
 
 
+# counter -> its name in the shard markers (so the manifest's totals use the names every stage uses)
+_MARKER_KEYS = {"batches": "batches", "requests": "requests", "prompt_tokens": "teacher_prompt_tokens",
+                "completion_tokens": "teacher_completion_tokens"}
+
+
+def marker_stats(now: tuple[int, int, int, int], mark: tuple[int, int, int, int]) -> dict[str, int]:
+    """The counters' growth since `mark`, under their marker names: per-shard deltas sum to run totals."""
+    return {key: a - b for key, a, b in zip(_MARKER_KEYS.values(), now, mark)}
+
+
 def restore(writer: DatasetWriter) -> Restored:
     """The machine pool (in acceptance order) and run counters from the done shards."""
     state = Restored()
@@ -45,8 +55,8 @@ def restore(writer: DatasetWriter) -> Restored:
         raise DatasetError(f"{writer.path}: done shards are not contiguous; write to a new --out")
     state.shards = len(markers)
     for m in markers:
-        for k in ("batches", "requests", "prompt_tokens", "completion_tokens"):
-            state.totals[k] = state.totals.get(k, 0) + int(m.get(k, 0))
+        for k, key in _MARKER_KEYS.items():
+            state.totals[k] = state.totals.get(k, 0) + int(m.get(key, m.get(k, 0)))
     pool: dict[int, str] = {}
     for i in range(state.shards):
         for path in (writer.path / shard_name(i), writer.path / REJECTED_DIR / shard_name(i)):

@@ -28,7 +28,7 @@ from ...store import DatasetWriter
 from ...teacher.base import ChatRequest, Completion
 from . import alpaca, bootstrap
 from .config import SelfInstructConfig
-from .output import ShardBuilder, restore
+from .output import ShardBuilder, marker_stats, restore
 from .rouge import RougeIndex
 from .seeds import SeedPool, load_seeds
 
@@ -276,8 +276,7 @@ class _Run:
         c = self.counters
         now = (c.batches, c.requests, c.prompt_tokens, c.completion_tokens)
         # Per-shard stats are deltas since the previous shard, so the manifest's sums are run totals.
-        stats = dict(c.extra, **{k: a - b for k, a, b in zip(
-            ("batches", "requests", "prompt_tokens", "completion_tokens"), now, self._mark)})
+        stats = dict(c.extra, **marker_stats(now, self._mark))
         builder.write_raw(self.out, self.shard, self.raw)
         self.writer.write_shard(self.shard, kept, self.rejected + rejected, stats)
         self.shard += 1

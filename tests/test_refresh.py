@@ -189,6 +189,8 @@ def test_two_nights_on_the_embedded_teacher(teacher_server, tmp_path):
     assert _pool_ids(v1) == ids1                   # the old version is untouched
     pool2 = json.loads((v2 / "pool" / "_manifest.json").read_text())
     assert [p["added_in"] for p in pool2["parts"]][-1] == v2.name and pool2["rows_added"] == len(new)
+    card = (v2 / "README.md").read_text()   # the dataset card lists both nights
+    assert "## Versions" in card and f"| {v1.name} | {len(ids1):,} |" in card and f"| {v2.name} | {len(new):,} |" in card
 
     # The reader saw the switch, and only whole versions.
     assert reader.errors == [] and reader.reads > 10 and {v1.name, v2.name} <= reader.seen

@@ -41,6 +41,20 @@ def upstream_chain(path: str | Path, max_depth: int = 20) -> list[dict[str, Any]
     return list(reversed(chain))
 
 
+def pool_versions(path: str | Path) -> list[dict[str, Any]]:
+    """For a refresh pool (its manifest lists parts with the version that added them): rows per version,
+    oldest first; [] for any other dataset."""
+    mf = Path(path) / "_manifest.json"
+    parts = read_json(mf).get("parts") if mf.exists() else None
+    if not parts or not any("added_in" in p for p in parts):
+        return []
+    rows: dict[str, int] = {}
+    for p in parts:
+        v = p.get("added_in") or "before versioning"
+        rows[v] = rows.get(v, 0) + int(p.get("rows", 0))
+    return [{"version": v, "rows_added": n} for v, n in rows.items()]
+
+
 def _yaml_header(m: dict[str, Any], cfg) -> str:
     q = json.dumps
     lines = ["---", f"license: {q(cfg.license)}", f"pretty_name: {q(m['pretty_name'])}", "language:"]
@@ -94,6 +108,7 @@ def render_card(m: dict[str, Any], cfg) -> str:
                [[s.get("stage"), s.get("rows_in"), s.get("rows_out"), s.get("rows_rejected", 0),
                  ", ".join(f"{k}={v}" for k, v in sorted((s.get("drops") or {}).items(), key=lambda kv: -kv[1])[:4])]
                 for s in m["upstream"]]), "",
+        *_versions_section(m),
         "## Loading", "",
         "```python", "from datasets import load_dataset", "",
         "ds = load_dataset(\"parquet\", data_files={"
@@ -106,6 +121,17 @@ def render_card(m: dict[str, Any], cfg) -> str:
         "```json", json.dumps(m["config"], indent=2), "```", "",
     ]
     return "\n".join(parts)
+
+
+def _versions_section(m: dict[str, Any]) -> list[str]:
+    versions = m.get("versions") or []
+    if not versions:
+        return []
+    return ["## Versions", "",
+            "This release was drawn from a pool that nightly refreshes grow: each night adds only rows that "
+            "survived deduplication against everything published before it. The table above shows the stages "
+            f"of the latest night ({versions[-1]['version']}); the pool's rows by the night that added them:", "",
+            _table(["version", "rows added"], [[v["version"], f"{v['rows_added']:,}"] for v in versions]), ""]
 
 
 def write_card(out: Path, manifest: dict[str, Any], cfg) -> None:

@@ -207,6 +207,7 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
         "license": cfg.license,
         "config": cfg.model_dump(mode="json"),
         "upstream": card.upstream_chain(input_path),
+        "versions": card.pool_versions(input_path),
         "seconds": round(time.monotonic() - t0, 3),
     }
     card.write_card(out, manifest, cfg)

@@ -173,3 +173,25 @@ def test_distill_run_from_score_ends_with_a_release_of_every_selected_row(tmp_pa
     assert manifest["request"] == {"tier": None, "rows": None}
     for ex in load(release):
         assert_trl_conversational(ex)
+
+
+def _split_ids(out):
+    import pyarrow.parquet as pq
+    return {split: {i for f in sorted(out.glob(f"{split}-*.parquet")) for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
+            for split in ("train", "test")}
+
+
+def test_stable_heldout_keeps_every_row_in_its_split_as_the_pool_grows(tmp_path):
+    rows = make_pool(tmp_path / "big", 400)
+    w = DatasetWriter(tmp_path / "small", "select")   # last night's pool: the first 200 rows
+    w.write_shard(0, rows[:200])
+    w.write_manifest(input=None)
+    cfg = ExportConfig(heldout=0.25, heldout_stable=True)
+    m1 = run_export(tmp_path / "small", tmp_path / "v1", cfg, seed=3, progress=False)
+    m2 = run_export(tmp_path / "big", tmp_path / "v2", cfg, seed=3, progress=False)
+    s1, s2 = _split_ids(tmp_path / "v1"), _split_ids(tmp_path / "v2")
+    assert s1["test"] <= s2["test"] and s1["train"] <= s2["train"]    # nothing moved between splits
+    assert 0.15 < m2["splits"]["test"] / 400 < 0.35 and m2["splits"]["test"] == len(s2["test"])
+    assert m1["splits"]["test"] == len(s1["test"]) > 0
+    with pytest.raises(ValueError, match="give heldout as a share"):
+        ExportConfig(heldout=10, heldout_stable=True)

@@ -440,3 +440,13 @@ def test_report_on_a_refresh_run_and_on_the_release(tmp_path, monkeypatch):
     assert stages.index("self_instruct") < stages.index("known_ids") < stages.index("minhash")  # the night's order
     rel = build_report(tmp_path / "w" / "release")  # follows `latest`
     assert rel["kind"] == "release" and rel["funnel"][-1]["rows_out"] == len(_pool_ids(latest(tmp_path / "w" / "release")))
+
+
+def test_heldout_count_is_refused_before_the_night_starts(tmp_path):
+    """Refresh keeps held-out rows stable across versions, which needs a share: a count fails at once (exit 2)."""
+    from pipeline.errors import ConfigError
+    cfg = _fake_config(tmp_path)
+    cfg.export = {"heldout": 5}
+    with pytest.raises(ConfigError, match="give heldout as a share"):
+        _night(cfg)
+    assert not list((tmp_path / "w").glob("refresh-*"))   # no run folder, nothing generated

@@ -120,6 +120,9 @@ class _Night:
         if rcfg.max_rows is not None:
             self.cfg.run.limit = min(rcfg.max_rows, cfg.run.limit or rcfg.max_rows)
         self.paths = RunPaths(self.workdir, self.run_id)
+        # The publish step's config, checked now rather than after a night of generation.
+        from ..stages.export.config import ExportConfig
+        self.export_cfg = stage_config(self.cfg, "export", ExportConfig, heldout_stable=True)
         self.skip = set(cfg.pipeline.get("skip", []))
         self.budget: Budget | None = None
         self.ctx = None
@@ -351,7 +354,6 @@ class _Night:
         return RefreshResult(status, code, msg, self.run_id, None, self.summary.data)
 
     def _publish(self, current: Path) -> RefreshResult:
-        from ..stages.export.config import ExportConfig
         from ..stages.export.stage import run_export
         from ..stages.minhash import MinhashConfig
         from .pool import build_pool
@@ -364,7 +366,8 @@ class _Night:
                         minhash_format=stage_config(self.cfg, "minhash", MinhashConfig).signature_format(),
                         embeddings_from=sem if (sem / "_manifest.json").exists() else None,
                         make_encoder=self._encoder, shard_rows=max(self.cfg.run.shard_rows, 1))
-        ecfg = stage_config(self.cfg, "export", ExportConfig)
+        # Held-out rows by their own hash draw: a row never moves between splits from one version to the next.
+        ecfg = self.export_cfg
         if ecfg.pretty_name is None:
             ecfg = ecfg.model_copy(update={"pretty_name": self.pub.resolve().name})
         # The base seed, not the night's: a row's held-out draw must not change from night to night.

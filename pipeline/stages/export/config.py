@@ -26,6 +26,9 @@ class ExportConfig(Section):
     rows: int | None = Field(None, gt=0, description="release size in rows (strict); default with no tier: every input row")
     rows_per_shard: int = Field(100_000, gt=0, description="rows per train-NNNNN-of-NNNNN.parquet shard")
     heldout: int | float = Field(0, description="held-out 'test' split carved from the release: an int row count or a float share in [0, 1)")
+    heldout_stable: bool = Field(False, description="draw each row's split from its own hash (test when below the heldout share): "
+                                                   "the test share is approximate, but a row never moves between splits as the pool grows "
+                                                   "(refresh uses this); needs heldout as a share")
     license: str = Field("other", description="licence field of the dataset card (e.g. apache-2.0, cc-by-4.0); check your teacher's terms")
     pretty_name: str | None = Field(None, description="dataset name on the card; default: the folder name")
     language: list[str] = Field(default_factory=lambda: ["en"], description="languages listed on the card")
@@ -52,6 +55,9 @@ class ExportConfig(Section):
     def _one_size(self) -> "ExportConfig":
         if self.tier is not None and self.rows is not None:
             raise ValueError("give tier or rows, not both")
+        if self.heldout_stable and isinstance(self.heldout, int) and self.heldout > 0:
+            raise ValueError(f"heldout_stable draws each row's split from its own hash: give heldout as a share "
+                             f"(e.g. 0.01), not a count ({self.heldout})")
         return self
 
     def requested_rows(self) -> int | None:

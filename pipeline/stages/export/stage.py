@@ -11,7 +11,8 @@ release folder:
 The release is the best N rows: ordered by combined score (descending,
 null last), then id, which is the selection walk's own order. Rows are
 written in input order. The held-out rows are drawn by a hash of (run seed,
-row id), so a rerun holds out the same rows. Every shard is written to a
+row id), so a rerun holds out the same rows; with heldout_stable a row's
+split depends on its own draw only, so it stays put as a refreshed pool grows. Every shard is written to a
 temporary name and renamed; the manifest is written last, so a release
 folder with a manifest.json is complete.
 """
@@ -66,14 +67,22 @@ def _scan(ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
 
 
 def choose(ids: np.ndarray, scores: np.ndarray, usable: np.ndarray, n: int, heldout: int,
-           seed: int) -> np.ndarray:
-    """Split code per input row: 0 not released, 1 train, 2 test."""
+           seed: int, stable_share: float | None = None) -> np.ndarray:
+    """Split code per input row: 0 not released, 1 train, 2 test.
+
+    Test rows: the `heldout` released rows with the lowest hash draws, or with
+    `stable_share`, every released row whose draw is below that share of the
+    hash range, so a row's split does not depend on which other rows are there.
+    """
     cand = np.flatnonzero(usable)
     key = np.where(np.isnan(scores[cand]), -np.inf, scores[cand])
     top = cand[np.lexsort((ids[cand], -key))[:n]]
     split = np.zeros(len(ids), np.int8)
     split[top] = 1
-    if heldout:
+    if stable_share:
+        draw = np.array([seed_for(seed, i.decode(), "export:heldout") for i in ids[top]], dtype=np.uint64)
+        split[top[draw < np.uint64(min(int(stable_share * 2.0 ** 64), 2 ** 64 - 1))]] = 2
+    elif heldout:
         draw = np.array([seed_for(seed, i.decode(), "export:heldout") for i in ids[top]], dtype=np.uint64)
         split[top[np.lexsort((ids[top], draw))[:heldout]]] = 2
     return split
@@ -153,8 +162,9 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
     if available == 0:
         raise DatasetError(f"{input_path}: no rows with an answer to export")
     n = asked or available
-    n_test = cfg.heldout_rows(n)
-    split = choose(ids, scores, usable, n, n_test, seed)
+    stable = float(cfg.heldout) if cfg.heldout_stable and cfg.heldout else None
+    split = choose(ids, scores, usable, n, cfg.heldout_rows(n), seed, stable_share=stable)
+    n_test = int((split == 2).sum())
 
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the new manifest exists

@@ -178,7 +178,7 @@ def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
 
 def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path, ctx: StageContext, *,
                shard_rows: int = 1000, limit: int | None = None, executor: str | None = None,
-               manifest_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               manifest_extra: dict[str, Any] | None = None, plan: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run `stage` over every not-yet-done shard of `input_ds`; return the manifest.
 
     `executor` (default: `ctx.executor`) "ray" runs the same shards as Ray
@@ -188,11 +188,11 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path, ctx: Stage
     if executor == "ray":
         from .executors.ray_shards import run_shards_ray
         return run_shards_ray(stage, input_ds, out, ctx, shard_rows=shard_rows, limit=limit,
-                              manifest_extra=manifest_extra)
+                              manifest_extra=manifest_extra, plan=plan)
     if executor != "local":
         raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
     settings = stage.settings()
-    writer = DatasetWriter(out, stage.name, plan={
+    writer = DatasetWriter(out, stage.name, plan=plan or {
         "input": str(input_ds.path), "shard_rows": shard_rows, "limit": limit, "settings": settings})
     total = input_ds.num_rows() if limit is None else min(limit, input_ds.num_rows())
     bar = Progress(total, stage.name, ctx.progress)

@@ -318,3 +318,29 @@ def test_unreachable_teacher_stops_with_one_error_and_keeps_finished_shards(tmp_
         run_evol_instruct(src, tmp_path / "out", context(t), EvolConfig(rounds=1), shard_rows=2)
     done = sorted(p.name for p in (round_dir(tmp_path / "out", 1) / "_done").iterdir())
     assert done == ["part-00000.json"] and not (tmp_path / "out" / "_manifest.json").exists()
+
+
+@pytest.mark.parametrize("keep_parents", [False, True])
+def test_next_pool_from_the_kept_rows_is_the_evolvers_own_pool(tmp_path, keep_parents):
+    """The Ray executor rebuilds each pool shard from the round's kept rows; it must be the local pool exactly."""
+    from pipeline.stages.evol_instruct.operations import Operations
+    from pipeline.stages.evol_instruct.shard import ShardEvolver, next_pool
+
+    instructions = [f"Plan a trip number {i}." for i in range(6)] + ["Plan a picnic [cut-r1].", "Plan a trip number 0."]
+    src = make_input(tmp_path / "in", instructions)
+    rows = list(Dataset(src).iter_rows())
+    cfg = EvolConfig(keep_parents_in_pool=keep_parents)
+    res = ShardEvolver(cfg, Operations(cfg)).run(rows, 1, context(FakeTeacher(responder)))
+    assert res.rejected and res.kept                       # both kinds present
+    assert next_pool(rows, res.kept, keep_parents) == res.pool
+    with pytest.raises(ValueError, match="no parent"):
+        next_pool(rows[:2], res.kept, keep_parents)
+
+
+def test_budgets_need_the_local_executor(tmp_path):
+    from pipeline.errors import ConfigError
+    src = make_input(tmp_path / "in", ["Plan a trip."])
+    ctx = StageContext(run_id="t", seed=1, teacher_factory=lambda: FakeTeacher(responder), progress=False,
+                       executor="ray")
+    with pytest.raises(ConfigError, match="--executor local"):
+        run_evol_instruct(src, tmp_path / "out", ctx, EvolConfig(max_rows=3))

@@ -104,7 +104,7 @@ def test_object_store_layout_on_a_subtree_filesystem(tmp_path):
     assert ShardFolder(out, "evenfilter", plan=plan).is_done(1)
 
 
-@pytest.mark.parametrize("command", [["minhash", "DATA"], ["orca", "DATA"], ["score", "DATA"]])
+@pytest.mark.parametrize("command", [["minhash", "DATA"], ["orca", "DATA"], ["score", "DATA"], ["evol-instruct", "DATA"]])
 def test_every_ray_capable_command_gives_the_install_hint_without_ray(tmp_path, command):
     code = ("import sys; sys.modules['ray'] = None; sys.argv = ['distill', *sys.argv[1:]]; "
             "from pipeline.cli import main; main()")

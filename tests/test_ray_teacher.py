@@ -165,6 +165,47 @@ def test_orca_on_ray_against_the_embedded_teacher(tmp_path, ray_, openai_teacher
         assert (x["orca"].pop("cached"), y["orca"].pop("cached")) == (False, True) and x == y
 
 
+@pytest.mark.teacher
+def test_evol_instruct_on_ray_against_the_embedded_teacher(tmp_path, ray_, openai_teacher_config):
+    """Evol-Instruct's rounds with their shards on Ray workers, through the real server: the same
+    rounds, pools and output as the local executor, which then needs no teacher call (cache)."""
+    from pipeline.records import new_row
+    from pipeline.stages.evol_instruct import EvolConfig, run_evol_instruct
+    from pipeline.stages.evol_instruct.stage import pool_dir, round_dir
+    from pipeline.store import DatasetWriter
+
+    tasks = ["Name the capital of France.", "Give one synonym of 'quick'.", "Describe a cat in one sentence.",
+             "List two primary colours.", "Say hello in Spanish."]
+    w = DatasetWriter(tmp_path / "in", "import")
+    w.write_shard(0, [new_row(t, "", "", origin="import") for t in tasks])
+    w.write_manifest()
+    section = openai_teacher_config.model_copy(update={"cache": True, "concurrency": 2})
+    cfg = EvolConfig(rounds=2, evolve_max_tokens=48, answer_max_tokens=24, judge_max_tokens=4,
+                     drop_truncated_answers=False)
+
+    def run(out, executor):
+        c = StageContext(run_id="e", seed=5, teacher_factory=TeacherFactory(section, tmp_path, 5), progress=False,
+                         executor=executor)
+        try:
+            m = run_evol_instruct(tmp_path / "in", tmp_path / out, c, cfg, shard_rows=2)
+            return m, (c.teacher.stats.to_dict() if executor == "local" else None)
+        finally:
+            c.close()
+
+    m, _ = run("ray", "ray")
+    rm = json.loads((round_dir(tmp_path / "ray", 1) / "_manifest.json").read_text())
+    assert rm["executor"] == "ray" and rm["shards"] == 3 and m["rounds_done"] == 2
+    assert m["totals"]["teacher_requests"] > 0
+    local, stats = run("local", "local")
+    assert stats["requests"] > 0 and stats["sent"] == 0 and stats["cache_hits"] == stats["requests"]
+    assert m["per_round"] and [
+        {k: v for k, v in p.items() if k not in ("seconds", "teacher_seconds")} for p in m["per_round"]] == [
+        {k: v for k, v in p.items() if k not in ("seconds", "teacher_seconds")} for p in local["per_round"]]
+    for part in (lambda d: d, lambda d: round_dir(d, 1), lambda d: pool_dir(d, 1), lambda d: pool_dir(d, 2)):
+        a, b = Dataset(part(tmp_path / "ray")).read(), Dataset(part(tmp_path / "local")).read()
+        assert a.drop_columns(["created_at"]).equals(b.drop_columns(["created_at"]))
+
+
 def test_score_with_a_separate_judge_teacher_on_ray_equals_local(tmp_path, ray_, counting_server):
     """[score.judge_teacher] on Ray: workers build their own judge (a live teacher does not
     travel), share one cluster-wide limit, and judge exactly as the local executor does."""

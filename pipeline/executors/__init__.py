@@ -30,7 +30,6 @@ EXECUTORS = ("local", "ray")
 # and why; `runplan` says so when it starts each one (no silent fallback).
 LOCAL_ONLY = {
     "self_instruct": "its bootstrap loop is sequential: every batch is built from the pool the previous one grew",
-    "evol_instruct": "its rounds are sequential and its row/token budgets are counted shard by shard in order",
     "select": "one global walk over the scores (its embeddings come from semdedup's cache)",
     "export": "one pass that writes the release folder",
 }

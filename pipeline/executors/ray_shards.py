@@ -170,11 +170,15 @@ def _with_cause(e: BaseException) -> BaseException:
 
 def run_shards_ray(stage: Any, input_ds: Any, out: Any, ctx: StageContext, *, shard_rows: int = 1000,
                    limit: int | None = None, manifest_extra: dict[str, Any] | None = None,
-                   workers: int | None = None, max_restarts: int = 3) -> dict[str, Any]:
-    """`runner.run_shards` with the shards as Ray tasks; same folder, markers and manifest."""
+                   workers: int | None = None, max_restarts: int = 3,
+                   plan: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`runner.run_shards` with the shards as Ray tasks; same folder, markers and manifest.
+
+    `plan` replaces the folder's resume plan (a stage that also writes the
+    folder itself, like Evol-Instruct's rounds, passes its own)."""
     ray = connect(ctx.ray_address)
     settings = stage.settings()
-    folder = ShardFolder(out, stage.name, plan={
+    folder = ShardFolder(out, stage.name, plan=plan or {
         "input": str(input_ds.path), "shard_rows": shard_rows, "limit": limit, "settings": settings})
     specs = plan_shards(storage.dataset_files(input_ds), shard_rows, limit)
     bar = Progress(sum(s.rows for s in specs), stage.name, ctx.progress)

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ...cli_common import (ConfigOpt, LimitOpt, NoProgressOpt, OutOpt, RunIdOpt, SeedOpt, ShardRowsOpt,
-                           WorkdirOpt, load, make_context, resolve_run)
+from ...cli_common import (ConfigOpt, ExecutorOpt, LimitOpt, NoProgressOpt, OutOpt, RayAddressOpt, RunIdOpt,
+                           SeedOpt, ShardRowsOpt, WorkdirOpt, load, make_context, resolve_run)
 from ...config import Config, stage_config
 from ...errors import InputFileError
 from ...runner import StageContext, summarize_drops
@@ -34,12 +34,15 @@ def evol_instruct_cmd(
     limit: LimitOpt = None,
     shard_rows: ShardRowsOpt = None,
     seed: SeedOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     no_progress: NoProgressOpt = False,
 ) -> None:
     """Evolve instructions into harder and rarer ones (Evol-Instruct): rounds of rewrites, each answered by the teacher, failures eliminated with a reason, lineage on every row.
 
-    Runs in this process by design, also in `distill run --executor ray`: rounds are sequential and the row/token budgets are counted shard by shard in order; with an openai teacher (e.g. a vLLM server farm) the teacher's concurrency, not this process, bounds throughput."""
-    cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows, seed=seed)
+    With --executor ray each round's shards run as Ray tasks (rounds stay in order); --max-rows and --max-tokens-total need the local executor."""
+    cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows, seed=seed,
+               executor=executor, ray_address=ray_address)
     ecfg = stage_config(cfg, SECTION, EvolConfig, rounds=rounds, max_rows=max_rows,
                         max_tokens_total=max_tokens_total)
     paths = resolve_run(cfg, workdir, run_id)

@@ -54,6 +54,46 @@ class _Cand:
     drop: Drop | None = None
 
 
+def next_pool(parents: list[dict[str, Any]], kept: list[dict[str, Any]],
+              keep_parents: bool) -> list[dict[str, Any]]:
+    """A shard of the next round's pool from this round's pool shard and its accepted evolutions
+    (in shard order): each evolution takes its parent's place (beside it with keep_parents), a
+    parent whose evolution failed stays. The same list `ShardEvolver.run` returns as `pool`."""
+    pool: list[dict[str, Any]] = []
+    k = 0
+    for parent in parents:
+        if k < len(kept) and kept[k].get("parent_id") == parent["id"]:
+            pool.append(kept[k])
+            if keep_parents:
+                pool.append(parent)
+            k += 1
+        else:
+            pool.append(parent)
+    if k != len(kept):
+        raise ValueError(f"{len(kept) - k} accepted evolutions have no parent in their pool shard, in order")
+    return pool
+
+
+class RoundStage:
+    """One round as a per-shard stage for the Ray executor: the same `ShardEvolver.run`,
+    its accepted and failed evolutions as the shard's kept and rejected rows."""
+
+    name = STAGE
+    needs_teacher = True
+
+    def __init__(self, evolver: "ShardEvolver", round_no: int):
+        self.evolver = evolver
+        self.round_no = round_no
+
+    def settings(self) -> dict[str, Any]:
+        return self.evolver.cfg.settings()
+
+    def process(self, rows: list[dict[str, Any]], ctx: StageContext):
+        from ...runner import ShardResult
+        res = self.evolver.run(rows, self.round_no, ctx)
+        return ShardResult(res.kept, res.rejected, res.stats)
+
+
 class ShardEvolver:
     """Holds what every shard of a run shares: config, operations, sampling."""
 

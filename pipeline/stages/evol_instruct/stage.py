@@ -31,11 +31,12 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...runner import Progress, StageContext, iter_shards
+from ...errors import ConfigError
+from ...runner import Progress, StageContext, iter_shards, run_shards
 from ...store import DONE_DIR, REJECTED_DIR, Dataset, DatasetWriter
 from .config import EvolConfig
 from .operations import Operations
-from .shard import STAGE, ShardEvolver
+from .shard import STAGE, RoundStage, ShardEvolver, next_pool
 
 ROUNDS_DIR = "_rounds"
 SAMPLING_NOTE = ("temperature and top_p for evolving and answering follow the official WizardLM code "
@@ -83,6 +84,11 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: StageContext
     """Evolve every instruction of `input_path` for `cfg.rounds` rounds; return the output manifest."""
     input_ds = Dataset(input_path, require_complete=True)
     out = Path(out)
+    on_ray = ctx.executor == "ray"
+    if on_ray and (cfg.max_rows is not None or cfg.max_tokens_total is not None):
+        raise ConfigError("evol_instruct.max_rows / max_tokens_total are counted shard by shard in order, which "
+                          "the Ray executor's parallel shards do not do: run a budgeted evolution with "
+                          "--executor local (a refresh budget works with both)")
     ops = Operations(cfg)
     evolver = ShardEvolver(cfg, ops)
     budget = Budget(cfg, out)
@@ -94,13 +100,16 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: StageContext
     rounds_done = 0
     for r in range(1, cfg.rounds + 1):
         plan = dict(base_plan, round=r, input=str(pool.path.resolve()), limit=limit if r == 1 else None)
-        round_w = DatasetWriter(round_dir(out, r), STAGE, plan=plan)
         pool_w = DatasetWriter(pool_dir(out, r), STAGE + "_pool", plan=plan)
-        stopped = _run_round(r, pool, round_w, pool_w, evolver, ctx, budget, shard_rows,
-                             limit if r == 1 else None)
-        if stopped:
-            break
-        round_w.write_manifest(round=r, run_id=ctx.run_id)
+        if on_ray:
+            _run_round_ray(r, pool, out, pool_w, evolver, ctx, shard_rows, limit if r == 1 else None, plan)
+        else:
+            round_w = DatasetWriter(round_dir(out, r), STAGE, plan=plan)
+            stopped = _run_round(r, pool, round_w, pool_w, evolver, ctx, budget, shard_rows,
+                                 limit if r == 1 else None)
+            if stopped:
+                break
+            round_w.write_manifest(round=r, run_id=ctx.run_id)
         pool_w.write_manifest(round=r, run_id=ctx.run_id)
         rounds_done = r
         pool = Dataset(pool_dir(out, r), require_complete=True)
@@ -144,6 +153,20 @@ def _run_round(r: int, pool: Dataset, round_w: DatasetWriter, pool_w: DatasetWri
     finally:
         bar.close()
     return None
+
+
+def _run_round_ray(r: int, pool: Dataset, out: Path, pool_w: DatasetWriter, evolver: ShardEvolver,
+                   ctx: StageContext, shard_rows: int, limit: int | None, plan: dict[str, Any]) -> None:
+    """One round with its shards as Ray tasks (same round folder, markers and plan as locally),
+    then the next pool, shard by shard, from each pool shard and the evolutions it produced."""
+    run_shards(RoundStage(evolver, r), pool, round_dir(out, r), ctx, shard_rows=shard_rows, limit=limit,
+               executor="ray", plan=plan, manifest_extra={"round": r})
+    for index, parents in iter_shards(pool, shard_rows, limit):
+        if pool_w.is_done(index):
+            continue
+        kept = pq.read_table(round_dir(out, r) / f"part-{index:05d}.parquet").to_pylist()
+        pool_w.write_shard(index, next_pool(parents, kept, evolver.cfg.keep_parents_in_pool), None,
+                           {"rows_in": len(parents)})
 
 
 def _input_tables(ds: Dataset, shard_rows: int, limit: int | None) -> Iterator[pa.Table]:

@@ -138,6 +138,30 @@ def ascii_table(table, fold_punct):
     return out
 
 
+@njit(cache=True, inline="always")
+def _end_token(h, chunk, sh, ln, tokh, nt):
+    """Close the token being hashed (if any) into tokh[nt]; returns the reset state and the new count."""
+    if ln > 0:
+        if sh > U64(0):
+            h = _mix_chunk(h, chunk)
+        tokh[nt] = _mix_chunk(h, U64(ln))
+        return _FNV_OFF, U64(0), U64(0), 0, nt + 1
+    return h, chunk, sh, ln, nt
+
+
+@njit(cache=True, inline="always")
+def _push_byte(h, chunk, sh, ln, b):
+    """Add one byte of the current token: eight bytes make a 64-bit chunk, mixed into the hash."""
+    chunk |= U64(b) << sh
+    sh += U64(8)
+    ln += 1
+    if sh == U64(64):
+        h = _mix_chunk(h, chunk)
+        chunk = U64(0)
+        sh = U64(0)
+    return h, chunk, sh, ln
+
+
 @njit(cache=True)
 def fast_word_tokens(data, start, end, table, lower, fold_punct, asc, tokh, tmp):
     """Fast mode, word unit, fused: fold and hash every token in one pass; returns the token count.
@@ -158,36 +182,14 @@ def fast_word_tokens(data, start, end, table, lower, fold_punct, asc, tokh, tmp)
             v = asc[c]
             i += 1
             if v == 0:
-                if ln > 0:
-                    if sh > U64(0):
-                        h = _mix_chunk(h, chunk)
-                    tokh[nt] = _mix_chunk(h, U64(ln))
-                    nt += 1
-                    h = _FNV_OFF
-                    chunk = U64(0)
-                    sh = U64(0)
-                    ln = 0
+                h, chunk, sh, ln, nt = _end_token(h, chunk, sh, ln, tokh, nt)
             else:
-                chunk |= U64(v) << sh
-                sh += U64(8)
-                ln += 1
-                if sh == U64(64):
-                    h = _mix_chunk(h, chunk)
-                    chunk = U64(0)
-                    sh = U64(0)
+                h, chunk, sh, ln = _push_byte(h, chunk, sh, ln, v)
             continue
         cp, length = _utf8_get(data, i, end, c)
         cls = (table[cp] & 3) if cp < table.shape[0] else 0
         if cls == 1 or (cls == 2 and fold_punct):
-            if ln > 0:
-                if sh > U64(0):
-                    h = _mix_chunk(h, chunk)
-                tokh[nt] = _mix_chunk(h, U64(ln))
-                nt += 1
-                h = _FNV_OFF
-                chunk = U64(0)
-                sh = U64(0)
-                ln = 0
+            h, chunk, sh, ln, nt = _end_token(h, chunk, sh, ln, tokh, nt)
         else:
             lc = lower[cp] if cp < lower.shape[0] else cp
             if lc != cp:
@@ -197,19 +199,9 @@ def fast_word_tokens(data, start, end, table, lower, fold_punct, asc, tokh, tmp)
                 for j in range(length):
                     tmp[j] = data[i + j]
             for j in range(nb):
-                chunk |= U64(tmp[j]) << sh
-                sh += U64(8)
-                ln += 1
-                if sh == U64(64):
-                    h = _mix_chunk(h, chunk)
-                    chunk = U64(0)
-                    sh = U64(0)
+                h, chunk, sh, ln = _push_byte(h, chunk, sh, ln, tmp[j])
         i += length
-    if ln > 0:
-        if sh > U64(0):
-            h = _mix_chunk(h, chunk)
-        tokh[nt] = _mix_chunk(h, U64(ln))
-        nt += 1
+    h, chunk, sh, ln, nt = _end_token(h, chunk, sh, ln, tokh, nt)
     return nt
 
 

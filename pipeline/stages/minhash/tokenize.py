@@ -58,6 +58,19 @@ def _utf8_get(data, i, end, c):
     return cp, length
 
 
+@njit(cache=True, inline="always")
+def _start_char(out, cps, n, ncp, pending_space):
+    """Begin a kept character at out[n]: first the one space a run of separators folds to (never
+    leading), then the character's start in `cps`; returns the new (n, ncp)."""
+    if pending_space:
+        cps[ncp] = n
+        ncp += 1
+        out[n] = 32
+        n += 1
+    cps[ncp] = n
+    return n, ncp + 1
+
+
 @njit(cache=True)
 def fold_row(data, start, end, table, lower, fold_punct, asc, out, cps, n=0, ncp=0):
     """Write the folded, lowercased bytes of data[start:end] into `out`; code-point starts into `cps`.
@@ -77,14 +90,8 @@ def fold_row(data, start, end, table, lower, fold_punct, asc, out, cps, n=0, ncp
             if v == 0:
                 pending_space = n > 0
                 continue
-            if pending_space:
-                cps[ncp] = n
-                ncp += 1
-                out[n] = 32
-                n += 1
-                pending_space = False
-            cps[ncp] = n
-            ncp += 1
+            n, ncp = _start_char(out, cps, n, ncp, pending_space)
+            pending_space = False
             out[n] = v
             n += 1
             continue
@@ -93,14 +100,8 @@ def fold_row(data, start, end, table, lower, fold_punct, asc, out, cps, n=0, ncp
         if k == 1 or (k == 2 and fold_punct):
             pending_space = n > 0
         else:
-            if pending_space:
-                cps[ncp] = n
-                ncp += 1
-                out[n] = 32
-                n += 1
-                pending_space = False
-            cps[ncp] = n
-            ncp += 1
+            n, ncp = _start_char(out, cps, n, ncp, pending_space)
+            pending_space = False
             if length == 1:
                 out[n] = c + 32 if 65 <= c <= 90 else c
                 n += 1

@@ -23,11 +23,10 @@ so the response cache: it pays only for what the failed run never got.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +39,7 @@ from . import publish as pub
 from .budget import Budget, BudgetedTeacher
 from .config import RefreshConfig
 from .lock import RunLock
+from .naming import new_run_id, night_seed
 from .summary import EXIT_BUDGET, EXIT_NOTHING_NEW, EXIT_PUBLISHED, FILE, Summary, cost_estimate
 
 GENERATION = ("self_instruct", "evol_instruct", "orca")
@@ -55,19 +55,6 @@ class RefreshResult:
     run_id: str
     version: str | None
     summary: dict[str, Any]
-
-
-def night_seed(base_seed: int, day: date, previous: str | None) -> int:
-    h = hashlib.sha256(f"refresh\x1f{base_seed}\x1f{day.isoformat()}\x1f{previous or ''}".encode()).digest()
-    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
-
-
-def new_run_id(workdir: Path, publish_dir: Path, now: datetime) -> str:
-    base = "refresh-" + now.strftime("%Y%m%d-%H%M%S")
-    rid, n = base, 2
-    while (workdir / rid).exists() or (publish_dir / pub.VERSIONS / rid).exists():
-        rid, n = f"{base}-{n}", n + 1
-    return rid
 
 
 def refresh_settings(cfg: Config, **overrides: Any) -> RefreshConfig:

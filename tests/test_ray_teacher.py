@@ -123,7 +123,7 @@ def test_vllm_replicas_generate_on_ray(tmp_path, ray_):
     m = run_shards(ray_support.EchoStage(max_tokens=16), ds, tmp_path / "out", ctx, shard_rows=4, executor="ray")
     assert m["rows_out"] == 8 and m["teacher"]["backend"] == "vllm"
     first = {r["id"]: r["output"] for r in Dataset(tmp_path / "out").iter_rows()}
-    m2 = run_shards(ray_support.EchoStage(max_tokens=16), ds, tmp_path / "again", ctx, shard_rows=4, executor="ray")
+    run_shards(ray_support.EchoStage(max_tokens=16), ds, tmp_path / "again", ctx, shard_rows=4, executor="ray")
     assert {r["id"]: r["output"] for r in Dataset(tmp_path / "again").iter_rows()} == first  # seeds reproduce
 
 

@@ -241,7 +241,6 @@ class FsDataset(ShardReader):
         return [(s, self.file(s).metadata.num_rows) for s in self.shards]
 
 
-
 def open_dataset(target: "str | Path | Location", *, require_complete: bool = False):
     """`store.Dataset` for local paths (unchanged behaviour), `FsDataset` for other filesystems."""
     from ..store import Dataset

@@ -18,6 +18,11 @@ asks the teacher nothing for finished shards (the shard in flight is answered
 from the teacher's response cache). Budgets (max_rows, max_tokens_total) are
 counted from the done markers, so they hold across restarts too; raising them
 or the number of rounds and rerunning continues the same run.
+
+With the Ray executor a round's shards run as Ray tasks (`RoundStage`, the
+same `ShardEvolver`) into the same round folder, and the driver then writes
+the next pool shard by shard from each pool shard and its accepted
+evolutions (`next_pool`); the budgets, counted in shard order, stay local.
 """
 
 from __future__ import annotations

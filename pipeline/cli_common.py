@@ -85,10 +85,11 @@ class TeacherFactory:
     section: Any  # config.TeacherSection
     workdir: Path
     seed: int
+    wrap: Any = None  # picklable callable applied to the backend inside the cache (refresh's shared budget)
 
     def __call__(self):
         from .teacher import make_teacher
-        return make_teacher(self.section, workdir=self.workdir, seed=self.seed)
+        return make_teacher(self.section, workdir=self.workdir, seed=self.seed, wrap=self.wrap)
 
 
 def make_context(cfg: Config, paths: RunPaths, progress: bool = True) -> StageContext:

@@ -110,6 +110,34 @@ def test_openai_concurrency_is_cluster_wide_not_per_worker(tmp_path, ray_, count
     assert peak > 3
 
 
+def test_a_shared_budget_bounds_every_workers_requests(tmp_path, ray_, counting_server):
+    """refresh's token budget on Ray: each worker's teacher draws on one ledger, so the cluster stops
+    sending once it is spent (give or take one wave per worker), and every refused row says why."""
+    from pipeline.refresh.budget import BudgetWrap, SharedBudget
+
+    ds, _ = ray_support.numbered_dataset(tmp_path / "in", 24, per_file=24)
+    section = TeacherSection(backend="openai", base_url=counting_server.url, concurrency=2, cache=False)
+    budget = SharedBudget.start_on(ray_, max_tokens=40)   # the server charges 8 tokens a request
+    factory = TeacherFactory(section, tmp_path, 11, wrap=BudgetWrap(budget, wave=2))
+    ctx = StageContext(run_id="b", seed=11, teacher_factory=factory, progress=False)
+    counting_server.reset()
+    m = run_shards(ray_support.EchoStage(), ds, tmp_path / "out", ctx, shard_rows=6, executor="ray")
+    sent = len(counting_server.seeds)
+    assert m["ray_workers"] == 2 and 5 <= sent <= 5 + 2 * 2      # 40 tokens, plus at most a wave per worker
+    state = budget.to_dict()
+    assert state["tokens_sent"] == 8 * sent and state["exhausted_by"] == ["tokens"]
+    assert state["requests_refused"] == 24 - sent == m["rows_rejected"] and m["rows_out"] == sent
+    details = {r["drop_detail"] for r in Dataset(tmp_path / "out").rejected().iter_rows()}
+    assert details == {"budget_exhausted"}
+    # without the wrap the same stage sends every request (the check above can fail)
+    counting_server.reset()
+    run_shards(ray_support.EchoStage(), ds, tmp_path / "free", StageContext(
+        run_id="b", seed=11, teacher_factory=TeacherFactory(section, tmp_path, 11), progress=False),
+        shard_rows=6, executor="ray")
+    assert len(counting_server.seeds) == 24
+    budget.close()
+
+
 @pytest.mark.skipif(not os.environ.get("DISTILL_VLLM_TEST_MODEL"),
                     reason="vLLM on Ray needs a GPU and a local model: set DISTILL_VLLM_TEST_MODEL=<model dir>")
 def test_vllm_replicas_generate_on_ray(tmp_path, ray_):

@@ -268,6 +268,28 @@ def test_budget_exhausted_before_anything_exits_7(tmp_path):
     assert s["rows"]["generated"] == 0 and s["dropped"]["self_instruct"]["teacher_error"] > 0
 
 
+def test_on_ray_the_budget_is_one_shared_ledger(tmp_path, ray_cluster, monkeypatch):
+    """With --executor ray the night's budget lives in a Ray actor and the workers' teacher factory
+    draws on it (tests/test_ray_teacher.py shows workers stopping); here the driver's own stage does."""
+    from pipeline.refresh import run as refresh_run
+    from pipeline.refresh.budget import BudgetWrap, SharedBudget
+    seen = {}
+    real = refresh_run.make_context
+
+    def spy(*a, **kw):
+        seen["ctx"] = real(*a, **kw)
+        return seen["ctx"]
+    monkeypatch.setattr(refresh_run, "make_context", spy)
+    cfg = _fake_config(tmp_path, max_tokens=1)
+    cfg.run.executor = "ray"
+    r, _ = _night(cfg)
+    assert (r.status, r.exit_code) == ("budget_exhausted", 7)
+    wrap = seen["ctx"].teacher_factory.wrap
+    assert isinstance(wrap, BudgetWrap) and isinstance(wrap.budget, SharedBudget)
+    s = _summary(tmp_path / "w", r.run_id)
+    assert s["budget"]["exhausted_by"] == ["tokens"] and s["budget"]["requests_refused"] > 0
+
+
 def test_budget_cut_part_way_publishes_what_was_made(tmp_path):
     r, _ = _night(_fake_config(tmp_path), max_rows=2)
     assert (r.status, r.exit_code) == ("published", 0)

@@ -62,8 +62,9 @@ class ClusterTeacherFactory:
     def __call__(self):
         section, workdir, seed = self.base.section, self.base.workdir, self.base.seed
         from ..teacher import with_cache
-        return with_cache(ClusterLimitedOpenAI(section, seed=seed, limiter=self.limiter), section,
-                          workdir=workdir, seed=seed)
+        backend = ClusterLimitedOpenAI(section, seed=seed, limiter=self.limiter)
+        wrap = getattr(self.base, "wrap", None)
+        return with_cache(wrap(backend) if wrap is not None else backend, section, workdir=workdir, seed=seed)
 
 
 def worker_teacher_factory(section, ctx) -> tuple[Any, Any, dict[str, Any]]:

@@ -10,11 +10,17 @@ mid-stage leaves every unanswered row accounted for.
 
 The row limit is not enforced here: it caps how many input rows each stage
 reads (see refresh/run.py).
+
+With the Ray executor the workers build their own teachers, so the night's
+one budget is a `SharedBudget`: its counters live in a small Ray actor, and
+every worker's teacher factory wraps its backend in a `BudgetedTeacher` on
+that same budget (`BudgetWrap`), inside the response cache as in the driver.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..teacher.base import ChatRequest, Completion, TeacherError
@@ -51,6 +57,12 @@ class Budget:
     def note(self, limit: str) -> None:
         if limit not in self.hit:
             self.hit.append(limit)
+
+    def spend(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def refuse(self, requests: int) -> None:
+        self.refused += requests
 
     @property
     def exhausted(self) -> bool:
@@ -97,7 +109,7 @@ class BudgetedTeacher:
                     out.append(c)
                     if on_done is not None:
                         on_done(i, c)
-                b.refused += len(requests) - start
+                b.refuse(len(requests) - start)
                 break
             if self.streams_completions and on_done is not None:
                 got = self.inner.chat(chunk, on_done=lambda j, c, s=start: on_done(s + j, c))
@@ -106,11 +118,94 @@ class BudgetedTeacher:
                 if on_done is not None:
                     for j, c in enumerate(got):
                         on_done(start + j, c)
-            for c in got:
-                if not c.cached:
-                    b.tokens += c.usage.prompt_tokens + c.usage.completion_tokens
+            spent = sum(c.usage.prompt_tokens + c.usage.completion_tokens for c in got if not c.cached)
+            if spent:
+                b.spend(spent)
             out.extend(got)
         return out
 
     def close(self) -> None:
         self.inner.close()
+
+
+class BudgetLedger:
+    """The shared budget's counters, as a Ray actor (one per night)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.refused = 0
+        self.hit: list[str] = []
+
+    def spend(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def refuse(self, requests: int) -> None:
+        self.refused += requests
+
+    def note(self, limit: str) -> None:
+        if limit not in self.hit:
+            self.hit.append(limit)
+
+    def state(self) -> tuple[int, int, list[str]]:
+        return self.tokens, self.refused, list(self.hit)
+
+
+class SharedBudget(Budget):
+    """`Budget` whose counters live in a `BudgetLedger` actor, so the driver and every Ray worker draw
+    on one budget. Picklable; time is wall-clock from the driver's start (monotonic clocks are per process)."""
+
+    def __init__(self, ledger: Any, max_rows: int | None, max_tokens: int | None, max_seconds: float | None,
+                 start: float):
+        self.ledger = ledger
+        self.max_rows, self.max_tokens, self.max_seconds = max_rows, max_tokens, max_seconds
+        self.clock = time.time
+        self.start = start
+
+    @classmethod
+    def start_on(cls, ray: Any, max_rows: int | None = None, max_tokens: int | None = None,
+                 max_seconds: float | None = None) -> "SharedBudget":
+        ledger = ray.remote(num_cpus=0)(BudgetLedger).remote()
+        return cls(ledger, max_rows, max_tokens, max_seconds, time.time())
+
+    def _state(self) -> tuple[int, int, list[str]]:
+        import ray
+        return ray.get(self.ledger.state.remote())
+
+    @property
+    def tokens(self) -> int:  # type: ignore[override]
+        return self._state()[0]
+
+    @property
+    def refused(self) -> int:  # type: ignore[override]
+        return self._state()[1]
+
+    @property
+    def hit(self) -> list[str]:  # type: ignore[override]
+        return self._state()[2]
+
+    def spend(self, tokens: int) -> None:
+        import ray
+        ray.get(self.ledger.spend.remote(tokens))  # counted before this worker's next check
+
+    def refuse(self, requests: int) -> None:
+        import ray
+        ray.get(self.ledger.refuse.remote(requests))
+
+    def note(self, limit: str) -> None:
+        import ray
+        ray.get(self.ledger.note.remote(limit))
+
+    def close(self) -> None:
+        import ray
+        ray.kill(self.ledger)
+
+
+@dataclass(frozen=True)
+class BudgetWrap:
+    """A teacher factory's `wrap`: the worker's backend under the shared budget, in waves of `wave`."""
+
+    budget: Budget
+    wave: int = 64
+
+    def __call__(self, backend: Any) -> BudgetedTeacher:
+        return BudgetedTeacher(backend, self.budget, self.wave)

@@ -23,6 +23,7 @@ so the response cache: it pays only for what the failed run never got.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from ..errors import TeacherUnavailable
 from ..store import Dataset, DatasetError
 from ..teacher.base import ChatRequest, Sampling
 from . import publish as pub
-from .budget import Budget, BudgetedTeacher
+from .budget import Budget, BudgetedTeacher, BudgetWrap, SharedBudget
 from .config import RefreshConfig
 from .lock import RunLock
 from .naming import new_run_id, night_seed
@@ -166,6 +167,8 @@ class _Night:
             self.ctx = None
         if self.budget is not None:
             s["budget"] = self.budget.to_dict()
+            if isinstance(self.budget, SharedBudget):
+                self.budget.close()
 
     def _clean_staging(self) -> None:
         """Half-built versions of runs that died: we hold the lock, so nobody is building them."""
@@ -204,7 +207,13 @@ class _Night:
                                         "ping": {"seconds": round(latency, 3), "stats": inner.stats.to_dict()}}
         self.echo(f"[refresh] teacher {inner.backend} {inner.model} answered the ping in {latency:.1f}s")
         r = self.rcfg
-        self.budget = Budget(r.max_rows, r.max_tokens, r.max_seconds)
+        shared = self.cfg.run.executor == "ray" and (r.max_tokens is not None or r.max_seconds is not None)
+        if shared:  # Ray workers build their own teachers: they must draw on the same budget
+            from ..executors.ray_runtime import connect
+            self.budget = SharedBudget.start_on(connect(self.cfg.run.ray_address), r.max_rows, r.max_tokens,
+                                                r.max_seconds)
+        else:
+            self.budget = Budget(r.max_rows, r.max_tokens, r.max_seconds)
         teacher: Any = BudgetedTeacher(inner, self.budget, wave=section.concurrency)
         try:
             if section.cache:
@@ -214,9 +223,12 @@ class _Night:
         except BaseException:
             inner.close()
             raise
-        # Stages running here use this teacher. Ray workers build their own from ctx.teacher_factory:
-        # their requests are bounded only by the stage-level caps, not by the token and time checks.
+        # Stages running here use this teacher; Ray workers build theirs from ctx.teacher_factory,
+        # which then wraps each worker's backend in the same shared budget.
         self.ctx._teacher = teacher
+        if shared:
+            self.ctx.teacher_factory = dataclasses.replace(
+                self.ctx.teacher_factory, wrap=BudgetWrap(self.budget, wave=section.concurrency))
 
     def _ask(self, teacher: Any) -> None:
         where = f" at {self.cfg.teacher.base_url}" if self.cfg.teacher.backend == "openai" else ""

@@ -7,6 +7,7 @@ wrapped in the SQLite response cache.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from .base import ChatRequest, Completion, Sampling, Teacher, TeacherError, TeacherStats, Usage
 
@@ -34,9 +35,10 @@ def cache_path(section, workdir: Path) -> Path:
     return Path(section.cache_path) if section.cache_path else Path(workdir) / CACHE_FILE
 
 
-def make_teacher(section, *, workdir: Path, seed: int) -> Teacher:
-    """The configured backend, wrapped in the response cache when `section.cache`."""
-    return with_cache(make_backend(section, seed=seed), section, workdir=workdir, seed=seed)
+def make_teacher(section, *, workdir: Path, seed: int, wrap: Callable[[Teacher], Teacher] | None = None) -> Teacher:
+    """The configured backend (passed through `wrap` when given), in the response cache when `section.cache`."""
+    backend = make_backend(section, seed=seed)
+    return with_cache(wrap(backend) if wrap is not None else backend, section, workdir=workdir, seed=seed)
 
 
 def with_cache(backend: Teacher, section, *, workdir: Path, seed: int) -> Teacher:

@@ -93,7 +93,7 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: StageContext
     if on_ray and (cfg.max_rows is not None or cfg.max_tokens_total is not None):
         raise ConfigError("evol_instruct.max_rows / max_tokens_total are counted shard by shard in order, which "
                           "the Ray executor's parallel shards do not do: run a budgeted evolution with "
-                          "--executor local (a refresh's --max-rows works with both)")
+                          "--executor local (a refresh budget works with both)")
     ops = Operations(cfg)
     evolver = ShardEvolver(cfg, ops)
     budget = Budget(cfg, out)

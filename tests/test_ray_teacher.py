@@ -126,6 +126,7 @@ def test_a_shared_budget_bounds_every_workers_requests(tmp_path, ray_, counting_
     assert m["ray_workers"] == 2 and 5 <= sent <= 5 + 2 * 2      # 40 tokens, plus at most a wave per worker
     state = budget.to_dict()
     assert state["tokens_sent"] == 8 * sent and state["exhausted_by"] == ["tokens"]
+    assert budget.split == [5 * sent, 3 * sent]           # prompt, completion: the night's summary reads these
     assert state["requests_refused"] == 24 - sent == m["rows_rejected"] and m["rows_out"] == sent
     details = {r["drop_detail"] for r in Dataset(tmp_path / "out").rejected().iter_rows()}
     assert details == {"budget_exhausted"}

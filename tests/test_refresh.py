@@ -288,6 +288,13 @@ def test_on_ray_the_budget_is_one_shared_ledger(tmp_path, ray_cluster, monkeypat
     assert isinstance(wrap, BudgetWrap) and isinstance(wrap.budget, SharedBudget)
     s = _summary(tmp_path / "w", r.run_id)
     assert s["budget"]["exhausted_by"] == ["tokens"] and s["budget"]["requests_refused"] > 0
+    # an unlimited night on Ray also counts through the ledger: the summary's tokens are everything sent
+    cfg = _fake_config(tmp_path / "b")
+    cfg.run.executor = "ray"
+    r, _ = _night(cfg)
+    s = _summary(tmp_path / "b" / "w", r.run_id)
+    assert (r.status, r.exit_code) == ("published", 0) and s["tokens"]["total"] > 0
+    assert s["tokens"]["total"] == s["budget"]["tokens_sent"] == sum(st.get("teacher_tokens", 0) for st in s["stages"])
 
 
 def test_budget_cut_part_way_publishes_what_was_made(tmp_path):

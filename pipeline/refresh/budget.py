@@ -15,6 +15,7 @@ With the Ray executor the workers build their own teachers, so the night's
 one budget is a `SharedBudget`: its counters live in a small Ray actor, and
 every worker's teacher factory wraps its backend in a `BudgetedTeacher` on
 that same budget (`BudgetWrap`), inside the response cache as in the driver.
+It also counts the tokens every worker sent, for the night's summary.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Budget:
         self.clock = clock
         self.start = clock()
         self.tokens = 0      # prompt + completion tokens of requests actually sent
+        self.split = [0, 0]  # the same, as [prompt, completion]
         self.refused = 0     # requests answered with budget_exhausted instead of being sent
         self.hit: list[str] = []   # limits that ran out, in the order they did
 
@@ -58,8 +60,9 @@ class Budget:
         if limit not in self.hit:
             self.hit.append(limit)
 
-    def spend(self, tokens: int) -> None:
-        self.tokens += tokens
+    def spend(self, prompt: int, completion: int) -> None:
+        self.tokens += prompt + completion
+        self.split = [self.split[0] + prompt, self.split[1] + completion]
 
     def refuse(self, requests: int) -> None:
         self.refused += requests
@@ -118,9 +121,9 @@ class BudgetedTeacher:
                 if on_done is not None:
                     for j, c in enumerate(got):
                         on_done(start + j, c)
-            spent = sum(c.usage.prompt_tokens + c.usage.completion_tokens for c in got if not c.cached)
-            if spent:
-                b.spend(spent)
+            sent = [c for c in got if not c.cached]
+            if sent:
+                b.spend(sum(c.usage.prompt_tokens for c in sent), sum(c.usage.completion_tokens for c in sent))
             out.extend(got)
         return out
 
@@ -132,12 +135,13 @@ class BudgetLedger:
     """The shared budget's counters, as a Ray actor (one per night)."""
 
     def __init__(self) -> None:
-        self.tokens = 0
+        self.prompt = self.completion = 0
         self.refused = 0
         self.hit: list[str] = []
 
-    def spend(self, tokens: int) -> None:
-        self.tokens += tokens
+    def spend(self, prompt: int, completion: int) -> None:
+        self.prompt += prompt
+        self.completion += completion
 
     def refuse(self, requests: int) -> None:
         self.refused += requests
@@ -146,8 +150,8 @@ class BudgetLedger:
         if limit not in self.hit:
             self.hit.append(limit)
 
-    def state(self) -> tuple[int, int, list[str]]:
-        return self.tokens, self.refused, list(self.hit)
+    def state(self) -> tuple[int, int, int, list[str]]:
+        return self.prompt, self.completion, self.refused, list(self.hit)
 
 
 class SharedBudget(Budget):
@@ -167,25 +171,29 @@ class SharedBudget(Budget):
         ledger = ray.remote(num_cpus=0)(BudgetLedger).remote()
         return cls(ledger, max_rows, max_tokens, max_seconds, time.time())
 
-    def _state(self) -> tuple[int, int, list[str]]:
+    def _state(self) -> tuple[int, int, int, list[str]]:
         import ray
         return ray.get(self.ledger.state.remote())
 
     @property
     def tokens(self) -> int:  # type: ignore[override]
-        return self._state()[0]
+        return sum(self._state()[:2])
+
+    @property
+    def split(self) -> list[int]:  # type: ignore[override]
+        return list(self._state()[:2])
 
     @property
     def refused(self) -> int:  # type: ignore[override]
-        return self._state()[1]
+        return self._state()[2]
 
     @property
     def hit(self) -> list[str]:  # type: ignore[override]
-        return self._state()[2]
+        return self._state()[3]
 
-    def spend(self, tokens: int) -> None:
+    def spend(self, prompt: int, completion: int) -> None:
         import ray
-        ray.get(self.ledger.spend.remote(tokens))  # counted before this worker's next check
+        ray.get(self.ledger.spend.remote(prompt, completion))  # counted before this worker's next check
 
     def refuse(self, requests: int) -> None:
         import ray

@@ -157,6 +157,8 @@ class _Night:
             ping = s.get("teacher", {}).get("ping", {})
             keys = ("requests", "sent", "cache_hits", "errors", "retries", "prompt_tokens", "completion_tokens")
             sent = {k: int(t.get(k, 0)) - int(ping.get("stats", {}).get(k, 0)) for k in keys}
+            if isinstance(self.budget, SharedBudget):  # the driver's and every Ray worker's sent tokens
+                sent["prompt_tokens"], sent["completion_tokens"] = self.budget.split
             s.setdefault("teacher", {}).update(sent)
             s["tokens"] = {"prompt": sent["prompt_tokens"], "completion": sent["completion_tokens"],
                            "total": sent["prompt_tokens"] + sent["completion_tokens"]}
@@ -207,8 +209,8 @@ class _Night:
                                         "ping": {"seconds": round(latency, 3), "stats": inner.stats.to_dict()}}
         self.echo(f"[refresh] teacher {inner.backend} {inner.model} answered the ping in {latency:.1f}s")
         r = self.rcfg
-        shared = self.cfg.run.executor == "ray" and (r.max_tokens is not None or r.max_seconds is not None)
-        if shared:  # Ray workers build their own teachers: they must draw on the same budget
+        shared = self.cfg.run.executor == "ray"
+        if shared:  # Ray workers build their own teachers: they draw on (and count into) the same budget
             from ..executors.ray_runtime import connect
             self.budget = SharedBudget.start_on(connect(self.cfg.run.ray_address), r.max_rows, r.max_tokens,
                                                 r.max_seconds)
@@ -240,13 +242,19 @@ class _Night:
                                      f"{c.error.kind}: {c.error.message}")
 
     # -- stages -------------------------------------------------------------------
+    def _sent_tokens(self) -> int:
+        """Tokens sent so far: the shared ledger's on Ray (workers included), else the driver teacher's."""
+        if isinstance(self.budget, SharedBudget):
+            return self.budget.tokens
+        t = self.ctx.teacher.stats.to_dict() if self.ctx.has_teacher else {}
+        return int(t.get("prompt_tokens", 0)) + int(t.get("completion_tokens", 0))
+
     def _step(self, name: str, fn: Callable[[], dict[str, Any]], input: Path | None, out: Path) -> dict[str, Any]:
-        before = self.ctx.teacher.stats.to_dict() if self.ctx.has_teacher else {}
+        before = self._sent_tokens()
         self.echo(f"[refresh] {name} -> {out}")
         t0 = time.monotonic()
         m = fn()
-        after = self.ctx.teacher.stats.to_dict() if self.ctx.has_teacher else {}
-        tokens = sum(int(after.get(k, 0)) - int(before.get(k, 0)) for k in ("prompt_tokens", "completion_tokens"))
+        tokens = self._sent_tokens() - before
         entry = {"stage": name, "status": "done", "seconds": round(time.monotonic() - t0, 3), "out": str(out),
                  "input_rows": Dataset(input).num_rows() if input is not None else None,
                  "rows_in": m.get("rows_in"), "rows_out": m.get("rows_out"), "rows_rejected": m.get("rows_rejected"),

@@ -132,9 +132,11 @@ def make_source(ds: Dataset, cfg, workdir: Path, n_rows: int):
 class AgainstSource(TextSource):
     """An `against` dataset's rows, embedded like the pool's (same fields, same encoder and cache).
 
-    A published release pool keeps the embeddings semdedup made of its rows;
-    when they are this embedder's, over these fields, for every row, they are
-    used as stored (`origin` "stored") instead of embedding the text again.
+    A published release pool keeps the embeddings semdedup made of its rows
+    (or an upstream semdedup folder does, found as semdedup's own `--against`
+    finds them); when they are this embedder's, over these fields, for every
+    row, they are used as stored (`origin` "stored") instead of embedding the
+    text again.
     """
 
     def __init__(self, ds: Dataset, like: TextSource):
@@ -146,11 +148,8 @@ class AgainstSource(TextSource):
         self.origin = "stored" if self.stored is not None else "embedded"
 
     def _stored(self) -> np.ndarray | None:
-        from ..semdedup import embstore
-        info = embstore.read_info(self.ds.path)
-        if not info or info.get("embedder") != self.name or list(info.get("fields", [])) != list(self.fields):
-            return None
-        found = embstore.load_embeddings(self.ds.path, embedder_name=self.name)
+        from ..semdedup.api import stored_for
+        found = stored_for(self.ds.path, [i.decode() for i in self.ids.tolist()], self.name, list(self.fields))
         if found is None:
             return None
         where = {i.encode(): k for k, i in enumerate(found[0].tolist())}

@@ -67,6 +67,9 @@ class Budget:
     def refuse(self, requests: int) -> None:
         self.refused += requests
 
+    def close(self) -> None:
+        """Nothing to free in process (a SharedBudget frees its actor)."""
+
     @property
     def exhausted(self) -> bool:
         return bool(self.hit)
@@ -217,3 +220,12 @@ class BudgetWrap:
 
     def __call__(self, backend: Any) -> BudgetedTeacher:
         return BudgetedTeacher(backend, self.budget, self.wave)
+
+
+def night_budget(rcfg: Any, executor: str, ray_address: str | None) -> Budget:
+    """The night's budget: in this process, or with `ray` a SharedBudget, since Ray workers build
+    their own teachers and must draw on (and count into) the same one."""
+    if executor == "ray":
+        from ..executors.ray_runtime import connect
+        return SharedBudget.start_on(connect(ray_address), rcfg.max_rows, rcfg.max_tokens, rcfg.max_seconds)
+    return Budget(rcfg.max_rows, rcfg.max_tokens, rcfg.max_seconds)

@@ -37,11 +37,11 @@ from ..errors import TeacherUnavailable
 from ..store import Dataset, DatasetError
 from ..teacher.base import ChatRequest, Sampling
 from . import publish as pub
-from .budget import Budget, BudgetedTeacher, BudgetWrap, SharedBudget
+from .budget import Budget, BudgetedTeacher, BudgetWrap, SharedBudget, night_budget
 from .config import RefreshConfig
 from .lock import RunLock
 from .naming import new_run_id, night_seed
-from .summary import EXIT_BUDGET, EXIT_NOTHING_NEW, EXIT_PUBLISHED, FILE, Summary, cost_estimate
+from .summary import EXIT_BUDGET, EXIT_NOTHING_NEW, EXIT_PUBLISHED, FILE, Summary
 
 GENERATION = ("self_instruct", "evol_instruct", "orca")
 AFTER = ("minhash", "semdedup", "score", "select")   # plan stages run on tonight's rows after known_ids
@@ -151,26 +151,16 @@ class _Night:
             self.summary.write()
 
     def _close(self) -> None:
-        s = self.summary.data
         if self.ctx is not None:
-            t = self.ctx.teacher.stats.to_dict() if self.ctx.has_teacher else {}
-            ping = s.get("teacher", {}).get("ping", {})
-            keys = ("requests", "sent", "cache_hits", "errors", "retries", "prompt_tokens", "completion_tokens")
-            sent = {k: int(t.get(k, 0)) - int(ping.get("stats", {}).get(k, 0)) for k in keys}
-            if isinstance(self.budget, SharedBudget):  # the driver's and every Ray worker's sent tokens
-                sent["prompt_tokens"], sent["completion_tokens"] = self.budget.split
-            s.setdefault("teacher", {}).update(sent)
-            s["tokens"] = {"prompt": sent["prompt_tokens"], "completion": sent["completion_tokens"],
-                           "total": sent["prompt_tokens"] + sent["completion_tokens"]}
-            s["cost_estimate"] = cost_estimate(sent["prompt_tokens"], sent["completion_tokens"],
-                                               self.rcfg.prompt_cost_per_million,
-                                               self.rcfg.completion_cost_per_million)
+            shared = isinstance(self.budget, SharedBudget)  # its ledger counted every Ray worker's tokens too
+            self.summary.add_teacher(self.ctx.teacher.stats.to_dict() if self.ctx.has_teacher else {},
+                                     self.budget.split if shared else None,
+                                     self.rcfg.prompt_cost_per_million, self.rcfg.completion_cost_per_million)
             self.ctx.close()
             self.ctx = None
         if self.budget is not None:
-            s["budget"] = self.budget.to_dict()
-            if isinstance(self.budget, SharedBudget):
-                self.budget.close()
+            self.summary.data["budget"] = self.budget.to_dict()
+            self.budget.close()
 
     def _clean_staging(self) -> None:
         """Half-built versions of runs that died: we hold the lock, so nobody is building them."""
@@ -208,14 +198,8 @@ class _Night:
         self.summary.data["teacher"] = {"backend": inner.backend, "model": inner.model,
                                         "ping": {"seconds": round(latency, 3), "stats": inner.stats.to_dict()}}
         self.echo(f"[refresh] teacher {inner.backend} {inner.model} answered the ping in {latency:.1f}s")
-        r = self.rcfg
-        shared = self.cfg.run.executor == "ray"
-        if shared:  # Ray workers build their own teachers: they draw on (and count into) the same budget
-            from ..executors.ray_runtime import connect
-            self.budget = SharedBudget.start_on(connect(self.cfg.run.ray_address), r.max_rows, r.max_tokens,
-                                                r.max_seconds)
-        else:
-            self.budget = Budget(r.max_rows, r.max_tokens, r.max_seconds)
+        self.budget = night_budget(self.rcfg, self.cfg.run.executor, self.cfg.run.ray_address)
+        shared = isinstance(self.budget, SharedBudget)
         teacher: Any = BudgetedTeacher(inner, self.budget, wave=section.concurrency)
         try:
             if section.cache:

@@ -52,6 +52,20 @@ class Summary:
             code = exit_code_for(exc)
             self.finish(STATUS_OF_CODE.get(code, "failed"), code, f"{type(exc).__name__}: {exc}".splitlines()[0])
 
+    def add_teacher(self, stats: dict[str, Any], split: list[int] | None, prompt_rate: float,
+                    completion_rate: float) -> None:
+        """The teacher's work after the ping: counts from the driver's teacher `stats`, tokens from
+        `split` ([prompt, completion]) when the budget counted them for the whole Ray cluster."""
+        ping = self.data.get("teacher", {}).get("ping", {}).get("stats", {})
+        keys = ("requests", "sent", "cache_hits", "errors", "retries", "prompt_tokens", "completion_tokens")
+        sent = {k: int(stats.get(k, 0)) - int(ping.get(k, 0)) for k in keys}
+        if split is not None:
+            sent["prompt_tokens"], sent["completion_tokens"] = split
+        self.data.setdefault("teacher", {}).update(sent)
+        p, c = sent["prompt_tokens"], sent["completion_tokens"]
+        self.data["tokens"] = {"prompt": p, "completion": c, "total": p + c}
+        self.data["cost_estimate"] = cost_estimate(p, c, prompt_rate, completion_rate)
+
     def write(self) -> dict[str, Any]:
         self.data["finished_at"] = now_utc().isoformat()
         self.data["seconds"] = round(time.monotonic() - self.t0, 3)

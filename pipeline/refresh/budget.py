@@ -33,10 +33,27 @@ class Budget:
         self.max_rows, self.max_tokens, self.max_seconds = max_rows, max_tokens, max_seconds
         self.clock = clock
         self.start = clock()
-        self.tokens = 0      # prompt + completion tokens of requests actually sent
-        self.split = [0, 0]  # the same, as [prompt, completion]
-        self.refused = 0     # requests answered with budget_exhausted instead of being sent
-        self.hit: list[str] = []   # limits that ran out, in the order they did
+        self._ledger = BudgetLedger()  # counted here; a SharedBudget keeps its ledger in a Ray actor
+
+    def counters(self) -> tuple[int, int, int, list[str]]:
+        """(prompt, completion) tokens of requests actually sent, requests refused, limits hit in order."""
+        return self._ledger.state()
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.counters()[:2])
+
+    @property
+    def split(self) -> list[int]:
+        return list(self.counters()[:2])
+
+    @property
+    def refused(self) -> int:
+        return self.counters()[2]
+
+    @property
+    def hit(self) -> list[str]:
+        return self.counters()[3]
 
     @property
     def enforced(self) -> bool:
@@ -57,15 +74,13 @@ class Budget:
         return None
 
     def note(self, limit: str) -> None:
-        if limit not in self.hit:
-            self.hit.append(limit)
+        self._ledger.note(limit)
 
     def spend(self, prompt: int, completion: int) -> None:
-        self.tokens += prompt + completion
-        self.split = [self.split[0] + prompt, self.split[1] + completion]
+        self._ledger.spend(prompt, completion)
 
     def refuse(self, requests: int) -> None:
-        self.refused += requests
+        self._ledger.refuse(requests)
 
     def close(self) -> None:
         """Nothing to free in process (a SharedBudget frees its actor)."""
@@ -75,9 +90,10 @@ class Budget:
         return bool(self.hit)
 
     def to_dict(self) -> dict[str, Any]:
+        prompt, completion, refused, hit = self.counters()  # one snapshot (one call for a SharedBudget)
         return {"max_rows": self.max_rows, "max_tokens": self.max_tokens, "max_seconds": self.max_seconds,
-                "tokens_sent": self.tokens, "seconds": round(self.elapsed(), 3),
-                "requests_refused": self.refused, "exhausted": self.exhausted, "exhausted_by": list(self.hit)}
+                "tokens_sent": prompt + completion, "seconds": round(self.elapsed(), 3),
+                "requests_refused": refused, "exhausted": bool(hit), "exhausted_by": list(hit)}
 
 
 class BudgetedTeacher:
@@ -135,7 +151,7 @@ class BudgetedTeacher:
 
 
 class BudgetLedger:
-    """The shared budget's counters, as a Ray actor (one per night)."""
+    """A budget's counters: held by a `Budget`, or by a Ray actor behind a `SharedBudget`."""
 
     def __init__(self) -> None:
         self.prompt = self.completion = 0
@@ -174,25 +190,9 @@ class SharedBudget(Budget):
         ledger = ray.remote(num_cpus=0)(BudgetLedger).remote()
         return cls(ledger, max_rows, max_tokens, max_seconds, time.time())
 
-    def _state(self) -> tuple[int, int, int, list[str]]:
+    def counters(self) -> tuple[int, int, int, list[str]]:
         import ray
-        return ray.get(self.ledger.state.remote())
-
-    @property
-    def tokens(self) -> int:  # type: ignore[override]
-        return sum(self._state()[:2])
-
-    @property
-    def split(self) -> list[int]:  # type: ignore[override]
-        return list(self._state()[:2])
-
-    @property
-    def refused(self) -> int:  # type: ignore[override]
-        return self._state()[2]
-
-    @property
-    def hit(self) -> list[str]:  # type: ignore[override]
-        return self._state()[3]
+        return tuple(ray.get(self.ledger.state.remote()))  # type: ignore[return-value]
 
     def spend(self, prompt: int, completion: int) -> None:
         import ray

@@ -50,7 +50,7 @@ def root(
 
 def _register() -> None:
     # Explicit composition, in pipeline order: no self-registering steps.
-    from .commands import config_cmd, dataset_cmds, refresh_cmd, report_cmd, run_cmd
+    from .commands import config_cmd, dataset_cmds, doctor_cmd, refresh_cmd, report_cmd, run_cmd
     from .teacher import cli as teacher_cli
 
     app.command("import", help=dataset_cmds.import_cmd.__doc__)(dataset_cmds.import_cmd)
@@ -77,6 +77,7 @@ def _register() -> None:
     app.command("report", help=report_cmd.report_cmd.__doc__)(report_cmd.report_cmd)
     app.add_typer(teacher_cli.app, name="teacher")
     app.add_typer(config_cmd.app, name="config")
+    app.command("doctor", help=doctor_cmd.doctor_cmd.__doc__)(doctor_cmd.doctor_cmd)
 
 
 _register()

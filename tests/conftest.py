@@ -11,7 +11,41 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
+SUBREAPER = pytest.StashKey[bool]()
 SHARED_DATA = Path(os.environ.get("DISTILL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+OUR_CHILDREN = ("pipeline.teacher.embedded_server", "multiprocessing", "pipeline.cli", "llama_cpp")
+
+
+def pytest_configure(config):
+    # Orphans of killed test subprocesses re-parent to pytest, so the end of the session sees them.
+    from pipeline.lifecycle import become_subreaper
+    config.stash[SUBREAPER] = become_subreaper()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite leaves nothing behind: any child still running 10 s after the last test is
+    killed and named; one of distill's own kinds fails the session."""
+    if not session.config.stash.get(SUBREAPER, False):
+        return
+    import signal
+
+    from proc_support import children_map, cmdline, wait_gone
+
+    left = wait_gone(set(children_map().get(os.getpid(), [])), 10.0)
+    if not left:
+        return
+    ours = [p for p in left if any(k in cmdline(p) for k in OUR_CHILDREN)]
+    for p in left:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    names = "; ".join(f"{p}: {cmdline(p)[:120]}" for p in sorted(left))
+    session.config.get_terminal_reporter().write_line(f"processes left behind by the suite (killed): {names}")
+    if ours:
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +63,12 @@ def teacher_server(tmp_path_factory):
     Yields the base URL (http://127.0.0.1:PORT/v1). One server for the whole
     session: it answers one request at a time, so tests keep max_tokens small.
     """
-    from pipeline.teacher.server import start_server, stop_server
+    from pipeline.teacher.server import start_server
 
     log = tmp_path_factory.mktemp("teacher") / "server.log"
-    proc, url = start_server(log=log, n_threads=2, timeout_s=180)
-    yield url
-    stop_server(proc)
+    server = start_server(log=log, n_threads=2, timeout_s=180)
+    yield server.base_url
+    server.close()
 
 
 @pytest.fixture

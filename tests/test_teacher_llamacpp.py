@@ -1,4 +1,4 @@
-"""The llamacpp backend (the embedded default) in process."""
+"""The llamacpp backend (the embedded default): SmolLM2 in supervised server children, one client path."""
 
 from __future__ import annotations
 

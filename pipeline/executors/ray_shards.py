@@ -95,7 +95,7 @@ class WorkerPool:
         if uses_teacher and section.backend == "llamacpp" and section.n_threads is None:
             # one in-process model per actor, on the actor's one CPU: "all cores" in
             # every actor would oversubscribe the node N-fold
-            one = section.model_copy(update={"n_threads": 1})
+            one = section.model_copy(update={"n_threads": 1, "replicas": 1})
             wctx = dataclasses.replace(wctx, teacher_factory=dataclasses.replace(ctx.teacher_factory, section=one))
         if uses_teacher and section.backend == "vllm":
             plan = replica_options(section, resources, workers)

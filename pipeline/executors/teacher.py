@@ -41,11 +41,11 @@ class ClusterLimitedOpenAI(OpenAIBackend):
         self._need_tokens = section.tpm is not None
         super().__init__(section.model_copy(update={"rpm": None, "tpm": None}), seed=seed)
 
-    async def _post(self, session, body: bytes):
+    async def _post(self, session, body: bytes, url: str):
         ticket = await self._limiter.acquire.remote(body_tokens(body, self._need_tokens))
         used = 0
         try:
-            c = await super()._post(session, body)
+            c = await super()._post(session, body, url)
             used = c.usage.prompt_tokens + c.usage.completion_tokens
             return c
         finally:

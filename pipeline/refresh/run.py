@@ -187,7 +187,7 @@ class _Night:
                 probe.close()
             inner = make_backend(section, seed=self.seed)
         else:
-            inner = make_backend(section, seed=self.seed)  # an in-process engine is loaded once
+            inner = make_backend(section, seed=self.seed, workdir=self.workdir)  # loaded once for the night
         try:
             if section.backend != "openai" or self.backend is not None:
                 self._ask(inner)

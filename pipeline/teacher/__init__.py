@@ -1,7 +1,9 @@
 """The teacher layer: protocol, backends (openai, llamacpp, vllm), response cache.
 
 `make_teacher(section, workdir=..., seed=...)` builds the configured backend
-wrapped in the SQLite response cache.
+wrapped in the SQLite response cache. The `llamacpp` backend is the embedded
+model in supervised server children (embedded.py) driven by the `openai`
+client, so every teacher but in-process vLLM goes through one client path.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ __all__ = ["ChatRequest", "Completion", "Sampling", "Teacher", "TeacherError", "
 CACHE_FILE = "teacher_cache.sqlite"
 
 
-def make_backend(section, *, seed: int = 0):
-    """The bare backend named by `section.backend` (no cache)."""
+def make_backend(section, *, seed: int = 0, workdir: Path | None = None):
+    """The bare backend named by `section.backend` (no cache); `workdir` holds the embedded server logs."""
     if section.backend == "openai":
         from .openai_backend import OpenAIBackend
         return OpenAIBackend(section, seed=seed)
     if section.backend == "llamacpp":
-        from .llamacpp_backend import LlamaCppBackend
-        return LlamaCppBackend(section, seed=seed)
+        from .embedded import EmbeddedTeacher
+        return EmbeddedTeacher(section, seed=seed, workdir=workdir)
     if section.backend == "vllm":
         from .vllm_backend import VLLMBackend
         return VLLMBackend(section, seed=seed)
@@ -37,7 +39,7 @@ def cache_path(section, workdir: Path) -> Path:
 
 def make_teacher(section, *, workdir: Path, seed: int, wrap: Callable[[Teacher], Teacher] | None = None) -> Teacher:
     """The configured backend (passed through `wrap` when given), in the response cache when `section.cache`."""
-    backend = make_backend(section, seed=seed)
+    backend = make_backend(section, seed=seed, workdir=workdir)
     return with_cache(wrap(backend) if wrap is not None else backend, section, workdir=workdir, seed=seed)
 
 

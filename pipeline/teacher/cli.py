@@ -14,6 +14,7 @@ app = typer.Typer(help="Serve the embedded teacher or check the configured one."
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
+    model: Annotated[Optional[Path], typer.Option(help="A GGUF file [default: the bundled SmolLM2-135M-Instruct].")] = None,
     n_ctx: Annotated[int, typer.Option(help="Context size in tokens.")] = 2048,
     n_threads: Annotated[int | None, typer.Option(help="CPU threads [default: all cores].")] = None,
 ) -> None:
@@ -21,11 +22,15 @@ def serve(
     import os
     import subprocess
 
-    from .server import MODEL_ALIAS, server_command
+    from ..lifecycle import started_from_main_thread
+    from .server import resolve_model, server_command
 
-    typer.echo(f"serving {MODEL_ALIAS} at http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
+    path, alias = resolve_model(model)
+    typer.echo(f"serving {alias} at http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    raise typer.Exit(subprocess.call(server_command(host, port, n_ctx=n_ctx, n_threads=n_threads), env=env))
+    cmd = server_command(path, alias, n_ctx=n_ctx, n_threads=n_threads, host=host, port=port,
+                         parent_pid=os.getpid(), pdeathsig=started_from_main_thread())
+    raise typer.Exit(subprocess.call(cmd, env=env))
 
 
 @app.command("ping")
@@ -49,7 +54,7 @@ def ping(
     cfg.teacher.max_retries = min(cfg.teacher.max_retries, 2)  # a ping should fail fast
     t0 = time.monotonic()
     # Never the cache: a ping must reach the teacher.
-    teacher = make_backend(cfg.teacher, seed=cfg.run.seed)
+    teacher = make_backend(cfg.teacher, seed=cfg.run.seed, workdir=Path(cfg.run.workdir))
     try:
         load_s = time.monotonic() - t0
         t1 = time.monotonic()

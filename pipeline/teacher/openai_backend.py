@@ -41,6 +41,8 @@ from .limits import WindowLimiter, backoff_delay, estimate_tokens, parse_retry_a
 log = logging.getLogger(__name__)
 
 OnDone = Callable[[int, Completion], None]
+# fault kinds that a dead or restarting server produces (checked with `revive`)
+SERVER_FAULTS = ("connection", "unavailable", "timeout", "server_error")
 
 
 class _Fault(Exception):
@@ -53,12 +55,20 @@ class OpenAIBackend:
     backend = "openai"
     streams_completions = True  # chat() accepts on_done: the cache stores answers as they arrive
 
-    def __init__(self, section, *, seed: int = 0, backoff_base: float = 0.5, backoff_cap: float = 30.0):
-        if not section.base_url:
+    def __init__(self, section, *, seed: int = 0, backoff_base: float = 0.5, backoff_cap: float = 30.0,
+                 endpoints: list[str] | None = None, revive: Callable[[int], bool] | None = None):
+        """`endpoints`: several servers of one model (default: `section.base_url`); request
+        worker k posts to endpoint k mod n. `revive(k)`, for supervised server children, is
+        called after every failed attempt on endpoint k: it restarts a dead child and says
+        whether the endpoint can still answer (False: give up on it, do not retry)."""
+        if not (endpoints or section.base_url):
             raise TeacherUnavailable(
                 "teacher.backend = 'openai' needs teacher.base_url (e.g. http://127.0.0.1:8765/v1 "
                 "after `distill teacher serve`)")
-        self.base_url = section.base_url.rstrip("/")
+        self.endpoints = [u.rstrip("/") for u in (endpoints or [section.base_url])]
+        self.base_url = self.endpoints[0]
+        self.revive = revive
+        self.gone: set[int] = set()  # endpoints whose server `revive` gave up on
         self.api_key_env = section.api_key_env
         self.concurrency = section.concurrency
         self.max_retries = section.max_retries
@@ -188,10 +198,10 @@ class OpenAIBackend:
         todo = iter(range(len(requests)))
         self.stats.requests += len(requests)
 
-        async def worker() -> None:
+        async def worker(endpoint: int) -> None:
             for i in todo:
                 try:
-                    c = await self._send(session, requests[i])
+                    c = await self._send(session, requests[i], endpoint)
                 except Exception as e:  # a bug must not take the other requests down
                     log.exception("unexpected error in teacher request %d", i)
                     c = Completion(text=None, error=TeacherError("invalid_response", self._scrub(repr(e)), 1, False))
@@ -201,7 +211,8 @@ class OpenAIBackend:
                 if on_done is not None:
                     on_done(i, c)
 
-        await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(requests)))))
+        n = len(self.endpoints)
+        await asyncio.gather(*(worker(k % n) for k in range(min(self.concurrency, len(requests)))))
         return out  # type: ignore[return-value]
 
     async def _wait_limits(self, tokens: int):
@@ -216,8 +227,15 @@ class OpenAIBackend:
             entry = self._tpm.spend(tokens)
         return entry
 
-    async def _send(self, session: aiohttp.ClientSession, req: ChatRequest) -> Completion:
+    async def _send(self, session: aiohttp.ClientSession, req: ChatRequest, endpoint: int = 0) -> Completion:
         body = self._body(req, self.seed_for(req))
+        if endpoint in self.gone:
+            live = [k for k in range(len(self.endpoints)) if k not in self.gone]
+            if not live:
+                return Completion(text=None, error=TeacherError("unavailable", "every server is gone", 0, False),
+                                  attempts=0, model=self.model)
+            endpoint = live[endpoint % len(live)]
+        url = self.endpoints[endpoint] + "/chat/completions"
         est = estimate_tokens(req.messages, req.sampling.max_tokens) if self._tpm is not None else 0
         attempt = 0
         while True:
@@ -225,11 +243,15 @@ class OpenAIBackend:
             entry = await self._wait_limits(est) if (self._rpm or self._tpm) else None
             self.stats.sent += 1
             try:
-                c = await self._post(session, body)
+                c = await self._post(session, body, url)
             except _Fault as f:
                 self.stats.count_fault(f.kind)
                 if entry is not None:
                     self._tpm.correct(entry, 0)
+                if self.revive is not None and f.kind in SERVER_FAULTS and not self.revive(endpoint):
+                    self.gone.add(endpoint)
+                    return Completion(text=None, error=TeacherError("unavailable", f"server is gone: {f.message}",
+                                                                    attempt, False), attempts=attempt, model=self.model)
                 if not f.retryable or attempt > self.max_retries:
                     return Completion(text=None, error=TeacherError(f.kind, f.message, attempt, f.retryable),
                                       attempts=attempt, model=self.model)
@@ -244,9 +266,9 @@ class OpenAIBackend:
                 self._tpm.correct(entry, c.usage.prompt_tokens + c.usage.completion_tokens)
             return c
 
-    async def _post(self, session: aiohttp.ClientSession, body: bytes) -> Completion:
+    async def _post(self, session: aiohttp.ClientSession, body: bytes, url: str) -> Completion:
         try:
-            async with session.post(self.base_url + "/chat/completions", data=body) as resp:
+            async with session.post(url, data=body) as resp:
                 raw = await resp.read()
                 status = resp.status
                 headers = resp.headers

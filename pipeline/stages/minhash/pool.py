@@ -6,6 +6,8 @@ it parallel. `spawn` (not fork) because the parent may hold Arrow thread
 pools and locks. With W workers the calling process is one of them and W - 1
 are spawned, started (and warmed: imports, numba cache) as soon as the pool
 opens, so their start-up overlaps with the work the caller already does.
+Workers die with the calling process (pipeline.lifecycle), so a killed
+`distill minhash` leaves none behind.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import os
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator
+
+from ...lifecycle import die_with_parent, started_from_main_thread
 
 
 def _warm() -> int:
@@ -33,7 +37,9 @@ class Pool:
         self._ex: ProcessPoolExecutor | None = None
         if self.workers > 1:
             self._ex = ProcessPoolExecutor(max_workers=self.workers - 1,
-                                           mp_context=multiprocessing.get_context("spawn"))
+                                           mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=die_with_parent,
+                                           initargs=(os.getpid(), started_from_main_thread()))
             for _ in range(self.workers - 1):
                 self._ex.submit(_warm)
 

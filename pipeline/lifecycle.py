@@ -1,0 +1,80 @@
+"""Child processes that die with their parent.
+
+Reads and writes nothing. Every process distill starts (the embedded teacher's
+server, MinHash's worker pool) calls `die_with_parent` first thing, so a
+`kill -9` of the distill process, a cron timeout or an OOM kill never leaves
+workers or servers behind holding memory, ports or file locks.
+
+Two mechanisms, because each has a gap the other covers:
+- Linux `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills the child the
+  moment its parent dies, even while the child is deep in native code holding
+  the GIL. The kernel ties it to the parent *thread* that started the child, so
+  it is only armed when that thread is the parent's main thread (`arm_pdeathsig`
+  says so); a child of a short-lived thread would otherwise die with the thread.
+- A watcher thread that polls `os.getppid()` (every platform, any parent
+  thread): when the parent is gone the child is re-parented and exits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import threading
+import time
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+POLL_S = 0.5
+
+_libc = None
+if sys.platform.startswith("linux"):
+    try:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:  # no libc to load (an unusual Linux): the watcher thread still works
+        _libc = None
+
+
+def set_pdeathsig() -> bool:
+    """Ask the kernel to SIGKILL this process when its parent (thread) dies; False where unsupported."""
+    if _libc is None:
+        return False
+    return _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+
+
+def die_with_parent(parent_pid: int | None = None, pdeathsig: bool = True) -> None:
+    """Called in a child: exit as soon as the parent process is gone.
+
+    `parent_pid` is the pid the child expects as its parent (default: the
+    current one); if the parent already died before this call, exit now.
+    `pdeathsig=False` skips the kernel signal (parent started us from a thread
+    other than its main thread; see the module docstring).
+    """
+    expected = parent_pid if parent_pid is not None else os.getppid()
+    if pdeathsig:
+        set_pdeathsig()
+    if os.getppid() != expected:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(POLL_S)
+            if os.getppid() != expected:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def started_from_main_thread() -> bool:
+    """Whether a child started now may arm PR_SET_PDEATHSIG (see the module docstring)."""
+    return threading.current_thread() is threading.main_thread()
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants re-parent to this process instead of init (Linux), so it can see
+    and reap them; the test suite uses it to check that it leaves no process behind."""
+    if _libc is None:
+        return False
+    return _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0

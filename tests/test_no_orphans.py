@@ -60,3 +60,27 @@ def test_kill9_of_distill_run_mid_stage_leaves_no_teacher_server(tmp_path):
     kids = children_when(proc, lambda cmds: any("pipeline.teacher.embedded_server" in c for c in cmds))
     time.sleep(1.0)  # mid-request, not mid-start
     kill9_and_check(proc, kids | descendants(proc.pid))
+
+
+@pytest.mark.teacher
+def test_teacher_serve_answers_and_its_server_dies_with_it(tmp_path):
+    import json
+    import urllib.request
+
+    from pipeline.teacher.server import free_port
+
+    port = free_port()
+    proc = start(["teacher", "serve", "--port", str(port), "--n-ctx", "512"], tmp_path)
+    kids = children_when(proc, lambda cmds: any("pipeline.teacher.embedded_server" in c for c in cmds))
+    body = json.dumps({"model": "smollm2-135m-instruct", "max_tokens": 4, "temperature": 0,
+                       "messages": [{"role": "user", "content": "Say hi."}]}).encode()
+    deadline, answer = time.monotonic() + 60, None
+    while answer is None and time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+            answer = json.loads(urllib.request.urlopen(req, timeout=30).read())
+        except OSError:
+            time.sleep(0.3)
+    assert answer is not None and answer["choices"][0]["message"]["content"]
+    kill9_and_check(proc, kids)

@@ -29,7 +29,7 @@ def serve(
     typer.echo(f"serving {alias} at http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     cmd = server_command(path, alias, n_ctx=n_ctx, n_threads=n_threads, host=host, port=port,
-                         parent_pid=os.getpid(), pdeathsig=started_from_main_thread())
+                         parent_pid=os.getpid(), pdeathsig=started_from_main_thread(), logits_all=True)
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 

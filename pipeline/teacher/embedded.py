@@ -43,6 +43,9 @@ from .openai_backend import OnDone, OpenAIBackend
 from .server import EmbeddedServer
 
 IN_FLIGHT_PER_CHILD = 2
+# llama-cpp-python's server defaults repeat_penalty to 1.1, its in-process API (and the
+# OpenAI API, which has none) to 1.0: the sampling a request names is the sampling it gets.
+LLAMA_SERVER_SAMPLING = {"repeat_penalty": 1.0}
 EXIT_GRACE_S = 1.0  # a dropped connection: how long to wait for the child's exit to show
 # Default replicas: one 1-thread child per core, up to this many. Measured on 2 cores
 # (scripts/bench_embedded.py): 2 children x 1 thread gave 2.98x the tokens/s of one
@@ -83,7 +86,7 @@ class EmbeddedTeacher:
                 "model": self.model, "base_url": None, "concurrency": IN_FLIGHT_PER_CHILD * replicas,
                 "rpm": None, "tpm": None})
             self.client = OpenAIBackend(client_section, seed=seed, endpoints=[s.base_url for s in self.servers],
-                                        revive=self.revive)
+                                        revive=self.revive, extra_body=LLAMA_SERVER_SAMPLING)
         except BaseException:
             self.close()
             raise

@@ -19,8 +19,10 @@ Differences from `python -m llama_cpp.server`, each on purpose:
   keeps it across restarts, so the port never changes and a request sent while
   the server restarts waits in the socket's backlog instead of being refused.
 - `--parent-pid`: exit when that process is gone (pipeline.lifecycle).
-- `logits_all` is off: the embedded teacher returns no logprobs, and keeping
-  logits for every position costs memory and time on every request.
+- `logits_all` is off unless `--logits-all` is given: keeping logits for every
+  position costs memory and time on every request, and only a server that
+  must honour `logprobs` (`distill teacher serve`) needs it; the `llamacpp`
+  backend asks for none.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--request-log", help="append a JSON line per chat request received and answered")
     ap.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     ap.add_argument("--pdeathsig", action="store_true", help="also arm PR_SET_PDEATHSIG (Linux)")
+    ap.add_argument("--logits-all", action="store_true", help="keep logits for every position (needed for logprobs)")
     ap.add_argument("--keep-repack", action="store_true",
                     help="measurements only: keep llama.cpp's weight repacking (segfaults on AMX CPUs)")
     return ap.parse_args(argv)
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         disable_weight_repacking()
     model = ModelSettings(model=args.model, model_alias=args.alias, n_ctx=args.n_ctx,
                           n_threads=args.n_threads, n_threads_batch=args.n_threads,
-                          logits_all=False, verbose=False)
+                          logits_all=args.logits_all, verbose=False)
     app = create_app(server_settings=ServerSettings(host=args.host, port=args.port), model_settings=[model])
     if args.request_log:
         app.add_middleware(request_logger(args.request_log))

@@ -56,11 +56,13 @@ class OpenAIBackend:
     streams_completions = True  # chat() accepts on_done: the cache stores answers as they arrive
 
     def __init__(self, section, *, seed: int = 0, backoff_base: float = 0.5, backoff_cap: float = 30.0,
-                 endpoints: list[str] | None = None, revive: Callable[[int], bool] | None = None):
+                 endpoints: list[str] | None = None, revive: Callable[[int], bool] | None = None,
+                 extra_body: dict[str, Any] | None = None):
         """`endpoints`: several servers of one model (default: `section.base_url`); request
         worker k posts to endpoint k mod n. `revive(k)`, for supervised server children, is
         called after every failed attempt on endpoint k: it restarts a dead child and says
-        whether the endpoint can still answer (False: give up on it, do not retry)."""
+        whether the endpoint can still answer (False: give up on it, do not retry).
+        `extra_body`: server-specific fields added to every request body."""
         if not (endpoints or section.base_url):
             raise TeacherUnavailable(
                 "teacher.backend = 'openai' needs teacher.base_url (e.g. http://127.0.0.1:8765/v1 "
@@ -68,6 +70,7 @@ class OpenAIBackend:
         self.endpoints = [u.rstrip("/") for u in (endpoints or [section.base_url])]
         self.base_url = self.endpoints[0]
         self.revive = revive
+        self.extra_body = dict(extra_body or {})
         self.gone: set[int] = set()  # endpoints whose server `revive` gave up on
         self.api_key_env = section.api_key_env
         self.concurrency = section.concurrency
@@ -181,6 +184,7 @@ class OpenAIBackend:
         if s.logprobs is not None:
             body["logprobs"] = True
             body["top_logprobs"] = s.logprobs
+        body.update(self.extra_body)
         return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
     def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:

@@ -54,7 +54,7 @@ def resolve_model(model: str | Path | None) -> tuple[Path, str]:
 def server_command(model: Path, alias: str, *, n_ctx: int = 2048, n_threads: int | None = None,
                    fd: int | None = None, host: str = "127.0.0.1", port: int = 8765,
                    request_log: Path | None = None, parent_pid: int | None = None,
-                   pdeathsig: bool = False, keep_repack: bool = False) -> list[str]:
+                   pdeathsig: bool = False, keep_repack: bool = False, logits_all: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "pipeline.teacher.embedded_server", "--model", str(model), "--alias", alias,
            "--n-ctx", str(n_ctx), "--n-threads", str(n_threads or os.cpu_count() or 1)]
     cmd += ["--fd", str(fd)] if fd is not None else ["--host", host, "--port", str(port)]
@@ -66,6 +66,8 @@ def server_command(model: Path, alias: str, *, n_ctx: int = 2048, n_threads: int
         cmd.append("--pdeathsig")
     if keep_repack:
         cmd.append("--keep-repack")
+    if logits_all:
+        cmd.append("--logits-all")
     return cmd
 
 
@@ -86,7 +88,8 @@ class EmbeddedServer:
 
     def __init__(self, model: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
                  log: Path | None = None, request_log: Path | None = None, ready_timeout_s: float = 180.0,
-                 keep_repack: bool = False):
+                 keep_repack: bool = False, logits_all: bool = False):
+        self.logits_all = logits_all  # logprobs answered (serve, fixtures); the llamacpp backend needs none
         self.keep_repack = keep_repack  # scripts/bench_embedded.py only: the unsafe default of llama.cpp
         self.model_path, self.alias = resolve_model(model)
         self.n_ctx, self.n_threads = n_ctx, n_threads
@@ -118,7 +121,7 @@ class EmbeddedServer:
         pdeathsig = started_from_main_thread()
         cmd = server_command(self.model_path, self.alias, n_ctx=self.n_ctx, n_threads=self.n_threads, fd=fd,
                              request_log=self.request_log, parent_pid=os.getpid(), pdeathsig=pdeathsig,
-                             keep_repack=self.keep_repack)
+                             keep_repack=self.keep_repack, logits_all=self.logits_all)
         with open(self.log, "ab") as out:
             out.write(f"--- start {self.starts + 1} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
                       f"{' '.join(cmd)}\n".encode())
@@ -184,7 +187,9 @@ class EmbeddedServer:
 
 
 def start_server(*, log: Path | None = None, n_ctx: int = 2048, n_threads: int | None = None,
-                 timeout_s: float = 180.0, request_log: Path | None = None) -> EmbeddedServer:
-    """Start an embedded server child (ready to answer); `.base_url`, `.close()`."""
+                 timeout_s: float = 180.0, request_log: Path | None = None,
+                 logits_all: bool = True) -> EmbeddedServer:
+    """Start an embedded server child that answers like `distill teacher serve` (logprobs
+    included) and is ready to answer; `.base_url`, `.close()`."""
     return EmbeddedServer(n_ctx=n_ctx, n_threads=n_threads, log=log, request_log=request_log,
-                          ready_timeout_s=timeout_s).start()
+                          ready_timeout_s=timeout_s, logits_all=logits_all).start()

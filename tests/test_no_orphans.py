@@ -84,3 +84,12 @@ def test_teacher_serve_answers_and_its_server_dies_with_it(tmp_path):
             time.sleep(0.3)
     assert answer is not None and answer["choices"][0]["message"]["content"]
     kill9_and_check(proc, kids)
+
+
+def test_kill9_of_a_ray_driver_started_by_distill_leaves_no_ray_process(tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'distill[ray]'")
+    src = write_dataset(tmp_path / "in", synthetic_rows(2_000, 400, seed=5), shard_rows=500)
+    proc = start(["minhash", str(src), "--out", str(tmp_path / "out"), "--executor", "ray"], tmp_path)
+    kids = children_when(proc, lambda cmds: any("raylet" in c for c in cmds) and any("gcs_server" in c for c in cmds))
+    time.sleep(2.0)  # let the driver's workers start too
+    kill9_and_check(proc, kids | descendants(proc.pid))

@@ -5,7 +5,12 @@ server, MinHash's worker pool) calls `die_with_parent` first thing, so a
 `kill -9` of the distill process, a cron timeout or an OOM kill never leaves
 workers or servers behind holding memory, ports or file locks.
 
-Two mechanisms, because each has a gap the other covers:
+A third, for processes that distill does not start itself (a local Ray
+cluster's raylet starts agents that outlive it): `start_reaper` runs a small
+watcher process that keeps a list of the parent's descendants and, once the
+parent is gone, SIGKILLs every one still running (Linux /proc).
+
+Two mechanisms for the children distill starts, because each has a gap the other covers:
 - Linux `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills the child the
   moment its parent dies, even while the child is deep in native code holding
   the GIL. The kernel ties it to the parent *thread* that started the child, so
@@ -78,3 +83,60 @@ def become_subreaper() -> bool:
     if _libc is None:
         return False
     return _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of `pid` (Linux /proc; empty elsewhere)."""
+    kids: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return set()
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def start_reaper() -> bool:
+    """Start a watcher that kills this process's descendants when it dies (Linux); False elsewhere."""
+    if not os.path.isdir("/proc/self"):
+        return False
+    import subprocess
+    subprocess.Popen([sys.executable, "-m", "pipeline.lifecycle", str(os.getpid())], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return True
+
+
+def reap_when_gone(parent: int) -> None:
+    """The watcher's loop: remember the parent's descendants; when it is gone, kill what is left."""
+    me = os.getpid()
+    known: set[int] = set()
+    while os.getppid() == parent:
+        known |= descendants(parent) - {me}
+        time.sleep(POLL_S)
+    for _ in range(3):  # a killed process's own children appear under the subreaper or init
+        known |= {d for p in known for d in descendants(p)} - {me}
+        for p in known:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    reap_when_gone(int(sys.argv[1]))

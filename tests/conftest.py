@@ -43,7 +43,9 @@ def pytest_sessionfinish(session, exitstatus):
         except ProcessLookupError:
             pass
     names = "; ".join(f"{p}: {cmdline(p)[:120]}" for p in sorted(left))
-    session.config.get_terminal_reporter().write_line(f"processes left behind by the suite (killed): {names}")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    line = f"processes left behind by the suite (killed): {names}"
+    reporter.write_line(line) if reporter is not None else print(line)
     if ours:
         session.exitstatus = 1
 

@@ -42,9 +42,10 @@ def kill9_and_check(proc: subprocess.Popen, kids: set[int]) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     left = wait_gone(kids, 10.0)
+    names = [cmdline(p)[:150] for p in left]
     for p in left:  # do not leave them to the next test either
         os.kill(p, signal.SIGKILL)
-    assert not left, f"orphans 10 s after kill -9: {[cmdline(p) for p in left]}"
+    assert not left, f"orphans 10 s after kill -9: {names}"
 
 
 def test_kill9_of_distill_minhash_leaves_no_worker(tmp_path):

@@ -34,7 +34,8 @@ def connect(address: str | None = None):
 
     Reuses a connection this process already has (tests start one `ray.init`
     per session; `distill run` keeps one across stages). A cluster we start
-    here lives until the process exits: starting Ray costs seconds.
+    here lives until the process exits (and dies with it, also on kill -9:
+    pipeline.lifecycle.start_reaper): starting Ray costs seconds.
     """
     ray = import_ray()
     if ray.is_initialized():
@@ -43,6 +44,10 @@ def connect(address: str | None = None):
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         kwargs["address"] = address
+    else:
+        # a local cluster's agents can outlive a killed driver: a watcher kills them with it
+        from ..lifecycle import start_reaper
+        start_reaper()
     try:
         ray.init(**kwargs)
     except ConnectionError as e:

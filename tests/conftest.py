@@ -33,16 +33,20 @@ def pytest_sessionfinish(session, exitstatus):
 
     from proc_support import children_map, cmdline, wait_gone
 
-    left = wait_gone(set(children_map().get(os.getpid(), [])), 10.0)
+    from multiprocessing import resource_tracker
+
+    # pytest's own resource tracker (in-process worker pools) lives until pytest exits: not a leak
+    own = {getattr(resource_tracker._resource_tracker, "_pid", None)}
+    left = wait_gone(set(children_map().get(os.getpid(), [])) - own, 10.0)
     if not left:
         return
+    names = "; ".join(f"{p}: {cmdline(p)[:120]}" for p in sorted(left))
     ours = [p for p in left if any(k in cmdline(p) for k in OUR_CHILDREN)]
     for p in left:
         try:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    names = "; ".join(f"{p}: {cmdline(p)[:120]}" for p in sorted(left))
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     line = f"processes left behind by the suite (killed): {names}"
     reporter.write_line(line) if reporter is not None else print(line)

@@ -95,6 +95,8 @@ class EmbeddedServer:
         self.n_ctx, self.n_threads = n_ctx, n_threads
         self.request_log = request_log
         self.ready_timeout_s = ready_timeout_s
+        self.temp_log = log is None  # removed on a clean close; kept after any crash or failed start
+        self.failed = False
         if log is None:
             fd, name = tempfile.mkstemp(prefix="distill-teacher-", suffix=".log")
             os.close(fd)
@@ -144,6 +146,7 @@ class EmbeddedServer:
         last = ""
         while time.monotonic() < deadline:
             if not self.alive():
+                self.failed = True
                 raise TeacherUnavailable(
                     f"the embedded teacher server {self.exit_description()} while loading the model; "
                     f"see {self.log} (or run `distill doctor`)")
@@ -154,6 +157,7 @@ class EmbeddedServer:
             except (urllib.error.URLError, ConnectionError, OSError, ValueError) as e:
                 last = str(e)
             time.sleep(0.2)
+        self.failed = True
         self.kill()
         raise TeacherUnavailable(f"the embedded teacher server was not ready after {self.ready_timeout_s:.0f}s "
                                  f"({last}); see {self.log}")
@@ -176,8 +180,11 @@ class EmbeddedServer:
         self.proc = proc  # keep the returncode readable
 
     def close(self) -> None:
+        crashed = self.failed or self.starts > 1 or (self.proc is not None and self.proc.poll() not in (None, 0))
         self.kill()
         self.sock.close()
+        if self.temp_log and not crashed:
+            self.log.unlink(missing_ok=True)
 
     def __enter__(self) -> "EmbeddedServer":
         return self.start()

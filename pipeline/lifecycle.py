@@ -85,13 +85,13 @@ def become_subreaper() -> bool:
     return _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live descendant of `pid` (Linux /proc; empty elsewhere)."""
+def children_map() -> dict[int, list[int]]:
+    """Parent pid -> child pids of every process (Linux /proc; empty elsewhere)."""
     kids: dict[int, list[int]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return set()
+        return kids
     for name in entries:
         if not name.isdigit():
             continue
@@ -102,6 +102,12 @@ def descendants(pid: int) -> set[int]:
             continue
         ppid = int(stat[stat.rindex(")") + 2:].split()[1])
         kids.setdefault(ppid, []).append(int(name))
+    return kids
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live descendant of `pid` (Linux /proc; empty elsewhere)."""
+    kids = children_map()
     out, todo = set(), [pid]
     while todo:
         for c in kids.get(todo.pop(), []):

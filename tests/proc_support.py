@@ -6,29 +6,9 @@ import os
 import time
 from pathlib import Path
 
+from pipeline.lifecycle import children_map, descendants
 
-def children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        kids.setdefault(ppid, []).append(int(d.name))
-    return kids
-
-
-def descendants(pid: int) -> set[int]:
-    kids, out, todo = children_map(), set(), [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
+__all__ = ["children_map", "cmdline", "descendants", "running", "wait_gone"]
 
 
 def running(pid: int) -> bool:

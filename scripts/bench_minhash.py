@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 WORD = re.compile(r"\w+")
 
 
-def _texts(dataset: Path, limit: int | None):
+def row_texts(dataset: Path, limit: int | None):
     from pipeline.store import Dataset
     n = 0
     for batch in Dataset(dataset).iter_batches(["instruction", "input", "output"], batch_size=8192):
@@ -63,7 +63,7 @@ def run_datasketch(dataset: Path, limit: int | None, threshold: float) -> list[i
     from datasketch import MinHash, MinHashLSH
     lsh = MinHashLSH(threshold=threshold, num_perm=128)
     removed = []
-    for k, text in enumerate(_texts(dataset, limit)):
+    for k, text in enumerate(row_texts(dataset, limit)):
         m = MinHash(num_perm=128)
         m.update_batch([s.encode() for s in _shingles(text)])
         if lsh.query(m):
@@ -78,7 +78,7 @@ def run_rensa(dataset: Path, limit: int | None, threshold: float) -> list[int]:
     lsh = RMinHashLSH(threshold=threshold, num_perm=128, num_bands=16)
     sigs = {}
     removed = []
-    for k, text in enumerate(_texts(dataset, limit)):
+    for k, text in enumerate(row_texts(dataset, limit)):
         m = RMinHash(num_perm=128, seed=42)
         m.update(_shingles(text))
         if any(m.jaccard(sigs[c]) >= threshold for c in lsh.query(m)):

@@ -55,7 +55,7 @@ def embed_phase_ray(ds: Any, out: Path, cfg: Any, workdir: Path, shard_rows: int
                     ray_address: str | None = None, workers: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """(ids, stored vectors, shards resumed), as `embed_phase` returns them."""
     from ..stages.semdedup import embstore
-    from ..stages.semdedup.stage import _texts, iter_chunks
+    from ..stages.semdedup.stage import row_texts, iter_chunks
 
     ray = connect(ray_address)
     gpu = cfg.device not in ("cpu",) and ray.cluster_resources().get("GPU", 0) >= 1
@@ -77,7 +77,7 @@ def embed_phase_ray(ds: Any, out: Path, cfg: Any, workdir: Path, shard_rows: int
             while len(pending) >= 2 * len(actors):
                 _collect(ray, pending)
             a = actors[k % len(actors)]
-            pending[a.embed.remote(str(out), k, table.column("id").to_pylist(), _texts(table, cfg.fields))] = k
+            pending[a.embed.remote(str(out), k, table.column("id").to_pylist(), row_texts(table, cfg.fields))] = k
         while pending:
             _collect(ray, pending)
     finally:

@@ -112,11 +112,11 @@ class _Embeddings:
         self.reused = self.copied = self.encoded = 0
 
     def _encode(self, table: pa.Table) -> np.ndarray:
-        from ..stages.semdedup.stage import _texts  # the exact text semdedup embeds
+        from ..stages.semdedup.stage import row_texts  # the exact text semdedup embeds
         if self._encoder is None:
             self._encoder = self._make_encoder()
         self.encoded += table.num_rows
-        return self._encoder.encode(_texts(table, self.info["fields"]))
+        return self._encoder.encode(row_texts(table, self.info["fields"]))
 
     def add(self, index: int, table_or_file: pa.Table | Path, n: int, prev_index: int | None = None) -> None:
         if self.info is None:

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..store import _fsync_dir
+from ..store import fsync_dir
 
 VERSIONS = "versions"
 LATEST = "latest"
@@ -49,13 +49,13 @@ def publish(publish_dir: Path, version: str, staged: Path, keep: int = 3) -> Pat
     if final.exists():
         raise FileExistsError(f"{final}: version already published")
     os.replace(staged, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     link = publish_dir / LATEST
     tmp = publish_dir / f".{LATEST}.tmp-{os.getpid()}"
     tmp.unlink(missing_ok=True)
     os.symlink(Path(VERSIONS) / version, tmp)
     os.replace(tmp, link)
-    _fsync_dir(publish_dir)
+    fsync_dir(publish_dir)
     current = final.resolve()
     for old in versions(publish_dir)[:-keep] if keep > 0 else []:
         if old.resolve() != current:

@@ -22,7 +22,7 @@ from numba import njit
 
 from .hashing import COMBINE_MUL, COMBINE_SEED, FNV_OFFSET, MAX_HASH, MERSENNE
 from .sha1 import _sha1_32
-from .tokenize import _mix_chunk, ascii_table, fast_word_tokens, fold_row
+from .tokenize import mix_chunk, ascii_table, fast_word_tokens, fold_row
 
 U64 = np.uint64
 _MAX = U64(MAX_HASH)
@@ -57,9 +57,9 @@ def _tok_hash(buf, s, e):
         chunk = U64(0)
         for k in range(min(8, e - i)):
             chunk |= U64(buf[i + k]) << U64(8 * k)
-        h = _mix_chunk(h, chunk)
+        h = mix_chunk(h, chunk)
         i += 8
-    return _mix_chunk(h, U64(e - s))
+    return mix_chunk(h, U64(e - s))
 
 
 @njit(cache=True)

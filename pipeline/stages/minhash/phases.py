@@ -238,7 +238,7 @@ def _read_npy(path: Path, name: str) -> np.ndarray:
     return arr
 
 
-def _npy_bytes(sigs: np.ndarray, keep: np.ndarray) -> memoryview:
+def npy_bytes(sigs: np.ndarray, keep: np.ndarray) -> memoryview:
     """The .npy file of sigs[keep], built in a reusable buffer (what np.save would write)."""
     shape = (int(keep.sum()), sigs.shape[1])
     head = io.BytesIO()
@@ -275,7 +275,7 @@ def filter_task(task: dict[str, Any]) -> dict[str, Any]:
                .append_column("drop_reason", reasons)
                .append_column("drop_detail", details))
     sigs = _read_npy(work / f"sig-{block.name}.npy", "sig_in")
-    atomic_write_bytes(out / "_minhash" / f"part-{block.index:05d}.sig.npy", _npy_bytes(sigs, ~dropped))
+    atomic_write_bytes(out / "_minhash" / f"part-{block.index:05d}.sig.npy", npy_bytes(sigs, ~dropped))
     stats = {"rows_in": n, "seconds": round(time.perf_counter() - t0, 3)}
     DatasetWriter.attach(out, STAGE).write_shard(block.index, kept, rej if rej.num_rows else None, stats)
     return {"rows_in": n, "rows_out": kept.num_rows}

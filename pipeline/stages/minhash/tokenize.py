@@ -119,7 +119,7 @@ def fold_row(data, start, end, table, lower, fold_punct, asc, out, cps, n=0, ncp
 
 
 @njit(cache=True, inline="always")
-def _mix_chunk(h, chunk):
+def mix_chunk(h, chunk):
     h = (h ^ chunk) * _TMUL
     return h ^ (h >> U64(31))
 
@@ -144,8 +144,8 @@ def _end_token(h, chunk, sh, ln, tokh, nt):
     """Close the token being hashed (if any) into tokh[nt]; returns the reset state and the new count."""
     if ln > 0:
         if sh > U64(0):
-            h = _mix_chunk(h, chunk)
-        tokh[nt] = _mix_chunk(h, U64(ln))
+            h = mix_chunk(h, chunk)
+        tokh[nt] = mix_chunk(h, U64(ln))
         return _FNV_OFF, U64(0), U64(0), 0, nt + 1
     return h, chunk, sh, ln, nt
 
@@ -157,7 +157,7 @@ def _push_byte(h, chunk, sh, ln, b):
     sh += U64(8)
     ln += 1
     if sh == U64(64):
-        h = _mix_chunk(h, chunk)
+        h = mix_chunk(h, chunk)
         chunk = U64(0)
         sh = U64(0)
     return h, chunk, sh, ln

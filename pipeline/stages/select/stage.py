@@ -36,7 +36,7 @@ STAGE = "select"
 WORK = "_work"
 SELECTION = "selection.npz"
 # Settings that change speed or memory, not the result: left out of the resume check.
-_NOT_RESULTS = {"device", "cache", "cache_dir", "window_rows", "block"}
+NOT_RESULTS = {"device", "cache", "cache_dir", "window_rows", "block"}
 
 
 def _seed_with_against(sset, against, window_rows: int) -> np.ndarray:
@@ -122,7 +122,7 @@ def _load(path: Path, scan: scanmod.Scan) -> dict[str, Any] | None:
 
 
 def _plan(cfg: SelectConfig, input_path: Path, shard_rows: int) -> dict[str, Any]:
-    settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_RESULTS}
+    settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NOT_RESULTS}
     return {"input": str(input_path), "shard_rows": shard_rows, "settings": settings, "stage": STAGE}
 
 

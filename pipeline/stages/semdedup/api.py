@@ -23,7 +23,7 @@ from .cluster import Decisions, decide, keep_rank
 from .config import SemdedupConfig
 from .embedder import Embedder, load_embedder
 from .search import Pairs, exact_sims, nearest_in
-from .stage import (_NOT_RESULTS, STAGE, _texts, embed_phase, iter_chunks, keep_keys,
+from .stage import (NOT_RESULTS, STAGE, row_texts, embed_phase, iter_chunks, keep_keys,
                     search_phase, texts_at, verify_pairs)
 
 
@@ -75,7 +75,7 @@ def against_vectors(path: str | Path, encoder, cfg: SemdedupConfig,
     ids, vecs = [], []
     for _, t in iter_chunks(ads, shard_rows, columns=["id", *cfg.fields]):
         ids.extend(t.column("id").to_pylist())
-        vecs.append(encoder.encode(_texts(t, cfg.fields)))
+        vecs.append(encoder.encode(row_texts(t, cfg.fields)))
     dim = encoder.embedder.dim
     return np.asarray(ids, dtype="U"), (np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)), None
 
@@ -98,7 +98,7 @@ def against_texts(path: str | Path, ids: set[str], fields: list[str]) -> dict[st
     for batch in Dataset(path).iter_batches(columns=["id", *fields], batch_size=65536):
         t = pa.Table.from_batches([batch])
         t = t.filter(pc.is_in(t.column("id"), value_set=pa.array(sorted(ids), pa.string())))
-        for i, text in zip(t.column("id").to_pylist(), _texts(t, fields)):
+        for i, text in zip(t.column("id").to_pylist(), row_texts(t, fields)):
             found.setdefault(i, text)
     return found
 
@@ -223,7 +223,7 @@ def run_semdedup(input: str | Path, out: str | Path, cfg: SemdedupConfig | None 
         raise DatasetError(f"{cfg.against}: --against names the input itself; name the published release instead")
     if cfg.against:
         Dataset(cfg.against, require_complete=True)  # a bad --against fails before minutes of embedding
-    settings = {k: v for k, v in cfg.model_dump().items() if k not in _NOT_RESULTS}
+    settings = {k: v for k, v in cfg.model_dump().items() if k not in NOT_RESULTS}
     writer = DatasetWriter(out, STAGE, plan={"input": str(ds.path), "shard_rows": shard_rows,
                                              "limit": limit, "settings": settings})
     timings: dict[str, float] = {}

@@ -46,7 +46,7 @@ def to_stored(vectors: np.ndarray) -> np.ndarray:
     return from_f16(np.asarray(vectors, dtype=np.float16))
 
 
-def _npy_bytes(arr: np.ndarray) -> bytes:
+def npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()
@@ -134,8 +134,8 @@ class EmbeddingCache:
 
     def _append(self, keys: np.ndarray, vecs: np.ndarray) -> None:
         name = f"seg-{uuid.uuid4().hex[:16]}"
-        atomic_write_bytes(self.dir / f"{name}.vecs.npy", _npy_bytes(vecs))
-        atomic_write_bytes(self.dir / f"{name}.keys.npy", _npy_bytes(keys))
+        atomic_write_bytes(self.dir / f"{name}.vecs.npy", npy_bytes(vecs))
+        atomic_write_bytes(self.dir / f"{name}.keys.npy", npy_bytes(keys))
         seg = len(self._segments)
         self._segments.append(vecs)
         for row, k in enumerate(keys.tolist()):

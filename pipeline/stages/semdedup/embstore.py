@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from ...store import atomic_write_json, read_json
-from .cache import _npy_bytes, from_f16
+from .cache import npy_bytes, from_f16
 
 EMB_DIR = "_embeddings"
 INFO = "_info.json"
@@ -55,8 +55,8 @@ def has_shard(dataset: str | Path, index: int) -> bool:
 def write_shard(dataset: str | Path, index: int, ids: list[str], vectors: np.ndarray) -> None:
     from ...store import atomic_write_bytes
     vecs_p, ids_p = _paths(dataset, index)
-    atomic_write_bytes(vecs_p, _npy_bytes(np.asarray(vectors, dtype=np.float16)))
-    atomic_write_bytes(ids_p, _npy_bytes(np.asarray(ids, dtype="U")))
+    atomic_write_bytes(vecs_p, npy_bytes(np.asarray(vectors, dtype=np.float16)))
+    atomic_write_bytes(ids_p, npy_bytes(np.asarray(ids, dtype="U")))
 
 
 def read_shard(dataset: str | Path, index: int) -> tuple[np.ndarray, np.ndarray]:

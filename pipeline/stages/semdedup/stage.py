@@ -36,7 +36,7 @@ STAGE = "semdedup"
 PAIRS_FILE = "_work/pairs.npz"
 VERIFY_CHUNK = 4096  # rows the full model embeds per cache segment while verifying
 # Settings that change where or how fast, not what: left out of the resume check.
-_NOT_RESULTS = {"device", "batch_size", "cache", "cache_dir", "model_cache_dir"}
+NOT_RESULTS = {"device", "batch_size", "cache", "cache_dir", "model_cache_dir"}
 
 
 def iter_chunks(ds: Dataset, shard_rows: int, limit: int | None = None,
@@ -62,7 +62,7 @@ def iter_chunks(ds: Dataset, shard_rows: int, limit: int | None = None,
         yield index, pa.Table.from_batches(pending)
 
 
-def _texts(table: pa.Table, fields: list[str]) -> list[str]:
+def row_texts(table: pa.Table, fields: list[str]) -> list[str]:
     """The embedded text of each row: the chosen fields, non-empty ones, joined by a blank line."""
     cols = [table.column(f).to_pylist() for f in fields]
     return ["\n\n".join(v for v in vals if v) for vals in zip(*cols)]
@@ -88,7 +88,7 @@ def embed_phase(ds: Dataset, out: Path, cfg: SemdedupConfig, encoder, shard_rows
                 if bar is not None:
                     bar.update(table.num_rows)
                 continue
-        v = encoder.encode(_texts(table, cfg.fields))
+        v = encoder.encode(row_texts(table, cfg.fields))
         embstore.write_shard(out, k, sid.tolist(), v)
         ids.append(sid)
         vecs.append(to_stored(v))
@@ -111,7 +111,7 @@ def texts_at(ds: Dataset, positions: np.ndarray, fields: list[str], shard_rows: 
         base = k * shard_rows
         lo, hi = np.searchsorted(sp, [base, base + t.num_rows])
         if hi > lo:
-            for o, text in zip(order[lo:hi], _texts(t.take(pa.array(sp[lo:hi] - base)), fields)):
+            for o, text in zip(order[lo:hi], row_texts(t.take(pa.array(sp[lo:hi] - base)), fields)):
                 out[o] = text
     return out
 

@@ -63,9 +63,19 @@ def check_llama_cpp() -> Check:
     return Check("llama.cpp", True, f"llama-cpp-python {llama_cpp.__version__}; {' '.join(info.split())}")
 
 
+def one_token_request(client) -> tuple[object, float]:
+    """(completion, seconds) of one greedy 1-token request: the doctor's reachability probe."""
+    from .teacher.base import ChatRequest, Sampling
+
+    t0 = time.monotonic()
+    [c] = client.chat([ChatRequest(messages=[{"role": "user", "content": "Say hi."}],
+                                   sampling=Sampling(temperature=0.0, max_tokens=1),
+                                   record_id="doctor", purpose="doctor")])
+    return c, time.monotonic() - t0
+
+
 def check_embedded_teacher(n_ctx: int = 512) -> Check:
     from .errors import TeacherUnavailable
-    from .teacher.base import ChatRequest, Sampling
     from .teacher.server import EmbeddedServer
     from .config import TeacherSection
     from .teacher.openai_backend import OpenAIBackend
@@ -80,11 +90,7 @@ def check_embedded_teacher(n_ctx: int = 512) -> Check:
         load_s = time.monotonic() - t0
         client = OpenAIBackend(TeacherSection(backend="openai", base_url=server.base_url, model=server.alias,
                                               max_retries=0, timeout_s=60, cache=False))
-        t1 = time.monotonic()
-        [c] = client.chat([ChatRequest(messages=[{"role": "user", "content": "Say hi."}],
-                                       sampling=Sampling(temperature=0.0, max_tokens=1),
-                                       record_id="doctor", purpose="doctor")])
-        latency = time.monotonic() - t1
+        c, latency = one_token_request(client)
         client.close()
         why = server.exit_description()
     except TeacherUnavailable as e:
@@ -148,7 +154,6 @@ def check_configured_teacher(section, seed: int, embedded: Check | None) -> Chec
         return Check("configured teacher", ok, f"vllm installed; GPU {'available' if ok else 'not found'}",
                      "" if ok else "run on a GPU machine, or use backend 'openai' against a served model")
     from .errors import TeacherUnavailable
-    from .teacher.base import ChatRequest, Sampling
     from .teacher.openai_backend import OpenAIBackend
 
     probe = section.model_copy(update={"max_retries": min(section.max_retries, 1),
@@ -156,11 +161,7 @@ def check_configured_teacher(section, seed: int, embedded: Check | None) -> Chec
     try:
         client = OpenAIBackend(probe, seed=seed)
         try:
-            t0 = time.monotonic()
-            [c] = client.chat([ChatRequest(messages=[{"role": "user", "content": "Say hi."}],
-                                           sampling=Sampling(temperature=0.0, max_tokens=1),
-                                           record_id="doctor", purpose="doctor")])
-            latency = time.monotonic() - t0
+            c, latency = one_token_request(client)
         finally:
             client.close()
     except TeacherUnavailable as e:

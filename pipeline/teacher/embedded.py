@@ -109,11 +109,10 @@ class EmbeddedTeacher:
         try:
             out = self.client.chat(requests, on_done=on_done)
         except TeacherUnavailable:
-            if self.failure is not None:
-                raise TeacherUnavailable(self.failure) from None
-            raise
-        if self.failure is not None:
-            raise TeacherUnavailable(self.failure)
+            if self.failure is None:
+                raise
+        if self.failure is not None:  # the restarts are spent: the line that names signal and log
+            raise TeacherUnavailable(self.failure) from None
         return out
 
     def revive(self, k: int) -> bool:

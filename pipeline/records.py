@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
@@ -144,6 +145,14 @@ def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = SCHEMA) -> pa.T
     rows = list(rows)
     cols = {f.name: [r.get(f.name) for r in rows] for f in schema}
     return pa.Table.from_pydict(cols, schema=schema)
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Why a filter dropped a row: `reason` is the counted name (a manifest key), `detail` the specifics."""
+
+    reason: str
+    detail: str = ""
 
 
 def rejected_row(row: dict[str, Any], stage: str, reason: str, detail: str = "") -> dict[str, Any]:

@@ -15,11 +15,7 @@ Readers stream record batches; nothing loads a whole dataset.
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 import re
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,7 +23,12 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import records
+from .. import records
+from .atomic import (StoreWriteError, atomic_write_bytes, atomic_write_json, atomic_write_table, explain_os_error,
+                     fsync_dir, read_json, tmp_name)
+
+__all__ = ["Dataset", "DatasetError", "DatasetWriter", "StoreWriteError", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_table", "fsync_dir", "read_json", "shard_name", "tmp_name"]
 
 MANIFEST = "_manifest.json"
 PLAN = "_plan.json"
@@ -40,77 +41,8 @@ class DatasetError(ValueError):
     """A folder that is not a usable dataset; the message names the folder and the problem."""
 
 
-class StoreWriteError(OSError):
-    """A write failed (disk full, permissions); nothing partial was left visible."""
-
-
 def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _explain_os_error(e: OSError, path: Path) -> StoreWriteError:
-    if e.errno == errno.ENOSPC:
-        msg = f"{path}: disk full while writing; nothing partial was kept. Free space and rerun: done shards are kept."
-    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        msg = f"{path}: cannot write here ({e.strerror}); choose another --out or --workdir."
-    else:
-        msg = f"{path}: write failed: {e.strerror or e}"
-    return StoreWriteError(e.errno or 0, msg)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise _explain_os_error(e, path) from e
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def atomic_write_table(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise _explain_os_error(e, path) from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 class ShardReader:
@@ -205,7 +137,7 @@ class DatasetWriter:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise _explain_os_error(e, self.path) from e
+            raise explain_os_error(e, self.path) from e
         self._clean_temporaries()
         if fresh:
             self.reset()
@@ -299,7 +231,7 @@ class DatasetWriter:
 
 def merge_markers(stage: str, markers: list[dict[str, Any]]) -> dict[str, Any]:
     """A manifest's body from the shard done markers: rows in/out, drops by reason, summed counters."""
-    from . import __version__
+    from .. import __version__
 
     drops: Counter = Counter()
     totals: Counter = Counter()

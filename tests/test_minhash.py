@@ -14,13 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
-
 from minhash_support import outcome, row, synthetic_rows, words, write_dataset
+
 from pipeline import records
-from pipeline.store import Dataset, DatasetError
 from pipeline.stages.minhash import MinhashConfig, hashing, run_minhash, stage, text
 from pipeline.stages.minhash.banding import candidate_probability, choose_banding
 from pipeline.stages.minhash.phases import block_text, compute_signatures
+from pipeline.store import Dataset, DatasetError
 
 TRICKY = [
     "Write a haiku about autumn leaves falling on a quiet pond, please.",

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 from datasketch import LeanMinHash, MinHash
+from minhash_support import row, write_dataset
 from typer.testing import CliRunner
 
-from minhash_support import row, write_dataset
-from pipeline.store import Dataset
 from pipeline.stages.minhash import MinhashConfig, run_minhash, text
 from pipeline.stages.minhash.phases import block_text, compute_signatures
+from pipeline.store import Dataset
 
 pytestmark = pytest.mark.realdata
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from pipeline import records
-from pipeline.store import Dataset, DatasetWriter
 from pipeline.stages.semdedup.api import run_semdedup
 from pipeline.stages.semdedup.config import SemdedupConfig
+from pipeline.store import Dataset, DatasetWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -159,8 +159,15 @@ def test_keep_policy_and_independence_from_input_order(tmp_path, fast):
 
 
 def test_exact_ivf_kmeans_pairs_on_planted_duplicates():
-    from pipeline.stages.semdedup.search import (Pairs, exact_pairs, find_pairs, ivf_pairs, kmeans_pairs,
-                                                 pair_recall, sampled_recall)
+    from pipeline.stages.semdedup.search import (
+        Pairs,
+        exact_pairs,
+        find_pairs,
+        ivf_pairs,
+        kmeans_pairs,
+        pair_recall,
+        sampled_recall,
+    )
     rng = np.random.default_rng(0)
     base = rng.normal(size=(3000, 32)).astype(np.float32)
     near = base[:300] + rng.normal(scale=0.05, size=(300, 32)).astype(np.float32)
@@ -208,7 +215,11 @@ def test_components_are_the_connected_components_whatever_the_pair_order():
 
 
 def test_greedy_diverse_select_equals_one_row_at_a_time():
-    from pipeline.stages.semdedup.neighbors import SelectedSet, greedy_diverse_select, max_similarity_to_set
+    from pipeline.stages.semdedup.neighbors import (
+        SelectedSet,
+        greedy_diverse_select,
+        max_similarity_to_set,
+    )
     rng = np.random.default_rng(1)
     x = rng.normal(size=(600, 16)).astype(np.float32)
     x[300:] = x[:300] + rng.normal(scale=0.3, size=(300, 16))
@@ -341,6 +352,7 @@ def test_full_model_batch_size_is_tuned_on_the_real_rows_across_calls():
 def test_first_use_of_the_fast_model_says_it_is_building_it(tmp_path, monkeypatch, fast):
     import model2vec.distill
     from model2vec import StaticModel
+
     from pipeline.stages.semdedup.embedder import StaticEmbedder
     built = []
 
@@ -361,6 +373,7 @@ def test_first_use_of_the_fast_model_says_it_is_building_it(tmp_path, monkeypatc
 
 def test_cli_on_ray_actors_gives_the_local_result(tmp_path, fast, ray_cluster):
     from typer.testing import CliRunner
+
     from pipeline.cli import app
     inp = make_dataset(tmp_path / "in", paraphrase_rows(), shard_rows=5)
     ref = run_semdedup(inp, tmp_path / "ref", SemdedupConfig(fast=True, fast_threshold=0.85), workdir=tmp_path,
@@ -403,6 +416,7 @@ def test_plan_has_semdedup_step():
 
 def test_cli_semdedup_then_inspect(tmp_path, monkeypatch):
     from typer.testing import CliRunner
+
     from pipeline.cli import app
     inp = make_dataset(tmp_path / "in", paraphrase_rows())
     runner = CliRunner()

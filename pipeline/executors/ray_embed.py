@@ -55,7 +55,7 @@ def embed_phase_ray(ds: Any, out: Path, cfg: Any, workdir: Path, shard_rows: int
                     ray_address: str | None = None, workers: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """(ids, stored vectors, shards resumed), as `embed_phase` returns them."""
     from ..stages.semdedup import embstore
-    from ..stages.semdedup.stage import row_texts, iter_chunks
+    from ..stages.semdedup.stage import iter_chunks, row_texts
 
     ray = connect(ray_address)
     gpu = cfg.device not in ("cpu",) and ray.cluster_resources().get("GPU", 0) >= 1

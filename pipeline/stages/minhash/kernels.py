@@ -22,7 +22,7 @@ from numba import njit
 
 from .hashing import COMBINE_MUL, COMBINE_SEED, FNV_OFFSET, MAX_HASH, MERSENNE
 from .sha1 import _sha1_32
-from .tokenize import mix_chunk, ascii_table, fast_word_tokens, fold_row
+from .tokenize import ascii_table, fast_word_tokens, fold_row, mix_chunk
 
 U64 = np.uint64
 _MAX = U64(MAX_HASH)

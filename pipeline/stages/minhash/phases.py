@@ -23,11 +23,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import records
-from pipeline.store import DatasetWriter, atomic_write_bytes
+from pipeline.store import atomic_write_bytes, stage_shard
 
 from . import cluster, kernels, text
-from .blocks import (Block, FileCache, available_columns, load_npy, read_block, save_json, save_npy, save_table,
-                     write_npy_rows)
+from .blocks import (
+    Block,
+    FileCache,
+    available_columns,
+    load_npy,
+    read_block,
+    save_json,
+    save_npy,
+    save_table,
+    write_npy_rows,
+)
 from .hashing import MAX_HASH, permutations
 from .rejects import rejected_columns
 from .tokenize import needs_nfkc
@@ -35,6 +44,12 @@ from .tokenize import needs_nfkc
 STAGE = "minhash"
 UNIT = {"word": kernels.UNIT_WORD, "char": kernels.UNIT_CHAR}
 MODE = {"fast": kernels.MODE_FAST, "datasketch": kernels.MODE_SHA1}
+
+
+def warm() -> None:
+    """Loaded in each worker process as it starts: the imports, the compiled kernels, the text tables."""
+    text.separator_table()
+    text.lowercase_table()
 
 
 def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -253,7 +268,7 @@ def npy_bytes(sigs: np.ndarray, keep: np.ndarray) -> memoryview:
 
 
 def filter_task(task: dict[str, Any]) -> dict[str, Any]:
-    """Write output shard k: kept rows (with minhash_cluster), rejected rows with reasons, kept signatures."""
+    """Stage output shard k (kept rows with minhash_cluster, rejected rows with reasons) and write its kept signatures."""
     block, work, out = Block.from_dict(task["block"]), Path(task["work"]), Path(task["out"])
     t0 = time.perf_counter()
     d = task["decisions"]  # the block's removed rows, ascending local position
@@ -277,5 +292,5 @@ def filter_task(task: dict[str, Any]) -> dict[str, Any]:
     sigs = _read_npy(work / f"sig-{block.name}.npy", "sig_in")
     atomic_write_bytes(out / "_minhash" / f"part-{block.index:05d}.sig.npy", npy_bytes(sigs, ~dropped))
     stats = {"rows_in": n, "seconds": round(time.perf_counter() - t0, 3)}
-    DatasetWriter.attach(out, STAGE).write_shard(block.index, kept, rej if rej.num_rows else None, stats)
-    return {"rows_in": n, "rows_out": kept.num_rows}
+    staged = stage_shard(out, block.index, kept, rej if rej.num_rows else None, stage=STAGE)
+    return {"rows_in": n, "rows_out": kept.num_rows, "staged": staged, "stats": stats}

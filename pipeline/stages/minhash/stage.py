@@ -30,15 +30,24 @@ import pyarrow as pa
 
 from pipeline import records
 from pipeline.config import ConfigError
+from pipeline.executors.local import LocalExecutor
 from pipeline.runner import Progress
 from pipeline.store import Dataset, DatasetWriter
 
 from . import phases, sigstore, text
 from .banding import choose_banding
-from .blocks import Block, clean_temporaries, create_npy, load_json, load_npy, plan_blocks, save_json, save_npy
+from .blocks import (
+    Block,
+    clean_temporaries,
+    create_npy,
+    load_json,
+    load_npy,
+    plan_blocks,
+    save_json,
+    save_npy,
+)
 from .clusters import decide_clusters, gather
 from .config import MinhashConfig
-from .pool import Pool
 
 PHASES = ("signatures", "candidates", "verify", "clusters", "filter")
 # Below this many rows every phase runs in this process: starting a worker
@@ -54,12 +63,11 @@ def _rss_mb() -> dict[str, float]:
 def run_minhash(input: str | Path, out: str | Path, config: MinhashConfig | None = None, *,
                 limit: int | None = None, run_id: str | None = None, progress: bool = True,
                 echo: Callable[[str], None] | None = None,
-                on_phase: Callable[[str], None] | None = None, pool: Any = None) -> dict[str, Any]:
+                on_phase: Callable[[str], None] | None = None, executor: Any = None) -> dict[str, Any]:
     """Deduplicate `input` into `out`; returns the manifest. A rerun resumes unfinished phases.
 
-    `pool` runs the per-block and per-band tasks: anything with `Pool`'s
-    interface (`workers`, `imap`, `map`, a context manager), e.g. the Ray
-    executor's `RayPool`; by default local processes (`config.workers`).
+    `executor` (pipeline/executors) runs the per-block and per-band tasks:
+    by default local processes (`config.workers`), or Ray tasks.
     Scripts that call this with more than one worker need the usual
     `if __name__ == "__main__":` guard (worker processes are spawned).
     """
@@ -103,8 +111,7 @@ def run_minhash(input: str | Path, out: str | Path, config: MinhashConfig | None
             on_phase(name)
 
     total_rows = sum(b.rows for b in every)
-    if pool is None:
-        pool = Pool(cfg.workers if total_rows >= INLINE_BELOW_ROWS else 1)
+    pool = (executor or LocalExecutor()).pool(cfg.workers if total_rows >= INLINE_BELOW_ROWS else 1, warm=phases.warm)
     with pool:
         # 1. signatures and band keys, per block
         t0 = time.perf_counter()
@@ -153,6 +160,7 @@ def run_minhash(input: str | Path, out: str | Path, config: MinhashConfig | None
         bar = Progress(sum(b.rows for b in todo), "minhash filter", progress)
         tasks = [_filter_task(b, dec, work, out, cfg) for b in todo]
         for st in pool.imap(phases.filter_task, tasks):
+            writer.commit(st["staged"], st["stats"])
             bar.update(st["rows_in"])
         bar.close()
         phase_done("filter", t0, bool(todo))
@@ -172,7 +180,7 @@ def _already_finished(out: Path, plan: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def _verify(work: Path, every: list[Block], cfg: MinhashConfig, fmt: dict, pool: Pool):
+def _verify(work: Path, every: list[Block], cfg: MinhashConfig, fmt: dict, pool: Any):
     """Verify every candidate pair; returns the candidate rows' signatures and sets for the next phase."""
     from . import cluster
     pairs = load_npy(work / "pairs.npy")

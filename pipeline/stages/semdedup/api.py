@@ -23,8 +23,17 @@ from .cluster import Decisions, decide, keep_rank
 from .config import SemdedupConfig
 from .embedder import Embedder, load_embedder
 from .search import Pairs, exact_sims, nearest_in
-from .stage import (NOT_RESULTS, STAGE, row_texts, embed_phase, iter_chunks, keep_keys,
-                    search_phase, texts_at, verify_pairs)
+from .stage import (
+    NOT_RESULTS,
+    STAGE,
+    embed_phase,
+    iter_chunks,
+    keep_keys,
+    row_texts,
+    search_phase,
+    texts_at,
+    verify_pairs,
+)
 
 
 def _encoder(emb: Embedder, cfg: SemdedupConfig, workdir: Path):

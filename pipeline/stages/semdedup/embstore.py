@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from ...store import atomic_write_json, read_json
-from .cache import npy_bytes, from_f16
+from .cache import from_f16, npy_bytes
 
 EMB_DIR = "_embeddings"
 INFO = "_info.json"

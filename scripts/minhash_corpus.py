@@ -142,16 +142,17 @@ def build(n: int, out_dir: Path, shared: Path, *, dup_rate: float = 0.2, chunk: 
 
 def ground_truth(dataset: Path, threshold: float = 0.7, ngram: int = 5) -> np.ndarray:
     """All row pairs (by row number) with exact shingle-set Jaccard >= threshold, as an (m, 2) array."""
-    from pipeline.stages.minhash import cluster, kernels, text
-    from pipeline.stages.minhash.phases import _string_buffers, block_text
+    from pipeline.stages.minhash import kernels, signatures
+    from pipeline.stages.minhash.clusters import jaccard_sorted
+    from pipeline.stages.minhash.phases import block_text, string_buffers
     from pipeline.store import Dataset
 
     t = Dataset(dataset).read(["instruction", "input", "output"])
     fmt = {"columns": ["instruction", "input", "output"]}
-    offsets, data = _string_buffers(block_text(t, fmt))
+    offsets, data = string_buffers(block_text(t, fmt))
     # SHA-1 shingle hashes: independent of the fast hash the stage uses by default.
-    indptr, vals = kernels.shingle_sets(offsets, data, np.arange(t.num_rows), text.separator_table(),
-                                        text.lowercase_table(), True,
+    indptr, vals = kernels.shingle_sets(offsets, data, np.arange(t.num_rows), signatures.separator_table(),
+                                        signatures.lowercase_table(), True,
                                         ngram, kernels.UNIT_WORD, kernels.MODE_SHA1)
     sizes = np.diff(indptr)
     row = np.repeat(np.arange(t.num_rows), sizes)
@@ -173,6 +174,6 @@ def ground_truth(dataset: Path, threshold: float = 0.7, ngram: int = 5) -> np.nd
     out = []
     for a, b in pairs:
         if min(sizes[a], sizes[b]) >= threshold * max(sizes[a], sizes[b]) - 1e-9:
-            if cluster.jaccard_sorted(vals, indptr[a], indptr[a + 1], indptr[b], indptr[b + 1]) >= threshold:
+            if jaccard_sorted(vals, indptr[a], indptr[a + 1], indptr[b], indptr[b + 1]) >= threshold:
                 out.append((a, b))
     return np.array(sorted(out), np.int64).reshape(-1, 2)

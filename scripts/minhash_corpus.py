@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
 KINDS = ("exact", "case_ws", "word_edit", "truncate", "reorder")
 
@@ -140,10 +141,28 @@ def build(n: int, out_dir: Path, shared: Path, *, dup_rate: float = 0.2, chunk: 
     return {"rows": row0, "copies": counts}
 
 
+@njit(cache=True)
+def jaccard_sorted(values, a0, a1, b0, b1):
+    """Jaccard of the sorted distinct values in values[a0:a1] and values[b0:b1]."""
+    inter = 0
+    i, j = a0, b0
+    while i < a1 and j < b1:
+        x, y = values[i], values[j]
+        if x == y:
+            inter += 1
+            i += 1
+            j += 1
+        elif x < y:
+            i += 1
+        else:
+            j += 1
+    union = (a1 - a0) + (b1 - b0) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def ground_truth(dataset: Path, threshold: float = 0.7, ngram: int = 5) -> np.ndarray:
     """All row pairs (by row number) with exact shingle-set Jaccard >= threshold, as an (m, 2) array."""
     from pipeline.stages.minhash import kernels, signatures
-    from pipeline.stages.minhash.clusters import jaccard_sorted
     from pipeline.stages.minhash.phases import block_text, string_buffers
     from pipeline.store import Dataset
 

@@ -34,24 +34,6 @@ U64 = np.uint64
 
 
 @njit(cache=True)
-def jaccard_sorted(values, a0, a1, b0, b1):
-    inter = 0
-    i, j = a0, b0
-    while i < a1 and j < b1:
-        x, y = values[i], values[j]
-        if x == y:
-            inter += 1
-            i += 1
-            j += 1
-        elif x < y:
-            i += 1
-        else:
-            j += 1
-    union = (a1 - a0) + (b1 - b0) - inter
-    return inter / union if union > 0 else 0.0
-
-
-@njit(cache=True)
 def jaccard_hashed(values, a0, a1, b0, b1, keys, tags):
     """Exact Jaccard of the distinct values in values[a0:a1] and values[b0:b1] (any order, repeats allowed).
 
@@ -241,7 +223,12 @@ def verify(work: Path, every: list[Block], cfg: MinhashConfig, fmt: dict[str, An
     return sigs, indptr, values
 
 
+_KEYS = pa.schema({"row": pa.int64(), "id": pa.string(), "score": pa.float64(), "out_len": pa.int64(),
+                   "tie": pa.uint64(), "ref": pa.bool_(), "source": pa.string()})
+
+
 def _keys(work: Path, every: list[Block], cand: np.ndarray) -> pa.Table:
+    """The keep keys of the candidate rows (`_KEYS`), from the signature tasks' info and tie files."""
     parts = []
     for b in every:
         s, e = np.searchsorted(cand, [b.start, b.start + b.rows])
@@ -256,12 +243,7 @@ def _keys(work: Path, every: list[Block], cand: np.ndarray) -> pa.Table:
             "out_len": info.column("out_len"), "tie": pa.array(load_npy(work / f"tie-{b.name}.npy", mmap=True)[local]),
             "ref": pa.array(np.full(e - s, b.ref)),
             "source": pa.array([b.segments[0][0] if b.ref else None] * (e - s), pa.string())}))
-    if not parts:
-        return pa.table({"row": pa.array([], pa.int64()), "id": pa.array([], pa.string()),
-                         "score": pa.array([], pa.float64()), "out_len": pa.array([], pa.int64()),
-                         "tie": pa.array([], pa.uint64()), "ref": pa.array([], pa.bool_()),
-                         "source": pa.array([], pa.string())})
-    return pa.concat_tables(parts).combine_chunks()
+    return pa.concat_tables(parts).combine_chunks() if parts else _KEYS.empty_table()
 
 
 def decide_clusters(work: Path, every: list[Block], cfg: MinhashConfig, gathered=None) -> None:

@@ -53,13 +53,7 @@ def normalize_array(text: pa.Array) -> pa.Array:
     call per non-ASCII row cost more than the MinHash itself.
     """
     text = text.cast(pa.large_string())
-    if len(text) == 0:
-        return text
-    bufs = text.buffers()
-    if bufs[2] is None:
-        return text
-    offsets = np.frombuffer(bufs[1], np.int64)[text.offset:text.offset + len(text) + 1]
-    need = kernels.needs_nfkc(offsets, np.frombuffer(bufs[2], np.uint8), separator_table(), NEEDS_NFKC)
+    need = kernels.needs_nfkc(*string_buffers(text), separator_table(), NEEDS_NFKC)
     if not need.any():
         return text
     idx = np.flatnonzero(need)

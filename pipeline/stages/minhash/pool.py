@@ -24,10 +24,10 @@ from ...lifecycle import die_with_parent, started_from_main_thread
 def _warm() -> int:
     import pyarrow as pa
 
-    from . import phases, text  # noqa: F401  (imports and loads the compiled kernels)
+    from . import phases, signatures  # noqa: F401  (imports and loads the compiled kernels)
     pa.set_cpu_count(1)  # parallelism is across processes; Arrow threads would only contend
-    text.separator_table()
-    text.lowercase_table()
+    signatures.separator_table()
+    signatures.lowercase_table()
     return os.getpid()
 
 

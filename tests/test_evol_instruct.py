@@ -281,7 +281,6 @@ def test_cli_bad_input_is_one_line_with_exit_code(tmp_path):
 
 def test_plan_has_the_step_after_self_instruct(tmp_path):
     from pipeline.config import load_config
-    from pipeline.context import RunPaths
     from pipeline.errors import InputFileError
     from pipeline.plan import default_plan
 
@@ -293,7 +292,6 @@ def test_plan_has_the_step_after_self_instruct(tmp_path):
     assert step.name == "evol_instruct" and step.config is EvolConfig
     cfg = load_config(None, {"evol_instruct": {"rounds": 1}})
     src = make_input(tmp_path / "in", ["Plan a trip.", "Cook rice."])
-    paths = RunPaths(tmp_path / "w", "r")
     m = step.run_step(cfg, src, tmp_path / "out", context(FakeTeacher(responder)))
     assert m["rounds"] == 1 and m["evolutions_accepted"] == 2
     with pytest.raises(InputFileError):

@@ -187,8 +187,7 @@ def test_exact_ivf_kmeans_pairs_on_planted_duplicates():
 
 
 def test_components_are_the_connected_components_whatever_the_pair_order():
-    from pipeline.stages.semdedup.cluster import components
-    from pipeline.stages.semdedup.search import Pairs
+    from pipeline.dedup import components
     rng = np.random.default_rng(3)
     n = 3000
     i, j = rng.integers(0, n, 2500), rng.integers(0, n, 2500)
@@ -209,9 +208,9 @@ def test_components_are_the_connected_components_whatever_the_pair_order():
                     stack.append(b)
         want[list(seen)] = start
     for perm in (np.arange(len(i)), rng.permutation(len(i)), np.arange(len(i))[::-1]):
-        assert np.array_equal(components(n, Pairs(i[perm], j[perm], np.ones(len(i)))), want)
+        assert np.array_equal(components(n, i[perm], j[perm]), want)
     chain = np.arange(n - 1)[::-1].copy()  # a long path, given from its far end
-    assert (components(n, Pairs(chain, chain + 1, np.ones(n - 1))) == 0).all()
+    assert (components(n, chain, chain + 1) == 0).all()
 
 
 def test_greedy_diverse_select_equals_one_row_at_a_time():

@@ -18,6 +18,7 @@ import typer
 
 from .config import Config, load_config
 from .runner import StageContext
+from .teacher.factory import TeacherFactory
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config file (see `distill config init`).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output dataset folder [default: <workdir>/<run-id>/<stage>].")]
@@ -75,21 +76,6 @@ def load(config: Path | None, *, workdir: Path | None = None, run_id: str | None
         "limit": limit, "shard_rows": shard_rows, "seed": seed,
         "executor": executor, "ray_address": ray_address}}
     return load_config(config, overrides)
-
-
-@dataclass(frozen=True)
-class TeacherFactory:
-    """Builds the configured teacher on first use; a plain picklable object, so a
-    Ray worker can build its own teacher (see pipeline/executors/teacher.py)."""
-
-    section: Any  # config.TeacherSection
-    workdir: Path
-    seed: int
-    wrap: Any = None  # picklable callable applied to the backend inside the cache (refresh's shared budget)
-
-    def __call__(self):
-        from .teacher import make_teacher
-        return make_teacher(self.section, workdir=self.workdir, seed=self.seed, wrap=self.wrap)
 
 
 def make_context(cfg: Config, paths: RunPaths, progress: bool = True) -> StageContext:

@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator, Protocol
 from . import logs
 from .seeding import rng_for
 from .store import Dataset, DatasetWriter
+from .teacher.base import TeacherUsage
+from .teacher.budget import Budget
 
 
 @dataclass
@@ -41,7 +43,7 @@ class ShardStage(Protocol):
 
 @dataclass
 class StageContext:
-    """What a stage may use besides its rows: run identity, seeding, the teacher."""
+    """What a stage may use besides its rows: run identity, seeding, the teacher and its budget."""
 
     run_id: str
     seed: int = 0
@@ -50,6 +52,7 @@ class StageContext:
     progress: bool = True
     executor: str = "local"          # run.executor: where run_shards (and global stages' phases) run
     ray_address: str | None = None   # run.ray_address, for executor = "ray"
+    budget: Budget = field(default_factory=Budget)  # the run's; a stage's own caps are its children
     _teacher: Any = None
 
     @property
@@ -59,6 +62,11 @@ class StageContext:
                 raise RuntimeError("this stage needs a teacher but none was configured")
             self._teacher = self.teacher_factory()
         return self._teacher
+
+    @teacher.setter
+    def teacher(self, teacher: Any) -> None:
+        """A teacher built already (the refresh's, around the backend it pinged)."""
+        self._teacher = teacher
 
     @property
     def has_teacher(self) -> bool:
@@ -167,13 +175,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def teacher_snapshot(ctx: StageContext) -> dict[str, Any]:
-    return ctx.teacher.stats.to_dict() if ctx.has_teacher else {}
-
-
-def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
-    keys = ("requests", "sent", "cache_hits", "errors", "retries", "prompt_tokens", "completion_tokens")
-    return {f"teacher_{k}": int(after.get(k, 0)) - int(before.get(k, 0)) for k in keys if k in after}
+def teacher_usage(ctx: StageContext) -> TeacherUsage | None:
+    """A snapshot of the teacher's counters (None while no teacher is built)."""
+    return ctx.teacher.stats.copy() if ctx.has_teacher else None
 
 
 def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path, ctx: StageContext, *,
@@ -204,11 +208,12 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path, ctx: Stage
                 skipped += 1
                 bar.update(len(rows))
                 continue
-            before = teacher_snapshot(ctx)
+            before = teacher_usage(ctx)
             ts = time.monotonic()
             result = stage.process(rows, ctx)
             stats: dict[str, Any] = {"rows_in": len(rows), "seconds": round(time.monotonic() - ts, 3)}
-            stats.update(_delta(teacher_snapshot(ctx), before))
+            if (after := teacher_usage(ctx)) is not None:
+                stats.update(after.delta(before).marker())
             for k, v in result.stats.items():
                 stats[k] = stats.get(k, 0) + v
             _check_accounting(stage.name, rows, result)

@@ -29,12 +29,18 @@ import time
 from collections import deque
 from typing import Any, Iterator
 
-from ..runner import Progress, ShardResult, StageContext, _check_accounting, _delta, teacher_snapshot
+from ..runner import (
+    Progress,
+    ShardResult,
+    StageContext,
+    _check_accounting,
+    teacher_usage,
+)
 from . import storage
 from .folders import ShardFolder, stage_shard
 from .ray_runtime import connect, task_error_cause
 from .shards import ShardSpec, plan_shards, read_rows
-from .teacher import ClusterTeacherFactory, actor_options, replica_options, teacher_section
+from .teacher import actor_options, worker_factory
 
 QUEUE_PER_WORKER = 2  # one running, one waiting: the worker never idles while the driver commits
 
@@ -57,11 +63,12 @@ class ShardWorker:
             import ray
             self.stage, self.ctx = ray.get(box[0])
         rows = read_rows(spec)
-        before = teacher_snapshot(self.ctx)
+        before = teacher_usage(self.ctx)
         ts = time.monotonic()
         result: ShardResult = self.stage.process(rows, self.ctx)
         stats: dict[str, Any] = {"rows_in": len(rows), "seconds": round(time.monotonic() - ts, 3)}
-        stats.update(_delta(teacher_snapshot(self.ctx), before))
+        if (after := teacher_usage(self.ctx)) is not None:
+            stats.update(after.delta(before).marker())
         for k, v in result.stats.items():
             stats[k] = stats.get(k, 0) + v
         _check_accounting(self.stage.name, rows, result)
@@ -83,25 +90,9 @@ class WorkerPool:
                  workers: int | None = None, max_restarts: int = 3):
         self.ray = ray
         self.max_restarts = max_restarts
-        self.limiter = None
-        wctx = dataclasses.replace(ctx, _teacher=None, progress=False)
-        section = teacher_section(ctx.teacher_factory)
-        uses_teacher = section is not None and getattr(stage, "needs_teacher", True)
-        resources = ray.cluster_resources()
-        if uses_teacher and section.backend == "openai":
-            from .limits import start_limiter
-            self.limiter = start_limiter(ray, section)
-            wctx = dataclasses.replace(wctx, teacher_factory=ClusterTeacherFactory(ctx.teacher_factory, self.limiter))
-        if uses_teacher and section.backend == "llamacpp" and section.n_threads is None:
-            # one in-process model per actor, on the actor's one CPU: "all cores" in
-            # every actor would oversubscribe the node N-fold
-            one = section.model_copy(update={"n_threads": 1, "replicas": 1})
-            wctx = dataclasses.replace(wctx, teacher_factory=dataclasses.replace(ctx.teacher_factory, section=one))
-        if uses_teacher and section.backend == "vllm":
-            plan = replica_options(section, resources, workers)
-        else:
-            n = workers or max(int(resources.get("CPU", 1)), 1)
-            plan = [{"num_cpus": 1}] * n
+        factory, plan, self.stop_teacher = worker_factory(
+            ray, ctx.teacher_factory, ray.cluster_resources(), workers, getattr(stage, "needs_teacher", True))
+        wctx = dataclasses.replace(ctx, _teacher=None, progress=False, teacher_factory=factory)
         plan = plan[:max(n_shards, 1)]
         try:  # fail here with the stage's name, not inside a worker
             self.box = [ray.put((stage, wctx))]
@@ -145,20 +136,16 @@ class WorkerPool:
             raise error
 
     def shutdown(self, graceful: bool) -> dict[str, Any] | None:
+        """Closes and ends the workers, then the teacher's limiter; returns the limiter's stats."""
         ray = self.ray
-        stats = None
         if graceful:
             try:
                 ray.get([a.close.remote() for a in self.actors], timeout=120)
-                if self.limiter is not None:
-                    stats = ray.get(self.limiter.stats.remote(), timeout=30)
             except Exception:  # closing is best effort: the caches commit after every chat()
                 pass
         for a in self.actors:
             ray.kill(a, no_restart=True)
-        if self.limiter is not None:
-            ray.kill(self.limiter, no_restart=True)
-        return stats
+        return self.stop_teacher(graceful)
 
 
 def _with_cause(e: BaseException) -> BaseException:

@@ -15,7 +15,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import MissingExtra, TeacherUnavailable
-from .base import ChatRequest, Completion, TeacherError, TeacherStats, Usage, derive_seed
+from .base import (
+    ChatRequest,
+    Completion,
+    OnDone,
+    TeacherError,
+    TeacherUsage,
+    Usage,
+    derive_seed,
+)
 
 INSTALL_HINT = "the vllm backend needs the vllm extra: pip install 'distill[vllm]' (GPU machines only)"
 
@@ -38,7 +46,7 @@ class VLLMBackend:
         self._SamplingParams = vllm.SamplingParams
         self.model = section.model
         self.run_seed = seed
-        self.stats = TeacherStats()
+        self.stats = TeacherUsage()
         args: dict[str, Any] = {"seed": seed, **section.vllm_args}
         try:
             self.llm = vllm.LLM(model=section.model, **args)
@@ -56,7 +64,14 @@ class VLLMBackend:
             frequency_penalty=s.frequency_penalty, logprobs=s.logprobs,
             seed=derive_seed(self.run_seed, req.record_id, req.purpose, req.sample_index))
 
-    def chat(self, requests: list[ChatRequest]) -> list[Completion]:
+    def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
+        out = self._chat(requests)
+        for i, c in enumerate(out):  # one engine batch: every completion is final at once
+            if on_done is not None:
+                on_done(i, c)
+        return out
+
+    def _chat(self, requests: list[ChatRequest]) -> list[Completion]:
         if not requests:
             return []
         self.stats.requests += len(requests)

@@ -17,8 +17,14 @@ import pyarrow.parquet as pq
 
 from ... import records
 from ...runner import StageContext
-from ...store import REJECTED_DIR, DatasetError, DatasetWriter, atomic_write_bytes, shard_name
-from ...teacher.base import ChatRequest
+from ...store import (
+    REJECTED_DIR,
+    DatasetError,
+    DatasetWriter,
+    atomic_write_bytes,
+    shard_name,
+)
+from ...teacher.base import ChatRequest, TeacherUsage
 from . import instances as inst
 from .config import SelfInstructConfig
 from .seeds import SeedPool
@@ -34,17 +40,14 @@ RAW_DIR = "raw"
 class Restored:
     shards: int = 0
     machine: list[str] = field(default_factory=list)
-    totals: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    usage: TeacherUsage = field(default_factory=TeacherUsage)  # requests and tokens of every completion
 
 
-# counter -> its name in the shard markers (so the manifest's totals use the names every stage uses)
-_MARKER_KEYS = {"batches": "batches", "requests": "requests", "prompt_tokens": "teacher_prompt_tokens",
-                "completion_tokens": "teacher_completion_tokens"}
-
-
-def marker_stats(now: tuple[int, int, int, int], mark: tuple[int, int, int, int]) -> dict[str, int]:
-    """The counters' growth since `mark`, under their marker names: per-shard deltas sum to run totals."""
-    return {key: a - b for key, a, b in zip(_MARKER_KEYS.values(), now, mark)}
+def marker_stats(now: tuple[int, TeacherUsage], mark: tuple[int, TeacherUsage]) -> dict[str, int]:
+    """(batches, usage) grown since `mark`, under the marker names: per-shard deltas sum to run totals."""
+    used = now[1].delta(mark[1])
+    return {"batches": now[0] - mark[0], "requests": used.requests, **used.marker("prompt_tokens", "completion_tokens")}
 
 
 def restore(writer: DatasetWriter) -> Restored:
@@ -55,8 +58,8 @@ def restore(writer: DatasetWriter) -> Restored:
         raise DatasetError(f"{writer.path}: done shards are not contiguous; write to a new --out")
     state.shards = len(markers)
     for m in markers:
-        for k, key in _MARKER_KEYS.items():
-            state.totals[k] = state.totals.get(k, 0) + int(m.get(key, m.get(k, 0)))
+        state.batches += int(m.get("batches", 0))
+        state.usage.add(TeacherUsage.from_marker(m))
     pool: dict[int, str] = {}
     for i in range(state.shards):
         for path in (writer.path / shard_name(i), writer.path / REJECTED_DIR / shard_name(i)):

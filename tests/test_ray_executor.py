@@ -134,8 +134,8 @@ def test_missing_ray_is_a_one_line_install_hint(tmp_path, monkeypatch):
 
 def test_cli_options_reach_the_context(tmp_path):
     from pipeline.cli_common import load, make_context, resolve_run
-    from pipeline.teacher import TeacherFactory
     from pipeline.config import ConfigError
+    from pipeline.teacher import TeacherFactory
     cfg = load(None, workdir=tmp_path, executor="ray", ray_address="auto")
     assert (cfg.run.executor, cfg.run.ray_address) == ("ray", "auto")
     ctx = make_context(cfg, resolve_run(cfg, tmp_path))

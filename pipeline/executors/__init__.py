@@ -13,7 +13,7 @@ and the other way round). Modules:
     shards.py        shard plans as (file, row range) pieces that a worker reads itself
     ray_shards.py    the per-shard driver: actors, retries of dead workers, commits, manifest
     limits.py        one cluster-wide concurrency / rpm / tpm limiter for the openai backend
-    teacher.py       the limited openai backend for workers, and the vLLM replica placement
+    teacher.py       the teacher factory of workers: cluster limiter, llamacpp threads, vLLM replicas
     ray_dedup.py     MinHash's per-block and per-band phases as Ray tasks (RayPool)
     ray_embed.py     semdedup's embed phase on Ray actors
 

@@ -1,9 +1,9 @@
-"""One concurrency / rpm / tpm budget for the whole Ray cluster (openai backend).
+"""One concurrency / rpm / tpm limiter for the whole Ray cluster (openai backend).
 
 Locally, `teacher.concurrency`, `rpm` and `tpm` bound one process. On Ray,
 N workers each with the local limits would send N times as much, which is
 exactly what a hosted API's rate limit punishes. So the driver starts one
-`LimiterActor` per stage run holding the only budget, and every worker's
+`LimiterActor` per stage run holding the only permits, and every worker's
 openai backend (through `ClusterLimiter`, its `Limiter`) acquires a permit
 from it before each HTTP attempt and releases it (with the tokens the server
 reported) right after:

@@ -229,8 +229,8 @@ class _Night:
         """Tokens sent so far: the shared ledger's on Ray (workers included), else the driver teacher's."""
         if self.budget.shared:
             return self.budget.tokens
-        t = self.ctx.teacher.stats.to_dict() if self.ctx.has_teacher else {}
-        return int(t.get("prompt_tokens", 0)) + int(t.get("completion_tokens", 0))
+        used = self.ctx.teacher.stats if self.ctx.has_teacher else None
+        return used.prompt_tokens + used.completion_tokens if used is not None else 0
 
     def _step(self, name: str, fn: Callable[[], dict[str, Any]], input: Path | None, out: Path) -> dict[str, Any]:
         before = self._sent_tokens()

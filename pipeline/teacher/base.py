@@ -108,21 +108,12 @@ class TeacherUsage:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def add(self, other: "TeacherUsage") -> None:
-        for k in MARKED:
-            setattr(self, k, getattr(self, k) + getattr(other, k))
-        for k, v in other.faults.items():
-            self.faults[k] = self.faults.get(k, 0) + v
-
     def copy(self) -> "TeacherUsage":
         return dataclasses.replace(self, faults=dict(self.faults))
 
     def delta(self, before: "TeacherUsage | None") -> "TeacherUsage":
-        """What was used since `before` (everything when there was no teacher before)."""
-        if before is None:
-            return self.copy()
-        faults = {k: v - before.faults.get(k, 0) for k, v in self.faults.items() if v != before.faults.get(k, 0)}
-        return TeacherUsage(**{k: getattr(self, k) - getattr(before, k) for k in MARKED}, faults=faults)
+        """The counters' growth since `before` (all of them when there was no teacher before)."""
+        return TeacherUsage(**{k: getattr(self, k) - (getattr(before, k) if before else 0) for k in MARKED})
 
     def marker(self, *names: str) -> dict[str, int]:
         """The counters (all of MARKED, or `names`) under their marker names, `teacher_<name>`."""

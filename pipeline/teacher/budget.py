@@ -1,28 +1,24 @@
 """Budgets: the tokens, requests, rows and seconds a run, or one stage of it, may spend.
 
-A `Budget` is limits plus a ledger of what was spent: a `Ledger` in this
-process, or (`Budget.on_ray`) a `Ledger` actor that the driver's and every
-Ray worker's copy of the budget share. Time counts from the budget's start,
-wall-clock on Ray (monotonic clocks are per process).
-
-Two things spend it:
+A `Budget` is limits plus a ledger of what was spent: a `Ledger` here, or
+(`Budget.on_ray`) a `Ledger` actor shared by the driver's and every Ray
+worker's copy. Time counts from its start, wall-clock on Ray (monotonic
+clocks are per process). Two things spend it:
 
 - `BudgetedTeacher`, the teacher layer between the response cache and the
-  backend (teacher/factory.py), so cache hits cost nothing and are always
-  served. It sends requests in waves of `wave` (the teacher's concurrency)
-  and, before each wave, checks the token and time limits; once one is
-  reached every further request comes back as a `budget_exhausted` error
-  without being sent. Stages already treat a failed completion as a dropped
-  row with its reason, so a budget that runs out mid-stage leaves every
-  unanswered row accounted for.
-- a stage's own caps (max_tokens_total, max_requests, max_rows): a `child` of
-  the run's budget that the stage spends from what its completions report
-  (cache hits included, so the caps hold across a resume) and checks between
-  batches, stopping with its own stop reason rather than have requests
-  refused. A child's token cap is at most what its parent had left.
+  backend, so cache hits cost nothing and are always served. It sends
+  requests in waves of `wave` (the teacher's concurrency) and, before each,
+  checks the token and time limits; once one is reached every further
+  request comes back as a `budget_exhausted` error without being sent.
+  Stages treat a failed completion as a dropped row with its reason, so a
+  budget that runs out mid-stage leaves every unanswered row accounted for.
+- a stage's own caps (max_tokens_total, max_requests, max_rows): a `child`
+  of the run's budget that the stage spends from its completions (cache
+  hits too, so the caps hold across a resume) and checks between batches,
+  stopping with its own stop reason rather than have requests refused.
 
-`exhausted_by` is the limit that is used up now; `hit` lists, in order, the
-limits that stopped or refused something (`note`).
+`exhausted_by` is the limit used up now; `hit` the limits that stopped or
+refused something (`note`), in order.
 """
 
 from __future__ import annotations
@@ -61,26 +57,17 @@ class Ledger:
 
 
 class RayLedger:
-    """A `Ledger` actor behind the same methods; each waits for the actor, so the next check sees it."""
+    """A `Ledger` actor behind the same methods; each call waits for the actor, so the next check sees it."""
 
     def __init__(self, actor: Any):
         self.actor = actor
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):  # pickling looks up dunders before __init__ ran
+            raise AttributeError(name)
         import ray
-        return ray.get(getattr(self.actor, name).remote(*args))
-
-    def spend(self, prompt: int = 0, completion: int = 0, requests: int = 0, rows: int = 0) -> None:
-        self._call("spend", prompt, completion, requests, rows)
-
-    def refuse(self, requests: int) -> None:
-        self._call("refuse", requests)
-
-    def note(self, limit: str) -> None:
-        self._call("note", limit)
-
-    def state(self) -> tuple[int, int, int, int, int, list[str]]:
-        return tuple(self._call("state"))  # type: ignore[return-value]
+        method = getattr(self.actor, name)
+        return lambda *args: ray.get(method.remote(*args))
 
     def close(self) -> None:
         import ray
@@ -210,9 +197,6 @@ class BudgetedTeacher:
         self.backend = inner.backend
         self.model = inner.model
         self.stats = inner.stats
-
-    def __repr__(self) -> str:
-        return f"BudgetedTeacher({self.inner!r})"
 
     def _refusal(self, limit: str) -> Completion:
         b = self.budget

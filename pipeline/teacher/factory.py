@@ -1,18 +1,16 @@
 """Building a teacher: backend -> limiter -> budget -> response cache, in this one place.
 
 `TeacherFactory` is what a run context holds instead of a teacher: a plain
-picklable object (the [teacher] section, the workdir, the run seed, and
-optionally a shared limiter and budget), so a Ray worker builds its own
-teacher from the same recipe (pipeline/executors/teacher.py adds the
-cluster's limiter). The layers, innermost first:
+picklable recipe (the [teacher] section, workdir, run seed, and optionally a
+shared limiter and budget), so a Ray worker builds its own teacher the same
+way (pipeline/executors/teacher.py adds the cluster's limiter). The layers:
 
     backend   openai, llamacpp (embedded server children) or vllm
     limiter   the openai backend's: the section's rpm / tpm, or `limiter`
     budget    `BudgetedTeacher`, when a budget is given (the refresh's)
-    cache     the SQLite response cache, when `section.cache`; outside the
-              budget, so cache hits cost nothing
-
-The cache file is `section.cache_path`, else `<workdir>/teacher_cache.sqlite`.
+    cache     the SQLite response cache (`section.cache`), outside the budget:
+              cache hits cost nothing. File: `section.cache_path`, else
+              <workdir>/teacher_cache.sqlite
 """
 
 from __future__ import annotations

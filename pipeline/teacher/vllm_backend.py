@@ -66,9 +66,8 @@ class VLLMBackend:
 
     def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
         out = self._chat(requests)
-        for i, c in enumerate(out):  # one engine batch: every completion is final at once
-            if on_done is not None:
-                on_done(i, c)
+        for i, c in enumerate(out if on_done is not None else ()):  # one engine batch: all final at once
+            on_done(i, c)
         return out
 
     def _chat(self, requests: list[ChatRequest]) -> list[Completion]:

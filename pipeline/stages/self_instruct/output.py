@@ -57,9 +57,10 @@ def restore(writer: DatasetWriter) -> Restored:
     if [m.get("shard") for m in markers] != list(range(len(markers))):
         raise DatasetError(f"{writer.path}: done shards are not contiguous; write to a new --out")
     state.shards = len(markers)
-    for m in markers:
-        state.batches += int(m.get("batches", 0))
-        state.usage.add(TeacherUsage.from_marker(m))
+    used = [TeacherUsage.from_marker(m) for m in markers]
+    state.batches = sum(int(m.get("batches", 0)) for m in markers)
+    state.usage = TeacherUsage(requests=sum(u.requests for u in used), prompt_tokens=sum(u.prompt_tokens for u in used),
+                               completion_tokens=sum(u.completion_tokens for u in used))
     pool: dict[int, str] = {}
     for i in range(state.shards):
         for path in (writer.path / shard_name(i), writer.path / REJECTED_DIR / shard_name(i)):

@@ -62,8 +62,8 @@ class RayLedger:
     def __init__(self, actor: Any):
         self.actor = actor
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_"):  # pickling looks up dunders before __init__ ran
+    def __getattr__(self, name: str) -> Callable[..., Any]:  # spend, refuse, note, state
+        if name.startswith("_") or "actor" not in self.__dict__:  # unpickling looks before state is set
             raise AttributeError(name)
         import ray
         method = getattr(self.actor, name)

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,6 @@ class TeacherUsage:
 OnDone = Callable[[int, Completion], None]
 
 
-@runtime_checkable
 class Teacher(Protocol):
     backend: str
     model: str

@@ -24,7 +24,7 @@ from ...store import (
     atomic_write_bytes,
     shard_name,
 )
-from ...teacher.base import ChatRequest
+from ...teacher.base import ChatRequest, TeacherUsage
 from . import instances as inst
 from .config import SelfInstructConfig
 from .seeds import SeedPool
@@ -40,17 +40,14 @@ RAW_DIR = "raw"
 class Restored:
     shards: int = 0
     machine: list[str] = field(default_factory=list)
-    totals: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    usage: TeacherUsage = field(default_factory=TeacherUsage)  # requests and tokens of every completion
 
 
-# counter -> its name in the shard markers (so the manifest's totals use the names every stage uses)
-_MARKER_KEYS = {"batches": "batches", "requests": "requests", "prompt_tokens": "teacher_prompt_tokens",
-                "completion_tokens": "teacher_completion_tokens"}
-
-
-def marker_stats(now: tuple[int, int, int, int], mark: tuple[int, int, int, int]) -> dict[str, int]:
-    """The counters' growth since `mark`, under their marker names: per-shard deltas sum to run totals."""
-    return {key: a - b for key, a, b in zip(_MARKER_KEYS.values(), now, mark)}
+def marker_stats(now: tuple[int, TeacherUsage], mark: tuple[int, TeacherUsage]) -> dict[str, int]:
+    """(batches, usage) grown since `mark`, under the marker names: per-shard deltas sum to run totals."""
+    used = now[1].delta(mark[1])
+    return {"batches": now[0] - mark[0], "requests": used.requests, **used.marker("prompt_tokens", "completion_tokens")}
 
 
 def restore(writer: DatasetWriter) -> Restored:
@@ -60,9 +57,10 @@ def restore(writer: DatasetWriter) -> Restored:
     if [m.get("shard") for m in markers] != list(range(len(markers))):
         raise DatasetError(f"{writer.path}: done shards are not contiguous; write to a new --out")
     state.shards = len(markers)
-    for m in markers:
-        for k, key in _MARKER_KEYS.items():
-            state.totals[k] = state.totals.get(k, 0) + int(m.get(key, m.get(k, 0)))
+    used = [TeacherUsage.from_marker(m) for m in markers]
+    state.batches = sum(int(m.get("batches", 0)) for m in markers)
+    state.usage = TeacherUsage(requests=sum(u.requests for u in used), prompt_tokens=sum(u.prompt_tokens for u in used),
+                               completion_tokens=sum(u.completion_tokens for u in used))
     pool: dict[int, str] = {}
     for i in range(state.shards):
         for path in (writer.path / shard_name(i), writer.path / REJECTED_DIR / shard_name(i)):

@@ -1,4 +1,5 @@
-"""Turning accepted tasks into rows: classification, instances, provenance; and reading them back.
+"""A Self-Instruct run's state (accepted tasks, counters), turned into rows: classification, instances,
+provenance; and read back for a resume.
 
 Reads nothing but the done shards of the stage's own folder (`restore`, for
 resume). `ShardBuilder.build` sends the classification and instance requests
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -24,13 +25,48 @@ from ...store import (
     atomic_write_bytes,
     shard_name,
 )
-from ...teacher.base import ChatRequest, TeacherUsage
+from ...teacher.base import ChatRequest, Completion, TeacherUsage
+from ...teacher.budget import Budget
 from . import instances as inst
 from .config import SelfInstructConfig
 from .seeds import SeedPool
 
-if TYPE_CHECKING:
-    from .stage import Counters, Task
+
+@dataclass
+class Task:
+    """An accepted instruction on its way to becoming rows."""
+
+    instruction: str
+    pool_index: int
+    where: dict[str, int]                    # batch, request, item
+    similar: list[dict[str, Any]]
+    mean_similarity: float | None
+    tokens: list[float]                      # [prompt, completion] attributed to this task
+    triple: tuple[str, str] | None = None    # alpaca mode: (input, output)
+
+
+@dataclass
+class Counters:
+    budget: Budget         # requests and tokens of every completion (cached too), against max_requests / max_tokens_total
+    batches: int = 0
+    idle: int = 0          # bootstrap requests in a row that accepted nothing (not persisted)
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def count(self, comps: list[Completion], kind: str) -> None:
+        self.budget.spend(sum(c.usage.prompt_tokens for c in comps), sum(c.usage.completion_tokens for c in comps),
+                          requests=len(comps))
+        self.bump(f"{kind}_requests", len(comps))
+        for c in comps:
+            self.bump("teacher_errors", 0 if c.ok else 1)
+            self.bump("cache_hits", 1 if c.cached else 0)
+
+    def usage(self) -> TeacherUsage:
+        prompt, completion, requests = self.budget.counters()[:3]
+        return TeacherUsage(requests=requests, prompt_tokens=prompt, completion_tokens=completion)
+
+    def bump(self, key: str, n: float = 1) -> None:
+        self.extra[key] = self.extra.get(key, 0) + n
+
 
 STAGE = "self_instruct"
 RAW_DIR = "raw"

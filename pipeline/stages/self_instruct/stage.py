@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,51 +25,14 @@ from ...context import RunContext
 from ...prompts import load_template
 from ...runner import Progress
 from ...store import DatasetWriter
-from ...teacher.base import ChatRequest, Completion, TeacherUsage
-from ...teacher.budget import Budget
+from ...teacher.base import ChatRequest, Completion
 from . import alpaca, bootstrap
 from .config import SelfInstructConfig
-from .output import ShardBuilder, marker_stats, restore
+from .output import Counters, ShardBuilder, Task, marker_stats, restore
 from .rouge import RougeIndex
 from .seeds import SeedPool, load_seeds
 
 STAGE = "self_instruct"
-
-
-@dataclass
-class Task:
-    """An accepted instruction on its way to becoming rows."""
-
-    instruction: str
-    pool_index: int
-    where: dict[str, int]                    # batch, request, item
-    similar: list[dict[str, Any]]
-    mean_similarity: float | None
-    tokens: list[float]                      # [prompt, completion] attributed to this task
-    triple: tuple[str, str] | None = None    # alpaca mode: (input, output)
-
-
-@dataclass
-class Counters:
-    budget: Budget         # requests and tokens of every completion (cached too), against max_requests / max_tokens_total
-    batches: int = 0
-    idle: int = 0          # bootstrap requests in a row that accepted nothing (not persisted)
-    extra: dict[str, float] = field(default_factory=dict)
-
-    def count(self, comps: list[Completion], kind: str) -> None:
-        self.budget.spend(sum(c.usage.prompt_tokens for c in comps), sum(c.usage.completion_tokens for c in comps),
-                          requests=len(comps))
-        self.bump(f"{kind}_requests", len(comps))
-        for c in comps:
-            self.bump("teacher_errors", 0 if c.ok else 1)
-            self.bump("cache_hits", 1 if c.cached else 0)
-
-    def usage(self) -> TeacherUsage:
-        prompt, completion, requests = self.budget.counters()[:3]
-        return TeacherUsage(requests=requests, prompt_tokens=prompt, completion_tokens=completion)
-
-    def bump(self, key: str, n: float = 1) -> None:
-        self.extra[key] = self.extra.get(key, 0) + n
 
 
 def run_self_instruct(out: str | Path, ctx: RunContext, config: SelfInstructConfig | None = None,

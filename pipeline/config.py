@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .errors import ConfigError
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -65,10 +67,6 @@ class Config(Section):
     refresh: dict[str, Any] = Field(default_factory=dict)  # `distill refresh`; model in pipeline/refresh/config.py
 
     source: str | None = Field(None, exclude=True)
-
-
-class ConfigError(ValueError):
-    """A config problem, already phrased for the user."""
 
 
 def _format_errors(source: str, err: ValidationError, prefix: str = "") -> str:

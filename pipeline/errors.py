@@ -7,10 +7,28 @@ dataset), 4 teacher unavailable, 5 write failed (disk full, permissions),
 
 from __future__ import annotations
 
-from .config import ConfigError
-from .prompts import TemplateError
-from .refresh.lock import Locked
-from .store import DatasetError, StoreWriteError
+
+class ConfigError(ValueError):
+    """A config problem, already phrased for the user."""
+
+
+class TemplateError(KeyError):
+    """A prompt template that cannot be rendered (missing variables, all named at once)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+class DatasetError(ValueError):
+    """A folder that is not a usable dataset; the message names the folder and the problem."""
+
+
+class StoreWriteError(OSError):
+    """A write failed (disk full, permissions); nothing partial was left visible."""
+
+
+class Locked(RuntimeError):
+    """Another run holds the lock; the message names it."""
 
 
 class InputFileError(ValueError):

@@ -8,7 +8,8 @@ from typing import Any
 import pyarrow.compute as pc
 
 from . import records
-from .store import Dataset, DatasetError
+from .errors import DatasetError
+from .store import Dataset
 
 _SAMPLE_COLUMNS = ["id", "parent_id", "origin", "round", "task_kind", "instruction", "input", "output",
                    "system", "strategy", "messages", "score", "drop_stage", "drop_reason", "drop_detail"]

@@ -17,13 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .assets import prompts_dir
+from .errors import TemplateError
 
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-
-
-class TemplateError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .errors import DatasetError
 from .report_svg import bar_chart, histogram, table
-from .store import Dataset, DatasetError, atomic_write_bytes
+from .store import Dataset, atomic_write_bytes
 
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import logs
-from .config import Config, ConfigError
+from .config import Config
 from .context import RunPaths, make_context
+from .errors import ConfigError
 from .plan import default_plan
 from .records import now_utc
 from .stage import StageSpec

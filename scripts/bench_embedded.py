@@ -29,11 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.config import TeacherSection  # noqa: E402
 from pipeline.errors import TeacherUnavailable  # noqa: E402
 from pipeline.teacher.base import ChatRequest, Sampling  # noqa: E402
 from pipeline.teacher.openai_backend import OpenAIBackend  # noqa: E402
 from pipeline.teacher.server import EmbeddedServer  # noqa: E402
-from pipeline.config import TeacherSection  # noqa: E402
 
 
 def requests(n: int, max_tokens: int) -> list[ChatRequest]:

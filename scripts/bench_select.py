@@ -123,8 +123,8 @@ def run_select_child(pool: str, emb: str, budget: int, out: str) -> dict:
 
 def baseline_walk_child(pool: str, emb: str, budget: int, out: str) -> dict:
     """Exact Deita walk over all embeddings in memory; writes the selected positions for the agreement check."""
-    from pipeline.stages.select.scan import scan as scan_pool
     from pipeline.stages.select.config import SelectConfig
+    from pipeline.stages.select.scan import scan as scan_pool
     from pipeline.stages.semdedup.neighbors import greedy_diverse_select
     from pipeline.store import Dataset
 
@@ -178,6 +178,7 @@ def export_child(sel: str, out: str, rows: int) -> dict:
 def copy_child(sel: str, out: str, rows: int) -> dict:
     """Baseline: read the selected rows' export columns and write them back with pyarrow (zstd), nothing else."""
     import pyarrow.parquet as pq
+
     from pipeline.stages.export.config import DEFAULT_COLUMNS
     from pipeline.store import Dataset
 

@@ -226,6 +226,7 @@ def part_search(args) -> dict:
 def faiss_ivf_range_pairs(x: np.ndarray, thr: float, nprobe: int):
     """IndexIVFFlat.range_search of every row: what ivf_pairs replaces (for the side-by-side)."""
     import faiss
+
     from pipeline.stages.semdedup.search import MARGIN, _finish, _train_sample, default_nlist
     nlist = default_nlist(len(x))
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
@@ -243,6 +244,7 @@ def faiss_ivf_range_pairs(x: np.ndarray, thr: float, nprobe: int):
 
 def synthetic_dataset(path: Path, n: int, shard_rows: int = 50_000) -> Path:
     import pyarrow as pa
+
     from pipeline import records
     from pipeline.store import DatasetWriter
     texts = synthetic_texts(n, seed=7)
@@ -260,6 +262,7 @@ def synthetic_dataset(path: Path, n: int, shard_rows: int = 50_000) -> Path:
 def part_stage(args) -> dict:
     import shutil
     import tempfile
+
     from pipeline.stages.semdedup.api import run_semdedup
     from pipeline.stages.semdedup.config import SemdedupConfig
     tmp = Path(tempfile.mkdtemp(prefix="bench-semdedup-"))

@@ -11,12 +11,7 @@ from typer.testing import CliRunner
 
 from pipeline import records
 from pipeline.context import RunContext
-from pipeline.stages.evol_instruct import (
-    EvolConfig,
-    evolution_chain,
-    format_chain,
-    run_evol_instruct,
-)
+from pipeline.stages.evol_instruct import EvolConfig, evolution_chain, format_chain, run_evol_instruct
 from pipeline.stages.evol_instruct.stage import pool_dir
 from pipeline.store import Dataset
 from pipeline.teacher.fake import FakeTeacher
@@ -236,9 +231,7 @@ def test_cli_help_lists_the_stage_options():
 
 
 def test_cli_runs_the_stage_with_config_and_flags(tmp_path, monkeypatch):
-    from pipeline import (
-        stage as evol_cli,  # the stage commands' one body makes the context
-    )
+    from pipeline import stage as evol_cli  # the stage commands' one body makes the context
     from pipeline.cli import app
 
     teacher = FakeTeacher(responder)

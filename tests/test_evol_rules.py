@@ -18,11 +18,7 @@ from pipeline.stages.evol_instruct.eliminate import (
     parse_judge,
     stop_words,
 )
-from pipeline.stages.evol_instruct.operations import (
-    Operations,
-    parse_evolution,
-    prompt_text,
-)
+from pipeline.stages.evol_instruct.operations import Operations, parse_evolution, prompt_text
 from pipeline.teacher.base import Completion, TeacherError
 
 RECORDED = Path(__file__).parent / "data" / "evol_recorded_completions.json"

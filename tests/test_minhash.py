@@ -17,10 +17,10 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 from minhash_support import outcome, row, synthetic_rows, words, write_dataset
 
 from pipeline import records
-from pipeline.store import Dataset, DatasetError
 from pipeline.stages.minhash import MinhashConfig, run_minhash, signatures, stage
 from pipeline.stages.minhash.candidates import candidate_probability, choose_banding
 from pipeline.stages.minhash.phases import block_text, compute_signatures
+from pipeline.store import Dataset, DatasetError
 
 TRICKY = [
     "Write a haiku about autumn leaves falling on a quiet pond, please.",

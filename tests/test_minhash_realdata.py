@@ -10,9 +10,9 @@ from datasketch import LeanMinHash, MinHash
 from minhash_support import row, write_dataset
 from typer.testing import CliRunner
 
-from pipeline.store import Dataset
 from pipeline.stages.minhash import MinhashConfig, run_minhash, signatures
 from pipeline.stages.minhash.phases import block_text, compute_signatures
+from pipeline.store import Dataset
 
 pytestmark = pytest.mark.realdata
 

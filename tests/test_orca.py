@@ -17,26 +17,10 @@ from typer.testing import CliRunner
 from pipeline.config import ConfigError
 from pipeline.context import RunContext
 from pipeline.records import get_meta, new_row
-from pipeline.stages.orca import (
-    TASK_KINDS,
-    OrcaConfig,
-    OrcaStage,
-    calibrate,
-    detect_kind,
-    run_orca,
-)
+from pipeline.stages.orca import TASK_KINDS, OrcaConfig, OrcaStage, calibrate, detect_kind, run_orca
 from pipeline.stages.orca.answers import check_answer, compact_logprobs, refusal_phrase
-from pipeline.stages.orca.calibrate import (
-    exact_match,
-    final_answer,
-    parse_rating,
-    token_f1,
-)
-from pipeline.stages.orca.catalog import (
-    load_strategy_catalog,
-    load_system_catalog,
-    read_strategy_map,
-)
+from pipeline.stages.orca.calibrate import exact_match, final_answer, parse_rating, token_f1
+from pipeline.stages.orca.catalog import load_strategy_catalog, load_system_catalog, read_strategy_map
 from pipeline.stages.orca.task_kind import canonical_kind, parse_teacher_kind
 from pipeline.store import Dataset, DatasetWriter
 from pipeline.teacher.base import Completion, TeacherError, Usage

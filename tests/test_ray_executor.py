@@ -16,13 +16,7 @@ import ray_support
 
 from pipeline.context import RunContext
 from pipeline.runner import run_shards
-from pipeline.store import (
-    Dataset,
-    DatasetError,
-    DatasetWriter,
-    merge_markers,
-    stage_shard,
-)
+from pipeline.store import Dataset, DatasetError, DatasetWriter, merge_markers, stage_shard
 from pipeline.store import location as storage
 from pipeline.store.shards import plan_shards
 

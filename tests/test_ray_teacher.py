@@ -8,6 +8,7 @@ import os
 
 import pytest
 import ray_support
+
 from pipeline.config import TeacherSection
 from pipeline.context import RunContext
 from pipeline.errors import TeacherUnavailable

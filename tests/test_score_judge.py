@@ -16,13 +16,7 @@ from pipeline.context import RunContext
 from pipeline.records import get_meta, new_row
 from pipeline.stages.score.combine import combined_score
 from pipeline.stages.score.config import ScoreConfig
-from pipeline.stages.score.judge import (
-    SCALES,
-    build_request,
-    expected_score,
-    parse_judgment,
-    parse_score_text,
-)
+from pipeline.stages.score.judge import SCALES, build_request, expected_score, parse_judgment, parse_score_text
 from pipeline.stages.score.stage import ScoreStage, run_score
 from pipeline.store import Dataset, DatasetWriter
 from pipeline.teacher.base import Completion, TeacherError

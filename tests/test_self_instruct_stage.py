@@ -12,13 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from self_instruct_support import (
-    bootstrap_reply,
-    kill_config,
-    make_ctx,
-    novel_instruction,
-    world,
-)
+from self_instruct_support import bootstrap_reply, kill_config, make_ctx, novel_instruction, world
 from typer.testing import CliRunner
 
 from pipeline import records

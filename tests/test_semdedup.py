@@ -214,11 +214,7 @@ def test_components_are_the_connected_components_whatever_the_pair_order():
 
 
 def test_greedy_diverse_select_equals_one_row_at_a_time():
-    from pipeline.stages.semdedup.neighbors import (
-        SelectedSet,
-        greedy_diverse_select,
-        max_similarity_to_set,
-    )
+    from pipeline.stages.semdedup.neighbors import SelectedSet, greedy_diverse_select, max_similarity_to_set
     rng = np.random.default_rng(1)
     x = rng.normal(size=(600, 16)).astype(np.float32)
     x[300:] = x[:300] + rng.normal(scale=0.3, size=(300, 16))

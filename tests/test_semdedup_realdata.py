@@ -41,12 +41,7 @@ def fast():
 
 
 def test_approximate_search_recall_against_exact_on_real_rows(shared_data, fast):
-    from pipeline.stages.semdedup.search import (
-        exact_pairs,
-        ivf_pairs,
-        kmeans_pairs,
-        pair_recall,
-    )
+    from pipeline.stages.semdedup.search import exact_pairs, ivf_pairs, kmeans_pairs, pair_recall
     texts = real_texts(shared_data)
     texts += perturbed(texts)
     x = fast.encode(texts)

@@ -32,17 +32,17 @@ Failures:
 from __future__ import annotations
 
 import contextlib
-from contextlib import contextmanager
 import dataclasses
 from collections import deque
+from contextlib import contextmanager
 from itertools import islice
 from typing import Any, Callable, Iterator
 
 from ..runner import process_shard
 from ..store import Location, ShardSpec
 from ..teacher.budget import Budget
-from .ray_runtime import connect, task_error_cause
 from .local import SideTeacher
+from .ray_runtime import connect, task_error_cause
 from .teacher import actor_options, worker_factory, worker_judge
 
 

@@ -10,8 +10,7 @@ import logging
 import os
 from typing import Any
 
-from ..config import ConfigError
-from ..errors import MissingExtra
+from ..errors import ConfigError, MissingExtra
 
 INSTALL_HINT = "--executor ray needs the ray extra: pip install 'distill[ray]'"
 

@@ -25,8 +25,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from ..config import ConfigError
-from ..errors import TeacherUnavailable
+from ..errors import ConfigError, TeacherUnavailable
 from ..teacher.factory import TeacherFactory
 from .limits import start_limiter, stop_limiter
 from .ray_runtime import connect

@@ -16,9 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-
-class Locked(RuntimeError):
-    """Another run holds the lock; the message names it."""
+from ..errors import Locked
 
 
 class RunLock:

@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 from ..config import Config, stage_config
 from ..context import RunPaths, make_context
-from ..errors import TeacherUnavailable
-from ..store import Dataset, DatasetError
+from ..errors import DatasetError, TeacherUnavailable
+from ..store import Dataset
 from ..teacher.base import ChatRequest, Sampling
 from ..teacher.budget import Budget
 from ..teacher.factory import TeacherFactory

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import records
+from ..errors import DatasetError
 from .atomic import (
     StoreWriteError,
     atomic_write_bytes,
@@ -54,10 +55,6 @@ PLAN = "_plan.json"
 DONE_DIR = "_done"
 REJECTED_DIR = "rejected"
 PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
-
-
-class DatasetError(ValueError):
-    """A folder that is not a usable dataset; the message names the folder and the problem."""
 
 
 def shard_name(index: int) -> str:

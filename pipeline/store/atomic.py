@@ -21,10 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
-class StoreWriteError(OSError):
-    """A write failed (disk full, permissions); nothing partial was left visible."""
-
+from ..errors import StoreWriteError
 
 TMP_MARK = ".tmp-"
 

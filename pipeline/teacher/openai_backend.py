@@ -36,22 +36,8 @@ from typing import Any, Callable
 import aiohttp
 
 from ..errors import TeacherUnavailable
-from .base import (
-    ChatRequest,
-    Completion,
-    OnDone,
-    TeacherError,
-    TeacherUsage,
-    Usage,
-    derive_seed,
-)
-from .limits import (
-    Limiter,
-    LocalLimiter,
-    backoff_delay,
-    estimate_tokens,
-    parse_retry_after,
-)
+from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherUsage, Usage, derive_seed
+from .limits import Limiter, LocalLimiter, backoff_delay, estimate_tokens, parse_retry_after
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ... import records
+from ...errors import DatasetError
 from ...runner import Progress
 from ...seeding import seed_for
-from ...store import Dataset, DatasetError, atomic_write_json, atomic_write_table
+from ...store import Dataset, atomic_write_json, atomic_write_table
 from ..select.scan import ids_to_numpy
 from . import card
 from .config import ExportConfig

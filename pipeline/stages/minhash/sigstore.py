@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from ...store import DatasetError, atomic_write_json, read_json
+from ...errors import DatasetError
+from ...store import atomic_write_json, read_json
 from .blocks import Block
 
 STORE_DIR = "_minhash"

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from ... import records
-from ...config import ConfigError
+from ...errors import ConfigError
 from ...executors.local import LocalExecutor
 from ...runner import Progress
 from ...store import Dataset, DatasetWriter, read_json

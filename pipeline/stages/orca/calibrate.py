@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ...config import ConfigError
 from ...context import RunContext
-from ...errors import InputFileError
+from ...errors import ConfigError, InputFileError
 from ...prompts import load_template
 from ...records import now_utc
 from ...seeding import seed_for

@@ -17,8 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...assets import prompts_dir
-from ...config import ConfigError
-from ...prompts import TemplateError, load_catalog, load_template
+from ...errors import ConfigError, TemplateError
+from ...prompts import load_catalog, load_template
 from .task_kind import TASK_KINDS
 
 N_MESSAGES = 16

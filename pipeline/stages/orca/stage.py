@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...config import ConfigError
 from ...context import RunContext
+from ...errors import ConfigError
 from ...prompts import load_template
 from ...records import build_messages, make_id, now_utc, rejected_row, set_meta
 from ...runner import ShardResult, run_shards

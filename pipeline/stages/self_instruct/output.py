@@ -18,13 +18,7 @@ import pyarrow.parquet as pq
 
 from ... import records
 from ...context import RunContext
-from ...store import (
-    REJECTED_DIR,
-    DatasetError,
-    DatasetWriter,
-    atomic_write_bytes,
-    shard_name,
-)
+from ...store import REJECTED_DIR, DatasetError, DatasetWriter, atomic_write_bytes, shard_name
 from ...teacher.base import ChatRequest, Completion, TeacherUsage
 from ...teacher.budget import Budget
 from . import instances as inst

@@ -20,8 +20,8 @@ from typing import Any, Iterator
 
 from ... import records
 from ...assets import data_dir
-from ...errors import InputFileError
-from ...store import Dataset, DatasetError
+from ...errors import DatasetError, InputFileError
+from ...store import Dataset
 
 TEAM_SEEDS = "seed_tasks.jsonl"
 

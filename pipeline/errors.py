@@ -43,6 +43,15 @@ class MissingExtra(RuntimeError):
     """An optional dependency (an extra) is not installed; the message says how to install it."""
 
 
+def import_extra(module: str, hint: str):
+    """The optional dependency `module`, or MissingExtra with `hint` (how to install it)."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtra(f"{hint} ({e})") from None
+
+
 EXIT_CODES: dict[type, int] = {
     ConfigError: 2, TemplateError: 2, MissingExtra: 2,
     InputFileError: 3, DatasetError: 3,

@@ -10,17 +10,13 @@ import logging
 import os
 from typing import Any
 
-from ..errors import ConfigError, MissingExtra
+from ..errors import ConfigError, import_extra
 
 INSTALL_HINT = "--executor ray needs the ray extra: pip install 'distill[ray]'"
 
 
 def import_ray():
-    try:
-        import ray
-    except ImportError as e:
-        raise MissingExtra(f"{INSTALL_HINT} ({e})") from None
-    return ray
+    return import_extra("ray", INSTALL_HINT)
 
 
 def require_ray() -> None:

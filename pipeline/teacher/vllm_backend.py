@@ -14,18 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import MissingExtra, TeacherUnavailable
+from ..errors import TeacherUnavailable, import_extra
 from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherUsage, Usage, derive_seed
 
 INSTALL_HINT = "the vllm backend needs the vllm extra: pip install 'distill[vllm]' (GPU machines only)"
 
 
 def _import_vllm():
-    try:
-        import vllm
-    except ImportError as e:
-        raise MissingExtra(f"{INSTALL_HINT} ({e})") from None
-    return vllm
+    return import_extra("vllm", INSTALL_HINT)
 
 
 class VLLMBackend:

@@ -85,12 +85,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
     if path is not None:
         p = Path(path)
         source = str(p)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found (write a starter with `distill config init {p}`)")
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        data = read_toml(p, f"config file not found (write a starter with `distill config init {p}`)")
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
     try:
@@ -99,6 +94,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
         raise ConfigError(_format_errors(source, e)) from None
     cfg.source = source
     return cfg
+
+
+def read_toml(p: Path, missing: str) -> dict[str, Any]:
+    """A TOML file as a dict; a ConfigError naming the file when it is absent (`missing` says the fix) or invalid."""
+    if not p.is_file():
+        raise ConfigError(f"{p}: {missing}")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
 
 
 def stage_config(cfg: Config, section: str, model: type[BaseModel], /, **overrides: Any) -> Any:

@@ -35,6 +35,12 @@ DEFAULT_LENGTH_RATIO = {"add_constraints": 3.0, "deepening": 3.0, "concretizing"
                         "increase_reasoning": 3.0, "complicate_input": 8.0, "breadth": 3.0}
 
 
+
+def _known_operations(v: dict[str, float]) -> None:
+    unknown = sorted(set(v) - set(OPERATIONS))
+    if unknown:
+        raise ValueError(f"unknown operations {unknown}; known: {list(OPERATIONS)}")
+
 class EvolConfig(Section):
     rounds: int = Field(4, ge=1, le=100, description="evolution rounds M; each round evolves every pool instruction once")
     operations: dict[str, float] = Field(
@@ -72,9 +78,7 @@ class EvolConfig(Section):
     @field_validator("operations")
     @classmethod
     def _ops(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(OPERATIONS))
-        if unknown:
-            raise ValueError(f"unknown operations {unknown}; known: {list(OPERATIONS)}")
+        _known_operations(v)
         if any(w < 0 for w in v.values()):
             raise ValueError("operation weights must be >= 0")
         full = {op: float(v.get(op, 0.0)) for op in OPERATIONS}
@@ -85,9 +89,7 @@ class EvolConfig(Section):
     @field_validator("max_length_ratio")
     @classmethod
     def _ratios(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(v) - set(OPERATIONS))
-        if unknown:
-            raise ValueError(f"unknown operations {unknown}; known: {list(OPERATIONS)}")
+        _known_operations(v)
         if any(r <= 0 for r in v.values()):
             raise ValueError("length ratios must be > 0")
         return {**DEFAULT_LENGTH_RATIO, **v}

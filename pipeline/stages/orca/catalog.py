@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ...assets import prompts_dir
+from ...config import read_toml
 from ...errors import ConfigError, TemplateError
 from ...prompts import load_catalog, load_template
 from .task_kind import TASK_KINDS
@@ -174,12 +174,7 @@ def check_strategy_map(label: str, table: str, mapping: dict[str, str], texts: d
 def read_strategy_map(path: str | Path, catalog: StrategyCatalog) -> dict[str, str]:
     """The [strategy_map] table of a calibration file, checked against the catalog."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: strategy map not found (write one with `distill orca calibrate DATASET --out {p}`)")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    data = read_toml(p, f"strategy map not found (write one with `distill orca calibrate DATASET --out {p}`)")
     table = data.get("strategy_map")
     if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
         raise ConfigError(f"{p}: needs a [strategy_map] table of task kind = \"strategy name\"")

@@ -14,8 +14,7 @@ and the other way round). Modules:
     ray_shards.py    the per-shard driver: actors, retries of dead workers, commits, manifest
     limits.py        one cluster-wide concurrency / rpm / tpm limiter for the openai backend
     teacher.py       the limited openai backend for workers, and the vLLM replica placement
-    ray_dedup.py     MinHash's per-block and per-band phases as Ray tasks (RayPool)
-    ray_embed.py     semdedup's embed phase on Ray actors
+    ray_dedup.py     MinHash's per-block and per-band phases, semdedup's embed chunks, as Ray tasks (RayPool)
 
 README.md here is the scaling section (Ray launch, overhead, the 10M-row estimate).
 Steps that stay in the driver with `ray` are listed in LOCAL_ONLY, with the reason

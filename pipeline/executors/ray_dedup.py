@@ -1,4 +1,4 @@
-"""MinHash on Ray: the stage's per-block and per-band tasks as Ray tasks.
+"""MinHash on Ray: the stage's per-block and per-band tasks as Ray tasks (and semdedup's embed tasks).
 
 MinHash (`pipeline/stages/minhash/`) already runs as explicit phases whose
 per-block work is a module-level function over one picklable task dict that
@@ -25,7 +25,8 @@ functions are idempotent (a rerun rewrites the same files), so a retry can
 neither duplicate nor lose a row. An exception inside a task is not retried
 and is raised as itself.
 
-Embeddings: see ray_embed.py.
+Semdedup's embed phase runs its `embed_chunk` tasks through the same pool,
+one GPU each where the cluster has GPUs (`num_gpus`).
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ class RayPool:
     """`pipeline.stages.minhash.pool.Pool` over Ray tasks: results in task order."""
 
     def __init__(self, address: str | None = None, workers: int | None = None, *, max_retries: int = 3,
-                 num_cpus: float = 1):
+                 num_cpus: float = 1, num_gpus: float = 0):
         self.ray = connect(address)
         self.workers = workers or max(int(self.ray.cluster_resources().get("CPU", 1)), 1)
         self.max_retries = max_retries
-        self.num_cpus = num_cpus
+        self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self._pending: deque = deque()
 
     def __enter__(self) -> "RayPool":
@@ -62,7 +63,10 @@ class RayPool:
 
     def imap(self, fn: Callable[[dict], dict], tasks: list[dict]) -> Iterator[dict]:
         ray = self.ray
-        remote = ray.remote(num_cpus=self.num_cpus, max_retries=self.max_retries)(fn)
+        # Ray ends a GPU task's worker after one call unless told otherwise (max_calls=1);
+        # max_calls=0 keeps it, and with it what the process loaded (an embedding model).
+        gpu = {"num_gpus": self.num_gpus, "max_calls": 0} if self.num_gpus else {}
+        remote = ray.remote(num_cpus=self.num_cpus, max_retries=self.max_retries, **gpu)(fn)
         todo = iter(tasks)
         window = 2 * self.workers  # queued ahead so no worker waits on the driver
         self._pending.extend(remote.remote(t) for t in islice(todo, window))

@@ -138,7 +138,6 @@ class TransformerEmbedder(Embedder):
         self.batch_size = batch_size  # None: chosen by _encode_tuning on the first rows encoded
         self.tuning: dict[str, int] | None = None  # chars/s per batch size tried, once tuned
         self._tuning: dict = {"rates": {}, "warm": False, "ceiling": None}
-        self.label = label
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.batch_size is None:

@@ -12,6 +12,7 @@ Decisions (union-find clusters, one kept row each) are cluster.py's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -122,7 +123,7 @@ def embed(ds: Dataset, out: Path, cfg: SemdedupConfig, encoder, workdir: Path, s
           total: int, progress: bool, executor: str, ray_address: str | None):
     """The embed phase, here or as Ray tasks; (ids, vectors, chunks resumed, what the manifest says of it)."""
     t = time.monotonic()
-    bar = Progress(total, f"{STAGE} embed", progress)
+    pool = None
     if executor == "ray":
         from ...executors.ray_dedup import RayPool
         from ...executors.ray_runtime import connect
@@ -130,24 +131,20 @@ def embed(ds: Dataset, out: Path, cfg: SemdedupConfig, encoder, workdir: Path, s
         before = sum(len(np.load(store.emb_dir(out) / f"part-{k:05d}.ids.npy")) for k in store.shard_indices(out))
         # Where the cluster has GPUs (and cfg.device allows one), one task per GPU; else one per CPU.
         gpus = int(connect(ray_address).cluster_resources().get("GPU", 0)) if cfg.device != "cpu" else 0
-        try:
-            with RayPool(ray_address, gpus or None, num_gpus=1 if gpus else 0) as pool:
-                ids, x, resumed = embed_phase(ds, out, cfg, encoder, shard_rows, limit, bar, pool=pool,
-                                              workdir=workdir)
-        finally:
-            bar.close()
-        dt = time.monotonic() - t
-        sent = max(len(ids) - (before if resumed else 0), 0)
-        info = {"executor": "ray", "rows_sent_to_actors": int(sent), "cache_hits": None, "encoded": None,
-                "rows_per_second": round(sent / dt, 1) if dt > 0 and sent else None}
-        return ids, x, resumed, info
-    if executor != "local":
+        pool = RayPool(ray_address, gpus or None, num_gpus=1 if gpus else 0)
+    elif executor != "local":
         raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
+    bar = Progress(total, f"{STAGE} embed", progress)
     try:
-        ids, x, resumed = embed_phase(ds, out, cfg, encoder, shard_rows, limit, bar=bar)
+        with pool or contextlib.nullcontext():
+            ids, x, resumed = embed_phase(ds, out, cfg, encoder, shard_rows, limit, bar, pool=pool, workdir=workdir)
     finally:
         bar.close()
     dt = time.monotonic() - t
+    if pool is not None:
+        sent = max(len(ids) - (before if resumed else 0), 0)
+        return ids, x, resumed, {"executor": "ray", "rows_sent_to_actors": int(sent), "cache_hits": None,
+                                 "encoded": None, "rows_per_second": round(sent / dt, 1) if dt > 0 and sent else None}
     info = {"executor": "local", "cache_hits": encoder.hits, "encoded": encoder.misses,
             "rows_per_second": round(encoder.misses / dt, 1) if dt > 0 and encoder.misses else None}
     tuning = getattr(encoder.embedder, "tuning", None)

@@ -50,7 +50,14 @@ def root(
 
 def _register() -> None:
     # Explicit composition, in pipeline order: no self-registering steps.
-    from .commands import config_cmd, dataset_cmds, doctor_cmd, refresh_cmd, report_cmd, run_cmd
+    from .commands import (
+        config_cmd,
+        dataset_cmds,
+        doctor_cmd,
+        refresh_cmd,
+        report_cmd,
+        run_cmd,
+    )
     from .teacher import cli as teacher_cli
 
     app.command("import", help=dataset_cmds.import_cmd.__doc__)(dataset_cmds.import_cmd)

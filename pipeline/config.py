@@ -103,7 +103,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
     return cfg
 
 
-def stage_config(cfg: Config, section: str, model: type[BaseModel], **overrides: Any) -> Any:
+def stage_config(cfg: Config, section: str, model: type[BaseModel], /, **overrides: Any) -> Any:
     """Validate one stage section with that stage's model, CLI overrides on top."""
     data = dict(getattr(cfg, section))
     data.update({k: v for k, v in overrides.items() if v is not None})

@@ -21,9 +21,9 @@ def section_models() -> list[tuple[str, type[BaseModel]]]:
     out: list[tuple[str, type[BaseModel]]] = [("run", RunSection), ("teacher", TeacherSection)]
     seen = {"run", "teacher"}
     for step in default_plan():
-        if step.config_model is not None and step.section not in seen:
-            out.append((step.section, step.config_model))
-            seen.add(step.section)
+        if step.config is not None and step.name not in seen:
+            out.append((step.name, step.config))
+            seen.add(step.name)
     from .refresh.config import RefreshConfig
     out.append(("refresh", RefreshConfig))
     return out

@@ -75,10 +75,10 @@ def one_token_request(client) -> tuple[object, float]:
 
 
 def check_embedded_teacher(n_ctx: int = 512) -> Check:
-    from .errors import TeacherUnavailable
-    from .teacher.server import EmbeddedServer
     from .config import TeacherSection
+    from .errors import TeacherUnavailable
     from .teacher.openai_backend import OpenAIBackend
+    from .teacher.server import EmbeddedServer
 
     try:
         server = EmbeddedServer(n_ctx=n_ctx, n_threads=1, ready_timeout_s=120)

@@ -17,11 +17,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from . import logs
-from .seeding import rng_for
-from .store import Dataset, DatasetWriter
+from .store import Dataset, DatasetWriter, Location, ShardSpec, StagedShard, stage_shard
 
 
 @dataclass
@@ -36,59 +35,7 @@ class ShardStage(Protocol):
 
     def settings(self) -> dict[str, Any]: ...
 
-    def process(self, rows: list[dict[str, Any]], ctx: "StageContext") -> ShardResult: ...
-
-
-@dataclass
-class StageContext:
-    """What a stage may use besides its rows: run identity, seeding, the teacher."""
-
-    run_id: str
-    seed: int = 0
-    workdir: Path = Path("work")
-    teacher_factory: Callable[[], Any] | None = None
-    progress: bool = True
-    executor: str = "local"          # run.executor: where run_shards (and global stages' phases) run
-    ray_address: str | None = None   # run.ray_address, for executor = "ray"
-    _teacher: Any = None
-
-    @property
-    def teacher(self):
-        if self._teacher is None:
-            if self.teacher_factory is None:
-                raise RuntimeError("this stage needs a teacher but none was configured")
-            self._teacher = self.teacher_factory()
-        return self._teacher
-
-    @property
-    def has_teacher(self) -> bool:
-        return self._teacher is not None
-
-    def rng(self, record_id: str, purpose: str):
-        return rng_for(self.seed, record_id, purpose)
-
-    def close(self) -> None:
-        if self._teacher is not None:
-            self._teacher.close()
-            self._teacher = None
-
-
-def iter_shards(ds: Dataset, shard_rows: int, limit: int | None = None) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    """(index, rows) in input order; shard k always holds the same rows."""
-    buf: list[dict[str, Any]] = []
-    index = 0
-    seen = 0
-    for row in ds.iter_rows():
-        if limit is not None and seen >= limit:
-            break
-        buf.append(row)
-        seen += 1
-        if len(buf) == shard_rows:
-            yield index, buf
-            index += 1
-            buf = []
-    if buf:
-        yield index, buf
+    def process(self, rows: list[dict[str, Any]], ctx: Any) -> ShardResult: ...
 
 
 class Progress:
@@ -167,77 +114,77 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def teacher_snapshot(ctx: StageContext) -> dict[str, Any]:
+def teacher_snapshot(ctx: Any) -> dict[str, Any]:
     return ctx.teacher.stats.to_dict() if ctx.has_teacher else {}
 
 
-def _delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
+def teacher_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
     keys = ("requests", "sent", "cache_hits", "errors", "retries", "prompt_tokens", "completion_tokens")
     return {f"teacher_{k}": int(after.get(k, 0)) - int(before.get(k, 0)) for k in keys if k in after}
 
 
-def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path, ctx: StageContext, *,
+def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -> tuple[StagedShard, dict[str, Any]]:
+    """The per-shard body, the same in every executor's process: read, process, account, stage."""
+    rows = spec.read_rows()
+    before = teacher_snapshot(ctx)
+    ts = time.monotonic()
+    result = stage.process(rows, ctx)
+    stats: dict[str, Any] = {"rows_in": len(rows), "seconds": round(time.monotonic() - ts, 3)}
+    stats.update(teacher_delta(teacher_snapshot(ctx), before))
+    for k, v in result.stats.items():
+        stats[k] = stats.get(k, 0) + v
+    for r in result.rejected:  # filtering stages must account for every row: kept, or rejected with a reason
+        if not r.get("drop_reason"):
+            raise ValueError(f"stage {stage.name}: rejected row {r.get('id')} has no drop_reason")
+    return stage_shard(out, spec.index, result.kept, result.rejected, stage=stage.name), stats
+
+
+def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location, ctx: Any, *,
                shard_rows: int = 1000, limit: int | None = None, executor: str | None = None,
                manifest_extra: dict[str, Any] | None = None, plan: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run `stage` over every not-yet-done shard of `input_ds`; return the manifest.
+    """Run `stage` over every not-yet-done shard of `input_ds` on `ctx.executor`; return the manifest.
 
-    `executor` (default: `ctx.executor`) "ray" runs the same shards as Ray
-    tasks (pipeline/executors/ray_shards.py), with the same folder semantics.
+    The one shard loop: plan, skip done, commit as results arrive, manifest
+    last. `executor` ("local" or "ray") overrides the context's for this call.
+    `plan` replaces the folder's resume plan (a stage that also writes the
+    folder itself, like Evol-Instruct's rounds, passes its own).
     """
-    executor = executor or ctx.executor
-    if executor == "ray":
-        from .executors.ray_shards import run_shards_ray
-        return run_shards_ray(stage, input_ds, out, ctx, shard_rows=shard_rows, limit=limit,
-                              manifest_extra=manifest_extra, plan=plan)
-    if executor != "local":
-        raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
+    if executor is not None:
+        ctx = ctx.with_executor(executor)
     settings = stage.settings()
     writer = DatasetWriter(out, stage.name, plan=plan or {
         "input": str(input_ds.path), "shard_rows": shard_rows, "limit": limit, "settings": settings})
-    total = input_ds.num_rows() if limit is None else min(limit, input_ds.num_rows())
-    bar = Progress(total, stage.name, ctx.progress)
+    specs = input_ds.plan(shard_rows, limit)
+    bar = Progress(sum(s.rows for s in specs), stage.name, ctx.progress)
     t0 = time.monotonic()
-    skipped = 0
+    todo = [s for s in specs if not writer.is_done(s.index)]
+    bar.update(sum(s.rows for s in specs) - sum(s.rows for s in todo))
+
+    def commit(spec: ShardSpec, staged: StagedShard, stats: dict[str, Any]) -> None:
+        marker = writer.commit(staged, stats)
+        bar.update(spec.rows, errors=marker.get("teacher_errors", 0), tokens=marker.get("teacher_completion_tokens", 0))
+
     try:
-        for index, rows in iter_shards(input_ds, shard_rows, limit):
-            if writer.is_done(index):
-                skipped += 1
-                bar.update(len(rows))
-                continue
-            before = teacher_snapshot(ctx)
-            ts = time.monotonic()
-            result = stage.process(rows, ctx)
-            stats: dict[str, Any] = {"rows_in": len(rows), "seconds": round(time.monotonic() - ts, 3)}
-            stats.update(_delta(teacher_snapshot(ctx), before))
-            for k, v in result.stats.items():
-                stats[k] = stats.get(k, 0) + v
-            _check_accounting(stage.name, rows, result)
-            writer.write_shard(index, result.kept, result.rejected, stats)
-            bar.update(len(rows), errors=stats.get("teacher_errors", 0),
-                       tokens=stats.get("teacher_completion_tokens", 0))
+        extra = ctx.executor.map_shards(stage, todo, writer.loc, ctx, commit)
     finally:
         bar.close()
-    extra = {
+        writer.clean_temporaries()  # what dead or zombie attempts staged; no worker runs now
+    teacher = extra.pop("teacher", None)
+    if teacher is None and ctx.has_teacher:
+        teacher = {"backend": ctx.teacher.backend, "model": ctx.teacher.model}
+    extra.update({
         "run_id": ctx.run_id,
         "input": str(input_ds.path),
         "settings": settings,
         "shard_rows": shard_rows,
         "limit": limit,
-        "shards_skipped_on_resume": skipped,
+        "shards_skipped_on_resume": len(specs) - len(todo),
         "wall_seconds_this_invocation": round(time.monotonic() - t0, 3),
-    }
-    if ctx.has_teacher:
-        t = ctx.teacher
-        extra["teacher"] = {"backend": t.backend, "model": t.model}
+    })
+    if teacher is not None:
+        extra["teacher"] = teacher
     extra.update(manifest_extra or {})
     return writer.write_manifest(**extra)
-
-
-def _check_accounting(stage: str, rows: list[dict[str, Any]], result: ShardResult) -> None:
-    """Filtering stages must account for every input row: kept or rejected with a reason."""
-    for r in result.rejected:
-        if not r.get("drop_reason"):
-            raise ValueError(f"stage {stage}: rejected row {r.get('id')} has no drop_reason")
 
 
 def summarize_drops(manifest: dict[str, Any]) -> str:

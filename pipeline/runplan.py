@@ -8,20 +8,21 @@ at its first unfinished shard). `run_summary.json` is written last.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from . import logs
-from .cli_common import RunPaths, make_context
 from .config import Config, ConfigError
-from .executors import LOCAL_ONLY
-from .plan import Step, default_plan
+from .context import RunPaths, make_context
+from .plan import default_plan
 from .records import now_utc
-from .store import Dataset, atomic_write_json
+from .stage import StageSpec
+from .store import Dataset, atomic_write_json, read_json
 
 
-def _check_names(plan: list[Step], names: list[str], flag: str) -> None:
+def _check_names(plan: list[StageSpec], names: list[str], flag: str) -> None:
     known = [s.name for s in plan]
     for n in names:
         if n not in known:
@@ -30,7 +31,7 @@ def _check_names(plan: list[Step], names: list[str], flag: str) -> None:
 
 def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str | None = None,
              input: Path | None = None, progress: bool = True,
-             echo: Callable[[str], None] = print, plan: list[Step] | None = None) -> dict[str, Any]:
+             echo: Callable[[str], None] = print, plan: list[StageSpec] | None = None) -> dict[str, Any]:
     plan = default_plan() if plan is None else plan
     if not plan:
         raise ConfigError("no stages are installed in this version; nothing to run")
@@ -62,10 +63,10 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
                 status = "already done"
             else:
                 echo(f"[{step.name}] {step.doc} -> {out}")
-                if ctx.executor == "ray" and step.name in LOCAL_ONLY:
-                    echo(f"[{step.name}] runs in this process, not on Ray: {LOCAL_ONLY[step.name]}")
+                if ctx.executor.name != "local" and step.local_only:
+                    echo(f"[{step.name}] runs in this process, not on {ctx.executor.name.capitalize()}: {step.local_only}")
                 logs.event("stage_start", f"{step.name} started", stage=step.name, run_id=paths.run_id, out=str(out))
-                manifest = step.run(cfg, paths, current, out, ctx)
+                manifest = step.run_step(cfg, current, out, ctx)
                 status = "done"
             steps.append({"stage": step.name, "status": status, "out": str(out),
                           "rows_in": manifest.get("rows_in"), "rows_out": manifest.get("rows_out"),
@@ -98,7 +99,6 @@ def _stale_reason(out: Path, input: Path | None) -> str | None:
     done = out / "_manifest.json"
     if input is None or not done.exists():
         return None
-    from .store import read_json
     recorded = read_json(done).get("input")
     if recorded and Path(recorded).resolve() != Path(input).resolve():
         return f"it was built from {recorded}, not {input}"
@@ -110,7 +110,6 @@ def _stale_reason(out: Path, input: Path | None) -> str | None:
 
 def _set_aside(out: Path, run_dir: Path) -> Path:
     """Move a stale output under <run>/.stale/ (never deleted: it may hold paid-for teacher answers)."""
-    import os
     dest = run_dir / ".stale" / f"{out.name}-{now_utc().strftime('%Y%m%dT%H%M%S%f')}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(out, dest)
@@ -123,6 +122,5 @@ def _final_rows(current: Path | None) -> int:
         return 0
     release = current / "manifest.json"
     if release.exists() and not (current / "_manifest.json").exists():
-        from .store import read_json
-        return int(read_json(release).get("rows", 0))
+            return int(read_json(release).get("rows", 0))
     return Dataset(current).num_rows()

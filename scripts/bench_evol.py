@@ -111,7 +111,7 @@ def teacher(url: str, concurrency: int, workdir: Path):
 
 def run_stage(url: str, n: int, rounds: int, concurrency: int, shard_rows: int, workdir: Path) -> dict:
     from pipeline import records
-    from pipeline.runner import StageContext
+    from pipeline.context import RunContext
     from pipeline.stages.evol_instruct import EvolConfig, run_evol_instruct
     from pipeline.store import DatasetWriter
 
@@ -123,7 +123,7 @@ def run_stage(url: str, n: int, rounds: int, concurrency: int, shard_rows: int, 
         w.write_shard(k // shard_rows, rows[k:k + shard_rows])
     w.write_manifest()
     t = teacher(url, concurrency, workdir)
-    ctx = StageContext(run_id="bench", seed=0, teacher_factory=lambda: t, progress=False)
+    ctx = RunContext(run_id="bench", seed=0, teacher_factory=lambda: t, progress=False)
     t0 = time.perf_counter()
     m = run_evol_instruct(src, workdir / "out", ctx, EvolConfig(rounds=rounds), shard_rows=shard_rows)
     wall = time.perf_counter() - t0

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numba import njit
 
 KINDS = ("exact", "case_ws", "word_edit", "truncate", "reorder")
 
@@ -140,18 +141,37 @@ def build(n: int, out_dir: Path, shared: Path, *, dup_rate: float = 0.2, chunk: 
     return {"rows": row0, "copies": counts}
 
 
+@njit(cache=True)
+def jaccard_sorted(values, a0, a1, b0, b1):
+    """Jaccard of the sorted distinct values in values[a0:a1] and values[b0:b1]."""
+    inter = 0
+    i, j = a0, b0
+    while i < a1 and j < b1:
+        x, y = values[i], values[j]
+        if x == y:
+            inter += 1
+            i += 1
+            j += 1
+        elif x < y:
+            i += 1
+        else:
+            j += 1
+    union = (a1 - a0) + (b1 - b0) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def ground_truth(dataset: Path, threshold: float = 0.7, ngram: int = 5) -> np.ndarray:
     """All row pairs (by row number) with exact shingle-set Jaccard >= threshold, as an (m, 2) array."""
-    from pipeline.stages.minhash import cluster, kernels, text
-    from pipeline.stages.minhash.phases import _string_buffers, block_text
+    from pipeline.stages.minhash import kernels, signatures
+    from pipeline.stages.minhash.phases import block_text, string_buffers
     from pipeline.store import Dataset
 
     t = Dataset(dataset).read(["instruction", "input", "output"])
     fmt = {"columns": ["instruction", "input", "output"]}
-    offsets, data = _string_buffers(block_text(t, fmt))
+    offsets, data = string_buffers(block_text(t, fmt))
     # SHA-1 shingle hashes: independent of the fast hash the stage uses by default.
-    indptr, vals = kernels.shingle_sets(offsets, data, np.arange(t.num_rows), text.separator_table(),
-                                        text.lowercase_table(), True,
+    indptr, vals = kernels.shingle_sets(offsets, data, np.arange(t.num_rows), signatures.separator_table(),
+                                        signatures.lowercase_table(), True,
                                         ngram, kernels.UNIT_WORD, kernels.MODE_SHA1)
     sizes = np.diff(indptr)
     row = np.repeat(np.arange(t.num_rows), sizes)
@@ -173,6 +193,6 @@ def ground_truth(dataset: Path, threshold: float = 0.7, ngram: int = 5) -> np.nd
     out = []
     for a, b in pairs:
         if min(sizes[a], sizes[b]) >= threshold * max(sizes[a], sizes[b]) - 1e-9:
-            if cluster.jaccard_sorted(vals, indptr[a], indptr[a + 1], indptr[b], indptr[b + 1]) >= threshold:
+            if jaccard_sorted(vals, indptr[a], indptr[a + 1], indptr[b], indptr[b + 1]) >= threshold:
                 out.append((a, b))
     return np.array(sorted(out), np.int64).reshape(-1, 2)

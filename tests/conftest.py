@@ -30,10 +30,9 @@ def pytest_sessionfinish(session, exitstatus):
     if not session.config.stash.get(SUBREAPER, False):
         return
     import signal
+    from multiprocessing import resource_tracker
 
     from proc_support import children_map, cmdline, wait_gone
-
-    from multiprocessing import resource_tracker
 
     # pytest's own resource tracker (in-process worker pools) lives until pytest exits: not a leak
     own = {getattr(resource_tracker._resource_tracker, "_pid", None)}

@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from pipeline.runner import StageContext
+from pipeline.context import RunContext
 from pipeline.teacher.base import ChatRequest
 from pipeline.teacher.fake import FakeTeacher
 
@@ -54,9 +54,9 @@ def world(req: ChatRequest):
     return f"Example 1\nInput: first {h(ins) % 1000}\nOutput: answer one\nExample 2\nInput: second\nOutput: answer two"
 
 
-def make_ctx(responder=world, seed: int = 0) -> tuple[StageContext, FakeTeacher]:
+def make_ctx(responder=world, seed: int = 0) -> tuple[RunContext, FakeTeacher]:
     fake = FakeTeacher(responder)
-    return StageContext(run_id="test-run", seed=seed, teacher_factory=lambda: fake, progress=False), fake
+    return RunContext(run_id="test-run", seed=seed, teacher_factory=lambda: fake, progress=False), fake
 
 
 def _child(out: str, kill_at: str) -> None:

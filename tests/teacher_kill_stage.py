@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from pipeline.config import TeacherSection
-from pipeline.runner import ShardResult, StageContext, run_shards
+from pipeline.context import RunContext
+from pipeline.runner import ShardResult, run_shards
 from pipeline.store import Dataset
 from pipeline.teacher import make_teacher
 from pipeline.teacher.base import ChatRequest, Sampling
@@ -41,7 +42,7 @@ class AskOnce:
 def main(src: str, out: str, workdir: str, base_url: str) -> None:
     wd = Path(workdir)
     sec = TeacherSection(backend="openai", base_url=base_url, model="fault-model", concurrency=1)
-    ctx = StageContext(run_id="kill", seed=7, workdir=wd, progress=False,
+    ctx = RunContext(run_id="kill", seed=7, workdir=wd, progress=False,
                        teacher_factory=lambda: make_teacher(sec, workdir=wd, seed=7))
     try:
         run_shards(AskOnce(), Dataset(src), out, ctx, shard_rows=SHARD_ROWS)

@@ -88,6 +88,6 @@ def test_demo_profile_is_valid_for_every_stage():
 
     cfg = load_config(data_dir() / "demo.toml")
     for step in default_plan():
-        if step.config_model is not None:
-            stage_config(cfg, step.section, step.config_model)  # raises ConfigError on a stale key
+        if step.config is not None:
+            stage_config(cfg, step.name, step.config)  # raises ConfigError on a stale key
     assert cfg.self_instruct["num_instructions"] <= 20 and cfg.evol_instruct["rounds"] <= 2  # sized for minutes

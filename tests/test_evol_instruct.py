@@ -6,19 +6,24 @@ import json
 from collections import Counter
 
 import pytest
+from evol_support import make_input, responder
 from typer.testing import CliRunner
 
-from evol_support import make_input, responder
 from pipeline import records
-from pipeline.runner import StageContext
-from pipeline.stages.evol_instruct import EvolConfig, evolution_chain, format_chain, run_evol_instruct
+from pipeline.context import RunContext
+from pipeline.stages.evol_instruct import (
+    EvolConfig,
+    evolution_chain,
+    format_chain,
+    run_evol_instruct,
+)
 from pipeline.stages.evol_instruct.stage import pool_dir
 from pipeline.store import Dataset
 from pipeline.teacher.fake import FakeTeacher
 
 
 def context(teacher, seed=3):
-    return StageContext(run_id="t-run", seed=seed, teacher_factory=lambda: teacher, progress=False)
+    return RunContext(run_id="t-run", seed=seed, teacher_factory=lambda: teacher, progress=False)
 
 
 def rows_of(path):
@@ -231,8 +236,10 @@ def test_cli_help_lists_the_stage_options():
 
 
 def test_cli_runs_the_stage_with_config_and_flags(tmp_path, monkeypatch):
+    from pipeline import (
+        stage as evol_cli,  # the stage commands' one body makes the context
+    )
     from pipeline.cli import app
-    from pipeline.stages.evol_instruct import cli as evol_cli
 
     teacher = FakeTeacher(responder)
     real = evol_cli.make_context
@@ -273,7 +280,6 @@ def test_cli_bad_input_is_one_line_with_exit_code(tmp_path):
 
 
 def test_plan_has_the_step_after_self_instruct(tmp_path):
-    from pipeline.cli_common import RunPaths
     from pipeline.config import load_config
     from pipeline.errors import InputFileError
     from pipeline.plan import default_plan
@@ -283,14 +289,13 @@ def test_plan_has_the_step_after_self_instruct(tmp_path):
     if "self_instruct" in names:
         assert names.index("self_instruct") < names.index("evol_instruct")
     step = next(s for s in default_plan() if s.name == "evol_instruct")
-    assert step.section == "evol_instruct" and step.config_model is EvolConfig
+    assert step.name == "evol_instruct" and step.config is EvolConfig
     cfg = load_config(None, {"evol_instruct": {"rounds": 1}})
     src = make_input(tmp_path / "in", ["Plan a trip.", "Cook rice."])
-    paths = RunPaths(tmp_path / "w", "r")
-    m = step.run(cfg, paths, src, tmp_path / "out", context(FakeTeacher(responder)))
+    m = step.run_step(cfg, src, tmp_path / "out", context(FakeTeacher(responder)))
     assert m["rounds"] == 1 and m["evolutions_accepted"] == 2
     with pytest.raises(InputFileError):
-        step.run(cfg, paths, None, tmp_path / "out2", context(FakeTeacher(responder)))
+        step.run_step(cfg, None, tmp_path / "out2", context(FakeTeacher(responder)))
 
 
 def test_unreachable_teacher_stops_with_one_error_and_keeps_finished_shards(tmp_path):
@@ -340,7 +345,7 @@ def test_next_pool_from_the_kept_rows_is_the_evolvers_own_pool(tmp_path, keep_pa
 def test_budgets_need_the_local_executor(tmp_path):
     from pipeline.errors import ConfigError
     src = make_input(tmp_path / "in", ["Plan a trip."])
-    ctx = StageContext(run_id="t", seed=1, teacher_factory=lambda: FakeTeacher(responder), progress=False,
+    ctx = RunContext(run_id="t", seed=1, teacher_factory=lambda: FakeTeacher(responder), progress=False,
                        executor="ray")
     with pytest.raises(ConfigError, match="--executor local"):
         run_evol_instruct(src, tmp_path / "out", ctx, EvolConfig(max_rows=3))

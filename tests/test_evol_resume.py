@@ -10,7 +10,8 @@ import textwrap
 from pathlib import Path
 
 from evol_support import make_input, responder
-from pipeline.runner import StageContext
+
+from pipeline.context import RunContext
 from pipeline.stages.evol_instruct import EvolConfig, run_evol_instruct
 from pipeline.stages.evol_instruct.stage import round_dir
 from pipeline.store import Dataset
@@ -27,7 +28,7 @@ CHILD = textwrap.dedent("""
     import json, os, signal, sys
     sys.path.insert(0, {tests!r})
     from evol_support import responder
-    from pipeline.runner import StageContext
+    from pipeline.context import RunContext
     from pipeline.stages.evol_instruct import EvolConfig, run_evol_instruct
     from pipeline.teacher.cache import CachedTeacher, ResponseCache
     from pipeline.teacher.fake import FakeTeacher
@@ -45,7 +46,7 @@ CHILD = textwrap.dedent("""
             return out
 
     teacher = CachedTeacher(KilledOnCall(responder), ResponseCache({cache!r}), {seed})
-    ctx = StageContext(run_id="r", seed={seed}, teacher_factory=lambda: teacher, progress=False)
+    ctx = RunContext(run_id="r", seed={seed}, teacher_factory=lambda: teacher, progress=False)
     run_evol_instruct({src!r}, {out!r}, ctx, EvolConfig(**{cfg!r}), shard_rows={shard_rows})
 """)
 
@@ -53,7 +54,7 @@ CHILD = textwrap.dedent("""
 def run_inprocess(src, out, cache):
     inner = FakeTeacher(responder)
     teacher = CachedTeacher(inner, ResponseCache(cache), SEED)
-    ctx = StageContext(run_id="r", seed=SEED, teacher_factory=lambda: teacher, progress=False)
+    ctx = RunContext(run_id="r", seed=SEED, teacher_factory=lambda: teacher, progress=False)
     try:
         m = run_evol_instruct(src, out, ctx, EvolConfig(**CFG), shard_rows=SHARD_ROWS)
     finally:
@@ -110,7 +111,7 @@ def test_rerun_of_a_finished_stage_asks_nothing_and_rewrites_the_same_output(tmp
     assert m2["evolutions_accepted"] == m1["evolutions_accepted"]
     # More rounds on the same output folder: only the new round is evolved.
     inner = FakeTeacher(responder)
-    ctx = StageContext(run_id="r", seed=SEED, teacher_factory=lambda: inner, progress=False)
+    ctx = RunContext(run_id="r", seed=SEED, teacher_factory=lambda: inner, progress=False)
     m3 = run_evol_instruct(src, out, ctx, EvolConfig(rounds=3), shard_rows=SHARD_ROWS)
     assert m3["rounds_done"] == 3 and {q.purpose.rsplit("=", 1)[-1] for q in inner.seen
                                        if q.purpose.startswith("evol:evolve")} == {"3"}
@@ -123,6 +124,6 @@ def test_changed_settings_on_resume_are_refused(tmp_path):
     from pipeline.store import DatasetError
     src = make_input(tmp_path / "in", INSTRUCTIONS)
     run_inprocess(src, tmp_path / "out", tmp_path / "c.sqlite")
-    ctx = StageContext(run_id="r", seed=SEED, teacher_factory=lambda: FakeTeacher(responder), progress=False)
+    ctx = RunContext(run_id="r", seed=SEED, teacher_factory=lambda: FakeTeacher(responder), progress=False)
     with pytest.raises(DatasetError, match="different settings"):
         run_evol_instruct(src, tmp_path / "out", ctx, EvolConfig(rounds=2, top_p=0.9), shard_rows=SHARD_ROWS)

@@ -10,9 +10,19 @@ import pytest
 
 from pipeline.config import ConfigError, load_config, stage_config
 from pipeline.stages.evol_instruct import OPERATIONS, EvolConfig
-from pipeline.stages.evol_instruct.eliminate import (check_answer, check_evolution, check_judge, is_degenerate,
-                                                      parse_judge, stop_words)
-from pipeline.stages.evol_instruct.operations import Operations, parse_evolution, prompt_text
+from pipeline.stages.evol_instruct.eliminate import (
+    check_answer,
+    check_evolution,
+    check_judge,
+    is_degenerate,
+    parse_judge,
+    stop_words,
+)
+from pipeline.stages.evol_instruct.operations import (
+    Operations,
+    parse_evolution,
+    prompt_text,
+)
 from pipeline.teacher.base import Completion, TeacherError
 
 RECORDED = Path(__file__).parent / "data" / "evol_recorded_completions.json"

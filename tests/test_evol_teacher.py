@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from evol_support import make_input, responder
 from typer.testing import CliRunner
 
-from evol_support import make_input, responder
-from pipeline.runner import StageContext
+from pipeline.context import RunContext
 from pipeline.stages.evol_instruct import EvolConfig, evolution_chain, run_evol_instruct
 from pipeline.store import Dataset
 from pipeline.teacher.fake import FakeTeacher
@@ -77,7 +77,7 @@ def test_imported_dolly_rows_evolve_with_lineage(tmp_path, shared_data):
     src_rows = list(Dataset(tmp_path / "in").iter_rows())
     assert len(src_rows) == 12
     teacher = FakeTeacher(responder)
-    ctx = StageContext(run_id="r", seed=2, teacher_factory=lambda: teacher, progress=False)
+    ctx = RunContext(run_id="r", seed=2, teacher_factory=lambda: teacher, progress=False)
     m = run_evol_instruct(tmp_path / "in", tmp_path / "out", ctx, EvolConfig(rounds=2), shard_rows=4)
     meta, kept, rej = check_lineage(tmp_path / "out")
     assert m["evolutions_accepted"] == 24 and m["rows_out"] == 36

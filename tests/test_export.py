@@ -156,8 +156,8 @@ def test_config_validation(tmp_path):
 
 def test_distill_run_from_score_ends_with_a_release_of_every_selected_row(tmp_path):
     """The plan's last three steps with no config: score (heuristic), select (MiniLM), export (all rows)."""
-    from pipeline.cli_common import resolve_run
     from pipeline.config import load_config
+    from pipeline.context import resolve_run
     from pipeline.runplan import run_plan
 
     make_pool(tmp_path / "pool", 12)

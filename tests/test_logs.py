@@ -7,11 +7,11 @@ import sys
 import pytest
 
 from pipeline import cli, logs
-from pipeline.cli_common import RunPaths
 from pipeline.config import load_config
-from pipeline.plan import Step
+from pipeline.context import RunPaths
 from pipeline.runner import Progress, run_shards
 from pipeline.runplan import run_plan
+from pipeline.stage import StageSpec
 from pipeline.store import Dataset
 from tests.test_runner import LengthFilter, _input
 
@@ -74,12 +74,12 @@ def test_log_json_records_run_events(tmp_path, monkeypatch):
     try:
         ds, _ = _input(tmp_path)
 
-        def step(cfg, paths, input, out, ctx):
+        def step(input, out, cfg, ctx):
             return run_shards(LengthFilter(), ds, out, ctx, shard_rows=7)
 
         cfg = load_config(None)
         paths = RunPaths(tmp_path / "work", "r1")
-        summary = run_plan(cfg, paths, plan=[Step("filter", "filter", step, "keep even rows")],
+        summary = run_plan(cfg, paths, plan=[StageSpec("filter", None, step, str, "keep even rows", needs_input=False)],
                            echo=lambda s: None, progress=False)
     finally:
         logs.configure_json(None)

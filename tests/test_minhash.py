@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
-
 from minhash_support import outcome, row, synthetic_rows, words, write_dataset
+
 from pipeline import records
 from pipeline.store import Dataset, DatasetError
-from pipeline.stages.minhash import MinhashConfig, hashing, run_minhash, stage, text
-from pipeline.stages.minhash.banding import candidate_probability, choose_banding
+from pipeline.stages.minhash import MinhashConfig, run_minhash, signatures, stage
+from pipeline.stages.minhash.candidates import candidate_probability, choose_banding
 from pipeline.stages.minhash.phases import block_text, compute_signatures
 
 TRICKY = [
@@ -46,7 +46,7 @@ def _sigs(texts, **fmt):
 
 def test_permutations_are_datasketchs():
     for num_perm, seed in ((128, 1), (64, 7)):
-        a, b = hashing.permutations(num_perm, seed)
+        a, b = signatures.permutations(num_perm, seed)
         pa_, pb_ = MinHash(num_perm=num_perm, seed=seed).permutations
         assert np.array_equal(a, pa_) and np.array_equal(b, pb_)
 
@@ -55,7 +55,7 @@ def test_permutations_are_datasketchs():
 def test_datasketch_mode_is_bit_identical_to_datasketch(unit):
     sigs, nsh, _ = _sigs(TRICKY, hash="datasketch", unit=unit)
     for t, sig, n in zip(TRICKY, sigs, nsh):
-        sh = text.shingles(t, unit=unit)
+        sh = signatures.shingles(t, unit=unit)
         m = MinHash(num_perm=128, seed=1)  # datasketch's defaults: sha1_hash32
         m.update_batch(sh)
         assert n == len(sh)
@@ -67,8 +67,8 @@ def test_datasketch_mode_is_bit_identical_to_datasketch(unit):
 def test_fast_mode_reproduced_by_datasketch_with_our_hashfunc():
     sigs, _, _ = _sigs(TRICKY, hash="fast")
     for t, sig in zip(TRICKY, sigs):
-        m = MinHash(num_perm=128, seed=1, hashfunc=hashing.hashfunc("fast", "word"))
-        m.update_batch(text.shingles(t))
+        m = MinHash(num_perm=128, seed=1, hashfunc=signatures.hashfunc("fast", "word"))
+        m.update_batch(signatures.shingles(t))
         assert np.array_equal(m.hashvalues, sig.astype(np.uint64)), t
 
 
@@ -77,11 +77,11 @@ def test_fast_mode_reproduced_by_datasketch_with_our_hashfunc():
 def test_kernel_shingles_equal_the_reference(fmt):
     sigs, nsh, (indptr, raw) = _sigs(TRICKY, **fmt)
     unit = fmt.get("unit", "word")
-    h = hashing.hashfunc(fmt.get("hash", "fast"), unit)
+    h = signatures.hashfunc(fmt.get("hash", "fast"), unit)
     for i, t in enumerate(TRICKY):
-        sh = text.shingles(t, unit=unit, ngram=fmt.get("ngram", 5), fold_punctuation=fmt.get("fold_punctuation", True))
+        sh = signatures.shingles(t, unit=unit, ngram=fmt.get("ngram", 5), fold_punctuation=fmt.get("fold_punctuation", True))
         assert [h(s) for s in sh] == raw[indptr[i]:indptr[i + 1]].tolist(), t
-        ref = hashing.signature(sh, fmt.get("num_perm", 128), fmt.get("seed", 1), fmt.get("hash", "fast"), unit)
+        ref = signatures.signature(sh, fmt.get("num_perm", 128), fmt.get("seed", 1), fmt.get("hash", "fast"), unit)
         assert np.array_equal(ref, sigs[i])
 
 
@@ -129,17 +129,17 @@ def test_rejected_columns_equal_per_row_formatting():
 
 
 def test_cached_code_point_tables_equal_fresh_ones():
-    assert np.array_equal(text.separator_table(), text._build_separator_table())
-    assert np.array_equal(text.lowercase_table(), text._build_lowercase_table())
+    assert np.array_equal(signatures.separator_table(), signatures._build_separator_table())
+    assert np.array_equal(signatures.lowercase_table(), signatures._build_lowercase_table())
 
 
 def test_normalisation_rules():
-    assert text.normalize("ＡＢＣ  Def") == "abc  def"
-    assert text.tokens(text.normalize("Hello,   WORLD!! x+y")) == ["hello", "world", "x+y"]
-    assert text.tokens("a.b", fold_punctuation=False) == ["a.b"]
-    assert text.shingles("one two three", ngram=5) == [b"one two three"]
-    assert text.shingles("  ...  ") == []
-    assert text.shingles("ab c", unit="char", ngram=3) == [b"ab ", b"b c"]
+    assert signatures.normalize("ＡＢＣ  Def") == "abc  def"
+    assert signatures.tokens(signatures.normalize("Hello,   WORLD!! x+y")) == ["hello", "world", "x+y"]
+    assert signatures.tokens("a.b", fold_punctuation=False) == ["a.b"]
+    assert signatures.shingles("one two three", ngram=5) == [b"one two three"]
+    assert signatures.shingles("  ...  ") == []
+    assert signatures.shingles("ab c", unit="char", ngram=3) == [b"ab ", b"b c"]
 
 
 def test_banding_reaches_the_recall_target_and_reports_the_curve():
@@ -169,8 +169,8 @@ def _crafted(tmp_path):
         a = row(f"group {j}", " ".join(base))
         b = row(f"group {j} variant", " ".join(base[:k]))
         # the instruction adds shingles: compute the exact value from the reference shingles
-        sa = set(text.shingles(a["instruction"] + "\n\n" + a["output"]))
-        sb = set(text.shingles(b["instruction"] + "\n\n" + b["output"]))
+        sa = set(signatures.shingles(a["instruction"] + "\n\n" + a["output"]))
+        sb = set(signatures.shingles(b["instruction"] + "\n\n" + b["output"]))
         expect[b["id"]] = (a["id"], len(sa & sb) / len(sa | sb))
         rows += [a, b]
     return write_dataset(tmp_path / "in", rows), expect
@@ -336,7 +336,7 @@ def test_stored_signatures_load_as_lean_minhash(tmp_path):
     kept = pq.read_table(tmp_path / "out" / "part-00000.parquet").to_pylist()
     for r, s in list(zip(kept, sig))[:5]:
         m = MinHash(num_perm=128, seed=1)
-        m.update_batch(text.shingles("\n".join([r["instruction"], r["input"], r["output"]])))
+        m.update_batch(signatures.shingles("\n".join([r["instruction"], r["input"], r["output"]])))
         assert LeanMinHash(seed=1, hashvalues=s) == LeanMinHash(m)
 
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 from datasketch import LeanMinHash, MinHash
+from minhash_support import row, write_dataset
 from typer.testing import CliRunner
 
-from minhash_support import row, write_dataset
 from pipeline.store import Dataset
-from pipeline.stages.minhash import MinhashConfig, run_minhash, text
+from pipeline.stages.minhash import MinhashConfig, run_minhash, signatures
 from pipeline.stages.minhash.phases import block_text, compute_signatures
 
 pytestmark = pytest.mark.realdata
@@ -31,8 +31,8 @@ def test_jaccard_estimates_agree_with_datasketch_on_real_text(alpaca):
     sb = compute_signatures(block_text(pa.table({"output": edited}), fmt), fmt)[0]
     for t, e, x, y in zip(texts, edited, sa, sb):
         ma, mb = MinHash(num_perm=128), MinHash(num_perm=128)
-        ma.update_batch(text.shingles(t))
-        mb.update_batch(text.shingles(e))
+        ma.update_batch(signatures.shingles(t))
+        mb.update_batch(signatures.shingles(e))
         assert LeanMinHash(seed=1, hashvalues=x).jaccard(LeanMinHash(seed=1, hashvalues=y)) == ma.jaccard(mb)
 
 

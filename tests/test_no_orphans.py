@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from minhash_support import synthetic_rows, write_dataset
 from proc_support import cmdline, descendants, wait_gone
 

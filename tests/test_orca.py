@@ -15,12 +15,28 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.config import ConfigError
+from pipeline.context import RunContext
 from pipeline.records import get_meta, new_row
-from pipeline.runner import StageContext
-from pipeline.stages.orca import OrcaConfig, OrcaStage, TASK_KINDS, calibrate, detect_kind, run_orca
+from pipeline.stages.orca import (
+    TASK_KINDS,
+    OrcaConfig,
+    OrcaStage,
+    calibrate,
+    detect_kind,
+    run_orca,
+)
 from pipeline.stages.orca.answers import check_answer, compact_logprobs, refusal_phrase
-from pipeline.stages.orca.calibrate import exact_match, final_answer, parse_rating, token_f1
-from pipeline.stages.orca.catalog import load_strategy_catalog, load_system_catalog, read_strategy_map
+from pipeline.stages.orca.calibrate import (
+    exact_match,
+    final_answer,
+    parse_rating,
+    token_f1,
+)
+from pipeline.stages.orca.catalog import (
+    load_strategy_catalog,
+    load_system_catalog,
+    read_strategy_map,
+)
 from pipeline.stages.orca.task_kind import canonical_kind, parse_teacher_kind
 from pipeline.store import Dataset, DatasetWriter
 from pipeline.teacher.base import Completion, TeacherError, Usage
@@ -53,8 +69,8 @@ def echo_answer(req):
     return f"Let me think it through.\nAnswer: {req.messages[-1]['content'][:20]}"
 
 
-def ctx_for(responder=echo_answer, seed=0, run_id="r1") -> StageContext:
-    return StageContext(run_id=run_id, seed=seed, teacher_factory=lambda: FakeTeacher(responder),
+def ctx_for(responder=echo_answer, seed=0, run_id="r1") -> RunContext:
+    return RunContext(run_id=run_id, seed=seed, teacher_factory=lambda: FakeTeacher(responder),
                         progress=False)
 
 
@@ -347,7 +363,7 @@ def test_logprobs_are_kept_compactly(tmp_path):
                 c.logprobs = [{"token": "Hi", "logprob": -0.123456, "bytes": None, "top_logprobs": [
                     {"token": "Hello", "logprob": -2.5}, {"token": "Hi", "logprob": -0.123456}, {"token": "Yo", "logprob": -3.0}]}]
             return out
-    ctx = StageContext(run_id="r", teacher_factory=lambda: LogprobTeacher(echo_answer), progress=False)
+    ctx = RunContext(run_id="r", teacher_factory=lambda: LogprobTeacher(echo_answer), progress=False)
     run_orca(tmp_path / "in", tmp_path / "out", ctx, OrcaConfig(logprobs=2))
     r = Dataset(tmp_path / "out").read().to_pylist()[0]
     assert get_meta(r, "orca")["logprobs"] == [["Hi", -0.1235, [["Hi", -0.1235], ["Hello", -2.5]]]]
@@ -452,10 +468,10 @@ def test_answer_matching_helpers():
 
 @pytest.fixture
 def fake_cli(monkeypatch):
-    import pipeline.stages.orca.cli as orca_cli
+    import pipeline.stage as orca_cli  # the stage commands' one body makes the context
 
     def make_context(cfg, paths, progress=True):
-        return StageContext(run_id=paths.run_id, seed=cfg.run.seed, workdir=paths.workdir,
+        return RunContext(run_id=paths.run_id, seed=cfg.run.seed, workdir=paths.workdir,
                             teacher_factory=lambda: FakeTeacher(echo_answer), progress=False)
     monkeypatch.setattr(orca_cli, "make_context", make_context)
     from pipeline.cli import app
@@ -530,8 +546,8 @@ def test_messages_load_with_hf_datasets_and_render_with_the_chat_template(tmp_pa
 # -- distill run -----------------------------------------------------------------
 
 def test_orca_step_in_the_default_plan(tmp_path):
-    from pipeline.cli_common import RunPaths
     from pipeline.config import load_config
+    from pipeline.context import RunPaths
     from pipeline.errors import InputFileError
     from pipeline.plan import default_plan
 
@@ -540,18 +556,18 @@ def test_orca_step_in_the_default_plan(tmp_path):
     if "evol_instruct" in names:
         assert names.index("orca") == names.index("evol_instruct") + 1
     step = next(s for s in default_plan() if s.name == "orca")
-    assert step.section == "orca" and step.config_model is OrcaConfig
+    assert step.name == "orca" and step.config is OrcaConfig
 
     cfgfile = tmp_path / "distill.toml"
     cfgfile.write_text("[run]\nshard_rows = 3\n[orca]\nstrategies = true\nmax_tokens = 33\n")
     cfg = load_config(cfgfile)
     make_input(tmp_path / "in")
     paths = RunPaths(tmp_path / "w", "run-1")
-    m = step.run(cfg, paths, tmp_path / "in", paths.stage_dir("orca"), ctx_for())
+    m = step.run_step(cfg, tmp_path / "in", paths.stage_dir("orca"), ctx_for())
     assert m["rows_out"] == len(TASKS) and m["shards"] == 3
     assert m["settings"]["max_tokens"] == 33 and m["settings"]["strategies"] is True
     with pytest.raises(InputFileError):
-        step.run(cfg, paths, None, tmp_path / "x", ctx_for())
+        step.run_step(cfg, None, tmp_path / "x", ctx_for())
     cfgfile.write_text("[orca]\nmax_tokenz = 33\n")
     with pytest.raises(ConfigError, match=r"\[orca\] max_tokenz: Extra inputs are not permitted"):
-        step.run(load_config(cfgfile), paths, tmp_path / "in", tmp_path / "y", ctx_for())
+        step.run_step(load_config(cfgfile), tmp_path / "in", tmp_path / "y", ctx_for())

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
+from pipeline.context import RunContext
 from pipeline.records import new_row
-from pipeline.runner import StageContext
 from pipeline.stages.orca import OrcaConfig, detect_kind, run_orca
 from pipeline.stages.orca.task_kind import canonical_kind
 from pipeline.store import Dataset, DatasetWriter
@@ -51,7 +51,7 @@ def test_dolly_rows_through_the_embedded_teacher(dolly, tmp_path, openai_teacher
     w = DatasetWriter(tmp_path / "in", "import")
     w.write_shard(0, [new_row(r["instruction"], r["input"], r["output"], origin="import") for r in picked])
     w.write_manifest()
-    ctx = StageContext(run_id="d", teacher_factory=lambda: make_teacher(openai_teacher_config, workdir=tmp_path, seed=0),
+    ctx = RunContext(run_id="d", teacher_factory=lambda: make_teacher(openai_teacher_config, workdir=tmp_path, seed=0),
                        progress=False)
     try:
         m = run_orca(tmp_path / "in", tmp_path / "out", ctx, OrcaConfig(strategies=True, max_tokens=48, truncated="keep"))

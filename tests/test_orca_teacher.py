@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.context import RunContext
 from pipeline.records import get_meta, new_row
-from pipeline.runner import StageContext
 from pipeline.stages.orca import OrcaConfig, calibrate
 from pipeline.stages.orca.catalog import load_strategy_catalog, load_system_catalog
 from pipeline.store import Dataset, DatasetWriter
@@ -87,8 +87,8 @@ truncated = "keep"
 def test_strategies_with_teacher_kind_detection_and_calibration(tmp_path, openai_teacher_config):
     make_input(tmp_path / "in", [("What is 2 + 3?", "", "5"), ("What is 10 + 1?", "", "11")])
 
-    def ctx() -> StageContext:
-        return StageContext(run_id="t", teacher_factory=lambda: make_teacher(
+    def ctx() -> RunContext:
+        return RunContext(run_id="t", teacher_factory=lambda: make_teacher(
             openai_teacher_config, workdir=tmp_path, seed=0), progress=False)
 
     # calibration with the teacher as judge: 2 rows x 2 strategies, then 4 judgements at most

@@ -1,7 +1,13 @@
 import pytest
 
 from pipeline.assets import data_dir, prompts_dir
-from pipeline.prompts import Template, TemplateError, all_templates, load_catalog, load_template
+from pipeline.prompts import (
+    Template,
+    TemplateError,
+    all_templates,
+    load_catalog,
+    load_template,
+)
 
 
 def test_strict_render_names_every_missing_variable():

@@ -41,14 +41,14 @@ def _result(out):
 
 
 def test_minhash_on_ray_equals_local_on_real_rows(real_rows, tmp_path, ray_cluster):
-    from pipeline.executors.ray_dedup import run_minhash_ray
+    from pipeline.executors.ray_executor import RayExecutor
     from pipeline.stages.minhash import MinhashConfig, run_minhash
 
     src, n = real_rows
     assert n > 4000
     cfg = MinhashConfig(shard_rows=1000, workers=2, threshold=0.6, keep_work=True)
     run_minhash(src, tmp_path / "local", cfg, run_id="t", progress=False)
-    m = run_minhash_ray(src, tmp_path / "ray", cfg, run_id="t", progress=False)
+    m = run_minhash(src, tmp_path / "ray", cfg, run_id="t", progress=False, executor=RayExecutor())
     assert m["rows_in"] == n
     local, lm = _result(tmp_path / "local")
     ray_, rm = _result(tmp_path / "ray")
@@ -71,7 +71,7 @@ def test_minhash_on_ray_equals_local_on_real_rows(real_rows, tmp_path, ray_clust
 def test_a_minhash_task_error_is_raised_as_itself(real_rows, tmp_path, ray_cluster):
     import sys
 
-    from pipeline.executors.ray_dedup import RayPool
+    from pipeline.executors.ray_executor import RayPool
     ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with RayPool(workers=2) as pool:
         assert pool.map(_divide, [{"x": x} for x in (1, 2, 4, 8, 5)]) == [1, 0.5, 0.25, 0.125, 0.2]  # task order
@@ -86,7 +86,7 @@ def _divide(task):
 @pytest.mark.slow
 def test_embeddings_on_ray_actors_are_the_local_embed_phase(real_rows, tmp_path, ray_cluster):
     from pipeline.embeddings.encoder import make_encoder
-    from pipeline.executors.ray_dedup import RayPool
+    from pipeline.executors.ray_executor import RayPool
     from pipeline.stages.semdedup.config import SemdedupConfig
     from pipeline.stages.semdedup.phases import embed_phase
 
@@ -114,8 +114,9 @@ def test_minhash_command_and_run_step_dispatch_to_ray(real_rows, tmp_path, ray_c
     from typer.testing import CliRunner
 
     from pipeline.cli import app
-    from pipeline.cli_common import load, make_context, resolve_run
-    from pipeline.stages.minhash import MinhashConfig, plan_step, run_minhash
+    from pipeline.context import load, make_context, resolve_run
+    from pipeline.stages.minhash import MinhashConfig, run_minhash
+    from pipeline.stages.minhash.cli import SPEC
 
     src, n = real_rows
     local = run_minhash(src, tmp_path / "local", MinhashConfig(shard_rows=2000), run_id="t", progress=False)
@@ -126,7 +127,7 @@ def test_minhash_command_and_run_step_dispatch_to_ray(real_rows, tmp_path, ray_c
     (tmp_path / "d.toml").write_text("[minhash]\nshard_rows = 2000\n")
     cfg = load(tmp_path / "d.toml", workdir=tmp_path, executor="ray")
     paths = resolve_run(cfg, tmp_path)
-    step = plan_step(cfg, paths, src, tmp_path / "step", make_context(cfg, paths, progress=False))
+    step = SPEC.run_step(cfg, src, tmp_path / "step", make_context(cfg, paths, progress=False))
     for out in ("cli", "step"):
         m = Dataset(tmp_path / out, require_complete=True).manifest()
         assert m["workers"] == 2 and m["rows_in"] == n

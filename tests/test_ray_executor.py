@@ -12,17 +12,23 @@ import sys
 
 import pyarrow.fs as pafs
 import pytest
-
 import ray_support
-from pipeline.executors import storage
-from pipeline.executors.folders import ShardFolder, merge_markers, stage_shard
-from pipeline.executors.shards import plan_shards, read_rows
-from pipeline.runner import StageContext, iter_shards, run_shards
-from pipeline.store import Dataset, DatasetError, DatasetWriter
+
+from pipeline.context import RunContext
+from pipeline.runner import run_shards
+from pipeline.store import (
+    Dataset,
+    DatasetError,
+    DatasetWriter,
+    merge_markers,
+    stage_shard,
+)
+from pipeline.store import location as storage
+from pipeline.store.shards import plan_shards
 
 
 def _ctx(**kw):
-    return StageContext(run_id="r", progress=False, **kw)
+    return RunContext(run_id="r", progress=False, **kw)
 
 
 def _comparable(m):
@@ -48,10 +54,10 @@ def _no_temporaries(folder):
 @pytest.mark.parametrize("shard_rows,limit", [(10, None), (7, None), (4, 13), (100, None), (3, 1)])
 def test_shard_plan_reads_exactly_the_rows_iter_shards_gives(tmp_path, shard_rows, limit):
     ds, _ = ray_support.numbered_dataset(tmp_path / "in", 25, per_file=7)
-    specs = plan_shards(storage.dataset_files(ds), shard_rows, limit)
-    want = list(iter_shards(ds, shard_rows, limit))
+    specs = plan_shards(ds.files(), shard_rows, limit)
+    want = list(ds.iter_shards(shard_rows, limit))
     assert [s.index for s in specs] == [i for i, _ in want]
-    assert [read_rows(s) for s in specs] == [rows for _, rows in want]
+    assert [s.read_rows() for s in specs] == [rows for _, rows in want]
 
 
 def test_uris_survive_pathlib_and_resolve_to_filesystems(tmp_path):
@@ -72,22 +78,22 @@ def test_object_store_layout_on_a_subtree_filesystem(tmp_path):
     fs = pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem())
     out = storage.resolve("runs/evenfilter", filesystem=fs)
     plan = {"input": "x", "shard_rows": 5, "limit": None, "settings": {}}
-    folder = ShardFolder(out, "evenfilter", plan=plan)
+    folder = DatasetWriter(out, "evenfilter", plan=plan)
     assert not folder.loc.local
     stage = ray_support.EvenFilter()
     markers = []
-    for spec in plan_shards(storage.dataset_files(ds), 5):
-        res = stage.process(read_rows(spec), _ctx())
+    for spec in plan_shards(ds.files(), 5):
+        res = stage.process(spec.read_rows(), _ctx())
         staged = stage_shard(folder.loc, spec.index, res.kept, res.rejected, stage=stage.name)
         # staged objects are hidden: not a shard until committed
         assert not (tmp_path / "bucket" / "runs" / "evenfilter" / f"part-{spec.index:05d}.parquet").exists()
         assert staged.kept.name.startswith(".part-")
-        markers.append(folder.commit_shard(staged, {"rows_in": spec.rows, **res.stats}))
+        markers.append(folder.commit(staged, {"rows_in": spec.rows, **res.stats}))
     m = folder.write_manifest(run_id="r")
-    back = storage.FsDataset(out, require_complete=True)
+    back = Dataset(out, require_complete=True)
     assert [r["id"] for r in back.iter_rows()] == [r["id"] for r in rows if int(r["instruction"].split()[1]) % 2 == 0]
     assert (m["rows_in"], m["rows_out"], m["rows_rejected"], m["drops"]) == (9, 5, 4, {"odd_number": 4})
-    assert storage.read_json(out.join("_manifest.json"))["rows_out"] == 5
+    assert out.join("_manifest.json").read_json()["rows_out"] == 5
     # the same markers give the same manifest body as store.DatasetWriter's
     local = DatasetWriter(tmp_path / "local", "evenfilter")
     for i, mk in enumerate(markers):
@@ -96,12 +102,12 @@ def test_object_store_layout_on_a_subtree_filesystem(tmp_path):
     lm = {k: v for k, v in local.write_manifest().items() if k not in ("created_at",)}
     assert body["totals"] == lm["totals"] and body["rows_in"] == lm["rows_in"] and body["shards"] == lm["shards"]
     # the folder reads back as an input through the same filesystem, in the same shards
-    again = plan_shards(storage.dataset_files(back), 2)
-    assert [r["id"] for spec in again for r in read_rows(spec)] == [r["id"] for r in back.iter_rows()]
+    again = plan_shards(back.files(), 2)
+    assert [r["id"] for spec in again for r in spec.read_rows()] == [r["id"] for r in back.iter_rows()]
     # resume with other settings is refused, as locally
     with pytest.raises(DatasetError, match="shard_rows"):
-        ShardFolder(out, "evenfilter", plan=dict(plan, shard_rows=6))
-    assert ShardFolder(out, "evenfilter", plan=plan).is_done(1)
+        DatasetWriter(out, "evenfilter", plan=dict(plan, shard_rows=6))
+    assert DatasetWriter(out, "evenfilter", plan=plan).is_done(1)
 
 
 @pytest.mark.parametrize("command", [["minhash", "DATA"], ["orca", "DATA"], ["score", "DATA"], ["evol-instruct", "DATA"]])
@@ -133,12 +139,13 @@ def test_missing_ray_is_a_one_line_install_hint(tmp_path, monkeypatch):
 
 
 def test_cli_options_reach_the_context(tmp_path):
-    from pipeline.cli_common import TeacherFactory, load, make_context, resolve_run
     from pipeline.config import ConfigError
+    from pipeline.context import load, make_context, resolve_run
+    from pipeline.teacher.factory import TeacherFactory
     cfg = load(None, workdir=tmp_path, executor="ray", ray_address="auto")
     assert (cfg.run.executor, cfg.run.ray_address) == ("ray", "auto")
     ctx = make_context(cfg, resolve_run(cfg, tmp_path))
-    assert (ctx.executor, ctx.ray_address) == ("ray", "auto")
+    assert (ctx.executor.name, ctx.ray_address) == ("ray", "auto")
     assert isinstance(ctx.teacher_factory, TeacherFactory) and ctx.teacher_factory.workdir.is_absolute()
     with pytest.raises(ConfigError, match="run.executor"):
         load(None, executor="spark")
@@ -222,7 +229,7 @@ def test_file_uri_output_is_the_same_folder(tmp_path, ray_):
 def test_distill_run_on_ray_equals_local(tmp_path, ray_):
     """`distill run --executor ray` from minhash on: minhash's phases and score's shards on Ray,
     export in the driver (and said so); the release is the local executor's, byte for byte."""
-    from pipeline.cli_common import load, resolve_run
+    from pipeline.context import load, resolve_run
     from pipeline.runplan import run_plan
 
     w = DatasetWriter(tmp_path / "in", "import")

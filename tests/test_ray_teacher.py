@@ -7,16 +7,17 @@ import json
 import os
 
 import pytest
-
 import ray_support
-from pipeline.cli_common import TeacherFactory
+
 from pipeline.config import TeacherSection
+from pipeline.context import RunContext
 from pipeline.errors import TeacherUnavailable
 from pipeline.executors.limits import ClusterLimits
 from pipeline.executors.teacher import replica_options
-from pipeline.runner import StageContext, run_shards
+from pipeline.runner import run_shards
 from pipeline.store import Dataset
 from pipeline.teacher.base import derive_seed
+from pipeline.teacher.factory import TeacherFactory
 
 
 class Clock:
@@ -85,7 +86,7 @@ def test_openai_concurrency_is_cluster_wide_not_per_worker(tmp_path, ray_, count
     def run(factory, out):
         counting_server.reset()
         stage = ray_support.EchoStage(barrier=barrier_cls.remote(2))
-        ctx = StageContext(run_id="r", seed=11, teacher_factory=factory, progress=False)
+        ctx = RunContext(run_id="r", seed=11, teacher_factory=factory, progress=False)
         m = run_shards(stage, ds, tmp_path / out, ctx, shard_rows=12, executor="ray")
         return m, counting_server.max_in_flight
 
@@ -119,7 +120,7 @@ def test_a_shared_budget_bounds_every_workers_requests(tmp_path, ray_, counting_
     section = TeacherSection(backend="openai", base_url=counting_server.url, concurrency=2, cache=False)
     budget = SharedBudget.start_on(ray_, max_tokens=40)   # the server charges 8 tokens a request
     factory = TeacherFactory(section, tmp_path, 11, wrap=BudgetWrap(budget, wave=2))
-    ctx = StageContext(run_id="b", seed=11, teacher_factory=factory, progress=False)
+    ctx = RunContext(run_id="b", seed=11, teacher_factory=factory, progress=False)
     counting_server.reset()
     m = run_shards(ray_support.EchoStage(), ds, tmp_path / "out", ctx, shard_rows=6, executor="ray")
     sent = len(counting_server.seeds)
@@ -132,7 +133,7 @@ def test_a_shared_budget_bounds_every_workers_requests(tmp_path, ray_, counting_
     assert details == {"budget_exhausted"}
     # without the wrap the same stage sends every request (the check above can fail)
     counting_server.reset()
-    run_shards(ray_support.EchoStage(), ds, tmp_path / "free", StageContext(
+    run_shards(ray_support.EchoStage(), ds, tmp_path / "free", RunContext(
         run_id="b", seed=11, teacher_factory=TeacherFactory(section, tmp_path, 11), progress=False),
         shard_rows=6, executor="ray")
     assert len(counting_server.seeds) == 24
@@ -148,7 +149,7 @@ def test_vllm_replicas_generate_on_ray(tmp_path, ray_):
     ds, rows = ray_support.numbered_dataset(tmp_path / "in", 8, per_file=8)
     section = TeacherSection(backend="vllm", model=os.environ["DISTILL_VLLM_TEST_MODEL"], cache=False,
                              vllm_args={"gpu_memory_utilization": 0.5, "max_model_len": 1024})
-    ctx = StageContext(run_id="r", seed=5, teacher_factory=TeacherFactory(section, tmp_path, 5), progress=False)
+    ctx = RunContext(run_id="r", seed=5, teacher_factory=TeacherFactory(section, tmp_path, 5), progress=False)
     m = run_shards(ray_support.EchoStage(max_tokens=16), ds, tmp_path / "out", ctx, shard_rows=4, executor="ray")
     assert m["rows_out"] == 8 and m["teacher"]["backend"] == "vllm"
     first = {r["id"]: r["output"] for r in Dataset(tmp_path / "out").iter_rows()}
@@ -173,7 +174,7 @@ def test_orca_on_ray_against_the_embedded_teacher(tmp_path, ray_, openai_teacher
     cfg = OrcaConfig(max_tokens=32, truncated="keep", drop_refusals=False)
 
     def ctx():
-        return StageContext(run_id="o", seed=3, teacher_factory=TeacherFactory(section, tmp_path, 3), progress=False)
+        return RunContext(run_id="o", seed=3, teacher_factory=TeacherFactory(section, tmp_path, 3), progress=False)
 
     c = ctx()
     m = run_orca(tmp_path / "in", tmp_path / "ray", c, cfg, shard_rows=2, executor="ray")
@@ -213,7 +214,7 @@ def test_evol_instruct_on_ray_against_the_embedded_teacher(tmp_path, ray_, opena
                      drop_truncated_answers=False)
 
     def run(out, executor):
-        c = StageContext(run_id="e", seed=5, teacher_factory=TeacherFactory(section, tmp_path, 5), progress=False,
+        c = RunContext(run_id="e", seed=5, teacher_factory=TeacherFactory(section, tmp_path, 5), progress=False,
                          executor=executor)
         try:
             m = run_evol_instruct(tmp_path / "in", tmp_path / out, c, cfg, shard_rows=2)
@@ -246,7 +247,7 @@ def test_score_with_a_separate_judge_teacher_on_ray_equals_local(tmp_path, ray_,
 
     def run(executor, out):
         counting_server.reset()
-        ctx = StageContext(run_id="s", seed=4, workdir=tmp_path, executor=executor, progress=False)
+        ctx = RunContext(run_id="s", seed=4, workdir=tmp_path, executor=executor, progress=False)
         m = run_score(tmp_path / "in", tmp_path / out, cfg, ctx, shard_rows=4)
         return m, counting_server.max_in_flight, dict(counting_server.seeds)
 

@@ -1,7 +1,8 @@
 import pytest
 
 from pipeline import records
-from pipeline.runner import ShardResult, StageContext, iter_shards, run_shards
+from pipeline.context import RunContext
+from pipeline.runner import ShardResult, run_shards
 from pipeline.store import Dataset, DatasetWriter
 
 
@@ -43,15 +44,15 @@ class LengthFilter:
 
 def test_shards_are_fixed_slices_of_the_input(tmp_path):
     ds, rows = _input(tmp_path)
-    shards = list(iter_shards(ds, 10))
+    shards = list(ds.iter_shards(10))
     assert [i for i, _ in shards] == [0, 1, 2] and [len(s) for _, s in shards] == [10, 10, 5]
     assert [r["id"] for _, s in shards for r in s] == [r["id"] for r in rows]
-    assert sum(len(s) for _, s in iter_shards(ds, 10, limit=12)) == 12
+    assert sum(len(s) for _, s in ds.iter_shards(10, limit=12)) == 12
 
 
 def test_resume_redoes_only_unfinished_shards(tmp_path):
     ds, rows = _input(tmp_path)
-    ctx = StageContext(run_id="r", progress=False)
+    ctx = RunContext(run_id="r", progress=False)
     crashing = LengthFilter(crash_on="task 20 with words")
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_shards(crashing, ds, tmp_path / "out", ctx, shard_rows=10)
@@ -70,20 +71,20 @@ def test_resume_redoes_only_unfinished_shards(tmp_path):
 def test_rerun_with_other_shard_size_is_refused(tmp_path):
     from pipeline.store import DatasetError
     ds, _ = _input(tmp_path)
-    ctx = StageContext(run_id="r", progress=False)
+    ctx = RunContext(run_id="r", progress=False)
     run_shards(LengthFilter(), ds, tmp_path / "out", ctx, shard_rows=10)
     with pytest.raises(DatasetError, match="shard_rows"):
         run_shards(LengthFilter(), ds, tmp_path / "out", ctx, shard_rows=5)
 
 
 def test_context_rng_is_per_record_and_purpose():
-    ctx = StageContext(run_id="r", seed=3)
+    ctx = RunContext(run_id="r", seed=3)
     a = ctx.rng("id1", "op").random()
-    assert a == StageContext(run_id="other", seed=3).rng("id1", "op").random()
+    assert a == RunContext(run_id="other", seed=3).rng("id1", "op").random()
     assert a != ctx.rng("id2", "op").random() and a != ctx.rng("id1", "other").random()
-    assert a != StageContext(run_id="r", seed=4).rng("id1", "op").random()
+    assert a != RunContext(run_id="r", seed=4).rng("id1", "op").random()
 
 
 def test_missing_teacher_is_a_clear_error():
     with pytest.raises(RuntimeError, match="needs a teacher"):
-        StageContext(run_id="r").teacher
+        RunContext(run_id="r").teacher

@@ -2,10 +2,10 @@
 
 import time
 
-from pipeline.cli_common import RunPaths
 from pipeline.config import load_config
-from pipeline.plan import Step
+from pipeline.context import RunPaths
 from pipeline.runner import run_shards
+from pipeline.stage import StageSpec
 from pipeline.store import Dataset
 from tests.test_runner import LengthFilter, _input
 
@@ -15,16 +15,16 @@ class Counted:
         self.calls = {"filter": 0, "again": 0}
 
     def plan(self, first_input):
-        def filter_step(cfg, paths, input, out, ctx):
+        def filter_step(input, out, cfg, ctx):
             self.calls["filter"] += 1
             return run_shards(LengthFilter(), Dataset(input or first_input, require_complete=True), out, ctx, shard_rows=7)
 
-        def again_step(cfg, paths, input, out, ctx):
+        def again_step(input, out, cfg, ctx):
             self.calls["again"] += 1
             return run_shards(LengthFilter(), Dataset(input, require_complete=True), out, ctx, shard_rows=7)
 
-        return [Step("filter", "filter", filter_step, "keep even rows"),
-                Step("again", "again", again_step, "keep even rows again")]
+        return [StageSpec("filter", None, filter_step, str, "keep even rows", needs_input=False),
+                StageSpec("again", None, again_step, str, "keep even rows again")]
 
 
 def test_resume_skips_finished_steps_and_redoes_steps_whose_input_was_rebuilt(tmp_path):

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.context import RunContext
 from pipeline.errors import InputFileError
 from pipeline.records import new_row
-from pipeline.runner import StageContext
 from pipeline.stages.score.config import ScoreConfig
 from pipeline.stages.score.decontam import Decontaminator, read_eval_items, tokens
 from pipeline.stages.score.stage import run_score
@@ -98,7 +98,7 @@ def test_real_eval_sets_with_planted_overlaps(tmp_path, shared_data):
     w.write_shard(0, clean[:3] + planted + clean[3:])
     w.write_manifest()
     cfg = ScoreConfig(decontaminate=[str(vicuna), str(wizard)])
-    m = run_score(tmp_path / "in", tmp_path / "out", cfg, StageContext(run_id="t", progress=False))
+    m = run_score(tmp_path / "in", tmp_path / "out", cfg, RunContext(run_id="t", progress=False))
     assert m["drops"] == {"contaminated": 2}
     rej = Dataset(tmp_path / "out").rejected().read().to_pylist()
     details = {r["instruction"]: r["drop_detail"] for r in rej}

@@ -12,11 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.context import RunContext
 from pipeline.records import get_meta, new_row
-from pipeline.runner import StageContext
 from pipeline.stages.score.combine import combined_score
 from pipeline.stages.score.config import ScoreConfig
-from pipeline.stages.score.judge import SCALES, build_request, expected_score, parse_judgment, parse_score_text
+from pipeline.stages.score.judge import (
+    SCALES,
+    build_request,
+    expected_score,
+    parse_judgment,
+    parse_score_text,
+)
 from pipeline.stages.score.stage import ScoreStage, run_score
 from pipeline.store import Dataset, DatasetWriter
 from pipeline.teacher.base import Completion, TeacherError
@@ -119,7 +125,7 @@ def test_stage_batches_every_judge_request_in_one_chat_call_and_never_defaults()
     real_chat = fake.chat
     fake.chat = lambda reqs: calls.append(len(reqs)) or real_chat(reqs)
     stage = ScoreStage(ScoreConfig(judge="teacher"), judge_teacher=fake)
-    res = stage.process(_rows(), StageContext(run_id="t"))
+    res = stage.process(_rows(), RunContext(run_id="t"))
     assert calls == [6]  # 3 rows x 2 judges, one call
     by = {r["instruction"][:10]: r for r in res.kept}
     good = by["What is th"]
@@ -155,7 +161,7 @@ def test_real_judge_run_against_the_embedded_teacher(tmp_path, openai_teacher_co
     w.write_shard(0, _rows())
     w.write_manifest()
     cfg = ScoreConfig(judge="teacher", judge_max_tokens=8)
-    ctx = StageContext(run_id="t", workdir=tmp_path,
+    ctx = RunContext(run_id="t", workdir=tmp_path,
                        teacher_factory=lambda: make_teacher(openai_teacher_config, workdir=tmp_path, seed=0),
                        progress=False)
     try:

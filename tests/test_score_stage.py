@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.context import RunContext
 from pipeline.plan import default_plan
 from pipeline.records import get_meta, new_row
-from pipeline.runner import StageContext
 from pipeline.stages.score.combine import heuristic_score
 from pipeline.stages.score.config import ScoreConfig
 from pipeline.stages.score.stage import run_score
@@ -40,7 +40,7 @@ def _dataset(path, rows):
 
 def test_heuristic_run_scores_kept_rows_and_records_drops(tmp_path):
     src = _dataset(tmp_path / "in", _pool())
-    m = run_score(src, tmp_path / "out", ScoreConfig(), StageContext(run_id="r1", progress=False), shard_rows=4)
+    m = run_score(src, tmp_path / "out", ScoreConfig(), RunContext(run_id="r1", progress=False), shard_rows=4)
     assert m["score_source"] == "heuristic" and m["settings"]["heuristic"] == "len-v1"
     assert m["rows_in"] == 6 and m["rows_out"] == 3
     assert m["drops"] == {"ai_disclaimer": 1, "empty_output": 1, "unseen_attachment": 1}
@@ -65,7 +65,7 @@ def test_heuristic_is_bounded_like_quality_times_complexity():
 
 def test_rerun_resumes_and_changed_settings_are_refused(tmp_path):
     src = _dataset(tmp_path / "in", _pool())
-    ctx = StageContext(run_id="r1", progress=False)
+    ctx = RunContext(run_id="r1", progress=False)
     run_score(src, tmp_path / "out", ScoreConfig(), ctx, shard_rows=4)
     m2 = run_score(src, tmp_path / "out", ScoreConfig(), ctx, shard_rows=4)
     assert m2["shards_skipped_on_resume"] == 2 and m2["rows_out"] == 3
@@ -100,12 +100,12 @@ def test_plan_has_score_select_export_after_semdedup_with_export_last():
     assert names[-3:] == ["score", "select", "export"]
     if "semdedup" in names:
         assert names.index("semdedup") < names.index("score")
-    sections = {s.name: s.section for s in default_plan()}
+    sections = {s.name: s.name for s in default_plan()}
     assert sections["score"] == "score" and sections["export"] == "export"
 
 
 def test_manifest_is_json_serialisable_and_complete(tmp_path):
     src = _dataset(tmp_path / "in", _pool())
-    run_score(src, tmp_path / "out", ScoreConfig(), StageContext(run_id="r1", progress=False))
+    run_score(src, tmp_path / "out", ScoreConfig(), RunContext(run_id="r1", progress=False))
     m = json.loads((tmp_path / "out" / "_manifest.json").read_text())
     assert m["stage"] == "score" and m["totals"]["scored"] == 3 and m["totals"].get("unscored", 0) == 0

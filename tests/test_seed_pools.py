@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import records
 from pipeline.errors import InputFileError
 from pipeline.stages.self_instruct.rouge import RougeIndex
 from pipeline.stages.self_instruct.seeds import load_seeds, team_seeds_path
 from pipeline.store import DatasetWriter
-from pipeline import records
 
 
 def team_lines() -> list[dict]:

@@ -112,8 +112,7 @@ def test_deterministic_across_input_order_and_shard_size_with_ties_by_id(tmp_pat
 
 
 def test_block_walk_equals_the_embedding_modules_greedy_walk():
-    from pipeline.embeddings.neighbors import SelectedSet
-    from pipeline.embeddings.neighbors import greedy_diverse_select
+    from pipeline.embeddings.neighbors import SelectedSet, greedy_diverse_select
 
     vecs = clustered(2000, dim=24, spread=0.3, seed=5)
     order = np.random.default_rng(2).permutation(2000)

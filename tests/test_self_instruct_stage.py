@@ -12,6 +12,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from self_instruct_support import (
+    bootstrap_reply,
+    kill_config,
+    make_ctx,
+    novel_instruction,
+    world,
+)
 from typer.testing import CliRunner
 
 from pipeline import records
@@ -22,8 +29,6 @@ from pipeline.stages.self_instruct.output import restore
 from pipeline.stages.self_instruct.seeds import load_seeds
 from pipeline.store import Dataset, DatasetError, DatasetWriter
 from pipeline.teacher.base import TeacherError
-
-from self_instruct_support import bootstrap_reply, kill_config, make_ctx, novel_instruction, world
 
 HERE = Path(__file__).resolve().parent
 
@@ -273,15 +278,15 @@ def test_cli_help_and_bad_seed_file(tmp_path):
 def test_self_instruct_is_the_first_step_of_the_default_plan():
     from pipeline.plan import default_plan
     step = default_plan()[0]
-    assert (step.name, step.section, step.config_model) == ("self_instruct", "self_instruct", SelfInstructConfig)
+    assert (step.name, step.name, step.config) == ("self_instruct", "self_instruct", SelfInstructConfig)
 
 
 def test_plan_step_reads_its_section_and_input(tmp_path):
     from pipeline.config import load_config
-    from pipeline.stages.self_instruct.cli import plan_step
+    from pipeline.stages.self_instruct.cli import SPEC
     cfg = load_config(overrides={"self_instruct": {"num_instructions": 2, "request_batch_size": 1}})
     ctx, _ = make_ctx()
-    m = plan_step(cfg, None, None, tmp_path / "si", ctx)
+    m = SPEC.run_step(cfg, None, tmp_path / "si", ctx)
     assert m["accepted_instructions"] == 2 and m["seeds"]["path"].endswith("seed_tasks.jsonl")
-    m = plan_step(cfg, None, tmp_path / "si", tmp_path / "si2", make_ctx()[0])
+    m = SPEC.run_step(cfg, tmp_path / "si", tmp_path / "si2", make_ctx()[0])
     assert m["seeds"]["format"] == "dataset"

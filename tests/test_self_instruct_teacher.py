@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.runner import StageContext
+from pipeline.context import RunContext
 from pipeline.stages.self_instruct import SelfInstructConfig, run_self_instruct
 from pipeline.store import Dataset
 from pipeline.teacher import make_teacher
@@ -25,8 +25,8 @@ SMALL = dict(request_batch_size=2, patience=2, max_requests=6,
              instances={"max_tokens": 64, "max_tokens_classification": 64})
 
 
-def context(section, tmp_path) -> StageContext:
-    return StageContext(run_id="real", seed=0, workdir=tmp_path,
+def context(section, tmp_path) -> RunContext:
+    return RunContext(run_id="real", seed=0, workdir=tmp_path,
                         teacher_factory=lambda: make_teacher(section, workdir=tmp_path, seed=0), progress=False)
 
 

@@ -159,8 +159,15 @@ def test_keep_policy_and_independence_from_input_order(tmp_path, fast):
 
 
 def test_exact_ivf_kmeans_pairs_on_planted_duplicates():
-    from pipeline.stages.semdedup.search import (Pairs, exact_pairs, find_pairs, ivf_pairs, kmeans_pairs,
-                                                 pair_recall, sampled_recall)
+    from pipeline.stages.semdedup.search import (
+        Pairs,
+        exact_pairs,
+        find_pairs,
+        ivf_pairs,
+        kmeans_pairs,
+        pair_recall,
+        sampled_recall,
+    )
     rng = np.random.default_rng(0)
     base = rng.normal(size=(3000, 32)).astype(np.float32)
     near = base[:300] + rng.normal(scale=0.05, size=(300, 32)).astype(np.float32)
@@ -180,8 +187,7 @@ def test_exact_ivf_kmeans_pairs_on_planted_duplicates():
 
 
 def test_components_are_the_connected_components_whatever_the_pair_order():
-    from pipeline.stages.semdedup.cluster import components
-    from pipeline.stages.semdedup.search import Pairs
+    from pipeline.dedup import components
     rng = np.random.default_rng(3)
     n = 3000
     i, j = rng.integers(0, n, 2500), rng.integers(0, n, 2500)
@@ -202,13 +208,17 @@ def test_components_are_the_connected_components_whatever_the_pair_order():
                     stack.append(b)
         want[list(seen)] = start
     for perm in (np.arange(len(i)), rng.permutation(len(i)), np.arange(len(i))[::-1]):
-        assert np.array_equal(components(n, Pairs(i[perm], j[perm], np.ones(len(i)))), want)
+        assert np.array_equal(components(n, i[perm], j[perm]), want)
     chain = np.arange(n - 1)[::-1].copy()  # a long path, given from its far end
-    assert (components(n, Pairs(chain, chain + 1, np.ones(n - 1))) == 0).all()
+    assert (components(n, chain, chain + 1) == 0).all()
 
 
 def test_greedy_diverse_select_equals_one_row_at_a_time():
-    from pipeline.embeddings.neighbors import SelectedSet, greedy_diverse_select, max_similarity_to_set
+    from pipeline.embeddings.neighbors import (
+        SelectedSet,
+        greedy_diverse_select,
+        max_similarity_to_set,
+    )
     rng = np.random.default_rng(1)
     x = rng.normal(size=(600, 16)).astype(np.float32)
     x[300:] = x[:300] + rng.normal(scale=0.3, size=(300, 16))
@@ -342,6 +352,7 @@ def test_full_model_batch_size_is_tuned_on_the_real_rows_across_calls():
 def test_first_use_of_the_fast_model_says_it_is_building_it(tmp_path, monkeypatch, fast):
     import model2vec.distill
     from model2vec import StaticModel
+
     from pipeline.embeddings.embedder import StaticEmbedder
     built = []
 
@@ -362,6 +373,7 @@ def test_first_use_of_the_fast_model_says_it_is_building_it(tmp_path, monkeypatc
 
 def test_cli_on_ray_actors_gives_the_local_result(tmp_path, fast, ray_cluster):
     from typer.testing import CliRunner
+
     from pipeline.cli import app
     inp = make_dataset(tmp_path / "in", paraphrase_rows(), shard_rows=5)
     ref = run_semdedup(inp, tmp_path / "ref", SemdedupConfig(fast=True, fast_threshold=0.85), workdir=tmp_path,
@@ -404,6 +416,7 @@ def test_plan_has_semdedup_step():
 
 def test_cli_semdedup_then_inspect(tmp_path, monkeypatch):
     from typer.testing import CliRunner
+
     from pipeline.cli import app
     inp = make_dataset(tmp_path / "in", paraphrase_rows())
     runner = CliRunner()

@@ -41,7 +41,12 @@ def fast():
 
 
 def test_approximate_search_recall_against_exact_on_real_rows(shared_data, fast):
-    from pipeline.stages.semdedup.search import exact_pairs, ivf_pairs, kmeans_pairs, pair_recall
+    from pipeline.stages.semdedup.search import (
+        exact_pairs,
+        ivf_pairs,
+        kmeans_pairs,
+        pair_recall,
+    )
     texts = real_texts(shared_data)
     texts += perturbed(texts)
     x = fast.encode(texts)
@@ -59,6 +64,7 @@ def test_approximate_search_recall_against_exact_on_real_rows(shared_data, fast)
 
 def test_dolly_import_semdedup_inspect(shared_data, tmp_path):
     from typer.testing import CliRunner
+
     from pipeline.cli import app
     from pipeline.store import Dataset
     runner = CliRunner()

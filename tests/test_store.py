@@ -4,7 +4,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline import records, store
 from pipeline.store import Dataset, DatasetError, DatasetWriter, StoreWriteError

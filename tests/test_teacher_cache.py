@@ -6,6 +6,7 @@ import multiprocessing as mp
 import sqlite3
 
 from faultserver import FaultServer
+
 from pipeline.config import TeacherSection
 from pipeline.teacher import cache_path, make_teacher
 from pipeline.teacher.base import ChatRequest, Sampling

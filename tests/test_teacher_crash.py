@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import TeacherSection
+from pipeline.context import RunContext
 from pipeline.errors import TeacherUnavailable, exit_code_for
 from pipeline.records import new_row
-from pipeline.runner import StageContext
 from pipeline.stages.orca import OrcaConfig, run_orca
 from pipeline.store import Dataset, DatasetWriter
 from pipeline.teacher import with_cache
@@ -71,7 +71,7 @@ def orca_with_embedded(tmp_path: Path, restarts: int, after_done: int):
         teachers.append(t)
         return with_cache(t, sec, workdir=tmp_path / "w", seed=5)
 
-    ctx = StageContext(run_id="crash", seed=5, workdir=tmp_path / "w", teacher_factory=factory, progress=False)
+    ctx = RunContext(run_id="crash", seed=5, workdir=tmp_path / "w", teacher_factory=factory, progress=False)
     stop, killed = threading.Event(), []
     watcher = threading.Thread(target=segv_mid_request, args=(teachers, rlog, after_done, stop, killed))
     watcher.start()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from faultserver import FaultServer
+
 from pipeline.config import TeacherSection
 from pipeline.teacher.base import ChatRequest, Sampling, derive_seed
 from pipeline.teacher.limits import WindowLimiter

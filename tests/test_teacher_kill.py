@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-
 from faultserver import FaultServer
+
 from pipeline import records
 from pipeline.store import Dataset, DatasetWriter
 

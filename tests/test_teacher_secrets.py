@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 from faultserver import FaultServer
+
 from pipeline import records
 from pipeline.config import TeacherSection
-from pipeline.runner import ShardResult, StageContext, run_shards
+from pipeline.context import RunContext
+from pipeline.runner import ShardResult, run_shards
 from pipeline.store import Dataset, DatasetWriter
 from pipeline.teacher import make_teacher
 from pipeline.teacher.base import ChatRequest
@@ -44,7 +46,7 @@ def test_api_key_never_leaks(tmp_path, monkeypatch, caplog, capfd):
     with FaultServer(plan) as srv:
         sec = TeacherSection(backend="openai", base_url=srv.base_url, api_key_env="DISTILL_SECRET_KEY",
                              max_retries=1, cache_path=str(tmp_path / "cache.sqlite"))
-        ctx = StageContext(run_id="r", seed=1, workdir=tmp_path, progress=False,
+        ctx = RunContext(run_id="r", seed=1, workdir=tmp_path, progress=False,
                            teacher_factory=lambda: make_teacher(sec, workdir=tmp_path, seed=1))
         manifest = run_shards(AskStage(), Dataset(src), tmp_path / "out", ctx)
         teacher = ctx.teacher

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import cli_common as cc
+from ..context import load
 
 app = typer.Typer(help="Show the resolved config, write a commented starter file, print the field reference.",
                   no_args_is_help=True)
@@ -18,7 +19,7 @@ def show(config: cc.ConfigOpt = None) -> None:
     """Print the resolved config (defaults filled in) as TOML."""
     from ..configdoc import resolved_toml
 
-    typer.echo(resolved_toml(cc.load(config)), nl=False)
+    typer.echo(resolved_toml(load(config)), nl=False)
 
 
 @app.command("init")
@@ -27,8 +28,8 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter config listing every field with its default."""
-    from ..configdoc import starter_toml
     from ..config import ConfigError
+    from ..configdoc import starter_toml
     from ..store import atomic_write_bytes
 
     if path.exists() and not force:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .. import cli_common as cc
+from ..context import load, resolve_run
 from ..inspection import describe
 
 
@@ -25,8 +26,8 @@ def import_cmd(
     """Import a file as a dataset; bad rows go to rejected/ with their line number and reason."""
     from ..importer import import_file
 
-    cfg = cc.load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows)
-    paths = cc.resolve_run(cfg, workdir, run_id)
+    cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows)
+    paths = resolve_run(cfg, workdir, run_id)
     dest = out or paths.stage_dir("import")
     m = import_file(file, dest, run_id=paths.run_id, shard_rows=cfg.run.shard_rows * 10, limit=cfg.run.limit)
     typer.echo(f"imported {m['rows_out']} rows into {dest} ({m['rows_rejected']} rejected"

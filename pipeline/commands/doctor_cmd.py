@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .. import cli_common as cc
+from ..context import load
 
 
 def doctor_cmd(config: cc.ConfigOpt = None, workdir: cc.WorkdirOpt = None) -> None:
@@ -13,7 +14,7 @@ def doctor_cmd(config: cc.ConfigOpt = None, workdir: cc.WorkdirOpt = None) -> No
     Prints one line per check; exits 1 when a check fails, with the fix under it."""
     from ..doctor import run_checks
 
-    cfg = cc.load(config, workdir=workdir)
+    cfg = load(config, workdir=workdir)
 
     def show(c) -> None:
         typer.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import cli_common as cc
+from ..context import load
 
 
 def refresh_cmd(
@@ -43,7 +44,7 @@ def refresh_cmd(
         config = data_dir() / "demo.toml"
         typer.echo(f"no --config: refreshing with the embedded demo profile {config} "
                    "(write your own with `distill config init distill.toml`)", err=True)
-    cfg = cc.load(config, workdir=workdir, executor=executor, ray_address=ray_address)
+    cfg = load(config, workdir=workdir, executor=executor, ray_address=ray_address)
     result = refresh(cfg, publish_dir=publish_dir, seed=seed, max_rows=max_rows, max_tokens=max_tokens,
                      max_seconds=max_seconds, keep=keep, progress=not no_progress,
                      echo=lambda s: typer.echo(s, err=True))

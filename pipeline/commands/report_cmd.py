@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import cli_common as cc
+from ..context import load, resolve_run
 
 
 def report_cmd(
@@ -20,6 +21,6 @@ def report_cmd(
     from ..report import write_report
 
     if run_dir is None:
-        cfg = cc.load(config, workdir=workdir)
-        run_dir = cc.resolve_run(cfg, workdir).run_dir
+        cfg = load(config, workdir=workdir)
+        run_dir = resolve_run(cfg, workdir).run_dir
     typer.echo(f"wrote {write_report(run_dir, out)}")

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import cli_common as cc
+from ..context import load, resolve_run
 
 
 def run_cmd(
@@ -33,9 +34,9 @@ def run_cmd(
         config = data_dir() / "demo.toml"
         typer.echo(f"no --config: running the embedded demo profile {config} "
                    "(write your own with `distill config init distill.toml`)", err=True)
-    cfg = cc.load(config, workdir=workdir, run_id=run_id, limit=limit, seed=seed,
+    cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, seed=seed,
                   executor=executor, ray_address=ray_address)
-    paths = cc.resolve_run(cfg, workdir, run_id, new=new)
+    paths = resolve_run(cfg, workdir, run_id, new=new)
     summary = run_plan(cfg, paths, skip=skip or [], start=start, input=input, progress=not no_progress,
                        echo=lambda s: typer.echo(s, err=True))
     typer.echo(f"run {paths.run_id} finished: {summary['final_rows']} rows in {summary['final_dataset']}")

@@ -1,6 +1,6 @@
 """The teacher inside Ray workers: cluster-wide limits (openai) and engine replicas (vllm).
 
-A worker never receives a teacher, only the picklable `cli_common.TeacherFactory`
+A worker never receives a teacher, only the picklable `teacher.factory.TeacherFactory`
 (the [teacher] section, workdir and run seed) and builds its own on first use.
 
 - openai: `ClusterTeacherFactory` builds `ClusterLimitedOpenAI`, the openai
@@ -56,7 +56,7 @@ class ClusterLimitedOpenAI(OpenAIBackend):
 class ClusterTeacherFactory:
     """`make_teacher` for a worker: the limited openai backend, then the response cache."""
 
-    base: Any        # cli_common.TeacherFactory
+    base: Any        # teacher.factory.TeacherFactory
     limiter: Any     # a LimiterActor handle
 
     def __call__(self):
@@ -76,8 +76,8 @@ def worker_teacher_factory(section, ctx) -> tuple[Any, Any, dict[str, Any]]:
     their own (kill it when the stage is done). vllm engines are placed only for
     the run's teacher.
     """
-    from ..cli_common import TeacherFactory
     from ..config import ConfigError
+    from ..teacher.factory import TeacherFactory
     from .ray_runtime import connect
 
     if section.backend == "vllm":
@@ -97,7 +97,7 @@ def worker_teacher_factory(section, ctx) -> tuple[Any, Any, dict[str, Any]]:
 
 def teacher_section(factory: Any):
     """The [teacher] section behind a context's factory, when it is the configured one."""
-    from ..cli_common import TeacherFactory
+    from ..teacher.factory import TeacherFactory
     return factory.section if isinstance(factory, TeacherFactory) else None
 
 

@@ -29,7 +29,13 @@ import pyarrow.parquet as pq
 from .. import records
 from ..embeddings import store as es
 from ..embeddings.encoder import text_of
-from ..store import Dataset, atomic_write_bytes, atomic_write_json, atomic_write_table, shard_name
+from ..store import (
+    Dataset,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_table,
+    shard_name,
+)
 
 STAGE = "refresh_pool"
 _PART = re.compile(r"^part-(\d{5,})\.parquet$")

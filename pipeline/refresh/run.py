@@ -31,8 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cli_common import RunPaths, make_context
 from ..config import Config, stage_config
+from ..context import RunPaths, make_context
 from ..errors import TeacherUnavailable
 from ..store import Dataset, DatasetError
 from ..teacher.base import ChatRequest, Sampling
@@ -263,7 +263,7 @@ class _Night:
             self._budget_stage_caps(name)
             out = self.paths.stage_dir(name)
             step = steps[name]
-            m = self._step(name, lambda: step.run(self.cfg, self.paths, current, out, self.ctx), current, out)
+            m = self._step(name, lambda: step.run_step(self.cfg, current, out, self.ctx), current, out)
             if self.rcfg.max_rows is not None and current is not None and Dataset(current).num_rows() > limit:
                 self.budget.note("rows")   # rows of the previous stage were left unread
             if m.get("stop_reason") == "target_reached" and self._capped_target:
@@ -323,7 +323,7 @@ class _Night:
                 self.summary.add_stage({"stage": name, "status": "skipped"})
                 continue
             out, step, src = self.paths.stage_dir(name), steps[name], current
-            m = self._step(name, lambda: step.run(self.cfg, self.paths, src, out, self.ctx), src, out)
+            m = self._step(name, lambda: step.run_step(self.cfg, src, out, self.ctx), src, out)
             if name in ("minhash", "semdedup"):
                 self.summary.data["rows"]["after_dedup"] = m.get("rows_out")
             current = out

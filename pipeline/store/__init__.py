@@ -9,14 +9,23 @@ Layout of one dataset folder (written by one stage):
     _manifest.json              written last: the folder is complete when it exists
 
 Every file is written to a hidden temporary name, fsynced and renamed into
-place, so a kill at any moment leaves either the old state or the new one.
-Readers stream record batches; nothing loads a whole dataset.
+place (store/atomic.py; on object stores see store/location.py), so a kill at
+any moment leaves either the old state or the new one. Readers stream record
+batches; nothing loads a whole dataset.
+
+One commit protocol, safe from any process: `stage_shard` writes a shard's
+kept and rejected rows under hidden temporary names (a worker may do it), and
+`DatasetWriter.commit` renames them into place and then writes the done
+marker, the shard's commit point (only the process that opened the writer
+does it). A worker that dies, or a zombie attempt that outlives a retry, can
+leave only temporaries, never a half-written or doubly-written shard.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,17 +33,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import records
-from .atomic import (StoreWriteError, atomic_write_bytes, atomic_write_json, atomic_write_table, explain_os_error,
-                     fsync_dir, read_json, tmp_name)
+from .atomic import (
+    StoreWriteError,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_table,
+    explain_os_error,
+    fsync_dir,
+    read_json,
+    tmp_name,
+)
+from .location import Location, is_uri, resolve
+from .shards import ShardSpec, plan_shards
 
-__all__ = ["Dataset", "DatasetError", "DatasetWriter", "StoreWriteError", "atomic_write_bytes", "atomic_write_json",
-           "atomic_write_table", "fsync_dir", "read_json", "shard_name", "tmp_name"]
+__all__ = ["Dataset", "DatasetError", "DatasetWriter", "Location", "ShardSpec", "StagedShard", "StoreWriteError", "atomic_write_bytes", "atomic_write_json",
+           "atomic_write_table", "fsync_dir", "read_json", "resolve", "shard_name", "stage_shard", "tmp_name"]
 
 MANIFEST = "_manifest.json"
 PLAN = "_plan.json"
 DONE_DIR = "_done"
 REJECTED_DIR = "rejected"
-_PART = re.compile(r"^part-(\d{5,})\.parquet$")
+PART_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 
 
 class DatasetError(ValueError):
@@ -45,14 +64,56 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-class ShardReader:
-    """Reading a dataset's rows shard by shard; a subclass sets `shards` and `schema` and opens a shard in `file`."""
+def marker_name(index: int) -> str:
+    return f"part-{index:05d}.json"
 
-    shards: list
-    schema: pa.Schema
 
-    def file(self, shard) -> pq.ParquetFile:
-        raise NotImplementedError
+class Dataset:
+    """A dataset folder opened for reading, on local disk or any pyarrow filesystem. `Dataset(path)` validates it.
+
+    `path` is what the caller gave (a Path for local folders, the URI otherwise);
+    `shards` are Paths locally and Locations elsewhere.
+    """
+
+    def __init__(self, target: "str | Path | Location", *, require_complete: bool = False,
+                 schema: pa.Schema = records.SCHEMA):
+        self.loc = resolve(target)
+        self.local = self.loc.local
+        self.path = Path(self.loc.path if isinstance(target, Location) or is_uri(target) else target) \
+            if self.local else self.loc.uri
+        self.schema = schema
+        if self.local:
+            if not self.path.exists():
+                raise DatasetError(f"{self.path}: no such dataset folder")
+            if not self.path.is_dir():
+                raise DatasetError(f"{self.path}: is a file, not a dataset folder (to read a JSON/JSONL/Parquet file, use `distill import {self.path}`)")
+            names = {p.name for p in self.path.iterdir()}
+            self.shards = [self.path / n for n in sorted(n for n in names if PART_RE.match(n))]
+        else:
+            if not self.loc.exists():
+                raise DatasetError(f"{self.path}: no such dataset folder")
+            names = {i.base_name for i in self.loc.list_files()}
+            self.shards = [self.loc.join(n) for n in sorted(n for n in names if PART_RE.match(n))]
+        if not self.shards and MANIFEST not in names and PLAN not in names:
+            raise DatasetError(f"{self.path}: not a dataset folder (no part-*.parquet shards and no {MANIFEST})")
+        if require_complete and MANIFEST not in names:
+            raise DatasetError(f"{self.path}: dataset is incomplete (no {MANIFEST}); finish the stage that writes it first (rerun resumes it)")
+        self._files: dict[str, pq.ParquetFile] = {}
+        for shard in self.shards:
+            try:
+                got = pq.read_schema(shard) if self.local else self.file(shard).schema_arrow
+            except Exception as e:  # pyarrow raises several types for corrupt files
+                raise DatasetError(f"{shard}: unreadable Parquet shard ({e})") from None
+            problems = records.schema_problems(got, schema)
+            if problems:
+                raise DatasetError(f"{shard}: wrong schema: {'; '.join(problems[:3])}")
+
+    def file(self, shard: "Path | Location") -> pq.ParquetFile:
+        if self.local:
+            return pq.ParquetFile(shard)
+        if shard.path not in self._files:
+            self._files[shard.path] = shard.open_parquet()
+        return self._files[shard.path]
 
     def num_rows(self) -> int:
         return sum(self.file(s).metadata.num_rows for s in self.shards)
@@ -71,49 +132,34 @@ class ShardReader:
             return self.schema.empty_table().select(columns or self.schema.names)
         return pa.concat_tables(self.file(s).read(columns=columns) for s in self.shards)
 
+    def files(self) -> list[tuple[Location, int]]:
+        """(shard location, rows) in shard order."""
+        fs = self.loc.fs
+        return [(Location(fs, str(Path(s).resolve()), str(s)) if self.local else s, self.file(s).metadata.num_rows)
+                for s in self.shards]
 
-class Dataset(ShardReader):
-    """A dataset folder opened for reading. `Dataset(path)` validates it."""
+    def plan(self, shard_rows: int, limit: int | None = None) -> list[ShardSpec]:
+        """The shards a per-shard stage runs over: the one cut of this dataset (store/shards.py)."""
+        return plan_shards(self.files(), shard_rows, limit)
 
-    def __init__(self, path: str | Path, *, require_complete: bool = False,
-                 schema: pa.Schema = records.SCHEMA):
-        self.path = Path(path)
-        self.schema = schema
-        if not self.path.exists():
-            raise DatasetError(f"{self.path}: no such dataset folder")
-        if not self.path.is_dir():
-            raise DatasetError(f"{self.path}: is a file, not a dataset folder (to read a JSON/JSONL/Parquet file, use `distill import {self.path}`)")
-        self.shards = sorted(p for p in self.path.iterdir() if _PART.match(p.name))
-        has_manifest = (self.path / MANIFEST).exists()
-        if not self.shards and not has_manifest and not (self.path / PLAN).exists():
-            raise DatasetError(f"{self.path}: not a dataset folder (no part-*.parquet shards and no {MANIFEST})")
-        if require_complete and not has_manifest:
-            raise DatasetError(f"{self.path}: dataset is incomplete (no {MANIFEST}); finish the stage that writes it first (rerun resumes it)")
-        for shard in self.shards:
-            try:
-                got = pq.read_schema(shard)
-            except Exception as e:  # pyarrow raises several types for corrupt files
-                raise DatasetError(f"{shard}: unreadable Parquet shard ({e})") from None
-            problems = records.schema_problems(got, schema)
-            if problems:
-                raise DatasetError(f"{shard}: wrong schema: {'; '.join(problems[:3])}")
+    def iter_shards(self, shard_rows: int, limit: int | None = None) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """(index, rows) in input order, by `plan`."""
+        for spec in self.plan(shard_rows, limit):
+            yield spec.index, spec.read_rows()
 
     @property
     def complete(self) -> bool:
-        return (self.path / MANIFEST).exists()
+        return self.loc.join(MANIFEST).exists()
 
     def manifest(self) -> dict[str, Any] | None:
-        p = self.path / MANIFEST
-        return read_json(p) if p.exists() else None
-
-    def file(self, shard: Path) -> pq.ParquetFile:
-        return pq.ParquetFile(shard)
+        m = self.loc.join(MANIFEST)
+        return m.read_json() if m.exists() else None
 
     def rejected(self) -> "Dataset | None":
-        p = self.path / REJECTED_DIR
-        if not p.exists() or not any(_PART.match(x.name) for x in p.iterdir()):
+        p = self.loc.join(REJECTED_DIR)
+        if not any(PART_RE.match(i.base_name) for i in p.list_files()):
             return None
-        return Dataset(p, schema=records.REJECTED_SCHEMA)
+        return Dataset(self.path / REJECTED_DIR if self.local else p, schema=records.REJECTED_SCHEMA)
 
     def drop_counts(self) -> Counter:
         rej = self.rejected()
@@ -126,25 +172,60 @@ class Dataset(ShardReader):
         return counts
 
 
+@dataclass
+class StagedShard:
+    """A shard's files under temporary names, as `stage_shard` left them for `DatasetWriter.commit`."""
+
+    index: int
+    kept: Location
+    rejected: Location | None
+    rows_out: int
+    rows_rejected: int
+    drops: dict[str, int] = field(default_factory=dict)
+
+
+def stage_shard(folder: "str | Path | Location", index: int, kept: pa.Table | list[dict[str, Any]],
+                rejected: pa.Table | list[dict[str, Any]] | None = None, *, stage: str = "") -> StagedShard:
+    """Write shard `index`'s rows under hidden temporary names in `folder`; safe in any process."""
+    folder = resolve(folder)
+    kept_t = records.conform(kept if isinstance(kept, pa.Table) else records.to_table(kept))
+    name = shard_name(index)
+    kept_tmp = folder.join(name).stage_table(kept_t)
+    rej_tmp, n_rej, drops = None, 0, Counter()
+    if rejected is not None and len(rejected):
+        rej_t = rejected if isinstance(rejected, pa.Table) else records.to_table(rejected, records.REJECTED_SCHEMA)
+        rej_t = records.conform(rej_t, records.REJECTED_SCHEMA)
+        missing = rej_t.column("drop_reason").null_count
+        if missing:
+            kept_tmp.delete()
+            raise ValueError(f"{stage}: {missing} rejected rows without a drop_reason")
+        rej_tmp = folder.join(REJECTED_DIR, name).stage_table(rej_t)
+        n_rej = rej_t.num_rows
+        drops.update(rej_t.column("drop_reason").to_pylist())
+    return StagedShard(index, kept_tmp, rej_tmp, kept_t.num_rows, n_rej, dict(drops))
+
+
 class DatasetWriter:
     """Writes one stage's output folder shard by shard; the manifest goes last."""
 
-    def __init__(self, path: str | Path, stage: str, *, plan: dict[str, Any] | None = None,
+    def __init__(self, target: "str | Path | Location", stage: str, *, plan: dict[str, Any] | None = None,
                  fresh: bool = False):
         """`fresh=True` forgets earlier shards instead of resuming (for cheap single-pass stages)."""
-        self.path = Path(path)
+        self.loc = resolve(target)
+        self.path = Path(self.loc.path if isinstance(target, Location) or is_uri(target) else target) \
+            if self.loc.local else self.loc.uri
         self.stage = stage
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.loc.mkdirs()
         except OSError as e:
-            raise explain_os_error(e, self.path) from e
-        self._clean_temporaries()
+            raise explain_os_error(e, Path(self.loc.path)) from e
+        self.clean_temporaries()
         if fresh:
             self.reset()
         plan = dict(plan or {}, stage=stage)
-        plan_path = self.path / PLAN
-        if plan_path.exists() and not fresh:
-            old = read_json(plan_path)
+        plan_loc = self.loc.join(PLAN)
+        if plan_loc.exists() and not fresh:
+            old = plan_loc.read_json()
             diff = {k: (old.get(k), v) for k, v in plan.items() if old.get(k) != v}
             if diff:
                 changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
@@ -152,80 +233,63 @@ class DatasetWriter:
                     f"{self.path}: was started with different settings ({changes}); "
                     "resume with the same settings, or write to a new --out / --run-id")
         else:
-            atomic_write_json(plan_path, plan)
-        if (self.path / MANIFEST).exists():
-            # A finished folder being extended (e.g. rerun after a change in
-            # limit) is no longer finished until its new manifest is written.
-            (self.path / MANIFEST).unlink()
+            plan_loc.write_json(plan)
+        # A finished folder being extended (e.g. rerun after a change in
+        # limit) is no longer finished until its new manifest is written.
+        self.loc.join(MANIFEST).delete()
 
     def reset(self) -> None:
         """Forget every shard, marker and manifest: for stages that always rewrite whole."""
-        for d in (self.path, self.path / REJECTED_DIR, self.path / DONE_DIR):
-            if d.exists():
-                for p in d.iterdir():
-                    if _PART.match(p.name) or (d.name == DONE_DIR and p.suffix == ".json"):
-                        p.unlink()
-        (self.path / MANIFEST).unlink(missing_ok=True)
+        for sub in ("", REJECTED_DIR, DONE_DIR):
+            d = self.loc.join(sub) if sub else self.loc
+            for i in d.list_files():
+                if PART_RE.match(i.base_name) or (sub == DONE_DIR and i.base_name.endswith(".json")):
+                    Location(self.loc.fs, i.path, i.path).delete()
+        self.loc.join(MANIFEST).delete()
 
-    @classmethod
-    def attach(cls, path: str | Path, stage: str) -> "DatasetWriter":
-        """A writer for a folder another process already opened with `DatasetWriter(...)`.
-
-        For worker processes that write their own shards: it neither checks the
-        plan nor cleans temporaries (which would race with sibling workers).
-        """
-        self = cls.__new__(cls)
-        self.path = Path(path)
-        self.stage = stage
-        return self
-
-    def _clean_temporaries(self) -> None:
-        for d in (self.path, self.path / REJECTED_DIR, self.path / DONE_DIR):
-            if d.exists():
-                for p in d.iterdir():
-                    if p.name.startswith(".") and ".tmp-" in p.name:
-                        p.unlink(missing_ok=True)
+    def clean_temporaries(self) -> None:
+        """Remove what killed or zombie writers staged; call only when no worker runs."""
+        self.loc.clean_temporaries(("", REJECTED_DIR, DONE_DIR))
 
     def is_done(self, index: int) -> bool:
-        return (self.path / DONE_DIR / f"part-{index:05d}.json").exists()
+        return self.loc.join(DONE_DIR, marker_name(index)).exists()
 
     def done_markers(self) -> list[dict[str, Any]]:
-        d = self.path / DONE_DIR
-        if not d.exists():
-            return []
-        return [read_json(p) for p in sorted(d.glob("part-*.json"))]
+        d = self.loc.join(DONE_DIR)
+        names = sorted(i.base_name for i in d.list_files()
+                       if i.base_name.startswith("part-") and i.base_name.endswith(".json"))
+        return [d.join(n).read_json() for n in names]
+
+    def stage_shard(self, index: int, kept: pa.Table | list[dict[str, Any]],
+                    rejected: pa.Table | list[dict[str, Any]] | None = None) -> StagedShard:
+        return stage_shard(self.loc, index, kept, rejected, stage=self.stage)
+
+    def commit(self, staged: StagedShard, stats: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Rename the staged files into place, then write the done marker (the commit point)."""
+        name = shard_name(staged.index)
+        staged.kept.commit_to(self.loc.join(name))
+        rej_final = self.loc.join(REJECTED_DIR, name)
+        if staged.rejected is not None:
+            staged.rejected.commit_to(rej_final)
+        else:
+            rej_final.delete()  # left from an earlier, redone attempt
+        marker = dict(stats or {})
+        marker.update(shard=staged.index, rows_out=staged.rows_out, rows_rejected=staged.rows_rejected,
+                      drops=staged.drops)
+        self.loc.join(DONE_DIR, marker_name(staged.index)).write_json(marker)
+        return marker
 
     def write_shard(self, index: int, kept: pa.Table | list[dict[str, Any]],
                     rejected: pa.Table | list[dict[str, Any]] | None = None,
                     stats: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write shard `index` (kept rows, rejected rows), then its done marker."""
-        kept_t = kept if isinstance(kept, pa.Table) else records.to_table(kept)
-        kept_t = records.conform(kept_t)
-        atomic_write_table(self.path / shard_name(index), kept_t)
-        rej_path = self.path / REJECTED_DIR / shard_name(index)
-        n_rej = 0
-        drops: Counter = Counter()
-        if rejected is not None and len(rejected):
-            rej_t = rejected if isinstance(rejected, pa.Table) else records.to_table(rejected, records.REJECTED_SCHEMA)
-            rej_t = records.conform(rej_t, records.REJECTED_SCHEMA)
-            missing = rej_t.column("drop_reason").null_count
-            if missing:
-                raise ValueError(f"{self.stage}: {missing} rejected rows without a drop_reason")
-            atomic_write_table(rej_path, rej_t)
-            n_rej = rej_t.num_rows
-            drops.update(rej_t.column("drop_reason").to_pylist())
-        else:
-            rej_path.unlink(missing_ok=True)  # left from an earlier, redone attempt
-        marker = dict(stats or {})
-        marker.update(shard=index, rows_out=kept_t.num_rows, rows_rejected=n_rej, drops=dict(drops))
-        atomic_write_json(self.path / DONE_DIR / f"part-{index:05d}.json", marker)
-        return marker
+        return self.commit(self.stage_shard(index, kept, rejected), stats)
 
     def write_manifest(self, **fields: Any) -> dict[str, Any]:
         """Merge the shard markers with `fields` and write `_manifest.json` (last)."""
         manifest = merge_markers(self.stage, self.done_markers())
         manifest.update(fields)
-        atomic_write_json(self.path / MANIFEST, manifest)
+        self.loc.join(MANIFEST).write_json(manifest)
         return manifest
 
 

@@ -11,7 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .base import ChatRequest, Completion, Sampling, Teacher, TeacherError, TeacherStats, Usage
+from .base import (
+    ChatRequest,
+    Completion,
+    Sampling,
+    Teacher,
+    TeacherError,
+    TeacherStats,
+    Usage,
+)
 
 __all__ = ["ChatRequest", "Completion", "Sampling", "Teacher", "TeacherError", "TeacherStats", "Usage",
            "make_backend", "make_teacher", "cache_path"]

@@ -35,7 +35,14 @@ from typing import Any, Callable
 import aiohttp
 
 from ..errors import TeacherUnavailable
-from .base import ChatRequest, Completion, TeacherError, TeacherStats, Usage, derive_seed
+from .base import (
+    ChatRequest,
+    Completion,
+    TeacherError,
+    TeacherStats,
+    Usage,
+    derive_seed,
+)
 from .limits import WindowLimiter, backoff_delay, estimate_tokens, parse_retry_after
 
 log = logging.getLogger(__name__)

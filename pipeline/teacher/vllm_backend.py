@@ -15,7 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import MissingExtra, TeacherUnavailable
-from .base import ChatRequest, Completion, TeacherError, TeacherStats, Usage, derive_seed
+from .base import (
+    ChatRequest,
+    Completion,
+    TeacherError,
+    TeacherStats,
+    Usage,
+    derive_seed,
+)
 
 INSTALL_HINT = "the vllm backend needs the vllm extra: pip install 'distill[vllm]' (GPU machines only)"
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ... import records
+from ...context import RunContext
 from ...errors import TeacherUnavailable
-from ...runner import StageContext
 from ...teacher.base import ChatRequest, Completion, Sampling
 from .config import EvolConfig
 from .eliminate import Drop, check_answer, check_evolution, check_judge
@@ -88,7 +88,7 @@ class RoundStage:
     def settings(self) -> dict[str, Any]:
         return self.evolver.cfg.settings()
 
-    def process(self, rows: list[dict[str, Any]], ctx: StageContext):
+    def process(self, rows: list[dict[str, Any]], ctx: RunContext):
         from ...runner import ShardResult
         res = self.evolver.run(rows, self.round_no, ctx)
         return ShardResult(res.kept, res.rejected, res.stats)
@@ -112,7 +112,7 @@ class ShardEvolver:
         msgs.append({"role": "user", "content": user})
         return msgs
 
-    def _chat(self, ctx: StageContext, step: str, reqs: list[ChatRequest], stats: Counter) -> list[Completion]:
+    def _chat(self, ctx: RunContext, step: str, reqs: list[ChatRequest], stats: Counter) -> list[Completion]:
         if not reqs:
             return []
         t0 = time.perf_counter()
@@ -130,7 +130,7 @@ class ShardEvolver:
                 "check it with `distill teacher ping`; finished shards are kept, rerun to resume")
         return comps
 
-    def run(self, rows: list[dict[str, Any]], round_no: int, ctx: StageContext,
+    def run(self, rows: list[dict[str, Any]], round_no: int, ctx: RunContext,
             room: int | None = None) -> ShardOutcome:
         """Evolve `rows` once; `room` caps how many evolutions may be accepted (max_rows)."""
         stats: Counter = Counter()
@@ -166,7 +166,7 @@ class ShardEvolver:
             cand.drop = check_answer(cand.evolved, comp, self.cfg)
         return self._assemble(cands, round_no, ctx, room, stats)
 
-    def _assemble(self, cands: list[_Cand], round_no: int, ctx: StageContext, room: int | None,
+    def _assemble(self, cands: list[_Cand], round_no: int, ctx: RunContext, room: int | None,
                   stats: Counter) -> ShardOutcome:
         kept, rejected, pool = [], [], []
         for cand in cands:
@@ -187,7 +187,7 @@ class ShardEvolver:
         stats["teacher_seconds"] = round(stats["teacher_seconds"], 4)
         return ShardOutcome(kept, rejected, pool, dict(stats))
 
-    def _row(self, cand: _Cand, round_no: int, ctx: StageContext) -> dict[str, Any]:
+    def _row(self, cand: _Cand, round_no: int, ctx: RunContext) -> dict[str, Any]:
         op = cand.choice.op
         answer = cand.answer.text if cand.answer is not None and cand.answer.ok else ""
         comps = [c for c in (cand.evolve, cand.judge, cand.answer) if c is not None]

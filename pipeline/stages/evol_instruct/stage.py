@@ -36,8 +36,9 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ...context import RunContext
 from ...errors import ConfigError
-from ...runner import Progress, StageContext, iter_shards, run_shards
+from ...runner import Progress, run_shards
 from ...store import DONE_DIR, REJECTED_DIR, Dataset, DatasetWriter
 from .config import EvolConfig
 from .operations import Operations
@@ -84,12 +85,12 @@ class Budget:
         return None
 
 
-def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: StageContext, cfg: EvolConfig, *,
+def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: RunContext, cfg: EvolConfig, *,
                       shard_rows: int = 1000, limit: int | None = None) -> dict[str, Any]:
     """Evolve every instruction of `input_path` for `cfg.rounds` rounds; return the output manifest."""
     input_ds = Dataset(input_path, require_complete=True)
     out = Path(out)
-    on_ray = ctx.executor == "ray"
+    on_ray = ctx.executor.name == "ray"  # until rounds run through run_shards on both executors (issue 16)
     if on_ray and (cfg.max_rows is not None or cfg.max_tokens_total is not None):
         raise ConfigError("evol_instruct.max_rows / max_tokens_total are counted shard by shard in order, which "
                           "the Ray executor's parallel shards do not do: run a budgeted evolution with "
@@ -133,13 +134,13 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: StageContext
 
 
 def _run_round(r: int, pool: Dataset, round_w: DatasetWriter, pool_w: DatasetWriter,
-               evolver: ShardEvolver, ctx: StageContext, budget: Budget, shard_rows: int,
+               evolver: ShardEvolver, ctx: RunContext, budget: Budget, shard_rows: int,
                limit: int | None) -> str | None:
     """Evolve every not-yet-done shard of `pool`; returns the budget that stopped it, if any."""
     total = pool.num_rows() if limit is None else min(limit, pool.num_rows())
     bar = Progress(total, f"{STAGE} round {r}", ctx.progress)
     try:
-        for index, rows in iter_shards(pool, shard_rows, limit):
+        for index, rows in pool.iter_shards(shard_rows, limit):
             if round_w.is_done(index):
                 bar.update(len(rows))
                 continue
@@ -161,12 +162,12 @@ def _run_round(r: int, pool: Dataset, round_w: DatasetWriter, pool_w: DatasetWri
 
 
 def _run_round_ray(r: int, pool: Dataset, out: Path, pool_w: DatasetWriter, evolver: ShardEvolver,
-                   ctx: StageContext, shard_rows: int, limit: int | None, plan: dict[str, Any]) -> None:
+                   ctx: RunContext, shard_rows: int, limit: int | None, plan: dict[str, Any]) -> None:
     """One round with its shards as Ray tasks (same round folder, markers and plan as locally),
     then the next pool, shard by shard, from each pool shard and the evolutions it produced."""
     run_shards(RoundStage(evolver, r), pool, round_dir(out, r), ctx, shard_rows=shard_rows, limit=limit,
                executor="ray", plan=plan, manifest_extra={"round": r})
-    for index, parents in iter_shards(pool, shard_rows, limit):
+    for index, parents in pool.iter_shards(shard_rows, limit):
         if pool_w.is_done(index):
             continue
         kept = pq.read_table(round_dir(out, r) / f"part-{index:05d}.parquet").to_pylist()
@@ -175,7 +176,7 @@ def _run_round_ray(r: int, pool: Dataset, out: Path, pool_w: DatasetWriter, evol
 
 
 def _input_tables(ds: Dataset, shard_rows: int, limit: int | None) -> Iterator[pa.Table]:
-    for _, rows in iter_shards(ds, shard_rows, limit):
+    for _, rows in ds.iter_shards(shard_rows, limit):
         yield pa.Table.from_pylist(rows, schema=ds.schema)
 
 

@@ -7,7 +7,8 @@ then the rows of `--against` datasets, which come in as extra blocks whose
 signatures are read from their store instead of computed.
 
 Phase files live in `<out>/_work/`. They are written to a temporary name and
-renamed (a kill leaves the old state or the new one) but not fsynced: they are
+renamed (a kill leaves the old state or the new one, and a temporary that
+store.clean_temporaries removes at the next start) but not fsynced: they are
 scratch that a rerun recomputes, and fsyncing gigabytes of it would cost more
 than the phases. Each phase writes its done marker after its files.
 """
@@ -16,16 +17,15 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.store import Dataset
+from ...store import Dataset, tmp_name
 
 
 @dataclass
@@ -40,6 +40,9 @@ class Block:
     @property
     def name(self) -> str:
         return f"{'ref' if self.ref else 'blk'}-{self.index:05d}"
+
+    def columns(self) -> list[str]:
+        return pq.read_schema(self.segments[0][0]).names if self.segments else []
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,17 +94,6 @@ def plan_blocks(ds: Dataset, block_rows: int, limit: int | None = None) -> list[
     return blocks
 
 
-@dataclass
-class FileCache:
-    """Open ParquetFile handles, kept for the life of one worker task."""
-    files: dict[str, pq.ParquetFile] = field(default_factory=dict)
-
-    def get(self, path: str) -> pq.ParquetFile:
-        if path not in self.files:
-            self.files[path] = pq.ParquetFile(path)
-        return self.files[path]
-
-
 def read_segment(pf: pq.ParquetFile, lo: int, hi: int, columns: list[str] | None) -> pa.Table:
     """Rows [lo, hi) of one Parquet file, reading only the row groups that overlap."""
     md = pf.metadata
@@ -122,41 +114,66 @@ def read_segment(pf: pq.ParquetFile, lo: int, hi: int, columns: list[str] | None
     return t.slice(lo - first, hi - lo)
 
 
-def read_block(block: Block, columns: list[str] | None = None, cache: FileCache | None = None) -> pa.Table:
-    cache = cache or FileCache()
-    parts = [read_segment(cache.get(p), lo, hi, columns) for p, lo, hi in block.segments]
+def read_block(block: Block, columns: list[str] | None = None) -> pa.Table:
+    parts = [read_segment(pq.ParquetFile(p), lo, hi, columns) for p, lo, hi in block.segments]
     if len(parts) == 1:
         return parts[0]
     return pa.concat_tables(parts).combine_chunks()
 
 
-def available_columns(block: Block) -> list[str]:
-    return pq.read_schema(block.segments[0][0]).names if block.segments else []
-
-
 # -- phase files ---------------------------------------------------------------
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+def _write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """`write(f)` fills a temporary that is renamed to `path` (no fsync: see the module docstring)."""
+    tmp = tmp_name(path)
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
 
 
 def save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = _tmp(path)
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-    os.replace(tmp, path)
+    _write(path, lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False))
+
+
+def save_table(path: Path, table: pa.Table) -> None:
+    _write(path, lambda f: pq.write_table(table, f, compression="zstd"))
+
+
+def save_json(path: Path, obj: Any) -> None:
+    _write(path, lambda f: f.write(json.dumps(obj, sort_keys=True, default=str).encode()))
+
+
+def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+
+
+def _npy_header(f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of the open .npy file `f`, left at its first data byte."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    return shape, dtype
+
+
+def read_npy_into(path: Path, alloc: Callable[[tuple[int, ...], np.dtype], np.ndarray]) -> np.ndarray:
+    """A phase file read into `alloc(shape, dtype)`, a reusable buffer: np.load or a memory map would
+    touch fresh pages, which cost more here than the read."""
+    with open(path, "rb") as f:
+        shape, dtype = _npy_header(f)
+        arr = alloc(shape, dtype)
+        if arr.size and f.readinto(arr.reshape(-1).view(np.uint8)) != arr.nbytes:
+            raise OSError(f"{path}: truncated phase file")
+    return arr
 
 
 def create_npy(path: Path, shape: tuple[int, ...], dtype) -> None:
     """An .npy file of `shape`, its data left to write_npy_rows (sparse until then); kept if it exists."""
-    if path.exists():
-        return
-    tmp = _tmp(path)
-    with open(tmp, "wb") as f:
+    def write(f: BinaryIO) -> None:
         np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
                                                  "fortran_order": False, "shape": tuple(shape)})
         f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
-    os.replace(tmp, path)
+    if not path.exists():
+        _write(path, write)
 
 
 def write_npy_rows(path: Path, first: int, rows: np.ndarray) -> None:
@@ -167,9 +184,7 @@ def write_npy_rows(path: Path, first: int, rows: np.ndarray) -> None:
     """
     rows = np.ascontiguousarray(rows)
     with open(path, "r+b") as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(f)
+        shape, dtype = _npy_header(f)
         if rows.dtype != dtype or rows.shape[1:] != tuple(shape[1:]) or first + len(rows) > shape[0]:
             raise ValueError(f"{path}: rows {rows.shape} {rows.dtype} at {first} do not fit {shape} {dtype}")
         data = memoryview(rows.reshape(-1).view(np.uint8))
@@ -177,30 +192,3 @@ def write_npy_rows(path: Path, first: int, rows: np.ndarray) -> None:
         while len(data):
             n = os.pwrite(f.fileno(), data, pos)
             data, pos = data[n:], pos + n
-
-
-def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
-    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-
-
-def save_table(path: Path, table: pa.Table) -> None:
-    tmp = _tmp(path)
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-
-
-def save_json(path: Path, obj: Any) -> None:
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
-def load_json(path: Path) -> Any:
-    return json.loads(path.read_text())
-
-
-def clean_temporaries(work: Path) -> None:
-    if work.exists():
-        for p in work.iterdir():
-            if p.name.startswith(".") and ".tmp-" in p.name:
-                p.unlink(missing_ok=True)

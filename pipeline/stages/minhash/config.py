@@ -6,9 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config import Section
-
-KEEP_KEYS = ("score", "length", "id")
+from ...config import Section
 
 
 class MinhashConfig(Section):

@@ -1,6 +1,7 @@
-"""The per-block work of each phase, run in worker processes (or inline with one worker).
+"""The per-block work of each phase, run in worker processes (or inline with one worker), and the signing of
+Arrow text with the compiled kernels that it shares with refresh (`block_text`, `compute_signatures`).
 
-Every function takes one picklable task dict and writes its files under the
+Every task function takes one picklable task dict and writes its files under the
 work folder, done marker last, so a rerun skips what is already there:
 
 - `signature_task`  block -> sig (n x P uint32), band keys (B x n uint64),
@@ -22,22 +23,26 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import records
-from pipeline.store import DatasetWriter, atomic_write_bytes
-
-from . import cluster, kernels, text
-from .blocks import (Block, FileCache, available_columns, load_npy, read_block, save_json, save_npy, save_table,
-                     write_npy_rows)
-from .hashing import MAX_HASH, permutations
+from ... import records
+from ...store import atomic_write_bytes, stage_shard
+from . import kernels
+from .blocks import Block, load_npy, read_block, read_npy_into, save_json, save_npy, save_table, write_npy_rows
+from .candidates import run_pairs, sig_tie
 from .rejects import rejected_columns
-from .tokenize import needs_nfkc
+from .signatures import MAX_HASH, NEEDS_NFKC, join_columns, lowercase_table, permutations, separator_table
 
 STAGE = "minhash"
 UNIT = {"word": kernels.UNIT_WORD, "char": kernels.UNIT_CHAR}
 MODE = {"fast": kernels.MODE_FAST, "datasketch": kernels.MODE_SHA1}
 
 
-def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def warm() -> None:
+    """Loaded in each worker process as it starts: the imports, the compiled kernels, the text tables."""
+    separator_table()
+    lowercase_table()
+
+
+def string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Offsets (int64) and bytes of a large_string array, without copying the text."""
     arr = arr.cast(pa.large_string())
     bufs = arr.buffers()
@@ -46,11 +51,29 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
+def normalize_array(text: pa.Array) -> pa.Array:
+    """NFKC for the rows that need it (lowercasing is the kernel's job).
+
+    NFKC is Python's `unicodedata`, applied only to texts holding a character
+    flagged NEEDS_NFKC: Arrow's utf8_normalize was ~10x slower, and a Python
+    call per non-ASCII row cost more than the MinHash itself.
+    """
+    text = text.cast(pa.large_string())
+    need = kernels.needs_nfkc(*string_buffers(text), separator_table(), NEEDS_NFKC)
+    if not need.any():
+        return text
+    idx = np.flatnonzero(need)
+    nfkc = unicodedata.normalize
+    fixed = pa.array([nfkc("NFKC", s) for s in text.take(pa.array(idx)).to_pylist()], pa.large_string())
+    return pc.replace_with_mask(text, pa.array(need), fixed)
+
+
 def block_text(table: pa.Table, fmt: dict[str, Any]) -> pa.Array:
-    joined = text.join_columns(table, fmt["columns"])
+    """The dedup text of every row (signatures.join_columns), NFKC-normalised."""
+    joined = join_columns(table, fmt["columns"])
     if isinstance(joined, pa.ChunkedArray):
         joined = joined.combine_chunks()
-    return text.normalize_array(joined)
+    return normalize_array(joined)
 
 
 _SCRATCH: dict[str, np.ndarray] = {}
@@ -77,7 +100,7 @@ def compute_signatures(arr: pa.Array, fmt: dict[str, Any], want_sets: bool = Fal
 
     With `scratch` the arrays are views of per-process buffers, valid until the next call.
     """
-    return _signatures([_string_buffers(arr)], np.full(len(arr), -1, np.int64), _NO_ALT, fmt, want_sets, scratch)
+    return _signatures([string_buffers(arr)], np.full(len(arr), -1, np.int64), _NO_ALT, fmt, want_sets, scratch)
 
 
 def table_signatures(table: pa.Table, fmt: dict[str, Any], want_sets: bool = False, scratch: bool = False):
@@ -85,7 +108,7 @@ def table_signatures(table: pa.Table, fmt: dict[str, Any], want_sets: bool = Fal
 
     The kernel reads the columns' own buffers; only rows holding a character
     that NFKC could change get their joined text built and normalised in
-    Python (text.normalize_array's rule), which the kernel reads instead.
+    Python (normalize_array's rule), which the kernel reads instead.
     Joining and replacing those rows copied every block's text twice.
     """
     cols = []
@@ -96,12 +119,12 @@ def table_signatures(table: pa.Table, fmt: dict[str, Any], want_sets: bool = Fal
         if col.null_count:
             col = pc.fill_null(col, "")
         cols.append(col)
-    bufs = [_string_buffers(c) for c in cols]
+    bufs = [string_buffers(c) for c in cols]
     n = table.num_rows
     need = np.zeros(n, np.bool_)
     for offsets, data in bufs:
         if n and offsets[-1] > offsets[0]:
-            need |= needs_nfkc(offsets, data, text.separator_table(), text.NEEDS_NFKC)
+            need |= kernels.needs_nfkc(offsets, data, separator_table(), NEEDS_NFKC)
     alt_row = np.full(n, -1, np.int64)
     alt = _NO_ALT
     idx = np.flatnonzero(need)
@@ -109,7 +132,7 @@ def table_signatures(table: pa.Table, fmt: dict[str, Any], want_sets: bool = Fal
         take = pa.array(idx)
         parts = [c.take(take).to_pylist() for c in cols]
         nfkc = unicodedata.normalize
-        alt = _string_buffers(pa.array([nfkc("NFKC", "\n".join(p)) for p in zip(*parts)], pa.large_string()))
+        alt = string_buffers(pa.array([nfkc("NFKC", "\n".join(p)) for p in zip(*parts)], pa.large_string()))
         alt_row[idx] = np.arange(len(idx))
     return _signatures(bufs, alt_row, alt, fmt, want_sets, scratch)
 
@@ -129,7 +152,7 @@ def _signatures(bufs, alt_row, alt, fmt, want_sets, scratch):
     used = 0
     if n:
         used = kernels.signatures(tuple(o for o, _ in bufs), tuple(d for _, d in bufs), alt_row, alt[0], alt[1],
-                                  text.separator_table(), text.lowercase_table(), fmt["fold_punctuation"],
+                                  separator_table(), lowercase_table(), fmt["fold_punctuation"],
                                   fmt["ngram"], UNIT[fmt["unit"]], MODE[fmt["hash"]], a, b, sigs, nsh, indptr, values)
     return sigs, nsh, (indptr, values[:used]) if want_sets else None
 
@@ -144,10 +167,10 @@ def signature_task(task: dict[str, Any]) -> dict[str, Any]:
         info = pa.table({"id": t.column("id"), "out_len": pa.array(np.zeros(block.rows, np.int64)),
                          "score": pa.nulls(block.rows, pa.float64())})
     else:
-        cols = available_columns(block)
+        cols = block.columns()
         score_col = task["score_column"] if task["score_column"] in cols else None
         need = sorted(set(fmt["columns"]) | {"id", "output"} | ({score_col} if score_col else set()))
-        t = read_block(block, need, FileCache())
+        t = read_block(block, need)
         sigs, nsh, sets = table_signatures(t, fmt, want_sets=task["exact"], scratch=True)
         if sets is not None:  # kept for exact verification: cheaper than reading the text again
             save_npy(work / f"setp-{block.name}.npy", sets[0])
@@ -162,7 +185,7 @@ def signature_task(task: dict[str, Any]) -> dict[str, Any]:
     name = block.name
     save_npy(work / f"sig-{name}.npy", sigs)
     save_npy(work / f"band-{name}.npy", keys)
-    save_npy(work / f"tie-{name}.npy", cluster.sig_tie(sigs))
+    save_npy(work / f"tie-{name}.npy", sig_tie(sigs))
     save_npy(work / f"nsh-{name}.npy", nsh.astype(np.int32))
     save_table(work / f"info-{name}.parquet", info)
     stats = {"rows": block.rows, "shingles": int(nsh.sum()), "empty_rows": int((nsh == 0).sum()),
@@ -184,7 +207,7 @@ def bands_task(task: dict[str, Any]) -> dict[str, Any]:
     for band in task["bands"]:
         keys = np.concatenate([load_npy(work / f"band-{b.name}.npy", mmap=True)[band] for b in blocks])[valid]
         order = np.argsort(keys)
-        pairs = cluster.run_pairs(keys, order, gidx, tie, task["first_ref"])
+        pairs = run_pairs(keys, order, gidx, tie, task["first_ref"])
         save_npy(work / f"pairs-{band:03d}.npy", pairs)
         counts[band] = int(pairs.shape[0])
         save_json(work / f"pairs-{band:03d}.done", {"pairs": counts[band]})
@@ -207,9 +230,9 @@ def sets_task(task: dict[str, Any]) -> dict[str, Any]:
     write_npy_rows(work / "csig.npy", task["at"], np.take(sigs, local, axis=0, out=rows, mode="clip"))
     if task.get("exact", True):
         if block.ref:
-            t = read_block(block, fmt["columns"], FileCache())
-            offsets, data = _string_buffers(block_text(t, fmt))
-            indptr, values = kernels.shingle_sets(offsets, data, local, text.separator_table(), text.lowercase_table(),
+            t = read_block(block, fmt["columns"])
+            offsets, data = string_buffers(block_text(t, fmt))
+            indptr, values = kernels.shingle_sets(offsets, data, local, separator_table(), lowercase_table(),
                                                   fmt["fold_punctuation"], fmt["ngram"], UNIT[fmt["unit"]],
                                                   MODE[fmt["hash"]])
         else:
@@ -225,20 +248,7 @@ def sets_task(task: dict[str, Any]) -> dict[str, Any]:
     return {"rows": int(local.shape[0])}
 
 
-def _read_npy(path: Path, name: str) -> np.ndarray:
-    """A phase file read into this process's reusable buffer `name` (valid until its next use):
-    np.load or a memory map would touch fresh pages, which cost more here than the read."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(f)
-        arr = _scratch(name, shape, dtype)
-        if arr.size and f.readinto(arr.reshape(-1).view(np.uint8)) != arr.nbytes:
-            raise OSError(f"{path}: truncated phase file")
-    return arr
-
-
-def npy_bytes(sigs: np.ndarray, keep: np.ndarray) -> memoryview:
+def _kept_npy(sigs: np.ndarray, keep: np.ndarray) -> memoryview:
     """The .npy file of sigs[keep], built in a reusable buffer (what np.save would write)."""
     shape = (int(keep.sum()), sigs.shape[1])
     head = io.BytesIO()
@@ -253,11 +263,11 @@ def npy_bytes(sigs: np.ndarray, keep: np.ndarray) -> memoryview:
 
 
 def filter_task(task: dict[str, Any]) -> dict[str, Any]:
-    """Write output shard k: kept rows (with minhash_cluster), rejected rows with reasons, kept signatures."""
+    """Stage output shard k (kept rows with minhash_cluster, rejected rows with reasons) and write its kept signatures."""
     block, work, out = Block.from_dict(task["block"]), Path(task["work"]), Path(task["out"])
     t0 = time.perf_counter()
     d = task["decisions"]  # the block's removed rows, ascending local position
-    table = records.conform(read_block(block, None, FileCache()))
+    table = records.conform(read_block(block))
     n = table.num_rows
     dropped = np.zeros(n, np.bool_)
     dropped[np.asarray(d["local"], np.int64)] = True
@@ -274,8 +284,8 @@ def filter_task(task: dict[str, Any]) -> dict[str, Any]:
         rej = (rej.append_column("drop_stage", pa.array([STAGE] * rej.num_rows, pa.string()))
                .append_column("drop_reason", reasons)
                .append_column("drop_detail", details))
-    sigs = _read_npy(work / f"sig-{block.name}.npy", "sig_in")
-    atomic_write_bytes(out / "_minhash" / f"part-{block.index:05d}.sig.npy", npy_bytes(sigs, ~dropped))
+    sigs = read_npy_into(work / f"sig-{block.name}.npy", lambda shape, dtype: _scratch("sig_in", shape, dtype))
+    atomic_write_bytes(out / "_minhash" / f"part-{block.index:05d}.sig.npy", _kept_npy(sigs, ~dropped))
     stats = {"rows_in": n, "seconds": round(time.perf_counter() - t0, 3)}
-    DatasetWriter.attach(out, STAGE).write_shard(block.index, kept, rej if rej.num_rows else None, stats)
-    return {"rows_in": n, "rows_out": kept.num_rows}
+    staged = stage_shard(out, block.index, kept, rej if rej.num_rows else None, stage=STAGE)
+    return {"rows_in": n, "rows_out": kept.num_rows, "staged": staged, "stats": stats}

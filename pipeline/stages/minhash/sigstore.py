@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.store import DatasetError, atomic_write_json, read_json
-
+from ...store import DatasetError, atomic_write_json, read_json
 from .blocks import Block
 
 STORE_DIR = "_minhash"

@@ -19,6 +19,7 @@ with done markers, so a kill at any point resumes at the unfinished phase:
 
 from __future__ import annotations
 
+import json
 import resource
 import shutil
 import time
@@ -28,19 +29,19 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from pipeline import records
-from pipeline.config import ConfigError
-from pipeline.runner import Progress
-from pipeline.store import Dataset, DatasetWriter
-
-from . import phases, sigstore, text
-from .banding import choose_banding
-from .blocks import Block, clean_temporaries, create_npy, load_json, load_npy, plan_blocks, save_json, save_npy
-from .clusters import decide_clusters, gather
+from ... import records
+from ...config import ConfigError
+from ...executors.local import LocalExecutor
+from ...runner import Progress
+from ...store import Dataset, DatasetWriter, read_json
+from ...store.atomic import clean_temporaries
+from . import phases, sigstore
+from .blocks import Block, load_npy, plan_blocks, save_json, save_npy
+from .candidates import choose_banding
+from .clusters import decide_clusters, verify
 from .config import MinhashConfig
-from .pool import Pool
+from .signatures import UNICODE_VERSION
 
-PHASES = ("signatures", "candidates", "verify", "clusters", "filter")
 # Below this many rows every phase runs in this process: starting a worker
 # (interpreter, Arrow, numba cache) costs a second or two, more than the work.
 INLINE_BELOW_ROWS = 50_000
@@ -54,12 +55,11 @@ def _rss_mb() -> dict[str, float]:
 def run_minhash(input: str | Path, out: str | Path, config: MinhashConfig | None = None, *,
                 limit: int | None = None, run_id: str | None = None, progress: bool = True,
                 echo: Callable[[str], None] | None = None,
-                on_phase: Callable[[str], None] | None = None, pool: Any = None) -> dict[str, Any]:
+                on_phase: Callable[[str], None] | None = None, executor: Any = None) -> dict[str, Any]:
     """Deduplicate `input` into `out`; returns the manifest. A rerun resumes unfinished phases.
 
-    `pool` runs the per-block and per-band tasks: anything with `Pool`'s
-    interface (`workers`, `imap`, `map`, a context manager), e.g. the Ray
-    executor's `RayPool`; by default local processes (`config.workers`).
+    `executor` (pipeline/executors) runs the per-block and per-band tasks:
+    by default local processes (`config.workers`), or Ray tasks.
     Scripts that call this with more than one worker need the usual
     `if __name__ == "__main__":` guard (worker processes are spawned).
     """
@@ -103,8 +103,7 @@ def run_minhash(input: str | Path, out: str | Path, config: MinhashConfig | None
             on_phase(name)
 
     total_rows = sum(b.rows for b in every)
-    if pool is None:
-        pool = Pool(cfg.workers if total_rows >= INLINE_BELOW_ROWS else 1)
+    pool = (executor or LocalExecutor()).pool(cfg.workers if total_rows >= INLINE_BELOW_ROWS else 1, warm=phases.warm)
     with pool:
         # 1. signatures and band keys, per block
         t0 = time.perf_counter()
@@ -136,7 +135,7 @@ def run_minhash(input: str | Path, out: str | Path, config: MinhashConfig | None
         # 3. verify every candidate pair
         t0 = time.perf_counter()
         did = not (work / "verify.done").exists()
-        gathered = _verify(work, every, cfg, fmt, pool) if did else None
+        gathered = verify(work, every, cfg, fmt, pool) if did else None
         phase_done("verify", t0, did)
 
         # 4. union-find over verified pairs, keep decisions, cluster table
@@ -153,6 +152,7 @@ def run_minhash(input: str | Path, out: str | Path, config: MinhashConfig | None
         bar = Progress(sum(b.rows for b in todo), "minhash filter", progress)
         tasks = [_filter_task(b, dec, work, out, cfg) for b in todo]
         for st in pool.imap(phases.filter_task, tasks):
+            writer.commit(st["staged"], st["stats"])
             bar.update(st["rows_in"])
         bar.close()
         phase_done("filter", t0, bool(todo))
@@ -164,38 +164,11 @@ def run_minhash(input: str | Path, out: str | Path, config: MinhashConfig | None
 
 def _already_finished(out: Path, plan: dict[str, Any]) -> dict[str, Any] | None:
     """The manifest of a finished run with the same plan (its phase files are gone; redoing is waste)."""
-    import json
     try:
         same = json.loads((out / "_plan.json").read_text()) == json.loads(json.dumps(plan, default=str))
         return json.loads((out / "_manifest.json").read_text()) if same else None
     except (OSError, ValueError):
         return None
-
-
-def _verify(work: Path, every: list[Block], cfg: MinhashConfig, fmt: dict, pool: Pool):
-    """Verify every candidate pair; returns the candidate rows' signatures and sets for the next phase."""
-    from . import cluster
-    pairs = load_npy(work / "pairs.npy")
-    lo = (pairs >> np.uint64(32)).astype(np.int64)
-    hi = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    cand = np.unique(np.concatenate([lo, hi]))
-    save_npy(work / "cand.npy", cand)
-    create_npy(work / "csig.npy", (len(cand), cfg.num_perm), np.uint32)  # filled by the sets tasks
-    tasks = []
-    for b in every:
-        s, e = np.searchsorted(cand, [b.start, b.start + b.rows])
-        if e > s and not (work / f"set-{b.name}.done").exists():
-            tasks.append({"work": str(work), "fmt": fmt, "block": b.to_dict(), "local": cand[s:e] - b.start,
-                          "at": int(s), "exact": cfg.verify == "exact"})
-    pool.map(phases.sets_task, tasks)
-    sigs, indptr, values = gather(work, every, cand, cfg.verify == "exact", cfg.num_perm)
-    pa_, pb_ = np.searchsorted(cand, lo), np.searchsorted(cand, hi)
-    est, ver, ok = cluster.verify_pairs(pa_, pb_, sigs, indptr, values, cfg.verify == "exact", cfg.threshold)
-    for name, arr in (("pa", pa_), ("pb", pb_), ("est", est), ("ver", ver), ("ok", ok)):
-        save_npy(work / f"verify-{name}.npy", arr)
-    save_json(work / "verify.done", {"candidate_rows": int(len(cand)), "pairs": int(len(pairs)),
-                                     "verified_pairs": int(ok.sum())})
-    return sigs, indptr, values
 
 
 def _filter_task(b: Block, dec: pa.Table, work: Path, out: Path, cfg: MinhashConfig) -> dict[str, Any]:
@@ -220,14 +193,14 @@ def _finish(writer: DatasetWriter, work: Path, out: Path, ds: Dataset, cfg: Minh
     if cfg.add_to_against:
         added = sigstore.add_segments(cfg.against[0], fmt, out, segments)
         say(f"minhash: registered {added} signature segments with {cfg.against[0]}")
-    sig = [load_json(work / f"sig-{b.name}.done") for b in blocks]
-    cand = load_json(work / "pairs.done")
-    ver = load_json(work / "verify.done")
-    clu = load_json(work / "clusters.done")
+    sig = [read_json(work / f"sig-{b.name}.done") for b in blocks]
+    cand = read_json(work / "pairs.done")
+    ver = read_json(work / "verify.done")
+    clu = read_json(work / "clusters.done")
     rows_in = sum(b.rows for b in blocks)
     manifest = writer.write_manifest(
         run_id=run_id, input=str(ds.path), limit=limit, settings=cfg.model_dump(),
-        signature_format=fmt, hash_note=_hash_note(cfg.hash), unicode_version=text.UNICODE_VERSION,
+        signature_format=fmt, hash_note=_hash_note(cfg.hash), unicode_version=UNICODE_VERSION,
         banding=banding.to_dict(), against=cfg.against,
         against_rows=sum(b.rows for b in refs), shingles=sum(s["shingles"] for s in sig),
         empty_text_rows=sum(s["empty_rows"] for s in sig),
@@ -248,5 +221,5 @@ def _hash_note(mode: str) -> str:
         return "datasketch: sha1_hash32 of the shingle bytes; signatures equal datasketch.MinHash(num_perm, seed) bit for bit"
     return ("fast: multiply-xorshift token hashes combined per shingle, murmur3 finaliser (not datasketch's "
             "default sha1); signatures equal "
-            "datasketch.MinHash(num_perm, seed, hashfunc=pipeline.stages.minhash.hashing.hashfunc('fast', unit))")
+            "datasketch.MinHash(num_perm, seed, hashfunc=pipeline.stages.minhash.signatures.hashfunc('fast', unit))")
 

@@ -6,8 +6,8 @@ Python API: `run_orca(input, out, ctx, OrcaConfig(...))` and
 
 from .calibrate import CalibrationResult, calibrate
 from .config import OrcaConfig
-from .stage import OrcaStage, plan_step, run_orca
+from .stage import OrcaStage, run_orca
 from .task_kind import TASK_KINDS, detect_kind
 
 __all__ = ["CalibrationResult", "OrcaConfig", "OrcaStage", "TASK_KINDS", "calibrate", "detect_kind",
-           "plan_step", "run_orca"]
+           "run_orca"]

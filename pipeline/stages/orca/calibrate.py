@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ...config import ConfigError
+from ...context import RunContext
 from ...errors import InputFileError
 from ...prompts import load_template
 from ...records import now_utc
-from ...runner import StageContext
 from ...seeding import seed_for
 from ...store import Dataset
 from ...teacher.base import ChatRequest, Sampling
@@ -110,7 +110,7 @@ def sample_rows(rows: list[dict[str, Any]], kinds: list[tuple[str, str]], per_ki
             for k, g in sorted(groups.items())}
 
 
-def calibrate(dataset: str | Path | Dataset, out_file: str | Path | None, ctx: StageContext,
+def calibrate(dataset: str | Path | Dataset, out_file: str | Path | None, ctx: RunContext,
               settings: OrcaConfig | None = None, *, per_kind: int = 8,
               judge: Literal["exact", "teacher"] = "exact", strategies: list[str] | None = None,
               limit: int | None = None) -> CalibrationResult:

@@ -12,11 +12,14 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from ...cli_common import (ConfigOpt, ExecutorOpt, LimitOpt, NoProgressOpt, OutOpt, RayAddressOpt, RunIdOpt, SeedOpt,
-                           ShardRowsOpt, WorkdirOpt, load, make_context, resolve_run)
+from ...cli_common import ConfigOpt, LimitOpt, RunIdOpt, SeedOpt, WorkdirOpt
 from ...config import stage_config
+from ...context import load, make_context, resolve_run
 from ...runner import summarize_drops
+from ...stage import StageSpec, stage_command
+from .calibrate import calibrate
 from .config import OrcaConfig
+from .stage import run_orca
 
 SECTION = "orca"
 
@@ -41,47 +44,6 @@ KindOpt = Annotated[Optional[str], typer.Option("--task-kind", help="Task-kind d
 MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Completion budget per answer [default: config, 512].")]
 
 
-@app.command("generate")
-def generate_cmd(
-    dataset: Annotated[Path, typer.Argument(help="Instruction dataset folder (e.g. the evol_instruct output, or `distill import` of a JSON file).")],
-    out: OutOpt = None,
-    strategies: Annotated[Optional[bool], typer.Option("--strategies/--system-messages", help="Orca 2 strategy instructions per task kind, or Orca 1 system messages [default: config, system messages].")] = None,
-    strategy_map: Annotated[Optional[Path], typer.Option("--strategy-map", help="TOML mapping written by `distill orca calibrate` (implies --strategies).")] = None,
-    logprobs: Annotated[Optional[int], typer.Option("--logprobs", min=1, max=20, help="Keep the top-K token logprobs in meta.orca.logprobs (backends that return them).")] = None,
-    task_kind: KindOpt = None,
-    max_tokens: MaxTokOpt = None,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", min=0, max=2, help="Sampling temperature [default: config, 0.7].")] = None,
-    retry_truncated: Annotated[Optional[int], typer.Option("--retry-truncated", min=1, help="Retry cut-off answers once with this larger token budget.")] = None,
-    config: ConfigOpt = None,
-    workdir: WorkdirOpt = None,
-    run_id: RunIdOpt = None,
-    limit: LimitOpt = None,
-    shard_rows: ShardRowsOpt = None,
-    seed: SeedOpt = None,
-    executor: ExecutorOpt = None,
-    ray_address: RayAddressOpt = None,
-    no_progress: NoProgressOpt = False,
-) -> None:
-    """Answer every instruction with the teacher under a chosen system message or strategy; the training messages carry only the generic system message."""
-    from .stage import run_orca
-
-    cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows, seed=seed,
-               executor=executor, ray_address=ray_address)
-    ocfg = stage_config(cfg, SECTION, OrcaConfig, strategies=True if strategy_map else strategies,
-                        strategy_map_file=str(strategy_map) if strategy_map else None, logprobs=logprobs,
-                        task_kind=task_kind, max_tokens=max_tokens, temperature=temperature,
-                        retry_truncated_max_tokens=retry_truncated)
-    paths = resolve_run(cfg, workdir, run_id)
-    target = out or paths.stage_dir(SECTION)
-    ctx = make_context(cfg, paths, progress=not no_progress)
-    try:
-        manifest = run_orca(dataset, target, ctx, ocfg, shard_rows=cfg.run.shard_rows, limit=cfg.run.limit,
-                            executor=cfg.run.executor)
-    finally:
-        ctx.close()
-    typer.echo(summary(manifest, target))
-
-
 def summary(manifest: dict[str, Any], out: Path) -> str:
     totals = manifest.get("totals", {})
     kinds = {k.split(".", 1)[1]: int(v) for k, v in totals.items() if k.startswith("task_kind.")}
@@ -94,6 +56,31 @@ def summary(manifest: dict[str, Any], out: Path) -> str:
              f"  tokens: {int(totals.get('teacher_prompt_tokens', 0))} prompt, "
              f"{int(totals.get('teacher_completion_tokens', 0))} completion"]
     return "\n".join(lines)
+
+
+def run(input: Path, out: Path, cfg: OrcaConfig, ctx) -> dict[str, Any]:
+    return run_orca(input, out, ctx, cfg, shard_rows=ctx.shard_rows, limit=ctx.limit)
+
+
+SPEC = StageSpec(SECTION, OrcaConfig, run, summary,
+                 "answer every instruction with explanation traces, prompt-erased (Orca)", needs_teacher=True,
+                 missing_input="an input dataset: run it after evol_instruct, or pass --input")
+
+generate_cmd = app.command("generate")(stage_command(
+    SPEC, dataset_help="Instruction dataset folder (e.g. the evol_instruct output, or `distill import` of a JSON file).",
+    help="""Answer every instruction with the teacher under a chosen system message or strategy; the training messages carry only the generic system message.""",
+    options={
+        "strategies": (Annotated[Optional[bool], typer.Option("--strategies/--system-messages", help="Orca 2 strategy instructions per task kind, or Orca 1 system messages [default: config, system messages].")], None),
+        "strategy_map": (Annotated[Optional[Path], typer.Option("--strategy-map", help="TOML mapping written by `distill orca calibrate` (implies --strategies).")], None),
+        "logprobs": (Annotated[Optional[int], typer.Option("--logprobs", min=1, max=20, help="Keep the top-K token logprobs in meta.orca.logprobs (backends that return them).")], None),
+        "task_kind": (KindOpt, None),
+        "max_tokens": (MaxTokOpt, None),
+        "temperature": (Annotated[Optional[float], typer.Option("--temperature", min=0, max=2, help="Sampling temperature [default: config, 0.7].")], None),
+        "retry_truncated": (Annotated[Optional[int], typer.Option("--retry-truncated", min=1, help="Retry cut-off answers once with this larger token budget.")], None),
+    },
+    overrides=lambda cfg, strategies, strategy_map, retry_truncated, **kw: dict(
+        kw, strategies=True if strategy_map else strategies,
+        strategy_map_file=str(strategy_map) if strategy_map else None, retry_truncated_max_tokens=retry_truncated)))
 
 
 @app.command("calibrate")
@@ -112,7 +99,6 @@ def calibrate_cmd(
     seed: SeedOpt = None,
 ) -> None:
     """Pick the best strategy per task kind on a small labelled sample and write the mapping (read by `distill orca --strategy-map FILE`)."""
-    from .calibrate import calibrate
 
     cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, seed=seed)
     ocfg = stage_config(cfg, SECTION, OrcaConfig, task_kind=task_kind, max_tokens=max_tokens)

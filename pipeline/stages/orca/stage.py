@@ -26,15 +26,21 @@ from pathlib import Path
 from typing import Any
 
 from ...config import ConfigError
+from ...context import RunContext
 from ...prompts import load_template
 from ...records import build_messages, make_id, now_utc, rejected_row, set_meta
-from ...runner import ShardResult, StageContext, run_shards
+from ...runner import ShardResult, run_shards
 from ...seeding import rng_for
 from ...store import Dataset
 from ...teacher.base import ChatRequest, Completion, Sampling
 from .answers import check_answer, compact_logprobs
-from .catalog import (check_strategy_map, generic_system_message, load_strategy_catalog,
-                      load_system_catalog, read_strategy_map)
+from .catalog import (
+    check_strategy_map,
+    generic_system_message,
+    load_strategy_catalog,
+    load_system_catalog,
+    read_strategy_map,
+)
 from .config import OrcaConfig
 from .task_kind import TASK_KINDS, parse_teacher_kind, row_kind
 
@@ -106,7 +112,7 @@ class OrcaStage:
         return Choice(kind, source, self.systems.text(mid), f"sysmsg:{mid}", mid,
                       f"{self.systems.label}#{mid}")
 
-    def detect_kinds(self, rows: list[dict[str, Any]], ctx: StageContext) -> tuple[list[tuple[str, str]], list[Completion | None]]:
+    def detect_kinds(self, rows: list[dict[str, Any]], ctx: RunContext) -> tuple[list[tuple[str, str]], list[Completion | None]]:
         """(kind, source) per row, and the teacher's kind completions (None where not asked)."""
         kinds = [row_kind(r, self.cfg.trust_declared_kind) for r in rows]
         asked: list[Completion | None] = [None] * len(rows)
@@ -127,7 +133,7 @@ class OrcaStage:
         return kinds, asked
 
     # -- one shard -----------------------------------------------------------------
-    def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
+    def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> ShardResult:
         rows = [dict(r, id=r.get("id") or make_id(r.get("instruction") or "", r.get("input") or "")) for r in rows]
         kinds, kind_comps = self.detect_kinds(rows, ctx)
         choices = [self.choose(r, k, src, ctx.seed) for r, (k, src) in zip(rows, kinds)]
@@ -171,7 +177,7 @@ class OrcaStage:
         return build_messages(row.get("instruction") or "", row.get("input") or "", output, system=system or None)
 
     def _output_row(self, row: dict[str, Any], choice: Choice, req: ChatRequest, tries: list[Completion],
-                    kind_comp: Completion | None, ctx: StageContext) -> dict[str, Any]:
+                    kind_comp: Completion | None, ctx: RunContext) -> dict[str, Any]:
         final = tries[-1]
         spent = tries + ([kind_comp] if kind_comp is not None else [])
         out = dict(row)
@@ -205,7 +211,7 @@ class OrcaStage:
         return out
 
 
-def run_orca(input: str | Path | Dataset, out: str | Path, ctx: StageContext, settings: OrcaConfig | None = None,
+def run_orca(input: str | Path | Dataset, out: str | Path, ctx: RunContext, settings: OrcaConfig | None = None,
              *, shard_rows: int = 1000, limit: int | None = None, executor: str | None = None) -> dict[str, Any]:
     """Answer every row of `input` with the teacher; write the Orca dataset to `out`; return its manifest.
 
@@ -218,15 +224,3 @@ def run_orca(input: str | Path | Dataset, out: str | Path, ctx: StageContext, se
         prompts[KIND_TEMPLATE] = load_template(KIND_TEMPLATE).hash
     return run_shards(stage, ds, out, ctx, shard_rows=shard_rows, limit=limit, executor=executor,
                       manifest_extra={"prompt_hashes": prompts, "generic_system": stage.generic})
-
-
-def plan_step(cfg, paths, input, out, ctx) -> dict[str, Any]:
-    """`distill run`'s orca step: the [orca] section over the previous step's folder."""
-    from ...config import stage_config
-    from ...errors import InputFileError
-
-    if input is None:
-        raise InputFileError("orca needs an input dataset: run it after evol_instruct, or pass --input")
-    settings = stage_config(cfg, "orca", OrcaConfig)
-    return run_orca(input, out, ctx, settings, shard_rows=cfg.run.shard_rows, limit=cfg.run.limit,
-                    executor=cfg.run.executor)

@@ -1,4 +1,4 @@
-"""`distill score DATASET`: a thin shell over `run_score`, and the step `distill run` chains."""
+"""`distill score DATASET`: the stage's spec and its command, a thin shell over `run_score`."""
 
 from __future__ import annotations
 
@@ -7,44 +7,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ...cli_common import (ConfigOpt, ExecutorOpt, LimitOpt, NoProgressOpt, OutOpt, RayAddressOpt, RunIdOpt, SeedOpt,
-                           ShardRowsOpt, WorkdirOpt, load, make_context, resolve_run)
-from ...config import Config, stage_config
-from ...errors import InputFileError
-from ...runner import StageContext, summarize_drops
+from ...runner import summarize_drops
+from ...stage import StageSpec, stage_command
 from .config import ScoreConfig
 from .stage import STAGE, run_score
-
-
-def score_cmd(
-    dataset: Annotated[Path, typer.Argument(help="Dataset folder to score (e.g. the semdedup output).")],
-    out: OutOpt = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", help="'teacher': the (judge) teacher rates quality/complexity/accuracy; 'none': length heuristic (default: config, none).")] = None,
-    decontaminate: Annotated[Optional[list[Path]], typer.Option("--decontaminate", help="Evaluation file (JSON/JSONL/Parquet/text); rows sharing an n-gram with it are dropped. Repeat for several.")] = None,
-    decontam_n: Annotated[Optional[int], typer.Option("--decontam-n", min=3, help="n-gram length in words: 13 (default) or 8.")] = None,
-    config: ConfigOpt = None,
-    workdir: WorkdirOpt = None,
-    run_id: RunIdOpt = None,
-    limit: LimitOpt = None,
-    shard_rows: ShardRowsOpt = None,
-    seed: SeedOpt = None,
-    executor: ExecutorOpt = None,
-    ray_address: RayAddressOpt = None,
-    no_progress: NoProgressOpt = False,
-) -> None:
-    """Gate (LIMA hygiene rules, decontamination) and score every row: teacher-judged quality x complexity, or a documented heuristic."""
-    cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows, seed=seed,
-               executor=executor, ray_address=ray_address)
-    scfg = stage_config(cfg, STAGE, ScoreConfig, judge=judge, decontam_n=decontam_n,
-                        decontaminate=[str(p) for p in decontaminate] if decontaminate else None)
-    paths = resolve_run(cfg, workdir, run_id)
-    target = out or paths.stage_dir(STAGE)
-    ctx = make_context(cfg, paths, progress=not no_progress)
-    try:
-        manifest = run_score(dataset, target, scfg, ctx, shard_rows=cfg.run.shard_rows, limit=cfg.run.limit)
-    finally:
-        ctx.close()
-    typer.echo(summary(manifest, target))
 
 
 def summary(manifest: dict[str, Any], out: Path) -> str:
@@ -61,9 +27,20 @@ def summary(manifest: dict[str, Any], out: Path) -> str:
     return "\n".join(lines)
 
 
-def plan_step(cfg: Config, paths: Any, input: Path | None, out: Path, ctx: StageContext) -> dict[str, Any]:
-    """The `distill run` step: score the previous step's output."""
-    if input is None:
-        raise InputFileError("score needs an input dataset: run it after a generation or dedup stage, or pass --input")
-    scfg = stage_config(cfg, STAGE, ScoreConfig)
-    return run_score(input, out, scfg, ctx, shard_rows=cfg.run.shard_rows, limit=cfg.run.limit)
+def run(input: Path, out: Path, cfg: ScoreConfig, ctx) -> dict[str, Any]:
+    return run_score(input, out, cfg, ctx, shard_rows=ctx.shard_rows, limit=ctx.limit)
+
+
+SPEC = StageSpec(STAGE, ScoreConfig, run, summary,
+                 "hygiene gates, decontamination and quality scores (LIMA / Deita / AlpaGasus)",
+                 missing_input="an input dataset: run it after a generation or dedup stage, or pass --input")
+
+score_cmd = stage_command(
+    SPEC, dataset_help="Dataset folder to score (e.g. the semdedup output).",
+    help="Gate (LIMA hygiene rules, decontamination) and score every row: teacher-judged quality x complexity, or a documented heuristic.",
+    options={
+        "judge": (Annotated[Optional[str], typer.Option("--judge", help="'teacher': the (judge) teacher rates quality/complexity/accuracy; 'none': length heuristic (default: config, none).")], None),
+        "decontaminate": (Annotated[Optional[list[Path]], typer.Option("--decontaminate", help="Evaluation file (JSON/JSONL/Parquet/text); rows sharing an n-gram with it are dropped. Repeat for several.")], None),
+        "decontam_n": (Annotated[Optional[int], typer.Option("--decontam-n", min=3, help="n-gram length in words: 13 (default) or 8.")], None),
+    },
+    overrides=lambda cfg, decontaminate, **kw: dict(kw, decontaminate=[str(p) for p in decontaminate] if decontaminate else None))

@@ -20,8 +20,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ...context import RunContext
 from ...records import rejected_row, set_meta
-from ...runner import ShardResult, StageContext, run_shards
+from ...runner import ShardResult, run_shards
 from ...store import Dataset
 from . import gates
 from .combine import HEURISTIC_VERSION, combined_score, heuristic_score
@@ -56,7 +57,7 @@ class ScoreStage:
             s["decontaminate_sha256"] = {str(p): _sha256(p) for p in self.decontam.files}
         return s
 
-    def process(self, rows: list[dict[str, Any]], ctx: StageContext) -> ShardResult:
+    def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> ShardResult:
         stats: Counter = Counter()
         kept: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
@@ -85,7 +86,7 @@ class ScoreStage:
         stats["unscored"] += sum(1 for r in kept if r["score"] is None)
         return ShardResult(kept, rejected, dict(stats))
 
-    def _judge(self, kept: list[dict[str, Any]], ctx: StageContext, stats: Counter) -> None:
+    def _judge(self, kept: list[dict[str, Any]], ctx: RunContext, stats: Counter) -> None:
         if self.judge_teacher is None and self.judge_factory is not None:
             self.judge_teacher = self.judge_factory()
         teacher = self.judge_teacher if self.judge_teacher is not None else ctx.teacher
@@ -123,7 +124,7 @@ def _flags(row: dict[str, Any], new: list[str]) -> list[str]:
     return old + new
 
 
-def run_score(input_path: str | Path, out: str | Path, cfg: ScoreConfig, ctx: StageContext, *,
+def run_score(input_path: str | Path, out: str | Path, cfg: ScoreConfig, ctx: RunContext, *,
               shard_rows: int = 1000, limit: int | None = None, judge_teacher_factory: Any = None) -> dict[str, Any]:
     """Score `input_path` into `out`; returns the manifest.
 

@@ -1,4 +1,4 @@
-"""`distill self-instruct`: a thin shell over `run_self_instruct`, and the first step of `distill run`.
+"""`distill self-instruct`: the stage's spec and its command, a thin shell over `run_self_instruct`.
 
 Reads the seed pool (`--seeds FILE` or a dataset folder; default the team's
 data/seed_tasks.jsonl); writes `--out` (default `<workdir>/<run-id>/self_instruct`).
@@ -11,9 +11,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ...cli_common import ConfigOpt, NoProgressOpt, OutOpt, RunIdOpt, SeedOpt, WorkdirOpt, load, make_context, resolve_run
-from ...config import Config, stage_config
-from ...runner import StageContext, summarize_drops
+from ...config import Config
+from ...runner import summarize_drops
+from ...stage import StageSpec, stage_command
 from .config import SelfInstructConfig
 from .stage import run_self_instruct
 
@@ -33,47 +33,6 @@ def _overrides(cfg: Config, mode: str | None, sampling: dict[str, Any], **flat: 
     return out
 
 
-def self_instruct_cmd(
-    seeds: Annotated[Optional[Path], typer.Option("--seeds", help="Seed tasks: Self-Instruct seed JSONL, Alpaca JSON, plain JSONL, or a dataset folder [default: the team's data/seed_tasks.jsonl].")] = None,
-    out: OutOpt = None,
-    num_instructions: Annotated[Optional[int], typer.Option("--num-instructions", "--target", min=1, help="Grow the machine-generated pool to this many instructions [default: 20].")] = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="self_instruct (the paper's bootstrap loop) or alpaca (whole tasks per call).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Bootstrap prompts per batch [default: 5].")] = None,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", help="Bootstrap sampling temperature [default: 0.7; alpaca 1.0].")] = None,
-    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Bootstrap top_p [default: 0.5; alpaca 1.0].")] = None,
-    presence_penalty: Annotated[Optional[float], typer.Option("--presence-penalty", help="Bootstrap presence penalty [default: 2; alpaca 0].")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Bootstrap max tokens per reply [default: 1024; alpaca 3072].")] = None,
-    max_requests: Annotated[Optional[int], typer.Option("--max-requests", min=1, help="Start no new bootstrap batch after this many teacher requests.")] = None,
-    max_tokens_total: Annotated[Optional[int], typer.Option("--max-tokens-total", min=1, help="Start no new bootstrap batch after this many tokens.")] = None,
-    patience: Annotated[Optional[int], typer.Option("--patience", min=1, help="Stop after this many bootstrap requests in a row accept nothing [default: 50].")] = None,
-    include_seeds: Annotated[Optional[bool], typer.Option("--include-seeds/--no-include-seeds", help="Also write the seed tasks (origin 'seed').")] = None,
-    shard_rows: Annotated[Optional[int], typer.Option("--shard-rows", min=1, help="Accepted tasks per output shard, the unit of restart [default: 200].")] = None,
-    config: ConfigOpt = None,
-    workdir: WorkdirOpt = None,
-    run_id: RunIdOpt = None,
-    seed: SeedOpt = None,
-    no_progress: NoProgressOpt = False,
-) -> None:
-    """Grow new tasks from a seed pool with the teacher (Self-Instruct): bootstrap, filter, ROUGE-L novelty, classify, generate instances; a rerun resumes.
-
-    Runs in this process by design, also in `distill run --executor ray`: each bootstrap batch is built from the pool the previous batch grew."""
-    cfg = load(config, workdir=workdir, run_id=run_id, seed=seed)
-    scfg = stage_config(cfg, SECTION, SelfInstructConfig, **_overrides(
-        cfg, mode, {"temperature": temperature, "top_p": top_p, "presence_penalty": presence_penalty,
-                    "max_tokens": max_tokens},
-        num_instructions=num_instructions, request_batch_size=batch_size, max_requests=max_requests,
-        max_tokens_total=max_tokens_total, patience=patience, include_seeds=include_seeds,
-        shard_tasks=shard_rows, seeds=str(seeds) if seeds else None))
-    paths = resolve_run(cfg, workdir, run_id)
-    target = out or paths.stage_dir(SECTION)
-    ctx = make_context(cfg, paths, progress=not no_progress)
-    try:
-        manifest = run_self_instruct(target, ctx, scfg, echo=lambda s: typer.echo(s, err=True))
-    finally:
-        ctx.close()
-    typer.echo(summary(manifest, target))
-
-
 def summary(manifest: dict[str, Any], out: Path) -> str:
     t = manifest.get("totals", {})
     lines = [f"self-instruct: {manifest['accepted_instructions']}/{manifest['target']} instructions accepted "
@@ -88,7 +47,42 @@ def summary(manifest: dict[str, Any], out: Path) -> str:
     return "\n".join(lines)
 
 
-def plan_step(cfg: Config, paths: Any, input: Path | None, out: Path, ctx: StageContext) -> dict[str, Any]:
-    """The `distill run` step: seeds from --input when given, else the config's or the team's."""
-    scfg = stage_config(cfg, SECTION, SelfInstructConfig)
-    return run_self_instruct(out, ctx, scfg, seeds=input if input is not None else scfg.seeds)
+def run(input: Path | None, out: Path, cfg: SelfInstructConfig, ctx) -> dict[str, Any]:
+    """Seeds from `input` when given (`distill run --input`), else the section's or the team's."""
+    return run_self_instruct(out, ctx, cfg, seeds=input if input is not None else cfg.seeds, echo=ctx.echo)
+
+
+def _cli_overrides(cfg: Config, mode, temperature, top_p, presence_penalty, max_tokens, batch_size, shard_rows,
+                   seeds, **flat: Any) -> dict[str, Any]:
+    return _overrides(cfg, mode, {"temperature": temperature, "top_p": top_p, "presence_penalty": presence_penalty,
+                                  "max_tokens": max_tokens},
+                      request_batch_size=batch_size, shard_tasks=shard_rows, seeds=str(seeds) if seeds else None,
+                      **flat)
+
+
+SPEC = StageSpec(SECTION, SelfInstructConfig, run, summary,
+                 "grow new tasks from the seed pool with the teacher (Self-Instruct)", needs_teacher=True,
+                 needs_input=False,
+                 local_only="its bootstrap loop is sequential: every batch is built from the pool the previous one grew")
+
+self_instruct_cmd = stage_command(
+    SPEC, help="""Grow new tasks from a seed pool with the teacher (Self-Instruct): bootstrap, filter, ROUGE-L novelty, classify, generate instances; a rerun resumes.
+
+    Runs in this process by design, also in `distill run --executor ray`: each bootstrap batch is built from the pool the previous batch grew.""",
+    shared=("config", "workdir", "run_id", "seed", "no_progress"),
+    options={
+        "seeds": (Annotated[Optional[Path], typer.Option("--seeds", help="Seed tasks: Self-Instruct seed JSONL, Alpaca JSON, plain JSONL, or a dataset folder [default: the team's data/seed_tasks.jsonl].")], None),
+        "num_instructions": (Annotated[Optional[int], typer.Option("--num-instructions", "--target", min=1, help="Grow the machine-generated pool to this many instructions [default: 20].")], None),
+        "mode": (Annotated[Optional[str], typer.Option("--mode", help="self_instruct (the paper's bootstrap loop) or alpaca (whole tasks per call).")], None),
+        "batch_size": (Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Bootstrap prompts per batch [default: 5].")], None),
+        "temperature": (Annotated[Optional[float], typer.Option("--temperature", help="Bootstrap sampling temperature [default: 0.7; alpaca 1.0].")], None),
+        "top_p": (Annotated[Optional[float], typer.Option("--top-p", help="Bootstrap top_p [default: 0.5; alpaca 1.0].")], None),
+        "presence_penalty": (Annotated[Optional[float], typer.Option("--presence-penalty", help="Bootstrap presence penalty [default: 2; alpaca 0].")], None),
+        "max_tokens": (Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Bootstrap max tokens per reply [default: 1024; alpaca 3072].")], None),
+        "max_requests": (Annotated[Optional[int], typer.Option("--max-requests", min=1, help="Start no new bootstrap batch after this many teacher requests.")], None),
+        "max_tokens_total": (Annotated[Optional[int], typer.Option("--max-tokens-total", min=1, help="Start no new bootstrap batch after this many tokens.")], None),
+        "patience": (Annotated[Optional[int], typer.Option("--patience", min=1, help="Stop after this many bootstrap requests in a row accept nothing [default: 50].")], None),
+        "include_seeds": (Annotated[Optional[bool], typer.Option("--include-seeds/--no-include-seeds", help="Also write the seed tasks (origin 'seed').")], None),
+        "shard_rows": (Annotated[Optional[int], typer.Option("--shard-rows", min=1, help="Accepted tasks per output shard, the unit of restart [default: 200].")], None),
+    },
+    overrides=_cli_overrides)

@@ -16,8 +16,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from ... import records
-from ...runner import StageContext
-from ...store import REJECTED_DIR, DatasetError, DatasetWriter, atomic_write_bytes, shard_name
+from ...context import RunContext
+from ...store import (
+    REJECTED_DIR,
+    DatasetError,
+    DatasetWriter,
+    atomic_write_bytes,
+    shard_name,
+)
 from ...teacher.base import ChatRequest
 from . import instances as inst
 from .config import SelfInstructConfig
@@ -75,7 +81,7 @@ def restore(writer: DatasetWriter) -> Restored:
 
 
 class ShardBuilder:
-    def __init__(self, cfg: SelfInstructConfig, ctx: StageContext, templates: dict[str, str],
+    def __init__(self, cfg: SelfInstructConfig, ctx: RunContext, templates: dict[str, str],
                  counters: "Counters"):
         self.cfg, self.ctx, self.templates, self.counters = cfg, ctx, templates, counters
 

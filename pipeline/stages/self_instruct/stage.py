@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ...context import RunContext
 from ...prompts import load_template
-from ...runner import Progress, StageContext
+from ...runner import Progress
 from ...store import DatasetWriter
 from ...teacher.base import ChatRequest, Completion
 from . import alpaca, bootstrap
@@ -70,7 +71,7 @@ class Counters:
         self.extra[key] = self.extra.get(key, 0) + n
 
 
-def run_self_instruct(out: str | Path, ctx: StageContext, config: SelfInstructConfig | None = None,
+def run_self_instruct(out: str | Path, ctx: RunContext, config: SelfInstructConfig | None = None,
                       seeds: str | Path | SeedPool | None = None,
                       echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the stage into `out`; returns the manifest."""
@@ -80,7 +81,7 @@ def run_self_instruct(out: str | Path, ctx: StageContext, config: SelfInstructCo
 
 
 class _Run:
-    def __init__(self, out: Path, cfg: SelfInstructConfig, ctx: StageContext, seeds: SeedPool,
+    def __init__(self, out: Path, cfg: SelfInstructConfig, ctx: RunContext, seeds: SeedPool,
                  echo: Callable[[str], None]):
         self.out, self.cfg, self.ctx, self.seeds, self.echo = out, cfg, ctx, seeds, echo
         names = ([alpaca.TEMPLATE] if cfg.mode == "alpaca" else [bootstrap.TEMPLATE]) + ShardBuilder.templates(cfg)

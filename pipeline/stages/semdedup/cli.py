@@ -1,4 +1,4 @@
-"""`distill semdedup DATASET`: the thin CLI shell over `run_semdedup`, and `distill run`'s step."""
+"""`distill semdedup DATASET`: the stage's spec and its command, a thin shell over `run_semdedup`."""
 
 from __future__ import annotations
 
@@ -7,54 +7,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ...cli_common import (ConfigOpt, ExecutorOpt, LimitOpt, NoProgressOpt, OutOpt, RayAddressOpt, RunIdOpt,
-                           SeedOpt, ShardRowsOpt, WorkdirOpt, load, resolve_run)
-from ...config import stage_config
 from ...runner import summarize_drops
+from ...stage import StageSpec, stage_command
 from .config import SemdedupConfig
-
-
-def semdedup_cmd(
-    dataset: Annotated[Path, typer.Argument(help="Input dataset folder (e.g. the minhash stage's output).")],
-    out: OutOpt = None,
-    config: ConfigOpt = None,
-    workdir: WorkdirOpt = None,
-    run_id: RunIdOpt = None,
-    limit: LimitOpt = None,
-    shard_rows: ShardRowsOpt = None,
-    seed: SeedOpt = None,
-    executor: ExecutorOpt = None,
-    ray_address: RayAddressOpt = None,
-    no_progress: NoProgressOpt = False,
-    fast: Annotated[Optional[bool], typer.Option("--fast/--full", help="Fast static embedder distilled from the model (300x+ the rows/s on a CPU; finds ~93% of the full model's pairs) or the full model (fidelity) [default: full].")] = None,
-    verify: Annotated[Optional[bool], typer.Option("--verify/--no-verify", help="With --fast: wider candidate cut, each pair re-checked by the full model (~99% of its pairs, none it rejects).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="sentence-transformers model: 'minilm' (bundled) or a local folder.")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="Where the full model runs: cpu, cuda or auto [default: auto].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Encoder batch size [default: tuned].")] = None,
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Cosine at or above which rows are duplicates [0.95].")] = None,
-    search: Annotated[Optional[str], typer.Option("--search", help="auto, exact, ivf (approximate) or kmeans (SemDeDup).")] = None,
-    against: Annotated[Optional[Path], typer.Option("--against", help="Published dataset: also drop rows that duplicate its rows.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")] = False,
-) -> None:
-    """Remove rows that say the same thing in other words (embedding cosine near-duplicates)."""
-    cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows, seed=seed,
-               executor=executor, ray_address=ray_address)
-    sd = stage_config(cfg, "semdedup", SemdedupConfig, fast=fast, verify=verify, device=device,
-                      batch_size=batch_size, threshold=threshold, search=search,
-                      against=str(against) if against else None, cache=False if no_cache else None)
-    if model:  # not through stage_config, whose own second parameter is called `model`
-        sd.model = model
-    if cfg.run.executor == "ray":
-        from ...executors.ray_runtime import require_ray
-        require_ray()  # the install hint before any work
-    paths = resolve_run(cfg, workdir, run_id)
-    target = out or paths.stage_dir("semdedup")
-    from .api import run_semdedup
-    m = run_semdedup(dataset, target, sd, run_id=paths.run_id, workdir=paths.workdir,
-                     shard_rows=cfg.run.shard_rows, limit=cfg.run.limit, seed=cfg.run.seed,
-                     progress=not no_progress, executor=cfg.run.executor, ray_address=cfg.run.ray_address,
-                     notify=lambda line: typer.echo(line, err=True))
-    typer.echo(summary(m, target))
 
 
 def summary(m: dict[str, Any], target: Path) -> str:
@@ -82,10 +37,29 @@ def summary(m: dict[str, Any], target: Path) -> str:
     return "\n".join(lines)
 
 
-def plan_step(cfg, paths, input, out, ctx) -> dict[str, Any]:
-    """`distill run`'s semdedup step: the [semdedup] section over the previous step's folder."""
+def run(input: Path, out: Path, cfg: SemdedupConfig, ctx) -> dict[str, Any]:
     from .api import run_semdedup
-    sd = stage_config(cfg, "semdedup", SemdedupConfig)
-    return run_semdedup(input, out, sd, run_id=paths.run_id, workdir=paths.workdir,
-                        shard_rows=cfg.run.shard_rows, limit=cfg.run.limit, seed=cfg.run.seed,
-                        progress=ctx.progress, executor=ctx.executor, ray_address=ctx.ray_address)
+    return run_semdedup(input, out, cfg, run_id=ctx.run_id, workdir=ctx.workdir, shard_rows=ctx.shard_rows,
+                        limit=ctx.limit, seed=ctx.seed, progress=ctx.progress, executor=ctx.executor.name,
+                        ray_address=ctx.ray_address, notify=ctx.echo)
+
+
+SPEC = StageSpec("semdedup", SemdedupConfig, run, summary,
+                 "drop rows that say the same thing in other words (embedding near-duplicates)")
+
+semdedup_cmd = stage_command(
+    SPEC, dataset_help="Input dataset folder (e.g. the minhash stage's output).",
+    help="""Remove rows that say the same thing in other words (embedding cosine near-duplicates).""",
+    options={
+        "fast": (Annotated[Optional[bool], typer.Option("--fast/--full", help="Fast static embedder distilled from the model (300x+ the rows/s on a CPU; finds ~93% of the full model's pairs) or the full model (fidelity) [default: full].")], None),
+        "verify": (Annotated[Optional[bool], typer.Option("--verify/--no-verify", help="With --fast: wider candidate cut, each pair re-checked by the full model (~99% of its pairs, none it rejects).")], None),
+        "model": (Annotated[Optional[str], typer.Option("--model", help="sentence-transformers model: 'minilm' (bundled) or a local folder.")], None),
+        "device": (Annotated[Optional[str], typer.Option("--device", help="Where the full model runs: cpu, cuda or auto [default: auto].")], None),
+        "batch_size": (Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Encoder batch size [default: tuned].")], None),
+        "threshold": (Annotated[Optional[float], typer.Option("--threshold", help="Cosine at or above which rows are duplicates [0.95].")], None),
+        "search": (Annotated[Optional[str], typer.Option("--search", help="auto, exact, ivf (approximate) or kmeans (SemDeDup).")], None),
+        "against": (Annotated[Optional[Path], typer.Option("--against", help="Published dataset: also drop rows that duplicate its rows.")], None),
+        "no_cache": (Annotated[bool, typer.Option("--no-cache", help="Do not read or write the embedding cache.")], False),
+    },
+    overrides=lambda cfg, against, no_cache, **kw: dict(
+        kw, against=str(against) if against else None, cache=False if no_cache else None))

@@ -125,7 +125,7 @@ def embed(ds: Dataset, out: Path, cfg: SemdedupConfig, encoder, workdir: Path, s
     t = time.monotonic()
     pool = None
     if executor == "ray":
-        from ...executors.ray_dedup import RayPool
+        from ...executors.ray_executor import RayPool
         from ...executors.ray_runtime import connect
         # The workers keep their own cache counters; what the driver knows is the rows it sent them.
         before = sum(len(np.load(store.emb_dir(out) / f"part-{k:05d}.ids.npy")) for k in store.shard_indices(out))

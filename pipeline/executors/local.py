@@ -1,4 +1,10 @@
-"""Worker processes for the per-block phases; the calling process works too.
+"""The local executor: shards in this process, per-block phase tasks on worker processes.
+
+`LocalExecutor.map_shards` runs a per-shard stage's shards here, one after
+the other (a teacher-bound stage is concurrent inside its teacher, not
+across shards). `LocalExecutor.pool(workers)` is the `map`/`imap` that global
+stages (MinHash) hand their per-block tasks to: worker processes, and the
+calling process works too.
 
 Processes rather than threads: the per-block work mixes compiled kernels with
 Arrow/Parquet calls and Python glue, and separate processes keep every part of
@@ -18,21 +24,38 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
-from ...lifecycle import die_with_parent, started_from_main_thread
+from ..lifecycle import die_with_parent, started_from_main_thread
+from ..runner import process_shard
 
 
-def _warm() -> int:
+def _warm(warm: Callable[[], Any] | None) -> int:
     import pyarrow as pa
-
-    from . import phases, text  # noqa: F401  (imports and loads the compiled kernels)
     pa.set_cpu_count(1)  # parallelism is across processes; Arrow threads would only contend
-    text.separator_table()
-    text.lowercase_table()
+    if warm is not None:
+        warm()  # the caller's imports and compiled kernels, loaded while the caller starts
     return os.getpid()
 
 
+class LocalExecutor:
+    name = "local"
+
+    def map_shards(self, stage: Any, todo: list[Any], out: Any, ctx: Any,
+                   on_shard: Callable[[Any, Any, dict[str, Any]], None]) -> dict[str, Any]:
+        """Run `stage` over `todo` here; `on_shard(spec, staged, stats)` commits each. Returns manifest extras."""
+        for spec in todo:
+            staged, stats = process_shard(stage, spec, out, ctx)
+            on_shard(spec, staged, stats)
+        return {}
+
+    def pool(self, workers: int, warm: Callable[[], Any] | None = None) -> "Pool":
+        return Pool(workers, warm)
+
+    def close(self) -> None:
+        pass
+
+
 class Pool:
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, warm: Callable[[], Any] | None = None):
         self.workers = max(1, min(workers, os.cpu_count() or 1))
         self._ex: ProcessPoolExecutor | None = None
         if self.workers > 1:
@@ -41,7 +64,7 @@ class Pool:
                                            initializer=die_with_parent,
                                            initargs=(os.getpid(), started_from_main_thread()))
             for _ in range(self.workers - 1):
-                self._ex.submit(_warm)
+                self._ex.submit(_warm, warm)
 
     def __enter__(self) -> "Pool":
         return self

@@ -1,0 +1,135 @@
+"""The run a command works in: its folders, its config with the CLI flags on top, and the context every stage gets.
+
+Convention: the input dataset (or file) is a command's positional argument,
+`--out` names the output folder, default `<workdir>/<run-id>/<stage>/`. The
+run id is, in order: `--run-id`, the config's `run.run_id`, the workdir's
+current run (`<workdir>/CURRENT`), or a new dated id that becomes current.
+
+`RunContext` is what a stage may use besides its rows: run identity and
+seeding, the teacher (built on first use from a picklable factory, so a Ray
+worker builds its own), the executor the stage's shards and tasks run on,
+and the refresh's seams (`against`: published datasets to dedup against,
+`budget`: a spend cap shared by every stage of the run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import Config, load_config
+from .executors import make_executor
+from .executors.local import LocalExecutor
+from .seeding import rng_for
+from .store import atomic_write_bytes
+from .teacher.factory import TeacherFactory
+
+CURRENT = "CURRENT"
+
+
+@dataclass
+class RunPaths:
+    workdir: Path
+    run_id: str
+
+    @property
+    def run_dir(self) -> Path:
+        return self.workdir / self.run_id
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+
+def new_run_id() -> str:
+    return "run-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def resolve_run(cfg: Config, workdir: Path | None = None, run_id: str | None = None,
+                new: bool = False) -> RunPaths:
+    wd = Path(workdir or cfg.run.workdir)
+    rid = run_id or cfg.run.run_id
+    current = wd / CURRENT
+    if rid is None and not new and current.is_file():
+        rid = current.read_text().strip() or None
+    if rid is None:
+        rid = new_run_id()
+    atomic_write_bytes(current, (rid + "\n").encode())
+    return RunPaths(wd, rid)
+
+
+def load(config: Path | None, *, workdir: Path | None = None, run_id: str | None = None,
+         limit: int | None = None, shard_rows: int | None = None, seed: int | None = None,
+         executor: str | None = None, ray_address: str | None = None) -> Config:
+    """The config file with CLI flags on top."""
+    overrides: dict[str, dict[str, Any]] = {"run": {
+        "workdir": str(workdir) if workdir else None, "run_id": run_id,
+        "limit": limit, "shard_rows": shard_rows, "seed": seed,
+        "executor": executor, "ray_address": ray_address}}
+    return load_config(config, overrides)
+
+
+@dataclass
+class RunContext:
+    """What a stage may use besides its rows. `executor` may be given by name ("local", "ray")."""
+
+    run_id: str
+    seed: int = 0
+    workdir: Path = Path("work")
+    teacher_factory: Callable[[], Any] | None = None
+    progress: bool = True
+    executor: Any = "local"          # run.executor: where shards and phase tasks run (pipeline/executors)
+    ray_address: str | None = None   # run.ray_address, for executor = "ray"
+    against: tuple[str, ...] = ()    # published datasets the dedup stages compare against when their config names none
+    budget: Any = None               # a spend cap shared by the run's stages (teacher.budget), or None
+    shard_rows: int = 1000           # run.shard_rows: rows per shard of a per-shard stage
+    limit: int | None = None         # run.limit: at most this many input rows
+    echo: Callable[[str], None] | None = None  # a stage's notes for a person (stderr of a stage command)
+    _teacher: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.executor, str):
+            self.executor = make_executor(self.executor, self.ray_address)
+
+    @property
+    def teacher(self):
+        if self._teacher is None:
+            if self.teacher_factory is None:
+                raise RuntimeError("this stage needs a teacher but none was configured")
+            self._teacher = self.teacher_factory()
+        return self._teacher
+
+    @property
+    def has_teacher(self) -> bool:
+        return self._teacher is not None
+
+    def rng(self, record_id: str, purpose: str):
+        return rng_for(self.seed, record_id, purpose)
+
+    def with_executor(self, name: str) -> "RunContext":
+        return self if name == self.executor.name else dataclasses.replace(self, executor=name)
+
+    def for_worker(self) -> "RunContext":
+        """The copy a Ray worker gets: no teacher yet (it builds its own), no progress bar, runs where it is."""
+        return dataclasses.replace(self, _teacher=None, progress=False, executor=LocalExecutor())
+
+    def close(self) -> None:
+        if self._teacher is not None:
+            self._teacher.close()
+            self._teacher = None
+        self.executor.close()
+
+
+def make_context(cfg: Config, paths: RunPaths, progress: bool = True, *,
+                 teacher_factory: Callable[[], Any] | None = None, against: tuple[str, ...] = (),
+                 budget: Any = None, echo: Callable[[str], None] | None = None) -> RunContext:
+    if cfg.run.executor == "ray":
+        from .executors.ray_runtime import require_ray
+        require_ray()  # one-line install hint before any work
+    factory = teacher_factory or TeacherFactory(cfg.teacher, Path(paths.workdir).resolve(), cfg.run.seed)
+    return RunContext(run_id=paths.run_id, seed=cfg.run.seed, workdir=paths.workdir,
+                      teacher_factory=factory, progress=progress, executor=cfg.run.executor,
+                      ray_address=cfg.run.ray_address, against=tuple(against), budget=budget,
+                      shard_rows=cfg.run.shard_rows, limit=cfg.run.limit, echo=echo)

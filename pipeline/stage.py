@@ -1,0 +1,109 @@
+"""The stage contract: what every stage package exports, and the one builder of its typer command.
+
+Each stage package exports `STAGE = StageSpec(...)`: its name (the folder
+name, the config section, the `--skip`/`--from` name), its config model, one
+`run(input, out, cfg, ctx)` entry point, its closing summary and whether it
+needs a teacher. `plan.py` is the list of specs in pipeline order, and
+`cli.py` registers each spec's command. Per-shard stages implement
+`process(rows, ctx)` and leave the shard loop to `runner.run_shards`; global
+stages (minhash, semdedup, select) are explicit phases written as a table
+of contents.
+
+`stage_command(spec, ...)` builds the command: the stage's own flags plus the
+shared ones (config, workdir, run id, limit, shard rows, seed, executor,
+progress) and the one body every stage command has: load the config with
+the flags on top, resolve the run, make the context, run, print the summary.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import typer
+
+from .cli_common import (
+    ConfigOpt,
+    ExecutorOpt,
+    LimitOpt,
+    NoProgressOpt,
+    OutOpt,
+    RayAddressOpt,
+    RunIdOpt,
+    SeedOpt,
+    ShardRowsOpt,
+    WorkdirOpt,
+)
+from .config import Config, stage_config
+from .context import RunContext, load, make_context, resolve_run
+from .errors import InputFileError
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str                                                     # folder, config section, --skip/--from name
+    config: type | None                                           # the pydantic model of its [section], if it has one
+    run: Callable[[Path | None, Path, Any, RunContext], Manifest]  # one signature for every stage
+    summary: Callable[[Manifest, Path], str]                       # the command's closing lines
+    doc: str                                                      # one line, printed by `distill run`
+    needs_teacher: bool = False
+    needs_input: bool = True                                      # False: the first stage (reads the seeds)
+    missing_input: str = "an input dataset: run it after the stage before it, or pass --input"  # when it has none
+    local_only: str | None = None                                 # why it stays in the driver with --executor ray
+
+    def run_step(self, cfg: Config, input: Path | None, out: Path, ctx: RunContext) -> Manifest:
+        """`distill run`'s step: this stage's [section] over the previous step's folder."""
+        if input is None and self.needs_input:
+            raise InputFileError(f"{self.name} needs {self.missing_input}")
+        ctx.shard_rows, ctx.limit = cfg.run.shard_rows, cfg.run.limit  # the [run] of the config being run
+        section = stage_config(cfg, self.name, self.config) if self.config is not None else None
+        return self.run(input, out, section, ctx)
+
+
+SHARED: dict[str, tuple[Any, Any]] = {
+    "config": (ConfigOpt, None), "workdir": (WorkdirOpt, None), "run_id": (RunIdOpt, None),
+    "limit": (LimitOpt, None), "shard_rows": (ShardRowsOpt, None), "seed": (SeedOpt, None),
+    "executor": (ExecutorOpt, None), "ray_address": (RayAddressOpt, None), "no_progress": (NoProgressOpt, False),
+}
+RUN_FLAGS = ("workdir", "run_id", "limit", "shard_rows", "seed", "executor", "ray_address")
+
+
+def stage_command(spec: StageSpec, *, help: str, options: dict[str, tuple[Any, Any]],
+                  dataset_help: str | None = None, shared: tuple[str, ...] = tuple(SHARED),
+                  overrides: Callable[..., dict[str, Any]] | None = None) -> Callable[..., None]:
+    """The typer command of `spec`: `options` are its own flags as {name: (Annotated type, default)};
+    `overrides(cfg, **flags)` maps them to its config section (default: same names, None left out)."""
+
+    def command(**kw: Any) -> None:
+        dataset = kw.pop("dataset", None)
+        out = kw.pop("out", None)
+        flags = {k: kw.pop(k) for k in RUN_FLAGS if k in shared}
+        config, no_progress = kw.pop("config", None), kw.pop("no_progress", False)
+        cfg = load(config, **flags)
+        section = stage_config(cfg, spec.name, spec.config, **(overrides(cfg, **kw) if overrides else kw))
+        paths = resolve_run(cfg, flags.get("workdir"), flags.get("run_id"))
+        target = out or paths.stage_dir(spec.name)
+        ctx = make_context(cfg, paths, progress=not no_progress)
+        ctx.shard_rows, ctx.limit = cfg.run.shard_rows, cfg.run.limit
+        ctx.echo = lambda s: typer.echo(s, err=True)
+        try:
+            manifest = spec.run(dataset, target, section, ctx)
+        finally:
+            ctx.close()
+        typer.echo(spec.summary(manifest, target))
+
+    P = inspect.Parameter
+    params = []
+    if dataset_help is not None:
+        params.append(P("dataset", P.POSITIONAL_OR_KEYWORD, annotation=Annotated[Path, typer.Argument(help=dataset_help)]))
+    params.append(P("out", P.POSITIONAL_OR_KEYWORD, default=None, annotation=OutOpt))
+    for name, (annotation, default) in [*options.items(), *((n, SHARED[n]) for n in shared)]:
+        params.append(P(name, P.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation))
+    command.__signature__ = inspect.Signature(params)  # what typer reads the options from
+    command.__doc__ = help
+    command.__name__ = f"{spec.name}_cmd"
+    return command

@@ -1,0 +1,82 @@
+"""Cutting a dataset into shards: (file, row range) pieces that any process can read by itself.
+
+Shard k is rows [k*shard_rows, (k+1)*shard_rows) in input order, `limit`
+counted from the start, on every executor and every run: this is the one
+place rows are cut, and a plan is built from Parquet metadata only, so a
+driver never reads the rows and ships nothing bigger than file names to its
+workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from .location import Location
+
+
+@dataclass(frozen=True)
+class Piece:
+    file: Location
+    start: int   # first row in the file
+    stop: int    # one past the last row
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        pf = self.file.open_parquet()
+        md = pf.metadata
+        groups, first, pos = [], 0, 0
+        for g in range(md.num_row_groups):
+            n = md.row_group(g).num_rows
+            if pos + n > self.start and pos < self.stop:
+                if not groups:
+                    first = pos
+                groups.append(g)
+            pos += n
+        if not groups:
+            schema = pf.schema_arrow
+            return schema.empty_table().select(columns) if columns else schema.empty_table()
+        return pf.read_row_groups(groups, columns=columns).slice(self.start - first, self.stop - self.start)
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    index: int
+    rows: int
+    pieces: tuple[Piece, ...]
+
+    def tables(self, columns: list[str] | None = None) -> list[pa.Table]:
+        """The shard as one table per piece (pieces may differ in physical schema)."""
+        return [p.read(columns) for p in self.pieces]
+
+    def read_rows(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for t in self.tables():
+            rows.extend(t.to_pylist())
+        return rows
+
+
+def plan_shards(files: list[tuple[Location, int]], shard_rows: int, limit: int | None = None) -> list[ShardSpec]:
+    """`files` is (shard file, rows) in dataset order."""
+    total = sum(n for _, n in files)
+    if limit is not None:
+        total = min(total, limit)
+    specs: list[ShardSpec] = []
+    fi, fpos, start = 0, 0, 0
+    while start < total:
+        want = min(shard_rows, total - start)
+        pieces: list[Piece] = []
+        got = 0
+        while got < want:
+            loc, n = files[fi]
+            take = min(n - fpos, want - got)
+            if take > 0:
+                pieces.append(Piece(loc, fpos, fpos + take))
+                got += take
+                fpos += take
+            if fpos >= n:
+                fi, fpos = fi + 1, 0
+        specs.append(ShardSpec(len(specs), want, tuple(pieces)))
+        start += want
+    return specs

@@ -25,6 +25,7 @@ from .executors import make_executor
 from .executors.local import LocalExecutor
 from .seeding import rng_for
 from .store import atomic_write_bytes
+from .teacher.budget import Budget
 from .teacher.factory import TeacherFactory
 
 CURRENT = "CURRENT"
@@ -83,7 +84,7 @@ class RunContext:
     executor: Any = "local"          # run.executor: where shards and phase tasks run (pipeline/executors)
     ray_address: str | None = None   # run.ray_address, for executor = "ray"
     against: tuple[str, ...] = ()    # published datasets the dedup stages compare against when their config names none
-    budget: Any = None               # a spend cap shared by the run's stages (teacher.budget), or None
+    budget: Budget = field(default_factory=Budget)  # the run's spend cap; a stage's own caps are its children
     shard_rows: int = 1000           # run.shard_rows: rows per shard of a per-shard stage
     limit: int | None = None         # run.limit: at most this many input rows
     echo: Callable[[str], None] | None = None  # a stage's notes for a person (stderr of a stage command)
@@ -100,6 +101,11 @@ class RunContext:
                 raise RuntimeError("this stage needs a teacher but none was configured")
             self._teacher = self.teacher_factory()
         return self._teacher
+
+    @teacher.setter
+    def teacher(self, teacher: Any) -> None:
+        """A teacher built already (the refresh's, around the backend it pinged)."""
+        self._teacher = teacher
 
     @property
     def has_teacher(self) -> bool:
@@ -124,12 +130,12 @@ class RunContext:
 
 def make_context(cfg: Config, paths: RunPaths, progress: bool = True, *,
                  teacher_factory: Callable[[], Any] | None = None, against: tuple[str, ...] = (),
-                 budget: Any = None, echo: Callable[[str], None] | None = None) -> RunContext:
+                 budget: Budget | None = None, echo: Callable[[str], None] | None = None) -> RunContext:
     if cfg.run.executor == "ray":
         from .executors.ray_runtime import require_ray
         require_ray()  # one-line install hint before any work
     factory = teacher_factory or TeacherFactory(cfg.teacher, Path(paths.workdir).resolve(), cfg.run.seed)
     return RunContext(run_id=paths.run_id, seed=cfg.run.seed, workdir=paths.workdir,
                       teacher_factory=factory, progress=progress, executor=cfg.run.executor,
-                      ray_address=cfg.run.ray_address, against=tuple(against), budget=budget,
+                      ray_address=cfg.run.ray_address, against=tuple(against), budget=budget or Budget(),
                       shard_rows=cfg.run.shard_rows, limit=cfg.run.limit, echo=echo)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from . import logs
 from .store import Dataset, DatasetWriter, Location, ShardSpec, StagedShard, stage_shard
+from .teacher.base import TeacherUsage
 
 
 @dataclass
@@ -114,23 +115,20 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def teacher_snapshot(ctx: Any) -> dict[str, Any]:
-    return ctx.teacher.stats.to_dict() if ctx.has_teacher else {}
-
-
-def teacher_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
-    keys = ("requests", "sent", "cache_hits", "errors", "retries", "prompt_tokens", "completion_tokens")
-    return {f"teacher_{k}": int(after.get(k, 0)) - int(before.get(k, 0)) for k in keys if k in after}
+def teacher_usage(ctx: Any) -> TeacherUsage | None:
+    """A snapshot of the teacher's counters (None while no teacher is built)."""
+    return ctx.teacher.stats.copy() if ctx.has_teacher else None
 
 
 def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -> tuple[StagedShard, dict[str, Any]]:
     """The per-shard body, the same in every executor's process: read, process, account, stage."""
     rows = spec.read_rows()
-    before = teacher_snapshot(ctx)
+    before = teacher_usage(ctx)
     ts = time.monotonic()
     result = stage.process(rows, ctx)
     stats: dict[str, Any] = {"rows_in": len(rows), "seconds": round(time.monotonic() - ts, 3)}
-    stats.update(teacher_delta(teacher_snapshot(ctx), before))
+    if (after := teacher_usage(ctx)) is not None:
+        stats.update(after.delta(before).marker())
     for k, v in result.stats.items():
         stats[k] = stats.get(k, 0) + v
     for r in result.rejected:  # filtering stages must account for every row: kept, or rejected with a reason

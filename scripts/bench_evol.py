@@ -8,7 +8,7 @@ given prompt (about 1 in 10 leaks a meta term), the equality judge says
 "Not Equal" (about 1 in 20 "Equal"), anything else gets a 60-word answer.
 
 Side by side in one invocation, through the same openai backend
-(make_teacher, concurrency 256, SQLite response cache on, fresh files):
+(TeacherFactory.build, concurrency 256, SQLite response cache on, fresh files):
 
     bare   the same number of requests in the same batches (per shard:
            evolve, judge, answer), short fixed prompts, no pipeline work
@@ -103,10 +103,10 @@ def serve() -> None:
 
 def teacher(url: str, concurrency: int, workdir: Path):
     from pipeline.config import TeacherSection
-    from pipeline.teacher import make_teacher
+    from pipeline.teacher import TeacherFactory
     sec = TeacherSection(backend="openai", base_url=url, model="instant", concurrency=concurrency, cache=True,
                          cache_path=str(workdir / "cache.sqlite"))
-    return make_teacher(sec, workdir=workdir, seed=0)
+    return TeacherFactory(sec, workdir, 0).build()
 
 
 def run_stage(url: str, n: int, rounds: int, concurrency: int, shard_rows: int, workdir: Path) -> dict:

@@ -7,7 +7,7 @@ process so that its CPU is not counted as client CPU), answering instantly
 and after 200 ms, at concurrency 64 and 256.
 
     bare:      openai.AsyncOpenAI + asyncio.Semaphore, gather all requests
-    pipeline:  make_teacher(openai backend + SQLite response cache), chat() per
+    pipeline:  TeacherFactory.build(openai backend + SQLite response cache), chat() per
                shard of --shard-rows requests, each shard's rows written as
                Parquet through store.DatasetWriter (fsync + rename), manifest last
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline import records  # noqa: E402
 from pipeline.config import TeacherSection  # noqa: E402
 from pipeline.store import DatasetWriter  # noqa: E402
-from pipeline.teacher import make_teacher  # noqa: E402
+from pipeline.teacher import TeacherFactory  # noqa: E402
 from pipeline.teacher.base import ChatRequest, Sampling  # noqa: E402
 
 MODEL = "fault-model"
@@ -83,7 +83,7 @@ def run_pipeline(url: str, texts: list[str], concurrency: int, shard_rows: int, 
     sec = TeacherSection(backend="openai", base_url=url, model=MODEL, concurrency=concurrency,
                          cache=True, cache_path=str(work / "cache.sqlite"))
     c0, t0 = time.process_time(), time.perf_counter()
-    teacher = make_teacher(sec, workdir=work, seed=1)
+    teacher = TeacherFactory(sec, work, 1).build()
     writer = DatasetWriter(work / "out", "bench")
     ok = 0
     for shard, start in enumerate(range(0, len(texts), shard_rows)):

@@ -15,7 +15,7 @@ from pipeline.config import TeacherSection
 from pipeline.context import RunContext
 from pipeline.runner import ShardResult, run_shards
 from pipeline.store import Dataset
-from pipeline.teacher import make_teacher
+from pipeline.teacher import TeacherFactory
 from pipeline.teacher.base import ChatRequest, Sampling
 
 SHARD_ROWS = 5
@@ -43,7 +43,7 @@ def main(src: str, out: str, workdir: str, base_url: str) -> None:
     wd = Path(workdir)
     sec = TeacherSection(backend="openai", base_url=base_url, model="fault-model", concurrency=1)
     ctx = RunContext(run_id="kill", seed=7, workdir=wd, progress=False,
-                       teacher_factory=lambda: make_teacher(sec, workdir=wd, seed=7))
+                       teacher_factory=lambda: TeacherFactory(sec, wd, 7).build())
     try:
         run_shards(AskOnce(), Dataset(src), out, ctx, shard_rows=SHARD_ROWS)
     finally:

@@ -35,11 +35,11 @@ CHILD = textwrap.dedent("""
 
     class KilledOnCall(FakeTeacher):
         calls = 0
-        def chat(self, requests):
+        def chat(self, requests, on_done=None):
             self.calls += 1
             if self.calls == {kill_at}:
                 os.kill(os.getpid(), signal.SIGKILL)   # no cleanup, no flush: a real kill
-            out = super().chat(requests)
+            out = super().chat(requests, on_done)
             with open({log!r}, "a") as f:
                 for r in requests:
                     f.write(json.dumps([r.record_id, r.purpose]) + "\\n")

@@ -44,14 +44,14 @@ def test_task_kind_agreement_with_dolly_categories(dolly):
 
 @pytest.mark.teacher
 def test_dolly_rows_through_the_embedded_teacher(dolly, tmp_path, openai_teacher_config):
-    from pipeline.teacher import make_teacher
+    from pipeline.teacher import TeacherFactory
 
     picked = [r for r in dolly if r["category"] == "classification"][:1] + \
              [r for r in dolly if r["category"] == "closed_qa" and len(r["input"]) < 400][:1]
     w = DatasetWriter(tmp_path / "in", "import")
     w.write_shard(0, [new_row(r["instruction"], r["input"], r["output"], origin="import") for r in picked])
     w.write_manifest()
-    ctx = RunContext(run_id="d", teacher_factory=lambda: make_teacher(openai_teacher_config, workdir=tmp_path, seed=0),
+    ctx = RunContext(run_id="d", teacher_factory=lambda: TeacherFactory(openai_teacher_config, tmp_path, 0).build(),
                        progress=False)
     try:
         m = run_orca(tmp_path / "in", tmp_path / "out", ctx, OrcaConfig(strategies=True, max_tokens=48, truncated="keep"))

@@ -18,7 +18,7 @@ from pipeline.records import get_meta, new_row
 from pipeline.stages.orca import OrcaConfig, calibrate
 from pipeline.stages.orca.catalog import load_strategy_catalog, load_system_catalog
 from pipeline.store import Dataset, DatasetWriter
-from pipeline.teacher import make_teacher
+from pipeline.teacher import TeacherFactory
 
 pytestmark = pytest.mark.teacher
 
@@ -88,8 +88,8 @@ def test_strategies_with_teacher_kind_detection_and_calibration(tmp_path, openai
     make_input(tmp_path / "in", [("What is 2 + 3?", "", "5"), ("What is 10 + 1?", "", "11")])
 
     def ctx() -> RunContext:
-        return RunContext(run_id="t", teacher_factory=lambda: make_teacher(
-            openai_teacher_config, workdir=tmp_path, seed=0), progress=False)
+        return RunContext(run_id="t", teacher_factory=lambda: TeacherFactory(
+            openai_teacher_config, tmp_path, 0).build(), progress=False)
 
     # calibration with the teacher as judge: 2 rows x 2 strategies, then 4 judgements at most
     c = ctx()

@@ -8,7 +8,6 @@ import os
 
 import pytest
 import ray_support
-
 from pipeline.config import TeacherSection
 from pipeline.context import RunContext
 from pipeline.errors import TeacherUnavailable
@@ -105,8 +104,8 @@ def test_openai_concurrency_is_cluster_wide_not_per_worker(tmp_path, ray_, count
     # control: a plain callable factory gets no cluster limiter, so two workers
     # with a local concurrency of 3 each exceed it (the check above can fail)
     def unlimited():
-        from pipeline.teacher import make_teacher
-        return make_teacher(section, workdir=tmp_path, seed=11)
+        from pipeline.teacher import TeacherFactory
+        return TeacherFactory(section, tmp_path, 11).build()
     _, peak = run(unlimited, "unlimited")
     assert peak > 3
 
@@ -114,12 +113,12 @@ def test_openai_concurrency_is_cluster_wide_not_per_worker(tmp_path, ray_, count
 def test_a_shared_budget_bounds_every_workers_requests(tmp_path, ray_, counting_server):
     """refresh's token budget on Ray: each worker's teacher draws on one ledger, so the cluster stops
     sending once it is spent (give or take one wave per worker), and every refused row says why."""
-    from pipeline.refresh.budget import BudgetWrap, SharedBudget
+    from pipeline.teacher.budget import Budget
 
     ds, _ = ray_support.numbered_dataset(tmp_path / "in", 24, per_file=24)
     section = TeacherSection(backend="openai", base_url=counting_server.url, concurrency=2, cache=False)
-    budget = SharedBudget.start_on(ray_, max_tokens=40)   # the server charges 8 tokens a request
-    factory = TeacherFactory(section, tmp_path, 11, wrap=BudgetWrap(budget, wave=2))
+    budget = Budget.on_ray(ray_, max_tokens=40)   # the server charges 8 tokens a request
+    factory = TeacherFactory(section, tmp_path, 11, budget=budget)   # in waves of concurrency (2)
     ctx = RunContext(run_id="b", seed=11, teacher_factory=factory, progress=False)
     counting_server.reset()
     m = run_shards(ray_support.EchoStage(), ds, tmp_path / "out", ctx, shard_rows=6, executor="ray")

@@ -29,11 +29,11 @@ from self_instruct_support import world
 
 from pipeline.config import ConfigError, load_config
 from pipeline.configdoc import reference_markdown
-from pipeline.refresh.budget import Budget, BudgetedTeacher
 from pipeline.refresh.publish import latest, versions
 from pipeline.refresh.run import night_seed, refresh
 from pipeline.store import Dataset
 from pipeline.teacher.base import ChatRequest, Sampling, TeacherError
+from pipeline.teacher.budget import Budget, BudgetedTeacher
 from pipeline.teacher.fake import FakeTeacher
 
 # Tiny seed tasks with one short instance each: the first night publishes them (include_seeds), and
@@ -272,7 +272,6 @@ def test_on_ray_the_budget_is_one_shared_ledger(tmp_path, ray_cluster, monkeypat
     """With --executor ray the night's budget lives in a Ray actor and the workers' teacher factory
     draws on it (tests/test_ray_teacher.py shows workers stopping); here the driver's own stage does."""
     from pipeline.refresh import run as refresh_run
-    from pipeline.refresh.budget import BudgetWrap, SharedBudget
     seen = {}
     real = refresh_run.make_context
 
@@ -284,8 +283,8 @@ def test_on_ray_the_budget_is_one_shared_ledger(tmp_path, ray_cluster, monkeypat
     cfg.run.executor = "ray"
     r, _ = _night(cfg)
     assert (r.status, r.exit_code) == ("budget_exhausted", 7)
-    wrap = seen["ctx"].teacher_factory.wrap
-    assert isinstance(wrap, BudgetWrap) and isinstance(wrap.budget, SharedBudget)
+    budget = seen["ctx"].teacher_factory.budget
+    assert isinstance(budget, Budget) and budget.shared
     s = _summary(tmp_path / "w", r.run_id)
     assert s["budget"]["exhausted_by"] == ["tokens"] and s["budget"]["requests_refused"] > 0
     # an unlimited night on Ray also counts through the ledger: the summary's tokens are everything sent

@@ -155,14 +155,14 @@ def test_judge_requests_are_deterministic_rating_requests():
 @pytest.mark.teacher
 def test_real_judge_run_against_the_embedded_teacher(tmp_path, openai_teacher_config):
     """A small judged run over real HTTP: each judgment is a score in range or recorded as unparseable."""
-    from pipeline.teacher import make_teacher
+    from pipeline.teacher import TeacherFactory
 
     w = DatasetWriter(tmp_path / "in", "import")
     w.write_shard(0, _rows())
     w.write_manifest()
     cfg = ScoreConfig(judge="teacher", judge_max_tokens=8)
     ctx = RunContext(run_id="t", workdir=tmp_path,
-                       teacher_factory=lambda: make_teacher(openai_teacher_config, workdir=tmp_path, seed=0),
+                       teacher_factory=lambda: TeacherFactory(openai_teacher_config, tmp_path, 0).build(),
                        progress=False)
     try:
         m = run_score(tmp_path / "in", tmp_path / "out", cfg, ctx)

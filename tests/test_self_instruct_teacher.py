@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from pipeline.context import RunContext
 from pipeline.stages.self_instruct import SelfInstructConfig, run_self_instruct
 from pipeline.store import Dataset
-from pipeline.teacher import make_teacher
+from pipeline.teacher import TeacherFactory
 
 pytestmark = pytest.mark.teacher
 
@@ -27,7 +27,7 @@ SMALL = dict(request_batch_size=2, patience=2, max_requests=6,
 
 def context(section, tmp_path) -> RunContext:
     return RunContext(run_id="real", seed=0, workdir=tmp_path,
-                        teacher_factory=lambda: make_teacher(section, workdir=tmp_path, seed=0), progress=False)
+                        teacher_factory=lambda: TeacherFactory(section, tmp_path, 0).build(), progress=False)
 
 
 def check_accounting(out, manifest):

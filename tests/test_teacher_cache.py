@@ -8,7 +8,7 @@ import sqlite3
 from faultserver import FaultServer
 
 from pipeline.config import TeacherSection
-from pipeline.teacher import cache_path, make_teacher
+from pipeline.teacher import TeacherFactory, cache_path
 from pipeline.teacher.base import ChatRequest, Sampling
 from pipeline.teacher.cache import CachedTeacher, ResponseCache
 
@@ -24,7 +24,7 @@ def section(url: str, **kw) -> TeacherSection:
 def test_second_identical_chat_is_all_hits(tmp_path):
     with FaultServer() as srv:
         reqs = [req(f"c{i}") for i in range(30)]
-        t = make_teacher(section(srv.base_url), workdir=tmp_path, seed=5)
+        t = TeacherFactory(section(srv.base_url), tmp_path, 5).build()
         try:
             assert isinstance(t, CachedTeacher)
             first = t.chat(reqs)
@@ -40,13 +40,13 @@ def test_second_identical_chat_is_all_hits(tmp_path):
 
         # A new process (a rerun) reads the same file; another seed, sample or
         # sampling setting is another request.
-        t2 = make_teacher(section(srv.base_url), workdir=tmp_path, seed=5)
+        t2 = TeacherFactory(section(srv.base_url), tmp_path, 5).build()
         try:
             again = t2.chat(reqs[:3] + [req("c0", sample_index=1), req("c1", sampling=Sampling(temperature=0.1))])
         finally:
             t2.close()
         assert [c.cached for c in again] == [True, True, True, False, False]
-        t3 = make_teacher(section(srv.base_url), workdir=tmp_path, seed=6)
+        t3 = TeacherFactory(section(srv.base_url), tmp_path, 6).build()
         try:
             assert not t3.chat(reqs[:1])[0].cached
         finally:
@@ -60,7 +60,7 @@ def test_errors_are_stored_but_retried_on_the_next_run(tmp_path):
     plan = lambda content, attempt: "500" if content in failing else "ok"  # noqa: E731
     with FaultServer(plan) as srv:
         sec = section(srv.base_url, cache_path=str(tmp_path / "c.sqlite"))
-        t = make_teacher(sec, workdir=tmp_path / "unused", seed=1)
+        t = TeacherFactory(sec, tmp_path / "unused", 1).build()
         try:
             out = t.chat([req("fine"), req("flaky")])
             assert out[0].ok and out[1].error.kind == "server_error"
@@ -77,7 +77,7 @@ def test_errors_are_stored_but_retried_on_the_next_run(tmp_path):
 
 def test_cache_disabled_sends_every_time(tmp_path):
     with FaultServer() as srv:
-        t = make_teacher(section(srv.base_url, cache=False), workdir=tmp_path, seed=1)
+        t = TeacherFactory(section(srv.base_url, cache=False), tmp_path, 1).build()
         try:
             t.chat([req("a")])
             t.chat([req("a")])

@@ -24,7 +24,7 @@ from pipeline.errors import TeacherUnavailable, exit_code_for
 from pipeline.records import new_row
 from pipeline.stages.orca import OrcaConfig, run_orca
 from pipeline.store import Dataset, DatasetWriter
-from pipeline.teacher import with_cache
+from pipeline.teacher import TeacherFactory
 from pipeline.teacher.embedded import EmbeddedTeacher
 
 pytestmark = pytest.mark.teacher
@@ -69,7 +69,7 @@ def orca_with_embedded(tmp_path: Path, restarts: int, after_done: int):
     def factory():
         t = EmbeddedTeacher(sec, seed=5, workdir=tmp_path / "w", request_log=rlog)
         teachers.append(t)
-        return with_cache(t, sec, workdir=tmp_path / "w", seed=5)
+        return TeacherFactory(sec, tmp_path / "w", 5).build(t)
 
     ctx = RunContext(run_id="crash", seed=5, workdir=tmp_path / "w", teacher_factory=factory, progress=False)
     stop, killed = threading.Event(), []

@@ -13,7 +13,7 @@ from faultserver import FaultServer
 
 from pipeline.config import TeacherSection
 from pipeline.teacher.base import ChatRequest, Sampling, derive_seed
-from pipeline.teacher.limits import WindowLimiter
+from pipeline.teacher.limits import LocalLimiter, WindowLimiter
 from pipeline.teacher.openai_backend import OpenAIBackend
 
 # content -> actions for the first attempts; "ok" afterwards
@@ -56,10 +56,10 @@ class RecordingSleep:
         await asyncio.sleep(0)
 
 
-def backend(url: str, **section) -> OpenAIBackend:
+def backend(url: str, limiter=None, **section) -> OpenAIBackend:
     sec = TeacherSection(backend="openai", base_url=url, model="fault-model", cache=False,
                          **{"concurrency": 8, "max_retries": 4, "timeout_s": 0.5, **section})
-    return OpenAIBackend(sec, seed=11, backoff_base=0.01, backoff_cap=0.05)
+    return OpenAIBackend(sec, seed=11, backoff_base=0.01, backoff_cap=0.05, limiter=limiter)
 
 
 def test_faults_are_retried_and_counted_nothing_lost_or_duplicated():
@@ -134,12 +134,11 @@ def test_rpm_limit_spaces_requests_on_the_clock():
 
     clock = Clock()
     with FaultServer() as srv:
-        t = backend(srv.base_url, rpm=10, concurrency=4)
-        t._rpm = WindowLimiter(10, clock=clock)
-        t._sleep = RecordingSleep(clock)
+        t = backend(srv.base_url, LocalLimiter(rpm=10, clock=clock, sleep=RecordingSleep(clock)), rpm=10, concurrency=4)
+        t._sleep = t.limiter.sleep
         sends = []
-        spend = t._rpm.spend
-        t._rpm.spend = lambda amount: (sends.append(clock.now), spend(amount))[1]
+        spend = t.limiter.rpm.spend
+        t.limiter.rpm.spend = lambda amount: (sends.append(clock.now), spend(amount))[1]
         try:
             out = t.chat([req(f"r{i}") for i in range(25)])
         finally:

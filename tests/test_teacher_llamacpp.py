@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config import TeacherSection
 from pipeline.errors import TeacherUnavailable
-from pipeline.teacher import make_backend, make_teacher
+from pipeline.teacher import TeacherFactory, make_backend
 from pipeline.teacher.base import ChatRequest, Sampling
 
 pytestmark = pytest.mark.teacher
@@ -53,7 +53,7 @@ def test_truncation_and_stop(llama):
 
 def test_cached_in_process_teacher(tmp_path):
     sec = TeacherSection(backend="llamacpp", n_ctx=256, n_threads=2)
-    t = make_teacher(sec, workdir=tmp_path, seed=2)
+    t = TeacherFactory(sec, tmp_path, 2).build()
     try:
         a = t.chat([ask("Say yes.", sampling=Sampling(max_tokens=4))])
         b = t.chat([ask("Say yes.", sampling=Sampling(max_tokens=4))])

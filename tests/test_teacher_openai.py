@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import TeacherSection
-from pipeline.teacher import make_teacher
+from pipeline.teacher import TeacherFactory
 from pipeline.teacher.base import ChatRequest, Sampling
 from pipeline.teacher.openai_backend import OpenAIBackend
 
@@ -50,7 +50,7 @@ def test_truncation_and_stop_reach_the_server(openai_teacher_config):
 
 def test_model_discovered_and_cached_through_make_teacher(teacher_server, tmp_path):
     sec = TeacherSection(backend="openai", base_url=teacher_server, concurrency=2)  # no model: asks /models
-    t = make_teacher(sec, workdir=tmp_path, seed=1)
+    t = TeacherFactory(sec, tmp_path, 1).build()
     try:
         assert t.model == "smollm2-135m-instruct"
         first = t.chat([ask("Say yes.", sampling=Sampling(max_tokens=4))])

@@ -11,7 +11,7 @@ from pipeline.config import TeacherSection
 from pipeline.context import RunContext
 from pipeline.runner import ShardResult, run_shards
 from pipeline.store import Dataset, DatasetWriter
-from pipeline.teacher import make_teacher
+from pipeline.teacher import TeacherFactory
 from pipeline.teacher.base import ChatRequest
 
 KEY = "sk-distill-test-7Q2ZK9XW4MBLJ3PVRT8N"
@@ -47,7 +47,7 @@ def test_api_key_never_leaks(tmp_path, monkeypatch, caplog, capfd):
         sec = TeacherSection(backend="openai", base_url=srv.base_url, api_key_env="DISTILL_SECRET_KEY",
                              max_retries=1, cache_path=str(tmp_path / "cache.sqlite"))
         ctx = RunContext(run_id="r", seed=1, workdir=tmp_path, progress=False,
-                           teacher_factory=lambda: make_teacher(sec, workdir=tmp_path, seed=1))
+                           teacher_factory=lambda: TeacherFactory(sec, tmp_path, 1).build())
         manifest = run_shards(AskStage(), Dataset(src), tmp_path / "out", ctx)
         teacher = ctx.teacher
         produced = [repr(teacher), repr(teacher.inner), str(teacher.stats.to_dict()), str(manifest),

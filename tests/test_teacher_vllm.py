@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import TeacherSection
 from pipeline.errors import MissingExtra
-from pipeline.teacher import make_teacher
+from pipeline.teacher import TeacherFactory
 from pipeline.teacher.base import ChatRequest, Sampling
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
@@ -26,8 +26,8 @@ def test_missing_extra_is_one_line_with_install_hint(monkeypatch, tmp_path):
 
     monkeypatch.setattr(builtins, "__import__", no_vllm)
     with pytest.raises(MissingExtra) as e:
-        make_teacher(TeacherSection(backend="vllm", model="HuggingFaceTB/SmolLM2-135M-Instruct"),
-                     workdir=tmp_path, seed=0)
+        TeacherFactory(TeacherSection(backend="vllm", model="HuggingFaceTB/SmolLM2-135M-Instruct"),
+                       tmp_path, 0).build()
     msg = str(e.value)
     assert "\n" not in msg and "pip install 'distill[vllm]'" in msg
     assert not (tmp_path / "teacher_cache.sqlite").exists()
@@ -39,7 +39,7 @@ def test_vllm_generates_in_order_with_seeds(tmp_path):
     model = os.environ.get("DISTILL_VLLM_MODEL", "HuggingFaceTB/SmolLM2-135M-Instruct")
     sec = TeacherSection(backend="vllm", model=model, cache=False,
                          vllm_args={"gpu_memory_utilization": 0.3, "max_model_len": 512})
-    t = make_teacher(sec, workdir=tmp_path, seed=1)
+    t = TeacherFactory(sec, tmp_path, 1).build()
     s = Sampling(temperature=0.9, max_tokens=12, logprobs=2)
     reqs = [ChatRequest(messages=[{"role": "user", "content": q}], sampling=s, record_id=q, purpose="t")
             for q in ("Name a fruit.", "Name a colour.", "Name a fruit.", "word " * 2000)]

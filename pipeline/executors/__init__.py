@@ -11,6 +11,8 @@ finished on Ray and the other way round). An executor offers:
 
     map_shards(stage, todo, out, ctx, on_shard) -> manifest extras   per-shard stages
     pool(workers, warm) -> a context manager with workers, imap, map  global stages' phase tasks
+    side_teacher(factory) -> SideTeacher                              a teacher besides the run's (score's judge)
+    budget(max_tokens, max_seconds, max_rows) -> Budget              a run-wide spend cap (the refresh's night)
     close()
 
 Modules:
@@ -18,7 +20,7 @@ Modules:
     ray_executor.py   RayExecutor: worker actors for shards, RayPool for phase tasks
     ray_runtime.py    importing Ray (a one-line install hint without it), connecting
     limits.py         one cluster-wide concurrency / rpm / tpm limiter for the openai backend
-    teacher.py        the limited openai backend for workers, and the vLLM replica placement
+    teacher.py        the teacher factory of workers: cluster limiter, llamacpp threads, vLLM replicas
 
 README.md here is the scaling section (Ray launch, overhead, the 10M-row estimate).
 A stage that stays in the driver with `ray` says so in its spec (`local_only`),

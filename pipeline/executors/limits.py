@@ -1,13 +1,15 @@
-"""One concurrency / rpm / tpm budget for the whole Ray cluster (openai backend).
+"""One concurrency / rpm / tpm limiter for the whole Ray cluster (openai backend).
 
 Locally, `teacher.concurrency`, `rpm` and `tpm` bound one process. On Ray,
 N workers each with the local limits would send N times as much, which is
 exactly what a hosted API's rate limit punishes. So the driver starts one
-`LimiterActor` per stage run holding the only budget, and every worker's
-openai backend acquires a permit from it before each HTTP attempt and
-releases it (with the tokens the server reported) right after:
+`LimiterActor` per stage run holding the only permits, and every worker's
+openai backend (through `ClusterLimiter`, its `Limiter`) acquires a permit
+from it before each HTTP attempt and releases it (with the tokens the server
+reported) right after:
 
-- concurrency: at most `teacher.concurrency` requests in flight cluster-wide;
+- concurrency: at most `teacher.concurrency` requests in flight cluster-wide
+  (one worker may use every permit while the others are idle);
 - rpm / tpm: `limits.WindowLimiter`'s sliding minute, the same rule as locally
   (a token estimate at acquire, corrected to the reported usage at release).
 
@@ -23,11 +25,11 @@ cost no threads.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..teacher.limits import Entry, WindowLimiter, estimate_tokens
+from ..teacher.limits import Entry, WindowLimiter
 
 
 class ClusterLimits:
@@ -124,16 +126,34 @@ class LimiterActor:
         return self.limits.stats()
 
 
-def start_limiter(ray, section) -> Any:
-    """The cluster-wide limiter for one stage run, from the [teacher] section."""
+@dataclass(frozen=True)
+class ClusterLimiter:
+    """The `Limiter` (teacher/limits.py) of every worker's openai backend: the run's one actor."""
+
+    actor: Any          # a LimiterActor handle
+    needs_tokens: bool  # the section has a tpm
+
+    async def acquire(self, tokens: int) -> int:
+        return await self.actor.acquire.remote(tokens)
+
+    def release(self, ticket: int, used: int) -> None:
+        self.actor.release.remote(ticket, used)
+
+
+def start_limiter(ray, section) -> ClusterLimiter:
+    """The cluster-wide limiter for one stage run, from the [teacher] section; `stop_limiter` ends it."""
     lease = float(section.timeout_s) + 30.0
     actor = ray.remote(num_cpus=0, max_concurrency=100_000)(LimiterActor)
-    return actor.remote(section.concurrency, section.rpm, section.tpm, lease)
+    return ClusterLimiter(actor.remote(section.concurrency, section.rpm, section.tpm, lease), section.tpm is not None)
 
 
-def body_tokens(body: bytes, need: bool) -> int:
-    """The local backend's token estimate, from the request body a worker is about to send."""
-    if not need:
-        return 0
-    data = json.loads(body)
-    return estimate_tokens(data.get("messages") or [], int(data.get("max_tokens") or 0))
+def stop_limiter(ray, limiter: ClusterLimiter, graceful: bool = True) -> dict[str, Any] | None:
+    """Its stats (when `graceful`), then the actor is killed."""
+    stats = None
+    try:
+        if graceful:
+            stats = ray.get(limiter.actor.stats.remote(), timeout=30)
+    except Exception:  # best effort, as closing the workers is
+        pass
+    ray.kill(limiter.actor, no_restart=True)
+    return stats

@@ -22,10 +22,13 @@ import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..lifecycle import die_with_parent, started_from_main_thread
 from ..runner import process_shard
+from ..teacher.budget import Budget
 
 
 def _warm(warm: Callable[[], Any] | None) -> int:
@@ -34,6 +37,15 @@ def _warm(warm: Callable[[], Any] | None) -> int:
     if warm is not None:
         warm()  # the caller's imports and compiled kernels, loaded while the caller starts
     return os.getpid()
+
+
+@dataclass
+class SideTeacher:
+    """What a stage gets for a teacher other than the run's: a live one, or a factory its workers build from."""
+
+    teacher: Any = None
+    factory: Any = None
+    info: dict[str, Any] = field(default_factory=dict)  # backend and model, for the manifest
 
 
 class LocalExecutor:
@@ -49,6 +61,20 @@ class LocalExecutor:
 
     def pool(self, workers: int, warm: Callable[[], Any] | None = None) -> "Pool":
         return Pool(workers, warm)
+
+    def budget(self, max_tokens: int | None = None, *, max_seconds: float | None = None,
+               max_rows: int | None = None) -> Budget:
+        """A spend cap for the run (the refresh's night), counted in this process."""
+        return Budget(max_tokens, max_seconds=max_seconds, max_rows=max_rows)
+
+    @contextmanager
+    def side_teacher(self, factory: Any) -> Iterator[SideTeacher]:
+        """A teacher other than the run's (score's judge), built here for the block and closed after."""
+        teacher = factory.build()
+        try:
+            yield SideTeacher(teacher=teacher, info={"backend": teacher.backend, "model": teacher.model})
+        finally:
+            teacher.close()
 
     def close(self) -> None:
         pass

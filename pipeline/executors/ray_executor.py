@@ -32,6 +32,7 @@ Failures:
 from __future__ import annotations
 
 import contextlib
+from contextlib import contextmanager
 import dataclasses
 from collections import deque
 from itertools import islice
@@ -39,13 +40,10 @@ from typing import Any, Callable, Iterator
 
 from ..runner import process_shard
 from ..store import Location, ShardSpec
+from ..teacher.budget import Budget
 from .ray_runtime import connect, task_error_cause
-from .teacher import (
-    ClusterTeacherFactory,
-    actor_options,
-    replica_options,
-    teacher_section,
-)
+from .local import SideTeacher
+from .teacher import actor_options, worker_factory, worker_judge
 
 
 class RayExecutor:
@@ -84,6 +82,17 @@ class RayExecutor:
         cluster). `workers` is the stage's count of local processes and does not apply here; `warm`
         is not needed (Ray keeps warm worker processes)."""
         return RayPool(self.address, self.workers)
+
+    def budget(self, max_tokens: int | None = None, *, max_seconds: float | None = None,
+               max_rows: int | None = None) -> Budget:
+        """A spend cap whose ledger is a Ray actor: every worker's copy draws on the same counts."""
+        return Budget.on_ray(connect(self.address), max_tokens, max_seconds, max_rows=max_rows)
+
+    @contextmanager
+    def side_teacher(self, factory: Any) -> Iterator[SideTeacher]:
+        """A teacher other than the run's (score's judge): each worker builds its own from the factory."""
+        with worker_judge(factory, self.address) as f:
+            yield SideTeacher(factory=f, info={"backend": f.section.backend, "model": f.section.model})
 
     def close(self) -> None:
         pass  # a cluster this process started lives until it exits (ray_runtime.connect)
@@ -127,25 +136,9 @@ class WorkerPool:
                  workers: int | None = None, max_restarts: int = 3):
         self.ray = ray
         self.max_restarts = max_restarts
-        self.limiter = None
-        wctx = ctx.for_worker()
-        section = teacher_section(ctx.teacher_factory)
-        uses_teacher = section is not None and getattr(stage, "needs_teacher", True)
-        resources = ray.cluster_resources()
-        if uses_teacher and section.backend == "openai":
-            from .limits import start_limiter
-            self.limiter = start_limiter(ray, section)
-            wctx = dataclasses.replace(wctx, teacher_factory=ClusterTeacherFactory(ctx.teacher_factory, self.limiter))
-        if uses_teacher and section.backend == "llamacpp" and section.n_threads is None:
-            # one in-process model per actor, on the actor's one CPU: "all cores" in
-            # every actor would oversubscribe the node N-fold
-            one = section.model_copy(update={"n_threads": 1, "replicas": 1})
-            wctx = dataclasses.replace(wctx, teacher_factory=dataclasses.replace(ctx.teacher_factory, section=one))
-        if uses_teacher and section.backend == "vllm":
-            plan = replica_options(section, resources, workers)
-        else:
-            n = workers or max(int(resources.get("CPU", 1)), 1)
-            plan = [{"num_cpus": 1}] * n
+        factory, plan, self.stop_teacher = worker_factory(
+            ray, ctx.teacher_factory, ray.cluster_resources(), workers, getattr(stage, "needs_teacher", True))
+        wctx = dataclasses.replace(ctx.for_worker(), teacher_factory=factory)
         plan = plan[:max(n_shards, 1)]
         try:  # fail here with the stage's name, not inside a worker
             self.box = [ray.put((stage, wctx))]
@@ -189,20 +182,16 @@ class WorkerPool:
             raise error
 
     def shutdown(self, graceful: bool) -> dict[str, Any] | None:
+        """Closes and ends the workers, then the teacher's limiter; returns the limiter's stats."""
         ray = self.ray
-        stats = None
         if graceful:
             try:
                 ray.get([a.close.remote() for a in self.actors], timeout=120)
-                if self.limiter is not None:
-                    stats = ray.get(self.limiter.stats.remote(), timeout=30)
             except Exception:  # closing is best effort: the caches commit after every chat()
                 pass
         for a in self.actors:
             ray.kill(a, no_restart=True)
-        if self.limiter is not None:
-            ray.kill(self.limiter, no_restart=True)
-        return stats
+        return self.stop_teacher(graceful)
 
 
 def _with_cause(e: BaseException) -> BaseException:

@@ -1,12 +1,14 @@
-"""The teacher inside Ray workers: cluster-wide limits (openai) and engine replicas (vllm).
+"""The teacher inside Ray workers: cluster-wide limits (openai), one thread each (llamacpp), engine replicas (vllm).
 
-A worker never receives a teacher, only the picklable `teacher.factory.TeacherFactory`
-(the [teacher] section, workdir and run seed) and builds its own on first use.
+A worker never receives a teacher, only the picklable `TeacherFactory`
+(teacher/factory.py) and builds its own on first use. `worker_factory` is
+the Ray executor's one way into teacher placement:
 
-- openai: `ClusterTeacherFactory` builds `ClusterLimitedOpenAI`, the openai
-  backend whose every HTTP attempt holds a permit of the run's one
-  `LimiterActor` (see limits.py), wrapped in the same SQLite response cache as
-  `make_teacher` (WAL: workers on one node share the file).
+- openai: the factory gets a `ClusterLimiter` (limits.py), so every HTTP
+  attempt of every worker holds a permit of the run's one `LimiterActor`;
+  the teacher is in the same SQLite response cache as locally (WAL: workers
+  on one node share the file).
+- llamacpp without `teacher.n_threads`: one 1-thread model per actor.
 - vllm: one engine replica per `tensor_parallel_size` GPUs, each a worker
   actor that builds the ordinary `VLLMBackend`; `replica_options` plans the
   Ray resources (num_gpus=1 per replica, or a STRICT_PACK placement group of
@@ -14,91 +16,71 @@ A worker never receives a teacher, only the picklable `teacher.factory.TeacherFa
   distributed offline-inference example does). Per-request seeds already
   derive from (run seed, record id, purpose, sample index), so replicas
   sample differently per request and a rerun on any replica reproduces.
+
+`worker_judge` places a teacher other than the run's (score's [score.judge_teacher]).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
+from ..config import ConfigError
 from ..errors import TeacherUnavailable
-from ..teacher.openai_backend import OpenAIBackend
-from .limits import body_tokens
+from ..teacher.factory import TeacherFactory
+from .limits import start_limiter, stop_limiter
+from .ray_runtime import connect
 
 
-class ClusterLimitedOpenAI(OpenAIBackend):
-    """The openai backend with the cluster's permits instead of per-process rpm/tpm.
+def worker_factory(ray, factory: Any, resources: dict[str, float], workers: int | None,
+                   uses_teacher: bool) -> tuple[Any, list[dict[str, Any]], Callable[[bool], dict[str, Any] | None]]:
+    """(the factory a stage's workers build their teacher from, each worker actor's Ray options,
+    `stop(graceful)`: ends the run's limiter, returning its stats). A factory other than a
+    `TeacherFactory` (a test's callable) is passed through as it is."""
+    section = factory.section if uses_teacher and isinstance(factory, TeacherFactory) else None
+    limiter = None
+    if section is not None and section.backend == "openai":
+        limiter = start_limiter(ray, section)
+        factory = factory.with_limiter(limiter)
+    if section is not None and section.backend == "llamacpp" and section.n_threads is None:
+        # one in-process model per actor, on the actor's one CPU: "all cores" in
+        # every actor would oversubscribe the node N-fold
+        factory = factory.with_section(n_threads=1, replicas=1)
+    if section is not None and section.backend == "vllm":
+        plan = replica_options(section, resources, workers)
+    else:
+        plan = [{"num_cpus": 1}] * (workers or max(int(resources.get("CPU", 1)), 1))
 
-    Hooks `OpenAIBackend._post` (one HTTP attempt): acquire before, release
-    after with the reported usage. Local concurrency stays `teacher.concurrency`
-    (one worker may use every permit while the others are idle); the permits
-    bound the sum.
-    """
-
-    def __init__(self, section, *, seed: int = 0, limiter: Any = None):
-        self._limiter = limiter
-        self._need_tokens = section.tpm is not None
-        super().__init__(section.model_copy(update={"rpm": None, "tpm": None}), seed=seed)
-
-    async def _post(self, session, body: bytes, url: str):
-        ticket = await self._limiter.acquire.remote(body_tokens(body, self._need_tokens))
-        used = 0
-        try:
-            c = await super()._post(session, body, url)
-            used = c.usage.prompt_tokens + c.usage.completion_tokens
-            return c
-        finally:
-            self._limiter.release.remote(ticket, used)
-
-
-@dataclass(frozen=True)
-class ClusterTeacherFactory:
-    """`make_teacher` for a worker: the limited openai backend, then the response cache."""
-
-    base: Any        # teacher.factory.TeacherFactory
-    limiter: Any     # a LimiterActor handle
-
-    def __call__(self):
-        section, workdir, seed = self.base.section, self.base.workdir, self.base.seed
-        from ..teacher import with_cache
-        backend = ClusterLimitedOpenAI(section, seed=seed, limiter=self.limiter)
-        wrap = getattr(self.base, "wrap", None)
-        return with_cache(wrap(backend) if wrap is not None else backend, section, workdir=workdir, seed=seed)
+    def stop(graceful: bool) -> dict[str, Any] | None:
+        return stop_limiter(ray, limiter, graceful) if limiter is not None else None
+    return factory, plan, stop
 
 
-def worker_teacher_factory(section, ctx) -> tuple[Any, Any, dict[str, Any]]:
-    """A teacher other than the run's that a stage builds inside its Ray workers (score's
-    [score.judge_teacher]): (factory, limiter or None, {"backend", "model"}).
+@contextmanager
+def worker_judge(factory: TeacherFactory, ray_address: str | None) -> Iterator[TeacherFactory]:
+    """A teacher other than the run's for a stage's Ray workers, for the length of the block.
 
     openai: the model is discovered here once (an unreachable server fails now,
     before any work, as locally) and the workers share a cluster-wide limiter of
-    their own (kill it when the stage is done). vllm engines are placed only for
-    the run's teacher.
+    their own, ended with the block. vllm engines are placed only for the run's
+    teacher.
     """
-    from ..config import ConfigError
-    from ..teacher.factory import TeacherFactory
-    from .ray_runtime import connect
-
+    section = factory.section
     if section.backend == "vllm":
         raise ConfigError("a separate judge teacher with backend 'vllm' cannot run inside Ray workers; "
                           "serve it (`vllm serve`) and use backend 'openai', or use --executor local")
     if section.backend != "openai":
-        return TeacherFactory(section, Path(ctx.workdir).resolve(), ctx.seed), None, {
-            "backend": section.backend, "model": section.model}
-    probe = OpenAIBackend(section, seed=ctx.seed)
+        yield factory
+        return
+    probe = factory.backend()
     probe.close()
-    section = section.model_copy(update={"model": probe.model})
-    from .limits import start_limiter
-    limiter = start_limiter(connect(ctx.ray_address), section)
-    factory = ClusterTeacherFactory(TeacherFactory(section, Path(ctx.workdir).resolve(), ctx.seed), limiter)
-    return factory, limiter, {"backend": "openai", "model": probe.model}
-
-
-def teacher_section(factory: Any):
-    """The [teacher] section behind a context's factory, when it is the configured one."""
-    from ..teacher.factory import TeacherFactory
-    return factory.section if isinstance(factory, TeacherFactory) else None
+    factory = factory.with_section(model=probe.model)
+    ray = connect(ray_address)
+    limiter = start_limiter(ray, factory.section)
+    try:
+        yield factory.with_limiter(limiter)
+    finally:
+        stop_limiter(ray, limiter, graceful=False)
 
 
 def gpus_per_replica(section) -> int:

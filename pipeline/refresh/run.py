@@ -3,7 +3,7 @@
     lock          <publish_dir>/.refresh.lock; another refresh holding it -> Locked (exit 6)
     new run       <workdir>/refresh-YYYYMMDD-HHMMSS/, seed from (run seed, date, previous version)
     ping          one tiny request; no answer -> TeacherUnavailable (exit 4)
-    generate      the plan's generation stages under the budget (refresh/budget.py)
+    generate      the plan's generation stages under the night's budget (teacher/budget.py)
     dedup         known ids, MinHash and semdedup against the published pool, then score, and select
                   with the published rows counting as already selected (select.against)
     publish       pool = previous pool + tonight's rows; export; publish() switches `latest`
@@ -23,7 +23,6 @@ so the response cache: it pays only for what the failed run never got.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,8 +35,9 @@ from ..context import RunPaths, make_context
 from ..errors import TeacherUnavailable
 from ..store import Dataset, DatasetError
 from ..teacher.base import ChatRequest, Sampling
+from ..teacher.budget import Budget
+from ..teacher.factory import TeacherFactory
 from . import publish as pub
-from .budget import Budget, BudgetedTeacher, BudgetWrap, SharedBudget, night_budget
 from .config import RefreshConfig
 from .lock import RunLock
 from .naming import new_run_id, night_seed
@@ -152,7 +152,7 @@ class _Night:
 
     def _close(self) -> None:
         if self.ctx is not None:
-            shared = isinstance(self.budget, SharedBudget)  # its ledger counted every Ray worker's tokens too
+            shared = self.budget.shared  # its ledger counted every Ray worker's tokens too
             self.summary.add_teacher(self.ctx.teacher.stats.to_dict() if self.ctx.has_teacher else {},
                                      self.budget.split if shared else None,
                                      self.rcfg.prompt_cost_per_million, self.rcfg.completion_cost_per_million)
@@ -170,24 +170,23 @@ class _Night:
 
     # -- ping ---------------------------------------------------------------------
     def _ping(self) -> None:
-        from ..teacher import cache_path, make_backend
-
         section = self.cfg.teacher
+        factory = TeacherFactory(section, self.workdir.resolve(), self.seed)
         t0 = time.monotonic()
         if self.backend is not None:
             inner = self.backend
         elif section.backend == "openai":
             # A network teacher is pinged by its own short-lived client that fails fast;
             # the run's client keeps the configured retries.
-            probe = make_backend(section.model_copy(update={"max_retries": min(section.max_retries, 2),
-                                                            "timeout_s": min(section.timeout_s, 60.0)}), seed=self.seed)
+            probe = factory.with_section(max_retries=min(section.max_retries, 2),
+                                         timeout_s=min(section.timeout_s, 60.0)).backend()
             try:
                 self._ask(probe)
             finally:
                 probe.close()
-            inner = make_backend(section, seed=self.seed)
+            inner = factory.backend()
         else:
-            inner = make_backend(section, seed=self.seed, workdir=self.workdir)  # loaded once for the night
+            inner = factory.backend()  # loaded once for the night
         try:
             if section.backend != "openai" or self.backend is not None:
                 self._ask(inner)
@@ -198,23 +197,19 @@ class _Night:
         self.summary.data["teacher"] = {"backend": inner.backend, "model": inner.model,
                                         "ping": {"seconds": round(latency, 3), "stats": inner.stats.to_dict()}}
         self.echo(f"[refresh] teacher {inner.backend} {inner.model} answered the ping in {latency:.1f}s")
-        self.budget = night_budget(self.rcfg, self.cfg.run.executor, self.cfg.run.ray_address)
-        shared = isinstance(self.budget, SharedBudget)
-        teacher: Any = BudgetedTeacher(inner, self.budget, wave=section.concurrency)
+        r = self.rcfg
         try:
-            if section.cache:
-                from ..teacher.cache import CachedTeacher, ResponseCache
-                teacher = CachedTeacher(teacher, ResponseCache(cache_path(section, self.workdir.resolve())), self.seed)
             self.ctx = make_context(self.cfg, self.paths, progress=self.progress)
+            # on Ray the workers build their own teachers: the executor's budget is one ledger for all
+            self.budget = self.ctx.executor.budget(r.max_tokens, max_seconds=r.max_seconds, max_rows=r.max_rows)
         except BaseException:
             inner.close()
             raise
-        # Stages running here use this teacher; Ray workers build theirs from ctx.teacher_factory,
-        # which then wraps each worker's backend in the same shared budget.
-        self.ctx._teacher = teacher
-        if shared:
-            self.ctx.teacher_factory = dataclasses.replace(
-                self.ctx.teacher_factory, wrap=BudgetWrap(self.budget, wave=section.concurrency))
+        factory = factory.with_budget(self.budget)
+        teacher = factory.build(inner)
+        # Stages running here use the pinged backend; Ray workers build theirs from the factory. The
+        # generation stages' own caps are children of the night's budget.
+        self.ctx.teacher_factory, self.ctx.budget, self.ctx.teacher = factory, self.budget, teacher
 
     def _ask(self, teacher: Any) -> None:
         where = f" at {self.cfg.teacher.base_url}" if self.cfg.teacher.backend == "openai" else ""
@@ -228,10 +223,10 @@ class _Night:
     # -- stages -------------------------------------------------------------------
     def _sent_tokens(self) -> int:
         """Tokens sent so far: the shared ledger's on Ray (workers included), else the driver teacher's."""
-        if isinstance(self.budget, SharedBudget):
+        if self.budget.shared:
             return self.budget.tokens
-        t = self.ctx.teacher.stats.to_dict() if self.ctx.has_teacher else {}
-        return int(t.get("prompt_tokens", 0)) + int(t.get("completion_tokens", 0))
+        used = self.ctx.teacher.stats if self.ctx.has_teacher else None
+        return used.prompt_tokens + used.completion_tokens if used is not None else 0
 
     def _step(self, name: str, fn: Callable[[], dict[str, Any]], input: Path | None, out: Path) -> dict[str, Any]:
         before = self._sent_tokens()
@@ -260,35 +255,27 @@ class _Night:
             if name not in steps or name in self.skip:
                 self.summary.add_stage({"stage": name, "status": "skipped"})
                 continue
-            self._budget_stage_caps(name)
+            capped = name == "self_instruct" and self._cap_target()
             out = self.paths.stage_dir(name)
             step = steps[name]
             m = self._step(name, lambda: step.run_step(self.cfg, current, out, self.ctx), current, out)
             if self.rcfg.max_rows is not None and current is not None and Dataset(current).num_rows() > limit:
                 self.budget.note("rows")   # rows of the previous stage were left unread
-            if m.get("stop_reason") == "target_reached" and self._capped_target:
+            if capped and m.get("stop_reason") == "target_reached":
                 self.budget.note("rows")
-            if self.budget.max_tokens is not None and "max_tokens_total" in (m.get("stop_reason"), m.get("stopped_by")):
-                self.budget.note("tokens")
             current = out
         self.summary.data["rows"]["generated"] = Dataset(current).num_rows() if current is not None else 0
         return current
 
-    def _budget_stage_caps(self, name: str) -> None:
-        """Tell the generation stages the budget left, so they stop between batches rather than be refused."""
-        self._capped_target = False
-        section = dict(getattr(self.cfg, name))
-        left = self.budget.tokens_left()
-        if left is not None and name in ("self_instruct", "evol_instruct"):
-            own = section.get("max_tokens_total")
-            section["max_tokens_total"] = max(1, min(left, own) if own else left)
-        if name == "self_instruct" and self.rcfg.max_rows is not None:
-            from ..stages.self_instruct import SelfInstructConfig
-            target = stage_config(self.cfg, name, SelfInstructConfig).num_instructions
-            if target > self.rcfg.max_rows:
-                section["num_instructions"] = self.rcfg.max_rows
-                self._capped_target = True
-        setattr(self.cfg, name, section)
+    def _cap_target(self) -> bool:
+        """The rows budget caps the self-instruct target; True when it did."""
+        from ..stages.self_instruct import SelfInstructConfig
+        if self.rcfg.max_rows is None:
+            return False
+        if stage_config(self.cfg, "self_instruct", SelfInstructConfig).num_instructions <= self.rcfg.max_rows:
+            return False
+        self.cfg.self_instruct = {**self.cfg.self_instruct, "num_instructions": self.rcfg.max_rows}
+        return True
 
     def _dedup_and_select(self, current: Path | None) -> Path | None:
         from .known import drop_known_ids

@@ -1,17 +1,20 @@
 """The Teacher protocol: a list of chat requests in, completions out in the same order.
 
 Every backend (openai, llamacpp, vllm, the scripted fake used in unit tests)
-implements `Teacher.chat`. A completion either carries text, finish reason and
-token usage, or a typed `TeacherError`; a backend never raises for one bad
-request and never drops or reorders requests.
+and every layer around one (budget, cache) implements `Teacher.chat`. A
+completion either carries text, finish reason and token usage, or a typed
+`TeacherError`; a backend never raises for one bad request and never drops or
+reorders requests. A teacher counts its work in a `TeacherUsage`, which shard
+markers and manifests record under the `teacher_*` names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,14 @@ class Completion:
         return self.finish_reason == "length"
 
 
+# the counters a shard marker records, as `teacher_<name>` (what the runner and the report read)
+MARKED = ("requests", "sent", "cache_hits", "errors", "retries", "prompt_tokens", "completion_tokens")
+
+
 @dataclass
-class TeacherStats:
+class TeacherUsage:
+    """A teacher's counters: live on `teacher.stats`, or a snapshot, or the difference of two."""
+
     requests: int = 0          # requests asked of chat()
     sent: int = 0              # HTTP/engine calls actually made (retries included)
     cache_hits: int = 0
@@ -99,14 +108,34 @@ class TeacherStats:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def copy(self) -> "TeacherUsage":
+        return dataclasses.replace(self, faults=dict(self.faults))
 
-@runtime_checkable
+    def delta(self, before: "TeacherUsage | None") -> "TeacherUsage":
+        """The counters' growth since `before` (all of them when there was no teacher before)."""
+        return TeacherUsage(**{k: getattr(self, k) - (getattr(before, k) if before else 0) for k in MARKED})
+
+    def marker(self, *names: str) -> dict[str, int]:
+        """The counters (all of MARKED, or `names`) under their marker names, `teacher_<name>`."""
+        return {f"teacher_{k}": int(getattr(self, k)) for k in names or MARKED}
+
+    @classmethod
+    def from_marker(cls, marker: Mapping[str, Any]) -> "TeacherUsage":
+        """The counters a marker holds, under `teacher_<name>` or (older folders) the bare name."""
+        return cls(**{k: int(marker.get(f"teacher_{k}", marker.get(k, 0))) for k in MARKED})
+
+
+OnDone = Callable[[int, Completion], None]
+
+
 class Teacher(Protocol):
     backend: str
     model: str
-    stats: TeacherStats
+    stats: TeacherUsage
 
-    def chat(self, requests: list[ChatRequest]) -> list[Completion]: ...
+    def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
+        """Completions in request order; `on_done(i, completion)` as each one is final (the cache
+        stores answers as they arrive: a killed run keeps what it was sent back)."""
 
     def close(self) -> None: ...
 

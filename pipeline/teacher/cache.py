@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from .base import ChatRequest, Completion, TeacherStats, Usage, derive_seed, request_key
+from .base import ChatRequest, Completion, OnDone, Usage, derive_seed, request_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -113,7 +113,7 @@ class CachedTeacher:
         self.run_seed = run_seed
         self.backend = inner.backend
         self.model = inner.model
-        self.stats: TeacherStats = inner.stats
+        self.stats = inner.stats
 
     def __repr__(self) -> str:
         return f"CachedTeacher({self.inner!r}, {self.cache!r})"
@@ -122,7 +122,7 @@ class CachedTeacher:
         return [request_key(self.model, r, derive_seed(self.run_seed, r.record_id, r.purpose, r.sample_index))
                 for r in requests]
 
-    def chat(self, requests: list[ChatRequest]) -> list[Completion]:
+    def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
         keys = self.keys(requests)
         hits = self.cache.get_many(keys)
         out: list[Completion | None] = [hits.get(k) for k in keys]
@@ -130,21 +130,20 @@ class CachedTeacher:
         n_hit = len(requests) - len(miss)
         self.stats.requests += n_hit
         self.stats.cache_hits += n_hit
+        for i, c in enumerate(out):
+            if c is not None and on_done is not None:
+                on_done(i, c)
         if miss:
             model = self.model
             put = self.cache.put
 
-            def on_done(j: int, c: Completion) -> None:
+            def done(j: int, c: Completion) -> None:
                 put(keys[miss[j]], model, c)
+                if on_done is not None:
+                    on_done(miss[j], c)
 
-            miss_reqs = [requests[i] for i in miss]
             try:
-                if getattr(self.inner, "streams_completions", False):
-                    got = self.inner.chat(miss_reqs, on_done=on_done)
-                else:
-                    got = self.inner.chat(miss_reqs)
-                    for j, c in enumerate(got):
-                        on_done(j, c)
+                got = self.inner.chat([requests[i] for i in miss], on_done=done)
             finally:
                 self.cache.flush()
             for j, c in zip(miss, got):

@@ -38,8 +38,8 @@ import subprocess
 from pathlib import Path
 
 from ..errors import TeacherUnavailable
-from .base import ChatRequest, Completion, TeacherStats
-from .openai_backend import OnDone, OpenAIBackend
+from .base import ChatRequest, Completion, OnDone, TeacherUsage
+from .openai_backend import OpenAIBackend
 from .server import EmbeddedServer
 
 IN_FLIGHT_PER_CHILD = 2
@@ -62,7 +62,6 @@ def plan_replicas(n_threads: int | None, replicas: int | None) -> tuple[int, int
 
 class EmbeddedTeacher:
     backend = "llamacpp"
-    streams_completions = True
 
     def __init__(self, section, *, seed: int = 0, workdir: Path | None = None,
                  request_log: Path | None = None, ready_timeout_s: float = 180.0):
@@ -84,13 +83,13 @@ class EmbeddedTeacher:
             self.model = self.servers[0].alias
             client_section = section.model_copy(update={
                 "model": self.model, "base_url": None, "concurrency": IN_FLIGHT_PER_CHILD * replicas,
-                "rpm": None, "tpm": None})
+                "rpm": None, "tpm": None})  # a local model: no rate limits
             self.client = OpenAIBackend(client_section, seed=seed, endpoints=[s.base_url for s in self.servers],
                                         revive=self.revive, extra_body=LLAMA_SERVER_SAMPLING)
         except BaseException:
             self.close()
             raise
-        self.stats: TeacherStats = self.client.stats
+        self.stats: TeacherUsage = self.client.stats
 
     def __repr__(self) -> str:
         return f"EmbeddedTeacher(model={self.model!r}, servers={self.servers!r})"

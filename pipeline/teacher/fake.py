@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import ChatRequest, Completion, TeacherError, TeacherStats, Usage
+from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherUsage, Usage
 
 Reply = str | TeacherError | tuple[str, str]
 
@@ -21,27 +21,31 @@ class FakeTeacher:
     def __init__(self, responder: Callable[[ChatRequest], Reply], model: str = "fake-teacher"):
         self.responder = responder
         self.model = model
-        self.stats = TeacherStats()
+        self.stats = TeacherUsage()
         self.seen: list[ChatRequest] = []
 
-    def chat(self, requests: list[ChatRequest]) -> list[Completion]:
+    def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
         out = []
-        for req in requests:
-            self.seen.append(req)
-            self.stats.requests += 1
-            self.stats.sent += 1
-            reply = self.responder(req)
-            if isinstance(reply, TeacherError):
-                self.stats.errors += 1
-                out.append(Completion(text=None, error=reply, model=self.model))
-                continue
-            text, finish = reply if isinstance(reply, tuple) else (reply, "stop")
-            usage = Usage(prompt_tokens=sum(len(m["content"].split()) for m in req.messages),
-                          completion_tokens=len(text.split()))
-            self.stats.prompt_tokens += usage.prompt_tokens
-            self.stats.completion_tokens += usage.completion_tokens
-            out.append(Completion(text=text, finish_reason=finish, usage=usage, model=self.model))
+        for i, req in enumerate(requests):
+            out.append(self._answer(req))
+            if on_done is not None:
+                on_done(i, out[-1])
         return out
+
+    def _answer(self, req: ChatRequest) -> Completion:
+        self.seen.append(req)
+        self.stats.requests += 1
+        self.stats.sent += 1
+        reply = self.responder(req)
+        if isinstance(reply, TeacherError):
+            self.stats.errors += 1
+            return Completion(text=None, error=reply, model=self.model)
+        text, finish = reply if isinstance(reply, tuple) else (reply, "stop")
+        usage = Usage(prompt_tokens=sum(len(m["content"].split()) for m in req.messages),
+                      completion_tokens=len(text.split()))
+        self.stats.prompt_tokens += usage.prompt_tokens
+        self.stats.completion_tokens += usage.completion_tokens
+        return Completion(text=text, finish_reason=finish, usage=usage, model=self.model)
 
     def close(self) -> None:
         pass

@@ -1,5 +1,10 @@
 """Requests-per-minute and tokens-per-minute limits, and retry backoff.
 
+A `Limiter` is what the openai backend asks before each HTTP attempt
+(`acquire(estimated tokens) -> ticket`) and tells after it (`release(ticket,
+tokens used)`). `LocalLimiter` holds one process's `teacher.rpm` / `tpm`;
+on Ray, executors/limits.py's `ClusterLimiter` holds the whole cluster's.
+
 A sliding one-minute window: a send is allowed when the amount used in the
 last 60 seconds plus this one stays within the limit (a single request larger
 than the whole limit is let through alone, otherwise it would wait forever).
@@ -12,11 +17,12 @@ The clock is injectable so the limiter is tested without sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import deque
 from email.utils import parsedate_to_datetime
-from typing import Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 WINDOW_S = 60.0
 
@@ -75,6 +81,43 @@ class WindowLimiter:
     def used(self) -> float:
         self._expire(self.clock())
         return self._used
+
+
+class Limiter(Protocol):
+    needs_tokens: bool  # acquire wants a token estimate (a tpm limit); else it is passed 0
+
+    async def acquire(self, tokens: int) -> Any: ...
+
+    def release(self, ticket: Any, used: int) -> None: ...
+
+
+class LocalLimiter:
+    """`teacher.rpm` and `teacher.tpm` of one process: waits (on `sleep`) until the window has room."""
+
+    def __init__(self, rpm: int | None = None, tpm: int | None = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep):
+        self.rpm = WindowLimiter(rpm, clock=clock) if rpm else None
+        self.tpm = WindowLimiter(tpm, clock=clock) if tpm else None
+        self.needs_tokens = self.tpm is not None
+        self.sleep = sleep
+
+    @classmethod
+    def of(cls, section) -> "LocalLimiter | None":
+        return cls(section.rpm, section.tpm) if section.rpm or section.tpm else None
+
+    async def acquire(self, tokens: int) -> Entry | None:
+        while self.rpm is not None and (d := self.rpm.delay(1)) > 0:
+            await self.sleep(d)
+        while self.tpm is not None and (d := self.tpm.delay(tokens)) > 0:
+            await self.sleep(d)
+        if self.rpm is not None:
+            self.rpm.spend(1)
+        return self.tpm.spend(tokens) if self.tpm is not None else None
+
+    def release(self, ticket: Entry | None, used: int) -> None:
+        if ticket is not None:
+            self.tpm.correct(ticket, used)
 
 
 def estimate_tokens(messages, max_tokens: int) -> int:

@@ -15,7 +15,8 @@ retried with full-jitter exponential backoff on 429 (Retry-After honoured),
 completion. A request that still fails comes back as a Completion carrying a
 typed TeacherError; other requests are unaffected. If no request of a call
 could even connect, `chat()` raises TeacherUnavailable (a stage should stop,
-not drop every row).
+not drop every row). Every attempt holds a ticket of the `limiter` (limits.py:
+the section's rpm/tpm, or the Ray cluster's permits) while it is in flight.
 
 The API key is read from the environment variable named in the config, sent
 only in the Authorization header, and scrubbed from every error message; it
@@ -38,16 +39,22 @@ from ..errors import TeacherUnavailable
 from .base import (
     ChatRequest,
     Completion,
+    OnDone,
     TeacherError,
-    TeacherStats,
+    TeacherUsage,
     Usage,
     derive_seed,
 )
-from .limits import WindowLimiter, backoff_delay, estimate_tokens, parse_retry_after
+from .limits import (
+    Limiter,
+    LocalLimiter,
+    backoff_delay,
+    estimate_tokens,
+    parse_retry_after,
+)
 
 log = logging.getLogger(__name__)
 
-OnDone = Callable[[int, Completion], None]
 # fault kinds that a dead or restarting server produces (checked with `revive`)
 SERVER_FAULTS = ("connection", "unavailable", "timeout", "server_error")
 
@@ -60,16 +67,16 @@ class _Fault(Exception):
 
 class OpenAIBackend:
     backend = "openai"
-    streams_completions = True  # chat() accepts on_done: the cache stores answers as they arrive
 
     def __init__(self, section, *, seed: int = 0, backoff_base: float = 0.5, backoff_cap: float = 30.0,
                  endpoints: list[str] | None = None, revive: Callable[[int], bool] | None = None,
-                 extra_body: dict[str, Any] | None = None):
+                 extra_body: dict[str, Any] | None = None, limiter: Limiter | None = None):
         """`endpoints`: several servers of one model (default: `section.base_url`); request
         worker k posts to endpoint k mod n. `revive(k)`, for supervised server children, is
         called after every failed attempt on endpoint k: it restarts a dead child and says
         whether the endpoint can still answer (False: give up on it, do not retry).
-        `extra_body`: server-specific fields added to every request body."""
+        `extra_body`: server-specific fields added to every request body. `limiter`: replaces
+        the section's rpm / tpm (`LocalLimiter.of(section)`)."""
         if not (endpoints or section.base_url):
             raise TeacherUnavailable(
                 "teacher.backend = 'openai' needs teacher.base_url (e.g. http://127.0.0.1:8765/v1 "
@@ -85,9 +92,8 @@ class OpenAIBackend:
         self.timeout_s = section.timeout_s
         self.run_seed = seed
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
-        self.stats = TeacherStats()
-        self._rpm = WindowLimiter(section.rpm) if section.rpm else None
-        self._tpm = WindowLimiter(section.tpm) if section.tpm else None
+        self.stats = TeacherUsage()
+        self.limiter = limiter if limiter is not None else LocalLimiter.of(section)
         self._jitter = random.Random(seed)  # backoff jitter only; never affects outputs
         self._sleep = asyncio.sleep  # replaceable in tests, to see the waits without waiting
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -226,18 +232,6 @@ class OpenAIBackend:
         await asyncio.gather(*(worker(k % n) for k in range(min(self.concurrency, len(requests)))))
         return out  # type: ignore[return-value]
 
-    async def _wait_limits(self, tokens: int):
-        entry = None
-        while self._rpm is not None and (d := self._rpm.delay(1)) > 0:
-            await self._sleep(d)
-        while self._tpm is not None and (d := self._tpm.delay(tokens)) > 0:
-            await self._sleep(d)
-        if self._rpm is not None:
-            self._rpm.spend(1)
-        if self._tpm is not None:
-            entry = self._tpm.spend(tokens)
-        return entry
-
     async def _send(self, session: aiohttp.ClientSession, req: ChatRequest, endpoint: int = 0) -> Completion:
         body = self._body(req, self.seed_for(req))
         if endpoint in self.gone:
@@ -247,34 +241,38 @@ class OpenAIBackend:
                                   attempts=0, model=self.model)
             endpoint = live[endpoint % len(live)]
         url = self.endpoints[endpoint] + "/chat/completions"
-        est = estimate_tokens(req.messages, req.sampling.max_tokens) if self._tpm is not None else 0
+        lim = self.limiter
+        est = estimate_tokens(req.messages, req.sampling.max_tokens) if lim is not None and lim.needs_tokens else 0
         attempt = 0
         while True:
             attempt += 1
-            entry = await self._wait_limits(est) if (self._rpm or self._tpm) else None
+            ticket = await lim.acquire(est) if lim is not None else None
             self.stats.sent += 1
+            c: Completion | None = None
+            fault: _Fault | None = None
             try:
                 c = await self._post(session, body, url)
             except _Fault as f:
-                self.stats.count_fault(f.kind)
-                if entry is not None:
-                    self._tpm.correct(entry, 0)
-                if self.revive is not None and f.kind in SERVER_FAULTS and not self.revive(endpoint):
+                fault = f
+            finally:  # before any backoff: a waiting request holds no permit
+                if lim is not None:
+                    lim.release(ticket, c.usage.prompt_tokens + c.usage.completion_tokens if c is not None else 0)
+            if fault is not None:
+                self.stats.count_fault(fault.kind)
+                if self.revive is not None and fault.kind in SERVER_FAULTS and not self.revive(endpoint):
                     self.gone.add(endpoint)
-                    return Completion(text=None, error=TeacherError("unavailable", f"server is gone: {f.message}",
+                    return Completion(text=None, error=TeacherError("unavailable", f"server is gone: {fault.message}",
                                                                     attempt, False), attempts=attempt, model=self.model)
-                if not f.retryable or attempt > self.max_retries:
-                    return Completion(text=None, error=TeacherError(f.kind, f.message, attempt, f.retryable),
+                if not fault.retryable or attempt > self.max_retries:
+                    return Completion(text=None, error=TeacherError(fault.kind, fault.message, attempt, fault.retryable),
                                       attempts=attempt, model=self.model)
                 self.stats.retries += 1
                 await self._sleep(backoff_delay(attempt - 1, self.backoff_base, self.backoff_cap,
-                                                  self._jitter, f.retry_after))
+                                                  self._jitter, fault.retry_after))
                 continue
             c.attempts = attempt
             self.stats.prompt_tokens += c.usage.prompt_tokens
             self.stats.completion_tokens += c.usage.completion_tokens
-            if entry is not None:
-                self._tpm.correct(entry, c.usage.prompt_tokens + c.usage.completion_tokens)
             return c
 
     async def _post(self, session: aiohttp.ClientSession, body: bytes, url: str) -> Completion:

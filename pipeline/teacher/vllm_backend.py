@@ -18,8 +18,9 @@ from ..errors import MissingExtra, TeacherUnavailable
 from .base import (
     ChatRequest,
     Completion,
+    OnDone,
     TeacherError,
-    TeacherStats,
+    TeacherUsage,
     Usage,
     derive_seed,
 )
@@ -45,7 +46,7 @@ class VLLMBackend:
         self._SamplingParams = vllm.SamplingParams
         self.model = section.model
         self.run_seed = seed
-        self.stats = TeacherStats()
+        self.stats = TeacherUsage()
         args: dict[str, Any] = {"seed": seed, **section.vllm_args}
         try:
             self.llm = vllm.LLM(model=section.model, **args)
@@ -63,7 +64,13 @@ class VLLMBackend:
             frequency_penalty=s.frequency_penalty, logprobs=s.logprobs,
             seed=derive_seed(self.run_seed, req.record_id, req.purpose, req.sample_index))
 
-    def chat(self, requests: list[ChatRequest]) -> list[Completion]:
+    def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
+        out = self._chat(requests)
+        for i, c in enumerate(out if on_done is not None else ()):  # one engine batch: all final at once
+            on_done(i, c)
+        return out
+
+    def _chat(self, requests: list[ChatRequest]) -> list[Completion]:
         if not requests:
             return []
         self.stats.requests += len(requests)

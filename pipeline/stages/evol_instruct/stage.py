@@ -15,9 +15,10 @@ Reads one instruction dataset (any origin). Writes, under the output folder:
 Each round is a dataset written shard by shard with done markers, so a killed
 run restarts at the first unfinished shard of the first unfinished round and
 asks the teacher nothing for finished shards (the shard in flight is answered
-from the teacher's response cache). Budgets (max_rows, max_tokens_total) are
-counted from the done markers, so they hold across restarts too; raising them
-or the number of rounds and rerunning continues the same run.
+from the teacher's response cache). Budgets (max_rows, max_tokens_total: a
+child of the run's budget, ctx.budget) are counted from the done markers, so
+they hold across restarts too; raising them or the number of rounds and
+rerunning continues the same run.
 
 With the Ray executor a round's shards run as Ray tasks (`RoundStage`, the
 same `ShardEvolver`) into the same round folder, and the driver then writes
@@ -40,6 +41,8 @@ from ...context import RunContext
 from ...errors import ConfigError
 from ...runner import Progress, run_shards
 from ...store import DONE_DIR, REJECTED_DIR, Dataset, DatasetWriter
+from ...teacher.base import TeacherUsage
+from ...teacher.budget import Budget
 from .config import EvolConfig
 from .operations import Operations
 from .shard import STAGE, RoundStage, ShardEvolver, next_pool
@@ -58,31 +61,21 @@ def pool_dir(out: Path, r: int) -> Path:
     return out / ROUNDS_DIR / f"pool-{r:02d}"
 
 
-class Budget:
-    """max_rows and max_tokens_total, counted from the done markers of every round so far."""
+STOPS = {"rows": "max_rows", "tokens": "max_tokens_total"}  # a budget's limit -> the stage's stop reason
 
-    def __init__(self, cfg: EvolConfig, out: Path):
-        self.max_rows = cfg.max_rows
-        self.max_tokens = cfg.max_tokens_total
-        self.rows = 0
-        self.tokens = 0
-        for r in range(1, cfg.rounds + 1):
-            for marker in _markers(round_dir(out, r)):
-                self.add(marker)
 
-    def add(self, stats: dict[str, Any]) -> None:
-        self.rows += int(stats.get("evolved", 0))
-        self.tokens += int(stats.get("tokens_prompt", 0)) + int(stats.get("tokens_completion", 0))
+def own_budget(cfg: EvolConfig, out: Path, run_budget: Budget) -> Budget:
+    """max_rows and max_tokens_total within the run's budget, counted from the done markers of every round so far."""
+    budget = run_budget.child(max_rows=cfg.max_rows, max_tokens=cfg.max_tokens_total)
+    for r in range(1, cfg.rounds + 1):
+        for marker in _markers(round_dir(out, r)):
+            _spend(budget, marker)
+    return budget
 
-    def room(self) -> int | None:
-        return None if self.max_rows is None else max(self.max_rows - self.rows, 0)
 
-    def exhausted(self) -> str | None:
-        if self.max_rows is not None and self.rows >= self.max_rows:
-            return "max_rows"
-        if self.max_tokens is not None and self.tokens >= self.max_tokens:
-            return "max_tokens_total"
-        return None
+def _spend(budget: Budget, stats: dict[str, Any]) -> None:
+    budget.spend(int(stats.get("tokens_prompt", 0)), int(stats.get("tokens_completion", 0)),
+                 rows=int(stats.get("evolved", 0)))
 
 
 def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: RunContext, cfg: EvolConfig, *,
@@ -97,7 +90,7 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: RunContext, 
                           "--executor local (a refresh budget works with both)")
     ops = Operations(cfg)
     evolver = ShardEvolver(cfg, ops)
-    budget = Budget(cfg, out)
+    budget = own_budget(cfg, out, ctx.budget)
     base_plan = {"shard_rows": shard_rows, "seed": ctx.seed, "settings": cfg.settings(),
                  "templates": ops.hashes()}
     t0 = time.monotonic()
@@ -122,7 +115,7 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: RunContext, 
     extra = {
         "run_id": ctx.run_id, "input": str(input_ds.path), "limit": limit, "shard_rows": shard_rows,
         "rounds": cfg.rounds, "rounds_done": rounds_done, "stopped_by": stopped,
-        "budget": {"max_rows": cfg.max_rows, "max_tokens_total": cfg.max_tokens_total,
+        "budget": {"max_rows": budget.max_rows, "max_tokens_total": budget.max_tokens,
                    "rows": budget.rows, "tokens": budget.tokens},
         "settings": cfg.settings(), "sampling_note": SAMPLING_NOTE, "prompt_hashes": ops.hashes(),
         "wall_seconds_this_invocation": round(time.monotonic() - t0, 3),
@@ -144,16 +137,16 @@ def _run_round(r: int, pool: Dataset, round_w: DatasetWriter, pool_w: DatasetWri
             if round_w.is_done(index):
                 bar.update(len(rows))
                 continue
-            stopped = budget.exhausted()
-            if stopped:
-                return stopped
+            if (limit := budget.exhausted_by) is not None:
+                budget.note(limit)
+                return STOPS[limit]
             ts = time.monotonic()
-            res = evolver.run(rows, r, ctx, room=budget.room())
+            res = evolver.run(rows, r, ctx, room=budget.rows_left())
             stats = dict(res.stats, rows_in=len(rows), seconds=round(time.monotonic() - ts, 3))
             # The pool shard first: the round's done marker is the commit point of both.
             pool_w.write_shard(index, res.pool, None, {"rows_in": len(rows)})
             round_w.write_shard(index, res.kept, res.rejected, stats)
-            budget.add(stats)
+            _spend(budget, stats)
             bar.update(len(rows), errors=len(res.rejected),
                        tokens=int(stats.get("tokens_completion", 0)))
     finally:
@@ -216,10 +209,10 @@ def assemble(out: Path, input_ds: Dataset, cfg: EvolConfig, *, shard_rows: int, 
             rej_path = rd / REJECTED_DIR / f"part-{i:05d}.parquet"
             rej = pq.read_table(rej_path) if rej_path.exists() else None
             if kept.num_rows or (rej is not None and rej.num_rows):
-                writer.write_shard(index, kept, rej, {
-                    "evolved_rows": kept.num_rows, "teacher_requests": marker.get("teacher_calls", 0),
-                    "teacher_prompt_tokens": marker.get("tokens_prompt", 0),
-                    "teacher_completion_tokens": marker.get("tokens_completion", 0)})
+                usage = TeacherUsage(requests=marker.get("teacher_calls", 0), prompt_tokens=marker.get("tokens_prompt", 0),
+                                     completion_tokens=marker.get("tokens_completion", 0))
+                writer.write_shard(index, kept, rej, {"evolved_rows": kept.num_rows, **usage.marker(
+                    "requests", "prompt_tokens", "completion_tokens")})
                 index += 1
             drops.update(marker.get("drops", {}))
             for k, v in marker.items():

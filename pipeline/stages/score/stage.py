@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from ...context import RunContext
 from ...records import rejected_row, set_meta
 from ...runner import ShardResult, run_shards
 from ...store import Dataset
+from ...teacher.factory import TeacherFactory
 from . import gates
 from .combine import HEURISTIC_VERSION, combined_score, heuristic_score
 from .config import ScoreConfig
@@ -125,43 +127,24 @@ def _flags(row: dict[str, Any], new: list[str]) -> list[str]:
 
 
 def run_score(input_path: str | Path, out: str | Path, cfg: ScoreConfig, ctx: RunContext, *,
-              shard_rows: int = 1000, limit: int | None = None, judge_teacher_factory: Any = None) -> dict[str, Any]:
+              shard_rows: int = 1000, limit: int | None = None) -> dict[str, Any]:
     """Score `input_path` into `out`; returns the manifest.
 
-    `judge_teacher_factory()` builds the separate judge teacher when
-    `cfg.judge_teacher` is set (the CLI passes one built from that section).
+    A separate [score.judge_teacher] is built from its own factory: here, or
+    by each Ray worker (a live teacher does not travel).
     """
     ds = Dataset(input_path)
-    judge_teacher = judge_factory = limiter = None
-    if cfg.judge == "teacher" and cfg.judge_teacher is not None and ctx.executor == "ray":
-        # Ray workers build their own judge teacher (a live one does not travel)
-        judge_factory = judge_teacher_factory
-        judge_info = {"backend": cfg.judge_teacher.backend, "model": cfg.judge_teacher.model}
-        if judge_factory is None:
-            from ...executors.teacher import worker_teacher_factory
-            judge_factory, limiter, judge_info = worker_teacher_factory(cfg.judge_teacher, ctx)
-    elif cfg.judge == "teacher" and cfg.judge_teacher is not None:
-        if judge_teacher_factory is None:
-            from ...teacher import make_teacher
-
-            def judge_teacher_factory():
-                return make_teacher(cfg.judge_teacher, workdir=ctx.workdir, seed=ctx.seed)
-        judge_teacher = judge_teacher_factory()
-    stage = ScoreStage(cfg, judge_teacher, judge_factory)
-    extra: dict[str, Any] = {"score_source": "judge" if cfg.judge == "teacher" else "heuristic"}
-    if stage.decontam is not None:
-        extra["decontamination"] = stage.decontam.summary()
-    try:
-        if judge_teacher is not None:
-            extra["judge_teacher"] = {"backend": judge_teacher.backend, "model": judge_teacher.model}
-        elif judge_factory is not None:
-            extra["judge_teacher"] = judge_info
-        elif cfg.judge == "teacher":
-            extra["judge_teacher"] = "run teacher"
+    with ExitStack() as stack:
+        judge = judge_factory = None
+        info: Any = "run teacher" if cfg.judge == "teacher" else None
+        if cfg.judge == "teacher" and cfg.judge_teacher is not None:
+            side = stack.enter_context(ctx.executor.side_teacher(
+                TeacherFactory(cfg.judge_teacher, Path(ctx.workdir).resolve(), ctx.seed)))
+            judge, judge_factory, info = side.teacher, side.factory, side.info
+        stage = ScoreStage(cfg, judge, judge_factory)
+        extra: dict[str, Any] = {"score_source": "judge" if cfg.judge == "teacher" else "heuristic"}
+        if stage.decontam is not None:
+            extra["decontamination"] = stage.decontam.summary()
+        if info is not None:
+            extra["judge_teacher"] = info
         return run_shards(stage, ds, out, ctx, shard_rows=shard_rows, limit=limit, manifest_extra=extra)
-    finally:
-        if judge_teacher is not None:
-            judge_teacher.close()
-        if limiter is not None:
-            import ray
-            ray.kill(limiter, no_restart=True)

@@ -1,4 +1,5 @@
-"""Turning accepted tasks into rows: classification, instances, provenance; and reading them back.
+"""A Self-Instruct run's state (accepted tasks, counters), turned into rows: classification, instances,
+provenance; and read back for a resume.
 
 Reads nothing but the done shards of the stage's own folder (`restore`, for
 resume). `ShardBuilder.build` sends the classification and instance requests
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -24,13 +25,48 @@ from ...store import (
     atomic_write_bytes,
     shard_name,
 )
-from ...teacher.base import ChatRequest
+from ...teacher.base import ChatRequest, Completion, TeacherUsage
+from ...teacher.budget import Budget
 from . import instances as inst
 from .config import SelfInstructConfig
 from .seeds import SeedPool
 
-if TYPE_CHECKING:
-    from .stage import Counters, Task
+
+@dataclass
+class Task:
+    """An accepted instruction on its way to becoming rows."""
+
+    instruction: str
+    pool_index: int
+    where: dict[str, int]                    # batch, request, item
+    similar: list[dict[str, Any]]
+    mean_similarity: float | None
+    tokens: list[float]                      # [prompt, completion] attributed to this task
+    triple: tuple[str, str] | None = None    # alpaca mode: (input, output)
+
+
+@dataclass
+class Counters:
+    budget: Budget         # requests and tokens of every completion (cached too), against max_requests / max_tokens_total
+    batches: int = 0
+    idle: int = 0          # bootstrap requests in a row that accepted nothing (not persisted)
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def count(self, comps: list[Completion], kind: str) -> None:
+        self.budget.spend(sum(c.usage.prompt_tokens for c in comps), sum(c.usage.completion_tokens for c in comps),
+                          requests=len(comps))
+        self.bump(f"{kind}_requests", len(comps))
+        for c in comps:
+            self.bump("teacher_errors", 0 if c.ok else 1)
+            self.bump("cache_hits", 1 if c.cached else 0)
+
+    def usage(self) -> TeacherUsage:
+        prompt, completion, requests = self.budget.counters()[:3]
+        return TeacherUsage(requests=requests, prompt_tokens=prompt, completion_tokens=completion)
+
+    def bump(self, key: str, n: float = 1) -> None:
+        self.extra[key] = self.extra.get(key, 0) + n
+
 
 STAGE = "self_instruct"
 RAW_DIR = "raw"
@@ -40,17 +76,14 @@ RAW_DIR = "raw"
 class Restored:
     shards: int = 0
     machine: list[str] = field(default_factory=list)
-    totals: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    usage: TeacherUsage = field(default_factory=TeacherUsage)  # requests and tokens of every completion
 
 
-# counter -> its name in the shard markers (so the manifest's totals use the names every stage uses)
-_MARKER_KEYS = {"batches": "batches", "requests": "requests", "prompt_tokens": "teacher_prompt_tokens",
-                "completion_tokens": "teacher_completion_tokens"}
-
-
-def marker_stats(now: tuple[int, int, int, int], mark: tuple[int, int, int, int]) -> dict[str, int]:
-    """The counters' growth since `mark`, under their marker names: per-shard deltas sum to run totals."""
-    return {key: a - b for key, a, b in zip(_MARKER_KEYS.values(), now, mark)}
+def marker_stats(now: tuple[int, TeacherUsage], mark: tuple[int, TeacherUsage]) -> dict[str, int]:
+    """(batches, usage) grown since `mark`, under the marker names: per-shard deltas sum to run totals."""
+    used = now[1].delta(mark[1])
+    return {"batches": now[0] - mark[0], "requests": used.requests, **used.marker("prompt_tokens", "completion_tokens")}
 
 
 def restore(writer: DatasetWriter) -> Restored:
@@ -60,9 +93,10 @@ def restore(writer: DatasetWriter) -> Restored:
     if [m.get("shard") for m in markers] != list(range(len(markers))):
         raise DatasetError(f"{writer.path}: done shards are not contiguous; write to a new --out")
     state.shards = len(markers)
-    for m in markers:
-        for k, key in _MARKER_KEYS.items():
-            state.totals[k] = state.totals.get(k, 0) + int(m.get(key, m.get(k, 0)))
+    used = [TeacherUsage.from_marker(m) for m in markers]
+    state.batches = sum(int(m.get("batches", 0)) for m in markers)
+    state.usage = TeacherUsage(requests=sum(u.requests for u in used), prompt_tokens=sum(u.prompt_tokens for u in used),
+                               completion_tokens=sum(u.completion_tokens for u in used))
     pool: dict[int, str] = {}
     for i in range(state.shards):
         for path in (writer.path / shard_name(i), writer.path / REJECTED_DIR / shard_name(i)):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,46 +28,11 @@ from ...store import DatasetWriter
 from ...teacher.base import ChatRequest, Completion
 from . import alpaca, bootstrap
 from .config import SelfInstructConfig
-from .output import ShardBuilder, marker_stats, restore
+from .output import Counters, ShardBuilder, Task, marker_stats, restore
 from .rouge import RougeIndex
 from .seeds import SeedPool, load_seeds
 
 STAGE = "self_instruct"
-
-
-@dataclass
-class Task:
-    """An accepted instruction on its way to becoming rows."""
-
-    instruction: str
-    pool_index: int
-    where: dict[str, int]                    # batch, request, item
-    similar: list[dict[str, Any]]
-    mean_similarity: float | None
-    tokens: list[float]                      # [prompt, completion] attributed to this task
-    triple: tuple[str, str] | None = None    # alpaca mode: (input, output)
-
-
-@dataclass
-class Counters:
-    batches: int = 0
-    requests: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    idle: int = 0          # bootstrap requests in a row that accepted nothing (not persisted)
-    extra: dict[str, float] = field(default_factory=dict)
-
-    def count(self, comps: list[Completion], kind: str) -> None:
-        self.requests += len(comps)
-        self.bump(f"{kind}_requests", len(comps))
-        for c in comps:
-            self.prompt_tokens += c.usage.prompt_tokens
-            self.completion_tokens += c.usage.completion_tokens
-            self.bump("teacher_errors", 0 if c.ok else 1)
-            self.bump("cache_hits", 1 if c.cached else 0)
-
-    def bump(self, key: str, n: float = 1) -> None:
-        self.extra[key] = self.extra.get(key, 0) + n
 
 
 def run_self_instruct(out: str | Path, ctx: RunContext, config: SelfInstructConfig | None = None,
@@ -95,7 +59,7 @@ class _Run:
         self.seed_texts = [t.instruction for t in seeds.tasks]
         for text in self.seed_texts:
             self.index.add(text)
-        self.counters = Counters()
+        self.counters = Counters(ctx.budget.child(max_requests=cfg.max_requests, max_tokens=cfg.max_tokens_total))
         self.machine: list[str] = []
         self.shard = 0
         self.pending: list[Task] = []
@@ -109,25 +73,25 @@ class _Run:
         self.shard = state.shards
         self.machine = state.machine
         c = self.counters
-        c.batches, c.requests = state.totals.get("batches", 0), state.totals.get("requests", 0)
-        c.prompt_tokens = state.totals.get("prompt_tokens", 0)
-        c.completion_tokens = state.totals.get("completion_tokens", 0)
+        c.batches = state.batches
+        c.budget.spend(state.usage.prompt_tokens, state.usage.completion_tokens, requests=state.usage.requests)
         for text in self.machine:
             self.index.add(text)
-        self._mark = (c.batches, c.requests, c.prompt_tokens, c.completion_tokens)
+        self._mark = (c.batches, c.usage())
         if self.shard:
             self.echo(f"resuming: {self.shard} shard(s) done, {len(self.machine)} instructions in the "
-                      f"machine pool, {c.batches} batches, {c.requests} requests so far")
+                      f"machine pool, {c.batches} batches, {state.usage.requests} requests so far")
 
     def _stop_reason(self) -> tuple[str, str] | None:
-        cfg, c = self.cfg, self.counters
+        cfg, c, b = self.cfg, self.counters, self.counters.budget
         if len(self.machine) >= cfg.num_instructions:
             return "target_reached", f"{len(self.machine)} instructions"
-        if cfg.max_requests is not None and c.requests >= cfg.max_requests:
-            return "max_requests", f"{c.requests} requests made (limit {cfg.max_requests})"
-        used = c.prompt_tokens + c.completion_tokens
-        if cfg.max_tokens_total is not None and used >= cfg.max_tokens_total:
-            return "max_tokens_total", f"{used} tokens used (limit {cfg.max_tokens_total})"
+        if (limit := b.exhausted_by) is not None:
+            b.note(limit)
+        if limit == "requests":
+            return "max_requests", f"{b.requests} requests made (limit {b.max_requests})"
+        if limit == "tokens":
+            return "max_tokens_total", f"{b.tokens} tokens used (limit {b.max_tokens})"
         if c.idle >= cfg.patience:
             return "no_progress", f"{c.idle} bootstrap requests in a row accepted no instruction"
         return None
@@ -275,7 +239,7 @@ class _Run:
         self.counters.bump("rows_in", len(self.pending))
         self.counters.bump("accepted_instructions", len(self.pending))
         c = self.counters
-        now = (c.batches, c.requests, c.prompt_tokens, c.completion_tokens)
+        now = (c.batches, c.usage())
         # Per-shard stats are deltas since the previous shard, so the manifest's sums are run totals.
         stats = dict(c.extra, **marker_stats(now, self._mark))
         builder.write_raw(self.out, self.shard, self.raw)

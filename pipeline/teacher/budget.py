@@ -1,0 +1,233 @@
+"""Budgets: the tokens, requests, rows and seconds a run, or one stage of it, may spend.
+
+A `Budget` is limits plus a ledger of what was spent: a `Ledger` here, or
+(`Budget.on_ray`) a `Ledger` actor shared by the driver's and every Ray
+worker's copy. Time counts from its start, wall-clock on Ray (monotonic
+clocks are per process). Two things spend it:
+
+- `BudgetedTeacher`, the teacher layer between the response cache and the
+  backend, so cache hits cost nothing and are always served. It sends
+  requests in waves of `wave` (the teacher's concurrency) and, before each,
+  checks the token and time limits; once one is reached every further
+  request comes back as a `budget_exhausted` error without being sent.
+  Stages treat a failed completion as a dropped row with its reason, so a
+  budget that runs out mid-stage leaves every unanswered row accounted for.
+- a stage's own caps (max_tokens_total, max_requests, max_rows): a `child`
+  of the run's budget that the stage spends from its completions (cache
+  hits too, so the caps hold across a resume) and checks between batches,
+  stopping with its own stop reason rather than have requests refused.
+
+`exhausted_by` is the limit used up now; `hit` the limits that stopped or
+refused something (`note`), in order.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from .base import ChatRequest, Completion, OnDone, TeacherError
+
+
+class Ledger:
+    """A budget's counters; run as a Ray actor for a budget shared by the workers."""
+
+    def __init__(self) -> None:
+        self.prompt = self.completion = self.requests = self.rows = self.refused = 0
+        self.hit: list[str] = []
+
+    def spend(self, prompt: int = 0, completion: int = 0, requests: int = 0, rows: int = 0) -> None:
+        self.prompt += prompt
+        self.completion += completion
+        self.requests += requests
+        self.rows += rows
+
+    def refuse(self, requests: int) -> None:
+        self.refused += requests
+
+    def note(self, limit: str) -> None:
+        if limit not in self.hit:
+            self.hit.append(limit)
+
+    def state(self) -> tuple[int, int, int, int, int, list[str]]:
+        return self.prompt, self.completion, self.requests, self.rows, self.refused, list(self.hit)
+
+    def close(self) -> None:
+        """Nothing to free in process."""
+
+
+class RayLedger:
+    """A `Ledger` actor behind the same methods; each call waits for the actor, so the next check sees it."""
+
+    def __init__(self, actor: Any):
+        self.actor = actor
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:  # spend, refuse, note, state
+        if name.startswith("_") or "actor" not in self.__dict__:  # unpickling looks before state is set
+            raise AttributeError(name)
+        import ray
+        method = getattr(self.actor, name)
+        return lambda *args: ray.get(method.remote(*args))
+
+    def close(self) -> None:
+        import ray
+        ray.kill(self.actor)
+
+
+class Budget:
+    def __init__(self, max_tokens: int | None = None, max_requests: int | None = None,
+                 max_seconds: float | None = None, ledger: Ledger | RayLedger | None = None, *,
+                 max_rows: int | None = None, clock: Callable[[], float] = time.monotonic,
+                 parent: "Budget | None" = None):
+        self.max_tokens, self.max_requests, self.max_seconds, self.max_rows = \
+            max_tokens, max_requests, max_seconds, max_rows
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.clock = clock
+        self.start = clock()
+        self.parent = parent
+
+    @classmethod
+    def on_ray(cls, ray: Any, max_tokens: int | None = None, max_seconds: float | None = None, *,
+               max_rows: int | None = None) -> "Budget":
+        """A budget whose ledger is a Ray actor: picklable, and every copy draws on the same counts."""
+        ledger = RayLedger(ray.remote(num_cpus=0)(Ledger).remote())
+        return cls(max_tokens, None, max_seconds, ledger, max_rows=max_rows, clock=time.time)
+
+    def child(self, max_tokens: int | None = None, max_requests: int | None = None,
+              max_rows: int | None = None) -> "Budget":
+        """A stage's own caps inside this budget, counted from zero. Its token cap is at most what
+        is left of this budget's now (at least 1, as a stage's max_tokens_total), so the stage stops
+        between batches before its requests are refused."""
+        left = self.tokens_left()
+        if left is not None:
+            max_tokens = max(1, min(left, max_tokens) if max_tokens is not None else left)
+        return Budget(max_tokens, max_requests, max_rows=max_rows, parent=self)
+
+    def counters(self) -> tuple[int, int, int, int, int, list[str]]:
+        """(prompt tokens, completion tokens, requests, rows, requests refused, limits hit): one snapshot."""
+        return self.ledger.state()
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.counters()[:2])
+
+    @property
+    def split(self) -> list[int]:
+        return list(self.counters()[:2])
+
+    @property
+    def requests(self) -> int:
+        return self.counters()[2]
+
+    @property
+    def rows(self) -> int:
+        return self.counters()[3]
+
+    @property
+    def refused(self) -> int:
+        return self.counters()[4]
+
+    @property
+    def hit(self) -> list[str]:
+        return self.counters()[5]
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(self.hit)
+
+    @property
+    def shared(self) -> bool:
+        """The counts are the Ray cluster's, every worker's included."""
+        return isinstance(self.ledger, RayLedger)
+
+    @property
+    def enforced(self) -> bool:
+        return self.max_tokens is not None or self.max_seconds is not None
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def tokens_left(self) -> int | None:
+        return None if self.max_tokens is None else max(self.max_tokens - self.tokens, 0)
+
+    def rows_left(self) -> int | None:
+        return None if self.max_rows is None else max(self.max_rows - self.rows, 0)
+
+    @property
+    def exhausted_by(self) -> str | None:
+        """The limit used up now: 'rows', 'requests', 'tokens' or 'seconds' (checked in that order)."""
+        prompt, completion, requests, rows, _, _ = self.counters()
+        for limit, used, cap in (("rows", rows, self.max_rows), ("requests", requests, self.max_requests),
+                                 ("tokens", prompt + completion, self.max_tokens)):
+            if cap is not None and used >= cap:
+                return limit
+        if self.max_seconds is not None and self.elapsed() >= self.max_seconds:
+            return "seconds"
+        return None
+
+    def note(self, limit: str) -> None:
+        """`limit` stopped or refused something; a child's token cap is its parent's too."""
+        self.ledger.note(limit)
+        if limit == "tokens" and self.parent is not None and self.parent.max_tokens is not None:
+            self.parent.note(limit)
+
+    def spend(self, prompt: int = 0, completion: int = 0, requests: int = 0, rows: int = 0) -> None:
+        self.ledger.spend(prompt, completion, requests, rows)
+
+    def refuse(self, requests: int) -> None:
+        self.ledger.refuse(requests)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def to_dict(self) -> dict[str, Any]:
+        prompt, completion, _, _, refused, hit = self.counters()
+        return {"max_rows": self.max_rows, "max_tokens": self.max_tokens, "max_seconds": self.max_seconds,
+                "tokens_sent": prompt + completion, "seconds": round(self.elapsed(), 3),
+                "requests_refused": refused, "exhausted": bool(hit), "exhausted_by": list(hit)}
+
+
+class BudgetedTeacher:
+    """A Teacher that stops sending once the budget's token or time limit is reached."""
+
+    def __init__(self, inner: Any, budget: Budget, wave: int = 64):
+        self.inner = inner
+        self.budget = budget
+        self.wave = max(int(wave), 1)
+        self.backend = inner.backend
+        self.model = inner.model
+        self.stats = inner.stats
+
+    def _refusal(self, limit: str) -> Completion:
+        b = self.budget
+        detail = (f"{b.tokens} of {b.max_tokens} tokens spent" if limit == "tokens"
+                  else f"{b.elapsed():.0f} of {b.max_seconds:g} seconds used")
+        return Completion(text=None, model=self.model, error=TeacherError(
+            kind="budget_exhausted", message=f"refresh budget exhausted ({detail}); not sent",
+            attempts=0, retryable=False))
+
+    def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
+        b = self.budget
+        step = self.wave if b.enforced else max(len(requests), 1)
+        out: list[Completion] = []
+        for start in range(0, len(requests), step):
+            limit = b.exhausted_by
+            if limit is not None:
+                b.note(limit)
+                for i in range(start, len(requests)):
+                    out.append(self._refusal(limit))
+                    if on_done is not None:
+                        on_done(i, out[-1])
+                b.refuse(len(requests) - start)
+                break
+            got = self.inner.chat(requests[start:start + step],
+                                  on_done=None if on_done is None else lambda j, c, s=start: on_done(s + j, c))
+            sent = [c for c in got if not c.cached]
+            if sent:
+                b.spend(sum(c.usage.prompt_tokens for c in sent), sum(c.usage.completion_tokens for c in sent),
+                        len(sent))
+            out.extend(got)
+        return out
+
+    def close(self) -> None:
+        self.inner.close()

@@ -1,14 +1,6 @@
-"""The semdedup stage's phases (stage.py runs them in order); each keeps its output on disk.
-
-  embed    input chunk k -> <out>/_embeddings/part-k.{vecs,ids}.npy (`embed_chunk`, one picklable
-           task per chunk: here, or as Ray tasks with executor = "ray")
-  search   vectors in canonical order -> pairs with cosine >= the search cut -> <out>/_work/pairs.npz
-  verify   (fast + verify) the full model re-checks each candidate pair
-  against  rows near-duplicating a published dataset's rows (its stored vectors, or embedded here)
-  write    input chunk k -> part-k.parquet + rejected/part-k.parquet + done marker
-
-Decisions (union-find clusters, one kept row each) are cluster.py's.
-"""
+"""The semdedup stage's phases, in the order `run_semdedup` (stage.py, which lists what each
+keeps on disk) runs them. The embed phase is one picklable `embed_chunk` task per input chunk,
+run here or by any `imap(fn, tasks)` pool (Ray's). Decisions are cluster.py's."""
 
 from __future__ import annotations
 

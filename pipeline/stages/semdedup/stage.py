@@ -7,7 +7,7 @@ cosine of the row they duplicate). `run_semdedup` reads like its table of
 contents; each phase (phases.py) keeps its output on disk, so a killed run
 resumes where it stopped:
 
-  1. embed    input shard k -> <out>/_embeddings/part-k.{vecs,ids}.npy (via the embedding cache)
+  1. embed    input shard k -> <out>/_embeddings/part-k.{vecs,ids}.npy (via the embedding cache; here or as Ray tasks)
   2. search   all vectors, best row first -> pairs with cosine >= threshold -> <out>/_work/pairs.npz
   3. verify   (fast + verify) the full model re-checks each candidate pair
   4. against  (against) rows that duplicate the published dataset's rows

@@ -131,9 +131,6 @@ class RunContext:
 def make_context(cfg: Config, paths: RunPaths, progress: bool = True, *,
                  teacher_factory: Callable[[], Any] | None = None, against: tuple[str, ...] = (),
                  budget: Budget | None = None, echo: Callable[[str], None] | None = None) -> RunContext:
-    if cfg.run.executor == "ray":
-        from .executors.ray_runtime import require_ray
-        require_ray()  # one-line install hint before any work
     factory = teacher_factory or TeacherFactory(cfg.teacher, Path(paths.workdir).resolve(), cfg.run.seed)
     return RunContext(run_id=paths.run_id, seed=cfg.run.seed, workdir=paths.workdir,
                       teacher_factory=factory, progress=progress, executor=cfg.run.executor,

@@ -123,9 +123,9 @@ def run_select_child(pool: str, emb: str, budget: int, out: str) -> dict:
 
 def baseline_walk_child(pool: str, emb: str, budget: int, out: str) -> dict:
     """Exact Deita walk over all embeddings in memory; writes the selected positions for the agreement check."""
+    from pipeline.embeddings.neighbors import greedy_diverse_select
     from pipeline.stages.select.config import SelectConfig
     from pipeline.stages.select.scan import scan as scan_pool
-    from pipeline.stages.semdedup.neighbors import greedy_diverse_select
     from pipeline.store import Dataset
 
     t0 = time.monotonic()
@@ -143,7 +143,7 @@ def baseline_walk_child(pool: str, emb: str, budget: int, out: str) -> dict:
 def audit_child(select_dir: str, emb: str, sample: int, threshold_pct: str) -> dict:
     """Near-duplicate leaks of the approximate part: sampled selected rows past exact_limit whose exact
     cosine to a row selected before them is above the threshold (the exact walk would have rejected them)."""
-    from pipeline.stages.select.embeddings import NpySource
+    from pipeline.stages.select.sources import NpySource
 
     threshold = int(threshold_pct) / 100
     rank = np.load(Path(select_dir) / "_work" / "selection.npz")["rank"]

@@ -117,7 +117,7 @@ def timed(fn, *a, **kw):
 
 
 def part_embed(args) -> dict:
-    from pipeline.stages.semdedup.embedder import load_embedder
+    from pipeline.embeddings.embedder import load_embedder
     texts = agreement_texts()
     fast = load_embedder(fast=True)
     fast_texts = (texts * (args.fast_rows // len(texts) + 1))[: args.fast_rows]
@@ -141,7 +141,7 @@ def part_embed(args) -> dict:
 
 def part_agree(args) -> dict:
     """Pairs of the full model at the threshold vs the fast path's pairs, on real rows + perturbed copies."""
-    from pipeline.stages.semdedup.embedder import load_embedder
+    from pipeline.embeddings.embedder import load_embedder
     from pipeline.stages.semdedup.search import exact_pairs
     texts = agreement_texts()[: args.agree_rows]
     full = load_embedder(device=args.device, batch_size=args.batch_size)
@@ -174,7 +174,7 @@ def part_agree(args) -> dict:
 
 def part_search(args) -> dict:
     """Exact vs IVF pair search at each size; exact at the largest size on a sample of query rows."""
-    from pipeline.stages.semdedup.embedder import load_embedder
+    from pipeline.embeddings.embedder import load_embedder
     from pipeline.stages.semdedup.search import exact_pairs, ivf_pairs, kmeans_pairs, pair_recall
     fast = load_embedder(fast=True)
     thr = args.threshold - 0.03  # the fast path's default cut: what a CPU run at this scale searches with
@@ -263,7 +263,7 @@ def part_stage(args) -> dict:
     import shutil
     import tempfile
 
-    from pipeline.stages.semdedup.api import run_semdedup
+    from pipeline.stages.semdedup import run_semdedup
     from pipeline.stages.semdedup.config import SemdedupConfig
     tmp = Path(tempfile.mkdtemp(prefix="bench-semdedup-"))
     try:

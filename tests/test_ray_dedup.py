@@ -85,18 +85,17 @@ def _divide(task):
 
 @pytest.mark.slow
 def test_embeddings_on_ray_actors_are_the_local_embed_phase(real_rows, tmp_path, ray_cluster):
-    from pipeline.executors.ray_embed import embed_phase_ray
-    from pipeline.stages.semdedup.api import _encoder
+    from pipeline.embeddings.encoder import make_encoder
+    from pipeline.executors.ray_executor import RayPool
     from pipeline.stages.semdedup.config import SemdedupConfig
-    from pipeline.stages.semdedup.embedder import load_embedder
-    from pipeline.stages.semdedup.stage import embed_phase
+    from pipeline.stages.semdedup.phases import embed_phase
 
     src, _ = real_rows
     ds = Dataset(src, require_complete=True)
     cfg = SemdedupConfig(device="cpu", cache=False, batch_size=32)
-    enc = _encoder(load_embedder(cfg.model, cfg.fast, cfg.device, batch_size=32), cfg, tmp_path)
+    enc = make_encoder(cfg, tmp_path)
     ids_l, x_l, _ = embed_phase(ds, tmp_path / "local", cfg, enc, 40, 120)
-    ids_r, x_r, resumed = embed_phase_ray(ds, tmp_path / "ray", cfg, tmp_path, 40, 120, workers=2)
+    ids_r, x_r, resumed = embed_phase(ds, tmp_path / "ray", cfg, enc, 40, 120, pool=RayPool(workers=2), workdir=tmp_path)
     assert resumed == 0 and list(ids_r) == list(ids_l) and x_r.shape == x_l.shape == (120, 384)
     # the same model on another process (another thread count): equal up to float16 rounding
     assert float(np.abs(x_r - x_l).max()) < 2e-3
@@ -105,7 +104,7 @@ def test_embeddings_on_ray_actors_are_the_local_embed_phase(real_rows, tmp_path,
     np.fill_diagonal(sim_r, -1)
     assert np.array_equal(sim_l.argmax(1), sim_r.argmax(1))  # every row's nearest neighbour is the same row
     # a rerun resumes from the stored shards without embedding anything
-    again = embed_phase_ray(ds, tmp_path / "ray", cfg, tmp_path, 40, 120, workers=2)
+    again = embed_phase(ds, tmp_path / "ray", cfg, enc, 40, 120, pool=RayPool(workers=2), workdir=tmp_path)
     assert again[2] == 3 and np.array_equal(again[1], x_r)
 
 

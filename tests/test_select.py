@@ -112,7 +112,7 @@ def test_deterministic_across_input_order_and_shard_size_with_ties_by_id(tmp_pat
 
 
 def test_block_walk_equals_the_embedding_modules_greedy_walk():
-    from pipeline.stages.semdedup.neighbors import SelectedSet, greedy_diverse_select
+    from pipeline.embeddings.neighbors import SelectedSet, greedy_diverse_select
 
     vecs = clustered(2000, dim=24, spread=0.3, seed=5)
     order = np.random.default_rng(2).permutation(2000)
@@ -291,7 +291,7 @@ def test_against_rejects_precomputed_embeddings_and_resumes(tmp_path):
 def test_real_embedder_against_a_published_dataset_text_and_stored_vectors(tmp_path):
     """MiniLM for real: a paraphrase of a published row is dropped naming it, from embedded text and from the
     embeddings semdedup stored with the published rows (which are then used as stored)."""
-    from pipeline.stages.semdedup.api import run_semdedup
+    from pipeline.stages.semdedup import run_semdedup
     from pipeline.stages.semdedup.config import SemdedupConfig
 
     published = [new_row(t, "", f"An answer about {t}", origin="seed", score=5.0)

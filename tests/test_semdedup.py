@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline import records
-from pipeline.stages.semdedup.api import run_semdedup
+from pipeline.stages.semdedup import run_semdedup
 from pipeline.stages.semdedup.config import SemdedupConfig
 from pipeline.store import Dataset, DatasetWriter
 
@@ -71,13 +71,13 @@ def dropped(out: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def full():
-    from pipeline.stages.semdedup.embedder import load_embedder
+    from pipeline.embeddings.embedder import load_embedder
     return load_embedder("minilm", device="cpu")
 
 
 @pytest.fixture(scope="module")
 def fast():
-    from pipeline.stages.semdedup.embedder import load_embedder
+    from pipeline.embeddings.embedder import load_embedder
     return load_embedder("minilm", fast=True)
 
 
@@ -214,7 +214,7 @@ def test_components_are_the_connected_components_whatever_the_pair_order():
 
 
 def test_greedy_diverse_select_equals_one_row_at_a_time():
-    from pipeline.stages.semdedup.neighbors import SelectedSet, greedy_diverse_select, max_similarity_to_set
+    from pipeline.embeddings.neighbors import SelectedSet, greedy_diverse_select, max_similarity_to_set
     rng = np.random.default_rng(1)
     x = rng.normal(size=(600, 16)).astype(np.float32)
     x[300:] = x[:300] + rng.normal(scale=0.3, size=(300, 16))
@@ -239,7 +239,8 @@ def test_greedy_diverse_select_equals_one_row_at_a_time():
 
 KILL = textwrap.dedent("""
     import os, signal, sys
-    from pipeline.stages.semdedup import api, embstore
+    from pipeline.embeddings import store as embstore
+    from pipeline.stages.semdedup import run_semdedup
     from pipeline.store import DatasetWriter
     phase, inp, out, work = sys.argv[1:5]
     target = (embstore, "write_shard") if phase == "embed" else (DatasetWriter, "write_shard")
@@ -252,7 +253,7 @@ KILL = textwrap.dedent("""
         return r
     setattr(target[0], target[1], killing)
     from pipeline.stages.semdedup.config import SemdedupConfig
-    api.run_semdedup(inp, out, SemdedupConfig(fast=True, fast_threshold=0.85), workdir=work, shard_rows=5, progress=False)
+    run_semdedup(inp, out, SemdedupConfig(fast=True, fast_threshold=0.85), workdir=work, shard_rows=5, progress=False)
 """)
 
 
@@ -322,7 +323,7 @@ def test_against_with_verify_and_stored_embeddings_found_upstream(tmp_path, fast
 
 
 def test_full_model_batch_size_is_tuned_on_the_real_rows_across_calls():
-    from pipeline.stages.semdedup.embedder import load_embedder
+    from pipeline.embeddings.embedder import load_embedder
     texts = [a for pair in PARAPHRASES for a in pair] + UNRELATED
     texts = [f"{t} ({k})" for k in range(3) for t in texts]  # 84 distinct rows
     tuned = load_embedder("minilm", device="cpu")
@@ -348,7 +349,7 @@ def test_first_use_of_the_fast_model_says_it_is_building_it(tmp_path, monkeypatc
     import model2vec.distill
     from model2vec import StaticModel
 
-    from pipeline.stages.semdedup.embedder import StaticEmbedder
+    from pipeline.embeddings.embedder import StaticEmbedder
     built = []
 
     def distill(model_name, pca_dims):  # stands in for the 2-minute distillation: the real result, reloaded

@@ -36,7 +36,7 @@ def perturbed(texts: list[str], seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def fast():
-    from pipeline.stages.semdedup.embedder import load_embedder
+    from pipeline.embeddings.embedder import load_embedder
     return load_embedder("minilm", fast=True)
 
 

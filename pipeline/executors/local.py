@@ -62,6 +62,10 @@ class LocalExecutor:
     def pool(self, workers: int, warm: Callable[[], Any] | None = None) -> "Pool":
         return Pool(workers, warm)
 
+    def model_pool(self, use_gpus: bool = False) -> None:
+        """Tasks that load a model run here, with the model the caller already loaded."""
+        return None
+
     def budget(self, max_tokens: int | None = None, *, max_seconds: float | None = None,
                max_rows: int | None = None) -> Budget:
         """A spend cap for the run (the refresh's night), counted in this process."""

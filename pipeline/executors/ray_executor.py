@@ -42,7 +42,7 @@ from ..runner import process_shard
 from ..store import Location, ShardSpec
 from ..teacher.budget import Budget
 from .local import SideTeacher
-from .ray_runtime import connect, task_error_cause
+from .ray_runtime import connect, require_ray, task_error_cause
 from .teacher import actor_options, worker_factory, worker_judge
 
 
@@ -50,6 +50,7 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None, max_restarts: int = 3):
+        require_ray()  # the one-line install hint before any work
         self.address = address
         self.workers = workers
         self.max_restarts = max_restarts
@@ -82,6 +83,12 @@ class RayExecutor:
         cluster). `workers` is the stage's count of local processes and does not apply here; `warm`
         is not needed (Ray keeps warm worker processes)."""
         return RayPool(self.address, self.workers)
+
+    def model_pool(self, use_gpus: bool = False) -> "RayPool":
+        """Tasks that load a model once per worker: one per GPU where the cluster has GPUs (and
+        `use_gpus`), else one per CPU."""
+        gpus = int(connect(self.address).cluster_resources().get("GPU", 0)) if use_gpus else 0
+        return RayPool(self.address, gpus or None, num_gpus=1 if gpus else 0)
 
     def budget(self, max_tokens: int | None = None, *, max_seconds: float | None = None,
                max_rows: int | None = None) -> Budget:
@@ -205,11 +212,11 @@ class RayPool:
     """`pipeline.stages.minhash.pool.Pool` over Ray tasks: results in task order."""
 
     def __init__(self, address: str | None = None, workers: int | None = None, *, max_retries: int = 3,
-                 num_cpus: float = 1):
+                 num_cpus: float = 1, num_gpus: float = 0):
         self.ray = connect(address)
         self.workers = workers or max(int(self.ray.cluster_resources().get("CPU", 1)), 1)
         self.max_retries = max_retries
-        self.num_cpus = num_cpus
+        self.num_cpus, self.num_gpus = num_cpus, num_gpus
         self._pending: deque = deque()
 
     def __enter__(self) -> "RayPool":
@@ -225,7 +232,10 @@ class RayPool:
 
     def imap(self, fn: Callable[[dict], dict], tasks: list[dict]) -> Iterator[dict]:
         ray = self.ray
-        remote = ray.remote(num_cpus=self.num_cpus, max_retries=self.max_retries)(fn)
+        # Ray ends a GPU task's worker after one call unless told otherwise (max_calls=1);
+        # max_calls=0 keeps it, and with it what the process loaded (semdedup's embedding model).
+        gpu = {"num_gpus": self.num_gpus, "max_calls": 0} if self.num_gpus else {}
+        remote = ray.remote(num_cpus=self.num_cpus, max_retries=self.max_retries, **gpu)(fn)
         todo = iter(tasks)
         window = 2 * self.workers  # queued ahead so no worker waits on the driver
         self._pending.extend(remote.remote(t) for t in islice(todo, window))

@@ -3,7 +3,7 @@
     pool/part-NNNNN.parquet                 record schema; the previous version's parts hard-linked
                                             (files are never rewritten in place), tonight's rows appended
     pool/_minhash/store.json, part-*.sig.npy MinHash signatures in the sigstore format: `[minhash] against`
-    pool/_embeddings/_info.json, part-*     embeddings in the embstore format: `[semdedup] against`
+    pool/_embeddings/_info.json, part-*     embeddings in the embeddings.store format: `[semdedup] against`
     pool/_manifest.json                     written last: the parts, the version each was added in, rows
 
 Stored signatures and embeddings are reused when they were made with
@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import records
+from ..embeddings import store as es
+from ..embeddings.encoder import text_of
 from ..store import Dataset, atomic_write_bytes, atomic_write_json, atomic_write_table, shard_name
 
 STAGE = "refresh_pool"
@@ -100,28 +102,24 @@ class _Embeddings:
     """Embeddings of the pool's parts for the embedder semdedup used tonight (none when it did not run)."""
 
     def __init__(self, pool: Path, source: Path | None, previous: Path | None, encoder: Callable[[], Any]):
-        from ..stages.semdedup import embstore
-        self.es = embstore
         self.pool = pool
-        self.info = embstore.read_info(source) if source is not None else None
+        self.info = es.read_info(source) if source is not None else None
         self.source = source
         self.prev = previous if previous is not None and self.info is not None \
-            and embstore.read_info(previous) == self.info else None
+            and es.read_info(previous) == self.info else None
         self._make_encoder = encoder
         self._encoder = None
         self.reused = self.copied = self.encoded = 0
 
     def _encode(self, table: pa.Table) -> np.ndarray:
-        from ..stages.semdedup.stage import row_texts  # the exact text semdedup embeds
         if self._encoder is None:
             self._encoder = self._make_encoder()
         self.encoded += table.num_rows
-        return self._encoder.encode(row_texts(table, self.info["fields"]))
+        return self._encoder.encode(text_of(table, self.info["fields"]))
 
     def add(self, index: int, table_or_file: pa.Table | Path, n: int, prev_index: int | None = None) -> None:
         if self.info is None:
             return
-        es = self.es
         if self.prev is not None and prev_index is not None and es.has_shard(self.prev, prev_index):
             old = [es.emb_dir(self.prev) / f"part-{prev_index:05d}.{k}.npy" for k in ("vecs", "ids")]
             if len(np.load(old[1])) == n:
@@ -147,7 +145,7 @@ class _Embeddings:
     def finish(self) -> dict[str, Any] | None:
         if self.info is None:
             return None
-        self.es.write_info(self.pool, self.info["embedder"], self.info["dim"], self.info["fields"])
+        es.write_info(self.pool, self.info["embedder"], self.info["dim"], self.info["fields"])
         return {**self.info, "rows_reused": self.reused, "rows_from_semdedup": self.copied,
                 "rows_encoded": self.encoded}
 

@@ -369,13 +369,6 @@ class _Night:
 
     def _encoder(self):
         """The semdedup embedder (through its cache), for pool rows whose stored embeddings cannot be reused."""
+        from ..embeddings.encoder import make_encoder
         from ..stages.semdedup import SemdedupConfig
-        from ..stages.semdedup.cache import EmbeddingCache, NoCache
-        from ..stages.semdedup.embedder import load_embedder
-
-        sd = stage_config(self.cfg, "semdedup", SemdedupConfig)
-        emb = load_embedder(sd.model, sd.fast, sd.device, batch_size=sd.batch_size,
-                            cache_dir=Path(sd.model_cache_dir) if sd.model_cache_dir else None)
-        if not sd.cache:
-            return NoCache(emb)
-        return EmbeddingCache(Path(sd.cache_dir) if sd.cache_dir else self.workdir / "cache" / "embeddings", emb)
+        return make_encoder(stage_config(self.cfg, "semdedup", SemdedupConfig), self.workdir)

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ...lineage import upstream
 from ...store import atomic_write_bytes, read_json
 
 _SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
@@ -26,18 +27,11 @@ def size_category(n: int) -> str:
 def upstream_chain(path: str | Path, max_depth: int = 20) -> list[dict[str, Any]]:
     """The stages that led to `path`, oldest first: name, rows in/out, drops, teacher, score source."""
     chain = []
-    p: Path | None = Path(path)
-    seen: set[str] = set()
-    while p is not None and len(chain) < max_depth and str(p) not in seen:
-        seen.add(str(p))
-        mf = p / "_manifest.json"
-        if not mf.exists():
+    for _, m in upstream(path, max_depth):
+        if not m:
             break
-        m = read_json(mf)
-        entry = {k: m.get(k) for k in ("stage", "rows_in", "rows_out", "rows_rejected", "drops", "teacher",
-                                       "score_source", "judge_teacher", "run_id") if m.get(k) is not None}
-        chain.append(entry)
-        p = Path(m["input"]) if m.get("input") else None
+        chain.append({k: m.get(k) for k in ("stage", "rows_in", "rows_out", "rows_rejected", "drops", "teacher",
+                                            "score_source", "judge_teacher", "run_id") if m.get(k) is not None})
     return list(reversed(chain))
 
 

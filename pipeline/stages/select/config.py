@@ -1,4 +1,4 @@
-"""The `[select]` config section: budget, diversity threshold, quotas, score floors, embeddings.
+"""The `[select]` config section: budget, diversity threshold, quotas, score floors, embeddings (EmbeddingSection's keys).
 
 Defaults follow METHODS.md 4.3 (Deita's repr filter: walk by combined score,
 reject a row whose cosine similarity to an already-selected row exceeds 0.9)
@@ -15,12 +15,12 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ...config import Section
-
-EMBED_FIELDS = ("instruction", "input", "output", "system")
+from ...embeddings.encoder import EmbeddingSection
 
 
-class SelectConfig(Section):
+class SelectConfig(EmbeddingSection):
+    # The embedder keys are EmbeddingSection's; select's full model defaults to the CPU.
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where the full model runs: cpu, cuda, or auto (cuda when present)")
     budget: int | None = Field(None, gt=0, description="rows to select; default: every row that passes the walk")
     threshold: float = Field(0.9, gt=0, le=1, description="reject a row whose cosine to an already-selected row is above this (Deita 0.9)")
     quota_by: Literal["task_kind", "origin"] | None = Field(None, description="stratify by this column (LIMA): see quotas")
@@ -34,13 +34,6 @@ class SelectConfig(Section):
     unscored: Literal["drop", "last"] = Field(
         "drop", description="rows with a null score (failed or unparseable judgment): drop them (reason unscored) or walk them last, by id")
 
-    model: str = Field("minilm", description="embedder for diversity: 'minilm' (bundled all-MiniLM-L6-v2) or a local sentence-transformers folder")
-    fast: bool = Field(False, description="use the fast static embedder distilled from `model` (for millions of rows)")
-    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where the full embedder runs")
-    fields: list[str] = Field(default_factory=lambda: ["instruction", "input"],
-                              description="columns joined into the embedded text (same as semdedup's default, so its cached embeddings are reused)")
-    cache: bool = Field(True, description="share the embedding cache with semdedup (<workdir>/cache/embeddings): rows it embedded cost nothing")
-    cache_dir: str | None = Field(None, description="embedding cache folder; default <workdir>/cache/embeddings")
     embeddings: str | None = Field(None, description="precomputed embeddings: a .npy of unit rows in the input's row order (float16/32)")
     against: str | None = Field(None, description="a published dataset whose rows count as already selected: a row too similar to one of them "
                                                   "is dropped (too_similar, naming it); e.g. the release pool, so a nightly refresh stays diverse across nights")
@@ -49,14 +42,6 @@ class SelectConfig(Section):
     exact_limit: int = Field(50_000, gt=0, description="the selected set is searched exactly up to this size (Deita exactly), then through a FAISS IVF index")
     nprobe: int = Field(16, gt=0, description="IVF cells searched per candidate past exact_limit (recall vs time)")
     block: int = Field(1024, gt=0, description="candidates decided per block (the result equals the row-at-a-time walk)")
-
-    @field_validator("fields")
-    @classmethod
-    def _fields(cls, v: list[str]) -> list[str]:
-        bad = [f for f in v if f not in EMBED_FIELDS]
-        if bad or not v:
-            raise ValueError(f"fields must be a non-empty list from {list(EMBED_FIELDS)}, got {v}")
-        return v
 
     @model_validator(mode="after")
     def _against_needs_text(self) -> "SelectConfig":

@@ -26,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from ...embeddings.neighbors import SelectedSet
 from ...store import Dataset, DatasetError, DatasetWriter, atomic_write_bytes, read_json
 from . import scan as scanmod
 from .config import SelectConfig
+from .sources import against_source_for, make_source
 from .walk import QUOTA_FULL, SELECTED, TOO_SIMILAR, UNLIMITED, WalkState, walk_window
 from .write import write_phase
 
@@ -36,7 +38,7 @@ STAGE = "select"
 WORK = "_work"
 SELECTION = "selection.npz"
 # Settings that change speed or memory, not the result: left out of the resume check.
-NOT_RESULTS = {"device", "cache", "cache_dir", "window_rows", "block"}
+NOT_RESULTS = {"device", "batch_size", "cache", "cache_dir", "model_cache_dir", "window_rows", "block"}
 
 
 def _seed_with_against(sset, against, window_rows: int) -> np.ndarray:
@@ -53,8 +55,6 @@ def walk_phase(scan: scanmod.Scan, cfg: SelectConfig, source, window_rows: int, 
     before the walk; a candidate whose nearest row is one of them gets
     nn_pos -2-k (k: its position there), so the detail can name it.
     """
-    from ..semdedup.neighbors import SelectedSet
-
     names = scan.strata_names
     caps = cfg.quota_counts(names, cfg.budget) if cfg.quota_by else {n: None for n in names}
     quota_left = np.array([UNLIMITED if caps[n] is None else caps[n] for n in names] or [UNLIMITED], dtype=np.int64)
@@ -153,10 +153,8 @@ def run_select(input_path: str | Path, out: str | Path, cfg: SelectConfig, *, wo
     resumed = info is not None
     if info is None:
         if source is None and scan.n_candidates:
-            from .embeddings import make_source
             source = make_source(ds, cfg, Path(workdir), len(scan.ids))
         if cfg.against and against_source is None and scan.n_candidates:
-            from .embeddings import against_source_for
             against_source = against_source_for(Dataset(cfg.against, require_complete=True), source)
         try:
             info = (walk_phase(scan, cfg, source, cfg.window_rows, against_source) if scan.n_candidates

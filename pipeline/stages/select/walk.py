@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..semdedup.neighbors import SelectedSet
+from ...embeddings.neighbors import SelectedSet
 
 SELECTED, TOO_SIMILAR, QUOTA_FULL = 1, 2, 3
 UNLIMITED = np.iinfo(np.int64).max

@@ -38,10 +38,10 @@ def summary(m: dict[str, Any], target: Path) -> str:
 
 
 def run(input: Path, out: Path, cfg: SemdedupConfig, ctx) -> dict[str, Any]:
-    from .api import run_semdedup
+    from .stage import run_semdedup
     return run_semdedup(input, out, cfg, run_id=ctx.run_id, workdir=ctx.workdir, shard_rows=ctx.shard_rows,
-                        limit=ctx.limit, seed=ctx.seed, progress=ctx.progress, executor=ctx.executor.name,
-                        ray_address=ctx.ray_address, notify=ctx.echo)
+                        limit=ctx.limit, seed=ctx.seed, progress=ctx.progress, executor=ctx.executor,
+                        notify=ctx.echo)
 
 
 SPEC = StageSpec("semdedup", SemdedupConfig, run, summary,

@@ -1,23 +1,16 @@
-"""The `[semdedup]` config section: which embedder, which text, which search, which threshold."""
+"""The `[semdedup]` config section: which embedder and text (EmbeddingSection's keys), which search, which threshold."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from ...config import Section
-
-EMBED_FIELDS = ("instruction", "input", "output", "system")
+from ...embeddings.encoder import EmbeddingSection
 
 
-class SemdedupConfig(Section):
-    model: str = Field("minilm", description="sentence-transformers model: 'minilm' (bundled all-MiniLM-L6-v2), a local folder, or a cached name")
-    fast: bool = Field(False, description="embed with the static model distilled from `model` (>= 5k rows/s on a CPU) instead of the full model")
+class SemdedupConfig(EmbeddingSection):
     verify: bool = Field(False, description="with fast: re-check the fast path's candidate pairs with the full model (full-model precision, fast-path speed on the bulk)")
-    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="where the full model runs: cpu, cuda, or auto (cuda when present)")
-    batch_size: int | None = Field(None, gt=0, description="full-model batch size; default: tuned by timing a few sizes on the first rows it encodes")
-    fields: list[str] = Field(default_factory=lambda: ["instruction", "input"], description="columns joined into the embedded text")
     threshold: float = Field(0.95, gt=0, le=1, description="cosine at or above which two rows are near-duplicates (full-model scale)")
     fast_threshold: float | None = Field(None, gt=0, le=1, description="threshold on the fast model's scale; default threshold - 0.03 (threshold - 0.12 as the candidate cut with verify)")
     search: Literal["auto", "exact", "ivf", "kmeans"] = Field("auto", description="pair search: exact blocked matmul, FAISS IVF (approximate), SemDeDup-style k-means; auto = exact up to exact_max_rows")
@@ -25,18 +18,7 @@ class SemdedupConfig(Section):
     nlist: int | None = Field(None, gt=0, description="IVF cells; default 4*sqrt(rows) (at most rows/40)")
     nprobe: int = Field(12, gt=0, description="IVF cells each row probes (recall vs time; 12 found 99.8% of exact pairs at 1M rows)")
     kmeans_clusters: int | None = Field(None, gt=0, description="k for the k-means mode; default rows/2000")
-    cache: bool = Field(True, description="keep embeddings on disk keyed by (model, text hash): reruns embed only new rows")
-    cache_dir: str | None = Field(None, description="embedding cache folder; default <workdir>/cache/embeddings")
-    model_cache_dir: str | None = Field(None, description="where the distilled fast model is kept; default ~/.cache/distill/models")
     against: str | None = Field(None, description="a published dataset: rows near-duplicating any of its rows are dropped")
-
-    @field_validator("fields")
-    @classmethod
-    def _known_fields(cls, v: list[str]) -> list[str]:
-        bad = [f for f in v if f not in EMBED_FIELDS]
-        if bad or not v:
-            raise ValueError(f"fields must be a non-empty list from {list(EMBED_FIELDS)}, got {v}")
-        return v
 
     @model_validator(mode="after")
     def _verify_needs_fast(self) -> "SemdedupConfig":

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...embeddings.neighbors import max_similarity_to_set
+
 MARGIN = 1e-3  # float32 candidates this far below the threshold are re-checked exactly
 # IVF cells each row probes. At 1M rows (bench_semdedup.py --part search) 12 found 99.8% of the
 # exact pairs (16: 99.9%, 8: 99.7%), at ~2/3 of the CPU time of 16.
@@ -259,7 +261,6 @@ def find_pairs(x: np.ndarray, threshold: float, method: str = "auto", *, exact_m
 def nearest_in(queries: np.ndarray, base: np.ndarray, *, approximate: bool = False,
                nprobe: int = NPROBE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(cosine, index) of each query's nearest row of `base` (-inf, -1 when base is empty)."""
-    from .neighbors import max_similarity_to_set
     q = np.ascontiguousarray(queries, dtype=np.float32)
     if not approximate or len(base) < 10_000:
         _, idx = max_similarity_to_set(q, base)

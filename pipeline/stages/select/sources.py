@@ -6,39 +6,27 @@ The walk asks for one window of candidates at a time (the best-scored rows
 it has not seen yet), so only the rows it can reach are ever embedded or
 held in memory: selecting 1M rows from a 10M pool touches ~1M vectors.
 
-Text is built exactly as the semdedup stage builds it (the chosen fields,
-non-empty ones, joined by a blank line) and goes through the same embedding
-cache (keyed by embedder name and text hash), so every row semdedup embedded
-is a cache hit here.
+Text is built and embedded as semdedup does it (`embeddings.encoder`: same
+text, same encoder, same cache keyed by embedder name and text hash), so
+every row semdedup embedded is a cache hit here.
 """
 
 from __future__ import annotations
 
 import mmap
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
-import pyarrow as pa
 
+from ...embeddings.embedder import unit_rows
+from ...embeddings.encoder import make_encoder, texts_at
+from ...embeddings.store import stored_for
 from ...errors import InputFileError
 from ...store import Dataset
+from .scan import ids_to_numpy
 
 ENCODE_CHUNK = 8192
-
-
-def embed_text(parts: Sequence[str | None]) -> str:
-    """The embedded text of one row: its non-empty fields joined by a blank line (as semdedup does)."""
-    return "\n\n".join(p for p in parts if p)
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    """Unit rows, in place when `x` is already float32 (a window can be a gigabyte: no second copy)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    x /= norms
-    return x
 
 
 class TextSource:
@@ -52,29 +40,10 @@ class TextSource:
         self.name = name
         self.batch_rows = batch_rows
 
-    def texts(self, positions: np.ndarray) -> list[str]:
-        order = np.argsort(positions, kind="stable")
-        sorted_pos = positions[order]
-        out: list[str] = [""] * len(positions)
-        offset = 0
-        if not len(positions):
-            return out
-        for batch in self.ds.iter_batches(columns=self.fields, batch_size=self.batch_rows):
-            n = batch.num_rows
-            lo, hi = np.searchsorted(sorted_pos, [offset, offset + n])
-            if hi > lo:
-                sub = batch.take(pa.array(sorted_pos[lo:hi] - offset))
-                cols = [sub.column(f).to_pylist() for f in self.fields]
-                for j, parts in enumerate(zip(*cols)):
-                    out[order[lo + j]] = embed_text(parts)
-            offset += n
-            if offset > sorted_pos[-1]:
-                break
-        return out
-
     def fetch(self, positions: np.ndarray) -> np.ndarray:
-        texts = self.texts(positions)
-        parts = [_normalise(self.encode(texts[a:a + ENCODE_CHUNK])) for a in range(0, len(texts), ENCODE_CHUNK)]
+        texts = texts_at(self.ds, positions, self.fields, self.batch_rows)
+        parts = [unit_rows(self.encode(texts[a:a + ENCODE_CHUNK]), in_place=True)
+                 for a in range(0, len(texts), ENCODE_CHUNK)]
         return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
 
 
@@ -110,21 +79,15 @@ class NpySource:
             out[order[a:a + chunk]] = self.array[sorted_pos[a:a + chunk]]
             if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
                 mm.madvise(mmap.MADV_DONTNEED)
-        return _normalise(out)
+        return unit_rows(out, in_place=True)
 
 
 def make_source(ds: Dataset, cfg, workdir: Path, n_rows: int):
     """The configured source: `cfg.embeddings` (.npy) or the embedder through the shared cache."""
     if cfg.embeddings:
         return NpySource(cfg.embeddings, n_rows)
-    from ..semdedup.cache import EmbeddingCache, NoCache
-    from ..semdedup.embedder import load_embedder
-    emb = load_embedder(cfg.model, fast=cfg.fast, device=cfg.device)
-    if cfg.cache:
-        enc = EmbeddingCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(workdir) / "cache" / "embeddings", emb)
-    else:
-        enc = NoCache(emb)
-    src = TextSource(ds, list(cfg.fields), enc.encode, emb.name)
+    enc = make_encoder(cfg, workdir)
+    src = TextSource(ds, list(cfg.fields), enc.encode, enc.embedder.name)
     src.cache = enc  # hits/misses for the manifest
     return src
 
@@ -141,14 +104,12 @@ class AgainstSource(TextSource):
 
     def __init__(self, ds: Dataset, like: TextSource):
         super().__init__(ds, like.fields, like.encode, like.name, like.batch_rows)
-        from .scan import ids_to_numpy
         self.ids = ids_to_numpy(ds.read(columns=["id"]).column("id"))
         self.rows = len(self.ids)
         self.stored = self._stored()
         self.origin = "stored" if self.stored is not None else "embedded"
 
     def _stored(self) -> np.ndarray | None:
-        from ..semdedup.api import stored_for
         found = stored_for(self.ds.path, [i.decode() for i in self.ids.tolist()], self.name, list(self.fields))
         if found is None:
             return None
@@ -160,7 +121,7 @@ class AgainstSource(TextSource):
 
     def fetch(self, positions: np.ndarray) -> np.ndarray:
         if self.stored is not None:
-            return _normalise(self.stored[positions])
+            return unit_rows(self.stored[positions], in_place=True)
         return super().fetch(positions)
 
 

@@ -14,7 +14,6 @@ whether they were just computed or read: a rerun sees bit-identical vectors.
 
 from __future__ import annotations
 
-import io
 import re
 import uuid
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Sequence
 import numpy as np
 import xxhash
 
-from ...store import atomic_write_bytes
-from .embedder import Embedder
+from ..store.atomic import atomic_write_npy
+from .embedder import Embedder, unit_rows
 
 KEY_DTYPE = np.dtype("S16")
 
@@ -35,21 +34,12 @@ def text_keys(texts: Sequence[str]) -> np.ndarray:
 
 def from_f16(stored: np.ndarray) -> np.ndarray:
     """Stored float16 rows as the float32 unit rows every caller computes on (renormalised after rounding)."""
-    x = np.asarray(stored).astype(np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return x / norms
+    return unit_rows(stored)
 
 
 def to_stored(vectors: np.ndarray) -> np.ndarray:
     """What a vector becomes once stored: float16, back as float32 unit rows (same bits on every rerun)."""
     return from_f16(np.asarray(vectors, dtype=np.float16))
-
-
-def npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
 
 
 def _slug(name: str) -> str:
@@ -134,8 +124,8 @@ class EmbeddingCache:
 
     def _append(self, keys: np.ndarray, vecs: np.ndarray) -> None:
         name = f"seg-{uuid.uuid4().hex[:16]}"
-        atomic_write_bytes(self.dir / f"{name}.vecs.npy", npy_bytes(vecs))
-        atomic_write_bytes(self.dir / f"{name}.keys.npy", npy_bytes(keys))
+        atomic_write_npy(self.dir / f"{name}.vecs.npy", vecs)
+        atomic_write_npy(self.dir / f"{name}.keys.npy", keys)
         seg = len(self._segments)
         self._segments.append(vecs)
         for row, k in enumerate(keys.tolist()):

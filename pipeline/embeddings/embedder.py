@@ -12,24 +12,28 @@ gives L2-normalised float32 rows, and whose `name` identifies model and mode
   A lookup plus a mean per text: tens of thousands of rows/s on two cores,
   against ~100-200 rows/s for MiniLM.
 
-Used by the semdedup stage and by scoring/selection (Deita diversity). The
+Used by semdedup, select (Deita diversity) and refresh, through `encoder.make_encoder`. The
 signature of `load_embedder` and the `Embedder` attributes are a stable API.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import logging
 import os
+import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from ...errors import MissingExtra
+from ..errors import MissingExtra
+from ..models import minilm_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,6 @@ def resolve_device(device: str = "cpu") -> str:
 def resolve_model(model: str) -> tuple[Path | str, str]:
     """(what SentenceTransformer loads, a short stable label for names and cache keys)."""
     if model in ("minilm", MINILM, f"sentence-transformers/{MINILM}"):
-        from ...models import minilm_dir
         return minilm_dir(), MINILM
     p = Path(model).expanduser()
     if p.exists():
@@ -80,10 +83,15 @@ def resolve_model(model: str) -> tuple[Path | str, str]:
     return model, model.replace("/", "__")
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """float32 rows of unit length; `in_place` divides `x` itself when it is float32 already
+    (a selection window can be a gigabyte: no second copy)."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     norms[norms == 0] = 1.0  # an empty text embeds to zeros: keep it zero, not NaN
+    if in_place:
+        x /= norms
+        return x
     return np.ascontiguousarray(x / norms, dtype=np.float32)
 
 
@@ -104,7 +112,7 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         self.calls += 1
         self.rows_encoded += len(texts)
-        return _normalise(self._encode(texts))
+        return unit_rows(self._encode(texts))
 
     def _encode(self, texts: list[str]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -130,7 +138,6 @@ class TransformerEmbedder(Embedder):
         self.batch_size = batch_size  # None: chosen by _encode_tuning on the first rows encoded
         self.tuning: dict[str, int] | None = None  # chars/s per batch size tried, once tuned
         self._tuning: dict = {"rates": {}, "warm": False, "ceiling": None}
-        self.label = label
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.batch_size is None:
@@ -298,12 +305,9 @@ def build_fast_model(source: Path | str, dest: Path, notify: Callable[[str], Non
     except ImportError:
         raise MissingExtra("building the fast embedder needs model2vec's distill extra: "
                            "pip install 'model2vec[distill]==0.9.0'") from None
-    import shutil
-    import uuid
     (notify or _stderr)(
         f"building the fast embedder (once per machine, ~1-2 min on 2 CPU cores): distilling {label or source} "
         f"with model2vec into {dest} (set DISTILL_MODEL_CACHE to keep it elsewhere)")
-    import fcntl
     dest.parent.mkdir(parents=True, exist_ok=True)
     # One builder per machine: Ray actors or parallel runs that all find the
     # cache empty wait for the first one instead of each spending the minutes.

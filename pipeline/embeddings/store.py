@@ -5,8 +5,10 @@
     <dataset>/_embeddings/part-NNNNN.ids.npy  the rows' ids (written last: marks the shard done)
 
 The semdedup stage writes them for every input row (kept and dropped) as its
-first phase; `--against DATASET` and the scoring stage's diversity walk read
-them back with `load_embeddings`, restricted to the ids a dataset still holds.
+first phase, the refresh pool keeps them for every published row; semdedup's
+`--against DATASET` and select's diversity walk read them back with
+`load_embeddings` (restricted to the ids a dataset still holds), or through
+`stored_for`, which also looks upstream.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Iterable
 
 import numpy as np
 
-from ...store import atomic_write_json, read_json
-from .cache import from_f16, npy_bytes
+from ..lineage import upstream
+from ..store import atomic_write_json, read_json
+from ..store.atomic import atomic_write_npy
+from .cache import from_f16
 
 EMB_DIR = "_embeddings"
 INFO = "_info.json"
@@ -53,10 +57,9 @@ def has_shard(dataset: str | Path, index: int) -> bool:
 
 
 def write_shard(dataset: str | Path, index: int, ids: list[str], vectors: np.ndarray) -> None:
-    from ...store import atomic_write_bytes
     vecs_p, ids_p = _paths(dataset, index)
-    atomic_write_bytes(vecs_p, npy_bytes(np.asarray(vectors, dtype=np.float16)))
-    atomic_write_bytes(ids_p, npy_bytes(np.asarray(ids, dtype="U")))
+    atomic_write_npy(vecs_p, np.asarray(vectors, dtype=np.float16))
+    atomic_write_npy(ids_p, np.asarray(ids, dtype="U"))
 
 
 def read_shard(dataset: str | Path, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,3 +101,22 @@ def load_embeddings(dataset: str | Path, ids: Iterable[str] | None = None,
     _, first = np.unique(ids_arr, return_index=True)
     first.sort()
     return ids_arr[first], vecs[first]
+
+
+def stored_for(path: str | Path, ids: list[str], name: str,
+               fields: list[str]) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Stored embeddings covering every id of the dataset at `path`: its own, or an upstream folder's.
+
+    A published dataset is often a later stage's output (score, select) whose
+    rows all passed through a semdedup folder upstream; the `input` recorded
+    in each manifest leads there. Only vectors of the same embedder and the
+    same embedded fields count. Returns (ids, vectors, folder) or None.
+    """
+    want = len(set(ids))
+    for p, _ in upstream(path):
+        info = read_info(p)
+        if info and info["fields"] == fields and info["embedder"] == name:
+            got = load_embeddings(p, ids=ids, embedder_name=name)
+            if got is not None and len(got[0]) == want:
+                return got[0], got[1], str(p)
+    return None

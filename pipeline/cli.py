@@ -15,8 +15,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import __version__
+from . import __version__, logs
+from .commands import config_cmd, dataset_cmds, doctor_cmd, refresh_cmd, report_cmd, run_cmd
 from .errors import USER_ERRORS, exit_code_for
+from .stages.evol_instruct import cli as evol_cli
+from .stages.export import cli as export_cli
+from .stages.minhash import cli as minhash_cli
+from .stages.orca import cli as orca_cli
+from .stages.score import cli as score_cli
+from .stages.select import cli as select_cli
+from .stages.self_instruct import cli as self_instruct_cli
+from .stages.semdedup import cli as semdedup_cli
+from .teacher import cli as teacher_cli
 
 app = typer.Typer(
     name="distill",
@@ -44,31 +54,20 @@ def root(
     log_json: Annotated[Optional[Path], typer.Option("--log-json", metavar="FILE", help="Also write structured logs (one JSON object per event) to FILE, appending; '-' for stderr.")] = None,
 ) -> None:
     _state["debug"] = debug
-    from . import logs
     logs.configure_json(log_json)
 
 
 def _register() -> None:
     # Explicit composition, in pipeline order: no self-registering steps.
-    from .commands import config_cmd, dataset_cmds, doctor_cmd, refresh_cmd, report_cmd, run_cmd
-    from .teacher import cli as teacher_cli
 
     app.command("import", help=dataset_cmds.import_cmd.__doc__)(dataset_cmds.import_cmd)
     app.command("inspect", help=dataset_cmds.inspect_cmd.__doc__)(dataset_cmds.inspect_cmd)
     # -- stage commands (each stage issue adds its line here) --
-    from .stages.self_instruct import cli as self_instruct_cli
     app.command("self-instruct", help=self_instruct_cli.self_instruct_cmd.__doc__)(self_instruct_cli.self_instruct_cmd)
-    from .stages.evol_instruct import cli as evol_cli
     app.command("evol-instruct", help=evol_cli.evol_instruct_cmd.__doc__)(evol_cli.evol_instruct_cmd)
-    from .stages.orca import cli as orca_cli
     app.add_typer(orca_cli.app, name="orca")
-    from .stages.minhash import cli as minhash_cli
     app.command("minhash", help=minhash_cli.minhash_cmd.__doc__)(minhash_cli.minhash_cmd)
-    from .stages.semdedup import cli as semdedup_cli
     app.command("semdedup", help=semdedup_cli.semdedup_cmd.__doc__)(semdedup_cli.semdedup_cmd)
-    from .stages.export import cli as export_cli
-    from .stages.score import cli as score_cli
-    from .stages.select import cli as select_cli
     app.command("score", help=score_cli.score_cmd.__doc__)(score_cli.score_cmd)
     app.command("select", help=select_cli.select_cmd.__doc__)(select_cli.select_cmd)
     app.command("export", help=export_cli.export_cmd.__doc__)(export_cli.export_cmd)

@@ -7,16 +7,19 @@ descriptions), so the documentation cannot drift from what is validated.
 from __future__ import annotations
 
 import json
+import types
+import typing
 from typing import Any
 
 from pydantic import BaseModel
 
-from .config import Config, RunSection, TeacherSection
+from .config import Config, RunSection, TeacherSection, stage_config
+from .plan import default_plan
+from .refresh.config import RefreshConfig
 
 
 def section_models() -> list[tuple[str, type[BaseModel]]]:
     """(section name, model) for run, teacher, every stage of the default plan, and refresh."""
-    from .plan import default_plan
 
     out: list[tuple[str, type[BaseModel]]] = [("run", RunSection), ("teacher", TeacherSection)]
     seen = {"run", "teacher"}
@@ -24,7 +27,6 @@ def section_models() -> list[tuple[str, type[BaseModel]]]:
         if step.config is not None and step.name not in seen:
             out.append((step.name, step.config))
             seen.add(step.name)
-    from .refresh.config import RefreshConfig
     out.append(("refresh", RefreshConfig))
     return out
 
@@ -50,8 +52,6 @@ def _type_name(field) -> str:
 
 
 def _ann_name(ann: Any) -> str:
-    import types
-    import typing
 
     origin = typing.get_origin(ann)
     args = typing.get_args(ann)
@@ -126,7 +126,6 @@ def starter_toml() -> str:
 
 def resolved_toml(cfg: Config) -> str:
     """The config as it will run: defaults filled in, file and flags applied."""
-    from .config import stage_config
 
     parts = []
     for name, model in section_models():

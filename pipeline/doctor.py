@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .config import TeacherSection
+from .errors import TeacherUnavailable
+from .teacher.base import ChatRequest, Sampling
+from .teacher.openai_backend import OpenAIBackend
+from .teacher.server import EmbeddedServer
+
 MIN_FREE_BYTES = 1 << 30
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve")
 
@@ -65,7 +71,6 @@ def check_llama_cpp() -> Check:
 
 def one_token_request(client) -> tuple[object, float]:
     """(completion, seconds) of one greedy 1-token request: the doctor's reachability probe."""
-    from .teacher.base import ChatRequest, Sampling
 
     t0 = time.monotonic()
     [c] = client.chat([ChatRequest(messages=[{"role": "user", "content": "Say hi."}],
@@ -75,10 +80,6 @@ def one_token_request(client) -> tuple[object, float]:
 
 
 def check_embedded_teacher(n_ctx: int = 512) -> Check:
-    from .config import TeacherSection
-    from .errors import TeacherUnavailable
-    from .teacher.openai_backend import OpenAIBackend
-    from .teacher.server import EmbeddedServer
 
     try:
         server = EmbeddedServer(n_ctx=n_ctx, n_threads=1, ready_timeout_s=120)
@@ -153,8 +154,6 @@ def check_configured_teacher(section, seed: int, embedded: Check | None) -> Chec
         ok = torch.cuda.is_available()
         return Check("configured teacher", ok, f"vllm installed; GPU {'available' if ok else 'not found'}",
                      "" if ok else "run on a GPU machine, or use backend 'openai' against a served model")
-    from .errors import TeacherUnavailable
-    from .teacher.openai_backend import OpenAIBackend
 
     probe = section.model_copy(update={"max_retries": min(section.max_retries, 1),
                                        "timeout_s": min(section.timeout_s, 30.0)})

@@ -7,6 +7,8 @@ dataset), 4 teacher unavailable, 5 write failed (disk full, permissions),
 
 from __future__ import annotations
 
+import importlib
+
 
 class ConfigError(ValueError):
     """A config problem, already phrased for the user."""
@@ -45,7 +47,6 @@ class MissingExtra(RuntimeError):
 
 def import_extra(module: str, hint: str):
     """The optional dependency `module`, or MissingExtra with `hint` (how to install it)."""
-    import importlib
     try:
         return importlib.import_module(module)
     except ImportError as e:

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from . import records
 from .errors import DatasetError
+from .stages.evol_instruct.lineage import evolution_chain
 from .store import Dataset
 
 _SAMPLE_COLUMNS = ["id", "parent_id", "origin", "round", "task_kind", "instruction", "input", "output",
@@ -61,7 +62,6 @@ def describe(path: str | Path, sample: int = 3, rejected: bool = False, chain: s
     info["sample"] = _sample(source, sample) if source is not None else []
     info["rounds"], deepest = _rounds(ds)
     if chain or deepest:
-        from .stages.evol_instruct.lineage import evolution_chain
         # Lineage spans the folders of one run: look in this folder's siblings too.
         siblings = [p for p in ds.path.parent.iterdir() if p.is_dir() and _is_dataset(p)]
         info["chain"] = evolution_chain(siblings or [ds.path], chain or deepest)

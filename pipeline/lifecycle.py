@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -121,7 +122,6 @@ def start_reaper() -> bool:
     """Start a watcher that kills this process's descendants when it dies (Linux); False elsewhere."""
     if not os.path.isdir("/proc/self"):
         return False
-    import subprocess
     subprocess.Popen([sys.executable, "-m", "pipeline.lifecycle", str(os.getpid())], stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     return True

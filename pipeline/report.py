@@ -19,9 +19,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from .errors import DatasetError
 from .report_svg import bar_chart, histogram, table
-from .store import Dataset, atomic_write_bytes
+from .store import Dataset, atomic_write_bytes, read_json
 
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
@@ -139,9 +141,7 @@ def build_report(run_dir: str | Path, max_rows: int = 200_000) -> dict[str, Any]
 
 
 def _release_report(path: Path, max_rows: int) -> dict[str, Any]:
-    import pyarrow.parquet as pq
 
-    from .store import read_json
 
     m = read_json(path / "manifest.json")
     funnel, drops = [], []

@@ -8,7 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from .. import cli_common as cc
+from ..config import ConfigError
+from ..configdoc import reference_markdown, resolved_toml, splice_reference, starter_toml
 from ..context import load
+from ..store import atomic_write_bytes
 
 app = typer.Typer(help="Show the resolved config, write a commented starter file, print the field reference.",
                   no_args_is_help=True)
@@ -17,7 +20,6 @@ app = typer.Typer(help="Show the resolved config, write a commented starter file
 @app.command("show")
 def show(config: cc.ConfigOpt = None) -> None:
     """Print the resolved config (defaults filled in) as TOML."""
-    from ..configdoc import resolved_toml
 
     typer.echo(resolved_toml(load(config)), nl=False)
 
@@ -28,9 +30,6 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a commented starter config listing every field with its default."""
-    from ..config import ConfigError
-    from ..configdoc import starter_toml
-    from ..store import atomic_write_bytes
 
     if path.exists() and not force:
         raise ConfigError(f"{path} already exists; pass --force to overwrite it")
@@ -44,9 +43,6 @@ def reference(
     readme: Annotated[Optional[Path], typer.Option("--readme", help="Rewrite the part of this Markdown file between the config-reference markers.")] = None,
 ) -> None:
     """Print the field-by-field config reference as Markdown (or splice it into the README)."""
-    from ..config import ConfigError
-    from ..configdoc import reference_markdown, splice_reference
-    from ..store import atomic_write_bytes
 
     text = reference_markdown()
     if readme:

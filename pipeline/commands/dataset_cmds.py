@@ -11,7 +11,9 @@ import typer
 
 from .. import cli_common as cc
 from ..context import load, resolve_run
+from ..importer import import_file
 from ..inspection import describe
+from ..stages.evol_instruct.lineage import format_chain
 
 
 def import_cmd(
@@ -24,7 +26,6 @@ def import_cmd(
     shard_rows: cc.ShardRowsOpt = None,
 ) -> None:
     """Import a file as a dataset; bad rows go to rejected/ with their line number and reason."""
-    from ..importer import import_file
 
     cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows)
     paths = resolve_run(cfg, workdir, run_id)
@@ -74,7 +75,6 @@ def _print_human(info: dict[str, Any], schema: bool) -> None:
         for rnd, origins in info["rounds"].items():
             echo(f"  round {rnd}: " + ", ".join(f"{o}={n:,}" for o, n in sorted(origins.items())))
     if info.get("chain"):
-        from ..stages.evol_instruct.lineage import format_chain
         echo("evolution chain, root first" + ("" if info.get("chain_of") == "asked"
                                              else " (a row of the deepest round; any row's: --chain ID)") + ":")
         echo(textwrap.indent(format_chain(info["chain"], width=160), "  "))

@@ -6,13 +6,13 @@ import typer
 
 from .. import cli_common as cc
 from ..context import load
+from ..doctor import run_checks
 
 
 def doctor_cmd(config: cc.ConfigOpt = None, workdir: cc.WorkdirOpt = None) -> None:
     """Check this machine: CPU features, llama.cpp, the embedded teacher, torch/faiss, Ray, disk, the configured teacher.
 
     Prints one line per check; exits 1 when a check fails, with the fix under it."""
-    from ..doctor import run_checks
 
     cfg = load(config, workdir=workdir)
 

@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from .. import cli_common as cc
+from ..assets import data_dir
 from ..context import load
+from ..refresh.run import refresh
 
 
 def refresh_cmd(
@@ -37,10 +39,8 @@ def refresh_cmd(
     7 budget exhausted before any new row could be published; 6 locked (another refresh is running;
     exits at once); 4 teacher unavailable; 3 data error; 2 config or usage error; 5 write failed.
     """
-    from ..refresh.run import refresh
 
     if config is None:
-        from ..assets import data_dir
         config = data_dir() / "demo.toml"
         typer.echo(f"no --config: refreshing with the embedded demo profile {config} "
                    "(write your own with `distill config init distill.toml`)", err=True)

@@ -9,6 +9,7 @@ import typer
 
 from .. import cli_common as cc
 from ..context import load, resolve_run
+from ..report import write_report
 
 
 def report_cmd(
@@ -18,7 +19,6 @@ def report_cmd(
     workdir: cc.WorkdirOpt = None,
 ) -> None:
     """Write an HTML report of a run or release: funnel, drops, lengths, scores, evolution, dedup clusters, tokens."""
-    from ..report import write_report
 
     if run_dir is None:
         cfg = load(config, workdir=workdir)

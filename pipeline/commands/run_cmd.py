@@ -8,7 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from .. import cli_common as cc
+from ..assets import data_dir
 from ..context import load, resolve_run
+from ..report import write_report
+from ..runplan import run_plan
 
 
 def run_cmd(
@@ -27,10 +30,8 @@ def run_cmd(
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write <run>/report.html at the end.")] = False,
 ) -> None:
     """Run the stages in order (self-instruct ... export) from one TOML config; a rerun resumes where it stopped."""
-    from ..runplan import run_plan
 
     if config is None:
-        from ..assets import data_dir
         config = data_dir() / "demo.toml"
         typer.echo(f"no --config: running the embedded demo profile {config} "
                    "(write your own with `distill config init distill.toml`)", err=True)
@@ -41,5 +42,4 @@ def run_cmd(
                        echo=lambda s: typer.echo(s, err=True))
     typer.echo(f"run {paths.run_id} finished: {summary['final_rows']} rows in {summary['final_dataset']}")
     if not no_report:
-        from ..report import write_report
         typer.echo(f"report: {write_report(paths.run_dir)}")

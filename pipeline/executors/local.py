@@ -26,13 +26,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import pyarrow as pa
+
 from ..lifecycle import die_with_parent, started_from_main_thread
 from ..runner import process_shard
 from ..teacher.budget import Budget
 
 
 def _warm(warm: Callable[[], Any] | None) -> int:
-    import pyarrow as pa
     pa.set_cpu_count(1)  # parallelism is across processes; Arrow threads would only contend
     if warm is not None:
         warm()  # the caller's imports and compiled kernels, loaded while the caller starts

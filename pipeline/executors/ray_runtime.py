@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from ..errors import ConfigError, import_extra
+from ..lifecycle import start_reaper
 
 INSTALL_HINT = "--executor ray needs the ray extra: pip install 'distill[ray]'"
 
@@ -41,7 +42,6 @@ def connect(address: str | None = None):
         kwargs["address"] = address
     else:
         # a local cluster's agents can outlive a killed driver: a watcher kills them with it
-        from ..lifecycle import start_reaper
         start_reaper()
     try:
         ray.init(**kwargs)

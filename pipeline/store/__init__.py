@@ -32,7 +32,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import records
+from .. import __version__, records
 from ..errors import DatasetError
 from .atomic import (
     StoreWriteError,
@@ -292,7 +292,6 @@ class DatasetWriter:
 
 def merge_markers(stage: str, markers: list[dict[str, Any]]) -> dict[str, Any]:
     """A manifest's body from the shard done markers: rows in/out, drops by reason, summed counters."""
-    from .. import __version__
 
     drops: Counter = Counter()
     totals: Counter = Counter()

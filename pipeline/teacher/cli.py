@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from ..config import load_config
+from ..errors import TeacherUnavailable
+from ..lifecycle import started_from_main_thread
+from . import make_backend
+from .base import ChatRequest, Sampling
+from .server import resolve_model, server_command
 
 app = typer.Typer(help="Serve the embedded teacher or check the configured one.", no_args_is_help=True)
 
@@ -19,11 +29,7 @@ def serve(
     n_threads: Annotated[int | None, typer.Option(help="CPU threads [default: all cores].")] = None,
 ) -> None:
     """Serve the embedded SmolLM2 teacher as an OpenAI-compatible server (foreground, Ctrl-C stops)."""
-    import os
-    import subprocess
 
-    from ..lifecycle import started_from_main_thread
-    from .server import resolve_model, server_command
 
     path, alias = resolve_model(model)
     typer.echo(f"serving {alias} at http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
@@ -43,12 +49,7 @@ def ping(
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Answer length limit in tokens.")] = 32,
 ) -> None:
     """Send one chat request to the configured teacher; print the answer, latency and tokens."""
-    import time
 
-    from ..config import load_config
-    from ..errors import TeacherUnavailable
-    from . import make_backend
-    from .base import ChatRequest, Sampling
 
     cfg = load_config(config, {"teacher": {"backend": backend, "base_url": base_url, "model": model}})
     cfg.teacher.max_retries = min(cfg.teacher.max_retries, 2)  # a ping should fail fast

@@ -36,6 +36,8 @@ import sys
 import threading
 import time
 
+from ..lifecycle import die_with_parent
+
 
 def disable_weight_repacking() -> None:
     """Make every model loaded from now on in this process use plain CPU buffers."""
@@ -118,7 +120,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.parent_pid:
-        from ..lifecycle import die_with_parent
         die_with_parent(args.parent_pid, pdeathsig=args.pdeathsig)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import uvicorn

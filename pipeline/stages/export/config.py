@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ...config import Section
+from ...records import COLUMN_NAMES
 
 TIERS = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
 
@@ -45,7 +46,6 @@ class ExportConfig(Section):
     @field_validator("columns")
     @classmethod
     def _columns(cls, v: list[str]) -> list[str]:
-        from ...records import COLUMN_NAMES
         bad = [c for c in v if c not in COLUMN_NAMES]
         if bad:
             raise ValueError(f"unknown columns {bad}; pick from the record schema")

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ... import records
+from ... import __version__, records
 from ...errors import DatasetError
 from ...runner import Progress
 from ...seeding import seed_for
@@ -240,5 +240,4 @@ def _summary(x: np.ndarray) -> dict[str, Any]:
 
 
 def _version() -> str:
-    from ... import __version__
     return __version__

@@ -19,6 +19,7 @@ from ...assets import prompts_dir
 from ...config import read_toml
 from ...errors import ConfigError, TemplateError
 from ...prompts import load_catalog, load_template
+from ...store import atomic_write_bytes
 from .task_kind import TASK_KINDS
 
 N_MESSAGES = 16
@@ -195,7 +196,6 @@ def _toml_value(v: Any) -> str:
 def write_strategy_map(path: str | Path, mapping: dict[str, str], scores: dict[str, dict[str, Any]],
                        info: dict[str, Any]) -> None:
     """A small TOML file: [calibration] info, [strategy_map], one [scores.<kind>] per kind."""
-    from ...store import atomic_write_bytes
 
     lines = ["# Written by `distill orca calibrate`; read by `distill orca --strategy-map FILE`.",
              "# [strategy_map] is what the stage uses; [scores.*] show how each strategy did.", "",

@@ -21,6 +21,7 @@ from ...context import RunContext
 from ...store import REJECTED_DIR, DatasetError, DatasetWriter, atomic_write_bytes, shard_name
 from ...teacher.base import ChatRequest, Completion, TeacherUsage
 from ...teacher.budget import Budget
+from . import alpaca, bootstrap
 from . import instances as inst
 from .config import SelfInstructConfig
 from .seeds import SeedPool
@@ -130,10 +131,8 @@ class ShardBuilder:
     def _sampling_json(self, is_clf: bool | None) -> str:
         cfg = self.cfg
         if cfg.mode == "alpaca":
-            from .alpaca import stop_sequences
-            return json.dumps({"alpaca": cfg.alpaca.sampling(stop_sequences(cfg)).to_dict()}, sort_keys=True)
-        from .bootstrap import stop_sequences
-        d = {"bootstrap": cfg.bootstrap.sampling(stop_sequences(cfg)).to_dict(),
+            return json.dumps({"alpaca": cfg.alpaca.sampling(alpaca.stop_sequences(cfg)).to_dict()}, sort_keys=True)
+        d = {"bootstrap": cfg.bootstrap.sampling(bootstrap.stop_sequences(cfg)).to_dict(),
              "classify": cfg.classify.sampling(inst.classify_stop()).to_dict()}
         if is_clf is not None:
             d["instances"] = self._instance_sampling(is_clf).to_dict()

@@ -23,10 +23,7 @@ from typing import Any
 from .base import Teacher
 from .budget import Budget, BudgetedTeacher
 from .cache import CachedTeacher, ResponseCache
-from .embedded import EmbeddedTeacher
 from .limits import Limiter
-from .openai_backend import OpenAIBackend
-from .vllm_backend import VLLMBackend
 
 CACHE_FILE = "teacher_cache.sqlite"
 
@@ -35,10 +32,13 @@ def make_backend(section, *, seed: int = 0, workdir: Path | None = None, limiter
     """The bare backend named by `section.backend` (no budget, no cache); `workdir` holds the embedded
     server logs. Imported when built: only the configured backend's dependencies are loaded."""
     if section.backend == "openai":
+        from .openai_backend import OpenAIBackend
         return OpenAIBackend(section, seed=seed, limiter=limiter)
     if section.backend == "llamacpp":
+        from .embedded import EmbeddedTeacher
         return EmbeddedTeacher(section, seed=seed, workdir=workdir)
     if section.backend == "vllm":
+        from .vllm_backend import VLLMBackend
         return VLLMBackend(section, seed=seed)
     raise ValueError(f"unknown teacher backend {section.backend!r}")
 

@@ -64,7 +64,7 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
                 status = "already done"
             else:
                 echo(f"[{step.name}] {step.doc} -> {out}")
-                if ctx.executor.name != "local" and step.local_only:
+                if ctx.executor.distributed and step.local_only:
                     echo(f"[{step.name}] runs in this process, not on {ctx.executor.name.capitalize()}: {step.local_only}")
                 logs.event("stage_start", f"{step.name} started", stage=step.name, run_id=paths.run_id, out=str(out))
                 manifest = step.run_step(cfg, current, out, ctx)

@@ -51,6 +51,7 @@ class SideTeacher:
 
 class LocalExecutor:
     name = "local"
+    distributed = False  # everything runs in this process or its worker processes
 
     def map_shards(self, stage: Any, todo: list[Any], out: Any, ctx: Any,
                    on_shard: Callable[[Any, Any, dict[str, Any]], None]) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from .teacher import actor_options, worker_factory, worker_judge
 
 class RayExecutor:
     name = "ray"
+    distributed = True
 
     def __init__(self, address: str | None = None, workers: int | None = None, max_restarts: int = 3):
         require_ray()  # the one-line install hint before any work

@@ -144,6 +144,12 @@ class Dataset:
         for spec in self.plan(shard_rows, limit):
             yield spec.index, spec.read_rows()
 
+    def iter_tables(self, shard_rows: int, limit: int | None = None,
+                    columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
+        """(index, the shard's rows as one Arrow table), by `plan`."""
+        for spec in self.plan(shard_rows, limit):
+            yield spec.index, spec.read(columns)
+
     @property
     def complete(self) -> bool:
         return self.loc.join(MANIFEST).exists()

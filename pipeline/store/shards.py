@@ -50,6 +50,9 @@ class ShardSpec:
         """The shard as one table per piece (pieces may differ in physical schema)."""
         return [p.read(columns) for p in self.pieces]
 
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        return pa.concat_tables(self.tables(columns))
+
     def read_rows(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for t in self.tables():

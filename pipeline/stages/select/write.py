@@ -8,7 +8,7 @@ selected row they repeat).
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,23 +21,6 @@ from .scan import REASONS, Scan
 from .walk import SELECTED, TOO_SIMILAR
 
 STAGE = "select"
-
-
-def iter_chunks(ds: Dataset, rows: int) -> Iterator[tuple[int, pa.Table]]:
-    """(k, input rows [k*rows, (k+1)*rows)) as Arrow tables: the same cut on every run."""
-    pending: list[pa.RecordBatch] = []
-    held = index = 0
-    for batch in ds.iter_batches(batch_size=rows):
-        pending.append(batch)
-        held += batch.num_rows
-        while held >= rows:
-            table = pa.Table.from_batches(pending)
-            yield index, table.slice(0, rows)
-            index += 1
-            rest = table.slice(rows)
-            pending, held = rest.to_batches(), rest.num_rows
-    if held:
-        yield index, pa.Table.from_batches(pending)
 
 
 def _merge_meta(meta: str | None, value: dict[str, Any]) -> str:
@@ -76,7 +59,7 @@ def write_phase(ds: Dataset, writer: DatasetWriter, scan: Scan, cfg: SelectConfi
     skipped = 0
     meta_idx = records.SCHEMA.get_field_index("meta")
     try:
-        for k, table in iter_chunks(ds, shard_rows):
+        for k, table in ds.iter_tables(shard_rows):
             if writer.is_done(k):
                 skipped += 1
                 bar.update(table.num_rows)

@@ -34,29 +34,6 @@ VERIFY_CHUNK = 4096  # rows the full model embeds per cache segment while verify
 SNIPPET = 80  # characters of the duplicated row's text quoted in drop_detail
 
 
-def iter_chunks(ds: Dataset, shard_rows: int, limit: int | None = None,
-                columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
-    """(k, rows k*shard_rows ...) as Arrow tables, in input order: the same cut as runner.iter_shards."""
-    pending: list[pa.RecordBatch] = []
-    held = seen = index = 0
-    for batch in ds.iter_batches(columns=columns, batch_size=shard_rows):
-        if limit is not None:
-            batch = batch.slice(0, max(0, limit - seen))
-        seen += batch.num_rows
-        pending.append(batch)
-        held += batch.num_rows
-        while held >= shard_rows:
-            table = pa.Table.from_batches(pending)
-            yield index, table.slice(0, shard_rows)
-            index += 1
-            rest = table.slice(shard_rows)
-            pending, held = rest.to_batches(), rest.num_rows
-        if limit is not None and seen >= limit:
-            break
-    if held:
-        yield index, pa.Table.from_batches(pending)
-
-
 @functools.lru_cache(maxsize=2)
 def _process_encoder(section_json: str, workdir: str):
     return make_encoder(SemdedupConfig.model_validate_json(section_json), workdir)
@@ -91,7 +68,7 @@ def embed_phase(ds: Dataset, out: Path, cfg: SemdedupConfig, encoder, shard_rows
 
     def tasks() -> Iterator[dict[str, Any]]:
         nonlocal resumed
-        for k, table in iter_chunks(ds, shard_rows, limit, columns=["id", *cfg.fields]):
+        for k, table in ds.iter_tables(shard_rows, limit, columns=["id", *cfg.fields]):
             indices.append(k)
             sid = np.asarray(table.column("id").to_pylist(), dtype="U")
             if store.has_shard(out, k) and np.array_equal(store.read_shard(out, k)[0], sid):
@@ -143,7 +120,7 @@ def embed(ds: Dataset, out: Path, cfg: SemdedupConfig, encoder, workdir: Path, s
 def canonical_order(ds: Dataset, ids: np.ndarray, shard_rows: int) -> np.ndarray:
     """Input positions best row first under the keep policy (score, output length, id, output hash)."""
     scores, lens, hashes = [], [], []
-    for _, t in iter_chunks(ds, shard_rows, len(ids), columns=["score", "output"]):
+    for _, t in ds.iter_tables(shard_rows, len(ids), columns=["score", "output"]):
         scores.append(t.column("score").to_numpy(zero_copy_only=False).astype(np.float64))
         lens.append(pc.fill_null(pc.utf8_length(t.column("output")), 0).to_numpy().astype(np.int64))
         hashes.append(np.array([xxhash.xxh64_intdigest((o or "").encode("utf-8")) for o in t.column("output").to_pylist()], np.uint64))
@@ -218,7 +195,7 @@ def against_vectors(path: str | Path, encoder, cfg: SemdedupConfig,
     if stored is not None:
         return stored
     ids, vecs = [], []
-    for _, t in iter_chunks(ads, shard_rows, columns=["id", *cfg.fields]):
+    for _, t in ads.iter_tables(shard_rows, columns=["id", *cfg.fields]):
         ids.extend(t.column("id").to_pylist())
         vecs.append(encoder.encode(text_of(t, cfg.fields)))
     dim = encoder.embedder.dim
@@ -308,7 +285,7 @@ def write_phase(ds: Dataset, writer: DatasetWriter, shard_rows: int, limit: int 
     where[perm] = np.arange(len(perm))  # input position -> canonical index
     kept_id = ids[perm[dec.kept_pos]]   # by canonical index
     skipped = 0
-    for k, table in iter_chunks(ds, shard_rows, limit):
+    for k, table in ds.iter_tables(shard_rows, limit):
         base = k * shard_rows
         if writer.is_done(k):
             skipped += 1

@@ -7,7 +7,7 @@ Builds (once, under --workdir) a real-derived corpus with known near-duplicates
 (scripts/minhash_corpus.py: rows made of ../shared/data words and sentences),
 then deduplicates it twice with the same [minhash] settings: the local
 executor (`run_minhash`, --workers processes) and the Ray executor
-(`run_minhash_ray`: the same phase functions as Ray tasks on a local Ray
+(`run_minhash(..., executor=RayExecutor())`: the same phase functions as Ray tasks on a local Ray
 cluster with --workers CPUs). Both runs are checked to give the same output.
 A small warm-up run of each first fills numba's on-disk kernel cache, so
 neither side pays compilation. Prints wall seconds, rows/s and the ratio
@@ -57,7 +57,7 @@ def main() -> None:
 
     import ray
 
-    from pipeline.executors.ray_dedup import run_minhash_ray
+    from pipeline.executors.ray_executor import RayExecutor
     from pipeline.stages.minhash import MinhashConfig, run_minhash
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -72,13 +72,13 @@ def main() -> None:
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - t0
     run_minhash(warm, out / "warm-local", warm_cfg, progress=False)
-    run_minhash_ray(warm, out / "warm-ray", warm_cfg, progress=False)
+    run_minhash(warm, out / "warm-ray", warm_cfg, progress=False, executor=RayExecutor())
 
     t0 = time.perf_counter()
     ml = run_minhash(corpus, out / "local", cfg, progress=False)
     local_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    mr = run_minhash_ray(corpus, out / "ray", cfg, progress=False)
+    mr = run_minhash(corpus, out / "ray", cfg, progress=False, executor=RayExecutor())
     ray_s = time.perf_counter() - t0
     same = _same(out / "local", out / "ray")
     ray.shutdown()

@@ -49,8 +49,8 @@ class SideTeacher:
 
 
 class LocalExecutor:
-    name = "local"
     ordered = True  # shards one after the other, each committed before the next starts
+    name = "local"
 
     def map_shards(self, stage: Any, todo: list[Any], out: Any, ctx: Any,
                    on_shard: Callable[[Any, Any, dict[str, Any]], None]) -> dict[str, Any]:

@@ -151,12 +151,11 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
     `plan` replaces the folder's resume plan (a stage that also writes the
     folder itself, like Evol-Instruct's rounds, passes its own).
 
-    `budget` is a stage's own caps (a child of ctx.budget), counted in shard
-    order: `spend(budget, marker)` after each commit, and before each shard
-    the first limit `budget.exhausted_by` names stops the loop; it is noted,
-    no manifest is written (a rerun with more room continues) and the return
-    is `{"stopped_by": limit}`. Only an executor that runs shards one after
-    the other (`ordered`) can keep such caps; elsewhere they are refused.
+    `budget`: a stage's own caps (a child of ctx.budget), in shard order:
+    `spend(budget, marker)` after each commit; before each shard, a limit
+    `budget.exhausted_by` names stops the loop, noted, with no manifest (a
+    rerun with more room continues) and `{"stopped_by": limit}` returned.
+    Only an `ordered` executor can keep such caps; others refuse them.
     """
     if executor is not None:
         ctx = ctx.with_executor(executor)
@@ -176,7 +175,7 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
 
     def commit(spec: ShardSpec, staged: StagedShard, stats: dict[str, Any]) -> None:
         marker = writer.commit(staged, stats)
-        if budget is not None and spend is not None:
+        if spend is not None:
             spend(budget, marker)
         bar.update(spec.rows, errors=marker.get("teacher_errors", 0), tokens=marker.get("teacher_completion_tokens", 0))
 
@@ -212,14 +211,12 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
 
 
 def _ordered_caps(budget: Budget) -> str:
-    """The caps of `budget` that only shards run in order can keep, as text (empty when none). A token
-    cap inherited from a shared budget (a Ray ledger: the refresh's night) is not one of them: the
-    teacher layer keeps it on every worker."""
-    parent = budget.parent
-    inherited = parent is not None and parent.shared and parent.max_tokens is not None
-    caps = {"max_rows": budget.max_rows, "max_requests": budget.max_requests,
-            "max_tokens": None if inherited else budget.max_tokens}
-    return " / ".join(f"{k} ({v})" for k, v in caps.items() if v is not None)
+    """`budget`'s caps that only shards run in order can keep, as text ('' for none). A token cap inherited
+    from a shared budget (the refresh's night on a Ray ledger) is kept by the teacher layer on every worker."""
+    p = budget.parent
+    tokens = None if p is not None and p.shared and p.max_tokens is not None else budget.max_tokens
+    caps = {"max_rows": budget.max_rows, "max_requests": budget.max_requests, "max_tokens": tokens}
+    return " / ".join(f"{k} {v}" for k, v in caps.items() if v is not None)
 
 
 def summarize_drops(manifest: dict[str, Any]) -> str:

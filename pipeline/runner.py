@@ -17,11 +17,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from . import logs
+from .config import ConfigError
 from .store import Dataset, DatasetWriter, Location, ShardSpec, StagedShard, stage_shard
 from .teacher.base import TeacherUsage
+from .teacher.budget import Budget
 
 
 @dataclass
@@ -139,16 +141,29 @@ def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -
 
 def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location, ctx: Any, *,
                shard_rows: int = 1000, limit: int | None = None, executor: str | None = None,
-               manifest_extra: dict[str, Any] | None = None, plan: dict[str, Any] | None = None) -> dict[str, Any]:
+               manifest_extra: dict[str, Any] | None = None, plan: dict[str, Any] | None = None,
+               budget: Budget | None = None,
+               spend: Callable[[Budget, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run `stage` over every not-yet-done shard of `input_ds` on `ctx.executor`; return the manifest.
 
     The one shard loop: plan, skip done, commit as results arrive, manifest
     last. `executor` ("local" or "ray") overrides the context's for this call.
     `plan` replaces the folder's resume plan (a stage that also writes the
     folder itself, like Evol-Instruct's rounds, passes its own).
+
+    `budget`: a stage's own caps (a child of ctx.budget), in shard order:
+    `spend(budget, marker)` after each commit; before each shard, a limit
+    `budget.exhausted_by` names stops the loop, noted, with no manifest (a
+    rerun with more room continues) and `{"stopped_by": limit}` returned.
+    Only an `ordered` executor can keep such caps; others refuse them.
     """
     if executor is not None:
         ctx = ctx.with_executor(executor)
+    in_order = budget is not None and ctx.executor.ordered
+    if budget is not None and not in_order and (caps := _ordered_caps(budget)):
+        raise ConfigError(f"{stage.name}: its own budget ({caps}) is counted shard by shard in order, which the "
+                          f"{ctx.executor.name} executor's parallel shards do not do: run it with "
+                          "--executor local (a refresh budget works with both)")
     settings = stage.settings()
     writer = DatasetWriter(out, stage.name, plan=plan or {
         "input": str(input_ds.path), "shard_rows": shard_rows, "limit": limit, "settings": settings})
@@ -160,10 +175,20 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
 
     def commit(spec: ShardSpec, staged: StagedShard, stats: dict[str, Any]) -> None:
         marker = writer.commit(staged, stats)
+        if spend is not None:
+            spend(budget, marker)
         bar.update(spec.rows, errors=marker.get("teacher_errors", 0), tokens=marker.get("teacher_completion_tokens", 0))
 
     try:
-        extra = ctx.executor.map_shards(stage, todo, writer.loc, ctx, commit)
+        if not in_order:
+            extra = ctx.executor.map_shards(stage, todo, writer.loc, ctx, commit)
+        else:
+            extra = {}
+            for spec in todo:
+                if (stop := budget.exhausted_by) is not None:
+                    budget.note(stop)
+                    return {"stopped_by": stop}
+                extra.update(ctx.executor.map_shards(stage, [spec], writer.loc, ctx, commit))
     finally:
         bar.close()
         writer.clean_temporaries()  # what dead or zombie attempts staged; no worker runs now
@@ -183,6 +208,15 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
         extra["teacher"] = teacher
     extra.update(manifest_extra or {})
     return writer.write_manifest(**extra)
+
+
+def _ordered_caps(budget: Budget) -> str:
+    """`budget`'s caps that only shards run in order can keep, as text ('' for none). A token cap inherited
+    from a shared budget (the refresh's night on a Ray ledger) is kept by the teacher layer on every worker."""
+    p = budget.parent
+    tokens = None if p is not None and p.shared and p.max_tokens is not None else budget.max_tokens
+    caps = {"max_rows": budget.max_rows, "max_requests": budget.max_requests, "max_tokens": tokens}
+    return " / ".join(f"{k} {v}" for k, v in caps.items() if v is not None)
 
 
 def summarize_drops(manifest: dict[str, Any]) -> str:

@@ -50,6 +50,7 @@ class SideTeacher:
 
 
 class LocalExecutor:
+    ordered = True  # shards one after the other, each committed before the next starts
     name = "local"
     distributed = False  # everything runs in this process or its worker processes
 

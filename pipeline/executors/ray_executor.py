@@ -47,6 +47,7 @@ from .teacher import actor_options, worker_factory, worker_judge
 
 
 class RayExecutor:
+    ordered = False  # shards in parallel, committed as they finish
     name = "ray"
     distributed = True
 

@@ -24,7 +24,9 @@ from typing import Any
 from ... import records
 from ...context import RunContext
 from ...errors import TeacherUnavailable
+from ...runner import ShardResult
 from ...teacher.base import ChatRequest, Completion, Sampling
+from ...teacher.budget import Budget
 from .config import EvolConfig
 from .eliminate import Drop, check_answer, check_evolution, check_judge
 from .operations import Choice, Operations, parse_evolution, prompt_text, template_name
@@ -75,22 +77,22 @@ def next_pool(parents: list[dict[str, Any]], kept: list[dict[str, Any]],
 
 
 class RoundStage:
-    """One round as a per-shard stage for the Ray executor: the same `ShardEvolver.run`,
-    its accepted and failed evolutions as the shard's kept and rejected rows."""
+    """One round as a per-shard stage for `runner.run_shards`: `ShardEvolver.run` with the room
+    `budget` has left (max_rows), its accepted and failed evolutions as the kept and rejected rows."""
 
     name = STAGE
     needs_teacher = True
 
-    def __init__(self, evolver: "ShardEvolver", round_no: int):
+    def __init__(self, evolver: "ShardEvolver", round_no: int, budget: Budget):
         self.evolver = evolver
         self.round_no = round_no
+        self.budget = budget
 
     def settings(self) -> dict[str, Any]:
         return self.evolver.cfg.settings()
 
-    def process(self, rows: list[dict[str, Any]], ctx: RunContext):
-        from ...runner import ShardResult
-        res = self.evolver.run(rows, self.round_no, ctx)
+    def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> ShardResult:
+        res = self.evolver.run(rows, self.round_no, ctx, room=self.budget.rows_left())
         return ShardResult(res.kept, res.rejected, res.stats)
 
 

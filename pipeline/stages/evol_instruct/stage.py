@@ -12,18 +12,18 @@ Reads one instruction dataset (any origin). Writes, under the output folder:
                         every round; rejected/ holds every failed evolution
     _manifest.json      written last, with per-round counts and drop reasons
 
-Each round is a dataset written shard by shard with done markers, so a killed
-run restarts at the first unfinished shard of the first unfinished round and
-asks the teacher nothing for finished shards (the shard in flight is answered
-from the teacher's response cache). Budgets (max_rows, max_tokens_total: a
-child of the run's budget, ctx.budget) are counted from the done markers, so
-they hold across restarts too; raising them or the number of rounds and
-rerunning continues the same run.
-
-With the Ray executor a round's shards run as Ray tasks (`RoundStage`, the
-same `ShardEvolver`) into the same round folder, and the driver then writes
-the next pool shard by shard from each pool shard and its accepted
-evolutions (`next_pool`); the budgets, counted in shard order, stay local.
+Each round is `runner.run_shards(RoundStage)` over the pool, on whatever
+executor the run has (the same `ShardEvolver` locally or as Ray tasks), into
+a dataset written shard by shard with done markers; the driver then writes
+the next pool shard by shard from each pool shard and the evolutions it
+produced (`next_pool`). So a killed run restarts at the first unfinished
+shard of the first unfinished round and asks the teacher nothing for
+finished shards (the shard in flight is answered from the teacher's response
+cache). Budgets (max_rows, max_tokens_total: a child of the run's budget,
+ctx.budget) are counted from the done markers, so they hold across restarts
+too, and are checked by the runner before each shard, in shard order (which
+needs the local executor); raising them or the number of rounds and rerunning
+continues the same run.
 """
 
 from __future__ import annotations
@@ -32,15 +32,11 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import Any
 
 from ...context import RunContext
-from ...errors import ConfigError
-from ...runner import Progress, run_shards
-from ...store import DONE_DIR, REJECTED_DIR, Dataset, DatasetWriter
+from ...runner import run_shards
+from ...store import DONE_DIR, REJECTED_DIR, Dataset, DatasetWriter, shard_name
 from ...teacher.base import TeacherUsage
 from ...teacher.budget import Budget
 from .config import EvolConfig
@@ -73,9 +69,11 @@ def own_budget(cfg: EvolConfig, out: Path, run_budget: Budget) -> Budget:
     return budget
 
 
-def _spend(budget: Budget, stats: dict[str, Any]) -> None:
-    budget.spend(int(stats.get("tokens_prompt", 0)), int(stats.get("tokens_completion", 0)),
-                 rows=int(stats.get("evolved", 0)))
+def _spend(budget: Budget, marker: dict[str, Any]) -> None:
+    """What one round shard (its done marker) spent: its completions' tokens, cache hits included, and
+    its accepted evolutions."""
+    budget.spend(int(marker.get("tokens_prompt", 0)), int(marker.get("tokens_completion", 0)),
+                 rows=int(marker.get("evolved", 0)))
 
 
 def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: RunContext, cfg: EvolConfig, *,
@@ -83,11 +81,6 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: RunContext, 
     """Evolve every instruction of `input_path` for `cfg.rounds` rounds; return the output manifest."""
     input_ds = Dataset(input_path, require_complete=True)
     out = Path(out)
-    on_ray = ctx.executor.name == "ray"  # until rounds run through run_shards on both executors (issue 16)
-    if on_ray and (cfg.max_rows is not None or cfg.max_tokens_total is not None):
-        raise ConfigError("evol_instruct.max_rows / max_tokens_total are counted shard by shard in order, which "
-                          "the Ray executor's parallel shards do not do: run a budgeted evolution with "
-                          "--executor local (a refresh budget works with both)")
     ops = Operations(cfg)
     evolver = ShardEvolver(cfg, ops)
     budget = own_budget(cfg, out, ctx.budget)
@@ -98,17 +91,15 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: RunContext, 
     pool: Dataset = input_ds
     rounds_done = 0
     for r in range(1, cfg.rounds + 1):
-        plan = dict(base_plan, round=r, input=str(pool.path.resolve()), limit=limit if r == 1 else None)
+        lim = limit if r == 1 else None
+        plan = dict(base_plan, round=r, input=str(pool.path.resolve()), limit=lim)
+        m = run_shards(RoundStage(evolver, r, budget), pool, round_dir(out, r), ctx, shard_rows=shard_rows,
+                       limit=lim, plan=plan, manifest_extra={"round": r}, budget=budget, spend=_spend)
         pool_w = DatasetWriter(pool_dir(out, r), STAGE + "_pool", plan=plan)
-        if on_ray:
-            _run_round_ray(r, pool, out, pool_w, evolver, ctx, shard_rows, limit if r == 1 else None, plan)
-        else:
-            round_w = DatasetWriter(round_dir(out, r), STAGE, plan=plan)
-            stopped = _run_round(r, pool, round_w, pool_w, evolver, ctx, budget, shard_rows,
-                                 limit if r == 1 else None)
-            if stopped:
-                break
-            round_w.write_manifest(round=r, run_id=ctx.run_id)
+        _write_pool(pool, round_dir(out, r), pool_w, cfg.keep_parents_in_pool, shard_rows, lim)
+        if "stopped_by" in m:
+            stopped = STOPS[m["stopped_by"]]
+            break
         pool_w.write_manifest(round=r, run_id=ctx.run_id)
         rounds_done = r
         pool = Dataset(pool_dir(out, r), require_complete=True)
@@ -126,51 +117,18 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: RunContext, 
                     plan=dict(base_plan, input=str(input_ds.path.resolve()), limit=limit), extra=extra)
 
 
-def _run_round(r: int, pool: Dataset, round_w: DatasetWriter, pool_w: DatasetWriter,
-               evolver: ShardEvolver, ctx: RunContext, budget: Budget, shard_rows: int,
-               limit: int | None) -> str | None:
-    """Evolve every not-yet-done shard of `pool`; returns the budget that stopped it, if any."""
-    total = pool.num_rows() if limit is None else min(limit, pool.num_rows())
-    bar = Progress(total, f"{STAGE} round {r}", ctx.progress)
-    try:
-        for index, rows in pool.iter_shards(shard_rows, limit):
-            if round_w.is_done(index):
-                bar.update(len(rows))
-                continue
-            if (limit := budget.exhausted_by) is not None:
-                budget.note(limit)
-                return STOPS[limit]
-            ts = time.monotonic()
-            res = evolver.run(rows, r, ctx, room=budget.rows_left())
-            stats = dict(res.stats, rows_in=len(rows), seconds=round(time.monotonic() - ts, 3))
-            # The pool shard first: the round's done marker is the commit point of both.
-            pool_w.write_shard(index, res.pool, None, {"rows_in": len(rows)})
-            round_w.write_shard(index, res.kept, res.rejected, stats)
-            _spend(budget, stats)
-            bar.update(len(rows), errors=len(res.rejected),
-                       tokens=int(stats.get("tokens_completion", 0)))
-    finally:
-        bar.close()
-    return None
-
-
-def _run_round_ray(r: int, pool: Dataset, out: Path, pool_w: DatasetWriter, evolver: ShardEvolver,
-                   ctx: RunContext, shard_rows: int, limit: int | None, plan: dict[str, Any]) -> None:
-    """One round with its shards as Ray tasks (same round folder, markers and plan as locally),
-    then the next pool, shard by shard, from each pool shard and the evolutions it produced."""
-    run_shards(RoundStage(evolver, r), pool, round_dir(out, r), ctx, shard_rows=shard_rows, limit=limit,
-               executor="ray", plan=plan, manifest_extra={"round": r})
-    for index, parents in pool.iter_shards(shard_rows, limit):
-        if pool_w.is_done(index):
-            continue
-        kept = pq.read_table(round_dir(out, r) / f"part-{index:05d}.parquet").to_pylist()
-        pool_w.write_shard(index, next_pool(parents, kept, evolver.cfg.keep_parents_in_pool), None,
-                           {"rows_in": len(parents)})
-
-
-def _input_tables(ds: Dataset, shard_rows: int, limit: int | None) -> Iterator[pa.Table]:
-    for _, rows in ds.iter_shards(shard_rows, limit):
-        yield pa.Table.from_pylist(rows, schema=ds.schema)
+def _write_pool(pool: Dataset, rd: Path, pool_w: DatasetWriter, keep_parents: bool, shard_rows: int,
+               limit: int | None) -> None:
+    """The next pool, shard k from pool shard k and the evolutions round shard k accepted, for every
+    round shard done. It follows the round's done marker: a kill between the two leaves a done round
+    shard whose pool shard the rerun writes here, from the files (the round's shard is not redone)."""
+    done = {m["shard"] for m in _markers(rd)}
+    round_ds = Dataset(rd)
+    for spec in pool.plan(shard_rows, limit):
+        if spec.index in done and not pool_w.is_done(spec.index):
+            kept = round_ds.file(rd / shard_name(spec.index)).read().to_pylist()
+            pool_w.write_shard(spec.index, next_pool(spec.read_rows(), kept, keep_parents), None,
+                               {"rows_in": spec.rows})
 
 
 def _clear_shards(out: Path) -> None:
@@ -189,10 +147,10 @@ def assemble(out: Path, input_ds: Dataset, cfg: EvolConfig, *, shard_rows: int, 
     _clear_shards(out)
     index = 0
     rows_in = 0
-    for table in _input_tables(input_ds, shard_rows, limit):
-        rows_in += table.num_rows
+    for spec in input_ds.plan(shard_rows, limit):
+        rows_in += spec.rows
         if cfg.include_inputs:
-            writer.write_shard(index, table, None, {"input_rows": table.num_rows})
+            writer.write_shard(index, spec.read_rows(), None, {"input_rows": spec.rows})
             index += 1
     per_round = []
     ops_tried: Counter = Counter()
@@ -203,11 +161,13 @@ def assemble(out: Path, input_ds: Dataset, cfg: EvolConfig, *, shard_rows: int, 
             break
         summary: Counter = Counter()
         drops: Counter = Counter()
+        kept_ds = Dataset(rd)
+        rej_ds = kept_ds.rejected()
         for marker in _markers(rd):
-            i = marker["shard"]
-            kept = pq.read_table(rd / f"part-{i:05d}.parquet")
-            rej_path = rd / REJECTED_DIR / f"part-{i:05d}.parquet"
-            rej = pq.read_table(rej_path) if rej_path.exists() else None
+            name = shard_name(marker["shard"])
+            kept = kept_ds.file(rd / name).read()
+            rej_path = rd / REJECTED_DIR / name
+            rej = rej_ds.file(rej_path).read() if rej_path.exists() else None
             if kept.num_rows or (rej is not None and rej.num_rows):
                 usage = TeacherUsage(requests=marker.get("teacher_calls", 0), prompt_tokens=marker.get("tokens_prompt", 0),
                                      completion_tokens=marker.get("tokens_completion", 0))

@@ -5,9 +5,9 @@ night is set by the generation stages' own settings ([self_instruct]
 num_instructions, [evol_instruct] rounds ...). A budget that runs out part
 way publishes what was made within it (exit 0, `budget.exhausted` in the
 summary); one that runs out before any new row survives exits 7. With
-`[run] executor = "ray"`, requests sent from Ray workers are bounded by the
-stage-level caps only (max_tokens_total, the row limit), not by the token
-and time checks, which watch the driver's teacher.
+`[run] executor = "ray"` the budget is one ledger shared by the driver and
+every Ray worker (teacher/budget.py), so the token and time checks bound the
+workers' requests too.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
     pool/part-NNNNN.parquet                 record schema; the previous version's parts hard-linked
                                             (files are never rewritten in place), tonight's rows appended
-    pool/_minhash/store.json, part-*.sig.npy MinHash signatures in the sigstore format: `[minhash] against`
-    pool/_embeddings/_info.json, part-*     embeddings in the embeddings.store format: `[semdedup] against`
+    pool/_minhash/store.json, part-*.sig.npy MinHash signatures in the sigstore format (minhash's `against`)
+    pool/_embeddings/_info.json, part-*     embeddings in the embeddings.store format (semdedup's `against`)
     pool/_manifest.json                     written last: the parts, the version each was added in, rows
 
 Stored signatures and embeddings are reused when they were made with
@@ -15,9 +15,7 @@ computed here (a fast kernel, and exact for the rows as published).
 
 from __future__ import annotations
 
-import io
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -29,10 +27,23 @@ import pyarrow.parquet as pq
 from .. import records
 from ..embeddings import store as es
 from ..embeddings.encoder import text_of
-from ..store import Dataset, atomic_write_bytes, atomic_write_json, atomic_write_table, shard_name
+from ..errors import DatasetError
+from ..stages.minhash.phases import block_text, compute_signatures
+from ..stages.minhash.sigstore import load_store, store_path, write_store
+from ..store import PART_RE, Dataset, atomic_write_json, atomic_write_table, shard_name
+from ..store.atomic import atomic_write_npy
 
 STAGE = "refresh_pool"
-_PART = re.compile(r"^part-(\d{5,})\.parquet$")
+
+
+def pool_of(version: Path | None) -> Path | None:
+    """The published `version`'s pool/ (None before the first version); a release not made by refresh has none."""
+    if version is None:
+        return None
+    if not (version / "pool" / "_manifest.json").exists():
+        raise DatasetError(f"{version}: the published version has no pool/ (was it published by "
+                           "`distill refresh`?); point [refresh] publish_dir at a refresh release folder")
+    return version / "pool"
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -44,14 +55,10 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _index(shard: Path) -> int:
-    return int(_PART.match(shard.name).group(1))
+def _store_in(dataset: Path, fmt: dict[str, Any]) -> dict[str, Any] | None:
+    """`dataset`'s signature store, when it holds signatures in `fmt`."""
+    store = load_store(dataset) if store_path(dataset).exists() else None
+    return store if store is not None and store.get("format") == fmt else None
 
 
 class _Signatures:
@@ -61,16 +68,9 @@ class _Signatures:
         self.pool, self.fmt = pool, fmt
         self.segments: list[dict[str, Any]] = []
         self.reused = self.computed = 0
-        self.prev: dict[str, Path] = {}
-        if fmt is None or previous is None:
-            return
-        from ..stages.minhash import sigstore
-        store_file = sigstore.store_path(previous)
-        if store_file.exists():
-            store = sigstore.load_store(previous)
-            if store.get("format") == fmt:
-                self.prev = {s["rows"]: previous / s["sig"] for s in store["segments"]
-                             if not Path(s["sig"]).is_absolute()}
+        store = _store_in(previous, fmt) if fmt is not None and previous is not None else None
+        self.prev: dict[str, Path] = {s["rows"]: previous / s["sig"] for s in store["segments"]
+                                      if not Path(s["sig"]).is_absolute()} if store else {}
 
     def add(self, index: int, table_or_file: pa.Table | Path, n: int) -> None:
         if self.fmt is None:
@@ -81,20 +81,17 @@ class _Signatures:
             _link(src, self.pool / rel)
             self.reused += n
         else:
-            from ..stages.minhash.phases import block_text, compute_signatures
-            t = table_or_file
-            if isinstance(t, Path):
-                t = pq.read_table(t, columns=self.fmt["columns"])
+            t = pq.read_table(table_or_file, columns=self.fmt["columns"]) if isinstance(table_or_file, Path) \
+                else table_or_file
             sigs, _, _ = compute_signatures(block_text(t, self.fmt), self.fmt)
-            _save_npy(self.pool / rel, sigs)
+            atomic_write_npy(self.pool / rel, np.ascontiguousarray(sigs))
             self.computed += n
         self.segments.append({"rows": shard_name(index), "sig": rel, "n": n})
 
     def finish(self) -> dict[str, Any] | None:
         if self.fmt is None:
             return None
-        from ..stages.minhash import sigstore
-        sigstore.write_store(self.pool, self.fmt, self.segments)
+        write_store(self.pool, self.fmt, self.segments)
         return {"format": self.fmt, "rows_reused": self.reused, "rows_computed": self.computed}
 
 
@@ -107,15 +104,8 @@ class _Embeddings:
         self.source = source
         self.prev = previous if previous is not None and self.info is not None \
             and es.read_info(previous) == self.info else None
-        self._make_encoder = encoder
-        self._encoder = None
+        self.make_encoder, self.encoder = encoder, None  # built for the first row it must encode
         self.reused = self.copied = self.encoded = 0
-
-    def _encode(self, table: pa.Table) -> np.ndarray:
-        if self._encoder is None:
-            self._encoder = self._make_encoder()
-        self.encoded += table.num_rows
-        return self._encoder.encode(text_of(table, self.info["fields"]))
 
     def add(self, index: int, table_or_file: pa.Table | Path, n: int, prev_index: int | None = None) -> None:
         if self.info is None:
@@ -138,7 +128,9 @@ class _Embeddings:
             if i in where:
                 vecs[k] = found[1][where[i]]
         if missing:
-            vecs[missing] = self._encode(t.take(pa.array(missing, pa.int64())))
+            self.encoder = self.encoder if self.encoder is not None else self.make_encoder()
+            vecs[missing] = self.encoder.encode(text_of(t.take(pa.array(missing, pa.int64())), self.info["fields"]))
+            self.encoded += len(missing)
         self.copied += len(ids) - len(missing)
         es.write_shard(self.pool, index, ids, vecs)
 
@@ -152,9 +144,8 @@ class _Embeddings:
 
 def signature_view(previous: Path, fmt: dict[str, Any], out: Path) -> Path:
     """`previous` itself when its stored signatures have tonight's format; else a folder whose store
-    points at its parts with signatures recomputed in that format (for `[minhash] against`)."""
-    from ..stages.minhash import sigstore
-    if sigstore.store_path(previous).exists() and sigstore.load_store(previous).get("format") == fmt:
+    points at its parts with signatures recomputed in that format (what minhash reads as `ctx.against`)."""
+    if _store_in(previous, fmt) is not None:
         return previous
     sigs = _Signatures(out, fmt, None)
     for i, shard in enumerate(Dataset(previous, require_complete=True).shards):
@@ -183,7 +174,7 @@ def build_pool(pool: Path, previous: Path | None, new: Path, *, version: str, ru
             n = pq.ParquetFile(shard).metadata.num_rows
             _link(shard, pool / shard_name(index))
             sigs.add(index, shard, n)
-            embs.add(index, shard, n, prev_index=_index(shard))
+            embs.add(index, shard, n, prev_index=int(PART_RE.match(shard.name).group(1)))
             parts.append({"file": shard_name(index), "rows": n, "added_in": added_in.get(shard.name)})
             index += 1
     carried = sum(p["rows"] for p in parts)

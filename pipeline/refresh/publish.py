@@ -3,7 +3,7 @@
     <publish_dir>/versions/<version>/   one complete release per version
     <publish_dir>/latest                symlink to versions/<version>
 
-A version is staged under a hidden name and renamed into `versions/` whole;
+A version is staged under a hidden name (`.staging-<version>`) and renamed into `versions/` whole;
 then `latest` is switched by renaming a new symlink over the old one, a single
 atomic step: a reader of `latest` sees the old release or the new one, never a
 mix. Older versions beyond `keep` are removed after the switch.
@@ -40,6 +40,13 @@ def staging_dir(publish_dir: Path, version: str) -> Path:
         shutil.rmtree(d)
     d.mkdir(parents=True)
     return d
+
+
+def clean_staging(publish_dir: Path) -> None:
+    """Remove the half-built versions of runs that died (the caller holds the lock: nobody is building them)."""
+    d = Path(publish_dir) / VERSIONS
+    for p in d.glob(".staging-*") if d.is_dir() else []:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def publish(publish_dir: Path, version: str, staged: Path, keep: int = 3) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import exit_code_for
 from ..records import now_utc
 from ..store import atomic_write_json
+from ..teacher.base import MARKED, TeacherUsage
 
 FILE = "refresh_summary.json"
 
@@ -36,14 +37,23 @@ class Summary:
                                      "started_at": now_utc().isoformat(), **head,
                                      "stages": [], "dropped": {}, "rows": {}}
 
-    def add_stage(self, entry: dict[str, Any]) -> None:
+    def add_stage(self, entry: dict[str, Any]) -> dict[str, Any]:
         self.data["stages"].append(entry)
         drops = entry.get("drops") or {}
         if drops:
             self.data["dropped"][entry["stage"]] = dict(drops)
+        return entry
 
-    def finish(self, status: str, exit_code: int, message: str) -> None:
-        self.data.update(status=status, exit_code=exit_code, message=message)
+    def add_step(self, name: str, m: dict[str, Any], out: Path, seconds: float, tokens: int,
+                 input_rows: int | None) -> dict[str, Any]:
+        """A stage that ran: its manifest's counts, the teacher tokens it sent."""
+        return self.add_stage({"stage": name, "status": "done", "seconds": round(seconds, 3), "out": str(out),
+                               "input_rows": input_rows, "rows_in": m.get("rows_in"), "rows_out": m.get("rows_out"),
+                               "rows_rejected": m.get("rows_rejected"), "drops": m.get("drops", {}),
+                               "teacher_tokens": tokens})
+
+    def finish(self, status: str, exit_code: int, message: str, version: str | None = None) -> None:
+        self.data.update(status=status, exit_code=exit_code, message=message, version=version)
 
     def fail(self, exc: BaseException) -> None:
         if isinstance(exc, KeyboardInterrupt):
@@ -52,19 +62,21 @@ class Summary:
             code = exit_code_for(exc)
             self.finish(STATUS_OF_CODE.get(code, "failed"), code, f"{type(exc).__name__}: {exc}".splitlines()[0])
 
-    def add_teacher(self, stats: dict[str, Any], split: list[int] | None, prompt_rate: float,
+    def add_teacher(self, usage: TeacherUsage, split: list[int] | None, prompt_rate: float,
                     completion_rate: float) -> None:
-        """The teacher's work after the ping: counts from the driver's teacher `stats`, tokens from
-        `split` ([prompt, completion]) when the budget counted them for the whole Ray cluster."""
-        ping = self.data.get("teacher", {}).get("ping", {}).get("stats", {})
-        keys = ("requests", "sent", "cache_hits", "errors", "retries", "prompt_tokens", "completion_tokens")
-        sent = {k: int(stats.get(k, 0)) - int(ping.get(k, 0)) for k in keys}
+        """The teacher's work after the ping: counts from the driver's teacher `usage`, tokens from
+        `split` ([prompt, completion]) when the budget counted them for the whole Ray cluster. The cost
+        estimate is the tokens actually sent (cache hits excluded) times the configured rates per million."""
+        since = usage.delta(TeacherUsage.from_marker(self.data["teacher"]["ping"]["stats"]))
+        sent = {k: getattr(since, k) for k in MARKED}
         if split is not None:
             sent["prompt_tokens"], sent["completion_tokens"] = split
-        self.data.setdefault("teacher", {}).update(sent)
+        self.data["teacher"].update(sent)
         p, c = sent["prompt_tokens"], sent["completion_tokens"]
         self.data["tokens"] = {"prompt": p, "completion": c, "total": p + c}
-        self.data["cost_estimate"] = cost_estimate(p, c, prompt_rate, completion_rate)
+        self.data["cost_estimate"] = {"prompt_tokens": p, "completion_tokens": c, "prompt_cost_per_million": prompt_rate,
+                                      "completion_cost_per_million": completion_rate,
+                                      "total": round(p * prompt_rate / 1e6 + c * completion_rate / 1e6, 6)}
 
     def write(self) -> dict[str, Any]:
         self.data["finished_at"] = now_utc().isoformat()
@@ -72,9 +84,3 @@ class Summary:
         atomic_write_json(self.path, self.data)
         return self.data
 
-
-def cost_estimate(prompt_tokens: int, completion_tokens: int, prompt_rate: float, completion_rate: float) -> dict[str, Any]:
-    """Tokens actually sent (cache hits excluded) times the configured rates per million."""
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "prompt_cost_per_million": prompt_rate, "completion_cost_per_million": completion_rate,
-            "total": round(prompt_tokens * prompt_rate / 1e6 + completion_tokens * completion_rate / 1e6, 6)}

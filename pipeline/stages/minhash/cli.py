@@ -20,7 +20,11 @@ def summary(m: dict[str, Any], out: Path) -> str:
 
 def run(input: Path, out: Path, cfg: MinhashConfig, ctx) -> dict[str, Any]:
     """`run_minhash` with its per-block and per-band tasks on the context's executor: local processes
-    (`[minhash] workers`), or Ray tasks (`workers` in flight, default every CPU of the cluster)."""
+    (`[minhash] workers`), or Ray tasks (`workers` in flight, default every CPU of the cluster).
+    `ctx.against` (published datasets with signatures in this run's format) adds to `[minhash] against`;
+    this run's signatures are never registered with them."""
+    if ctx.against:
+        cfg = cfg.model_copy(update={"against": [*cfg.against, *ctx.against], "add_to_against": False})
     return run_minhash(input, out, cfg, executor=ctx.executor, limit=ctx.limit, run_id=ctx.run_id,
                        progress=ctx.progress, echo=ctx.echo)
 

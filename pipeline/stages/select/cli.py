@@ -44,6 +44,10 @@ def summary(manifest: dict[str, Any], out: Path) -> str:
 
 
 def run(input: Path, out: Path, cfg: SelectConfig, ctx) -> dict[str, Any]:
+    """`run_select`; `ctx.against` (the refresh's published pool, whose rows count as already selected)
+    replaces `[select] against`."""
+    if ctx.against:
+        cfg = cfg.model_copy(update={"against": ctx.against[0]})
     return run_select(input, out, cfg, workdir=ctx.workdir, shard_rows=ctx.shard_rows, run_id=ctx.run_id,
                       progress=ctx.progress)
 

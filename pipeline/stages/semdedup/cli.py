@@ -38,7 +38,10 @@ def summary(m: dict[str, Any], target: Path) -> str:
 
 
 def run(input: Path, out: Path, cfg: SemdedupConfig, ctx) -> dict[str, Any]:
+    """`run_semdedup`; `ctx.against` (the refresh's published pool) replaces `[semdedup] against`."""
     from .stage import run_semdedup
+    if ctx.against:
+        cfg = cfg.model_copy(update={"against": ctx.against[0]})
     return run_semdedup(input, out, cfg, run_id=ctx.run_id, workdir=ctx.workdir, shard_rows=ctx.shard_rows,
                         limit=ctx.limit, seed=ctx.seed, progress=ctx.progress, executor=ctx.executor,
                         notify=ctx.echo)

@@ -83,7 +83,7 @@ class RunContext:
     progress: bool = True
     executor: Any = "local"          # run.executor: where shards and phase tasks run (pipeline/executors)
     ray_address: str | None = None   # run.ray_address, for executor = "ray"
-    against: tuple[str, ...] = ()    # published datasets the dedup stages compare against when their config names none
+    against: tuple[str, ...] = ()    # published data to dedup against: minhash adds it to its own, semdedup/select use it
     budget: Budget = field(default_factory=Budget)  # the run's spend cap; a stage's own caps are its children
     shard_rows: int = 1000           # run.shard_rows: rows per shard of a per-shard stage
     limit: int | None = None         # run.limit: at most this many input rows

@@ -19,7 +19,6 @@ from typing import Callable
 from .config import TeacherSection
 from .errors import TeacherUnavailable
 from .teacher.base import ChatRequest, Sampling
-from .teacher.openai_backend import OpenAIBackend
 from .teacher.server import EmbeddedServer
 
 MIN_FREE_BYTES = 1 << 30
@@ -89,6 +88,7 @@ def check_embedded_teacher(n_ctx: int = 512) -> Check:
         t0 = time.monotonic()
         server.start()
         load_s = time.monotonic() - t0
+        from .teacher.openai_backend import OpenAIBackend  # aiohttp: 0.1 s of every CLI start
         client = OpenAIBackend(TeacherSection(backend="openai", base_url=server.base_url, model=server.alias,
                                               max_retries=0, timeout_s=60, cache=False))
         c, latency = one_token_request(client)
@@ -158,6 +158,7 @@ def check_configured_teacher(section, seed: int, embedded: Check | None) -> Chec
     probe = section.model_copy(update={"max_retries": min(section.max_retries, 1),
                                        "timeout_s": min(section.timeout_s, 30.0)})
     try:
+        from .teacher.openai_backend import OpenAIBackend  # aiohttp: 0.1 s of every CLI start
         client = OpenAIBackend(probe, seed=seed)
         try:
             c, latency = one_token_request(client)

@@ -10,7 +10,6 @@ import typer
 from ...cli_common import ShardRowsOpt
 from ...stage import StageSpec, stage_command
 from .config import MinhashConfig
-from .stage import run_minhash
 
 
 def summary(m: dict[str, Any], out: Path) -> str:
@@ -20,9 +19,10 @@ def summary(m: dict[str, Any], out: Path) -> str:
 
 def run(input: Path, out: Path, cfg: MinhashConfig, ctx) -> dict[str, Any]:
     """`run_minhash` with its per-block and per-band tasks on the context's executor: local processes
-    (`[minhash] workers`), or Ray tasks (`workers` in flight, default every CPU of the cluster).
+    (`[minhash] workers`), or Ray tasks on every CPU of the cluster.
     `ctx.against` (published datasets with signatures in this run's format) adds to `[minhash] against`;
     this run's signatures are never registered with them."""
+    from .stage import run_minhash  # its compiled kernels load numba: 0.15 s of every CLI start
     if ctx.against:
         cfg = cfg.model_copy(update={"against": [*cfg.against, *ctx.against], "add_to_against": False})
     return run_minhash(input, out, cfg, executor=ctx.executor, limit=ctx.limit, run_id=ctx.run_id,

@@ -96,14 +96,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, dict[str, A
     return cfg
 
 
-def read_toml(p: Path, missing: str) -> dict[str, Any]:
-    """A TOML file as a dict; a ConfigError naming the file when it is absent (`missing` says the fix) or invalid."""
+def read_toml(p: Path, missing: str, *, error: type[Exception] = ConfigError, label: str | None = None) -> dict[str, Any]:
+    """A TOML file as a dict; `error` naming it (`label`, default the path) when it is absent (`missing` says
+    the fix) or invalid."""
+    label = label or str(p)
     if not p.is_file():
-        raise ConfigError(f"{p}: {missing}")
+        raise error(f"{label}: {missing}")
     try:
         return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+        raise error(f"{label}: not valid TOML: {e}") from None
 
 
 def stage_config(cfg: Config, section: str, model: type[BaseModel], /, **overrides: Any) -> Any:

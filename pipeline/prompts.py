@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .assets import prompts_dir
+from .config import read_toml
 from .errors import TemplateError
 
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -69,13 +69,7 @@ def render(name: str, **values: Any) -> str:
 def load_catalog(name: str, root: Path | None = None) -> dict[str, Any]:
     """A TOML catalog under prompts/ (system messages, strategies)."""
     base = root or prompts_dir()
-    path = base / name
-    if not path.is_file():
-        raise TemplateError(f"catalog '{name}' not found under {base}")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise TemplateError(f"catalog '{name}': not valid TOML: {e}") from None
+    return read_toml(base / name, f"not found under {base}", error=TemplateError, label=f"catalog '{name}'")
 
 
 def all_templates(root: Path | None = None) -> list[str]:

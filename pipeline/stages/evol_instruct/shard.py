@@ -61,19 +61,26 @@ def next_pool(parents: list[dict[str, Any]], kept: list[dict[str, Any]],
     """A shard of the next round's pool from this round's pool shard and its accepted evolutions
     (in shard order): each evolution takes its parent's place (beside it with keep_parents), a
     parent whose evolution failed stays. The same list `ShardEvolver.run` returns as `pool`."""
-    pool: list[dict[str, Any]] = []
+    order = pool_order([p["id"] for p in parents], [r.get("parent_id") for r in kept], keep_parents)
+    return [kept[i] if from_kept else parents[i] for from_kept, i in order]
+
+
+def pool_order(parent_ids: list[str], kept_parent_ids: list[str | None],
+               keep_parents: bool) -> list[tuple[bool, int]]:
+    """`next_pool` as (from kept?, index) pairs, so a caller holding Arrow tables can `take` them."""
+    order: list[tuple[bool, int]] = []
     k = 0
-    for parent in parents:
-        if k < len(kept) and kept[k].get("parent_id") == parent["id"]:
-            pool.append(kept[k])
+    for i, pid in enumerate(parent_ids):
+        if k < len(kept_parent_ids) and kept_parent_ids[k] == pid:
+            order.append((True, k))
             if keep_parents:
-                pool.append(parent)
+                order.append((False, i))
             k += 1
         else:
-            pool.append(parent)
-    if k != len(kept):
-        raise ValueError(f"{len(kept) - k} accepted evolutions have no parent in their pool shard, in order")
-    return pool
+            order.append((False, i))
+    if k != len(kept_parent_ids):
+        raise ValueError(f"{len(kept_parent_ids) - k} accepted evolutions have no parent in their pool shard, in order")
+    return order
 
 
 class RoundStage:

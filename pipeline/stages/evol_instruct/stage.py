@@ -34,6 +34,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
+from ... import records
 from ...context import RunContext
 from ...runner import run_shards
 from ...store import DONE_DIR, REJECTED_DIR, Dataset, DatasetWriter, shard_name
@@ -41,7 +44,7 @@ from ...teacher.base import TeacherUsage
 from ...teacher.budget import Budget
 from .config import EvolConfig
 from .operations import Operations
-from .shard import STAGE, RoundStage, ShardEvolver, next_pool
+from .shard import STAGE, RoundStage, ShardEvolver, pool_order
 
 ROUNDS_DIR = "_rounds"
 SAMPLING_NOTE = ("temperature and top_p for evolving and answering follow the official WizardLM code "
@@ -126,9 +129,13 @@ def _write_pool(pool: Dataset, rd: Path, pool_w: DatasetWriter, keep_parents: bo
     round_ds = Dataset(rd)
     for spec in pool.plan(shard_rows, limit):
         if spec.index in done and not pool_w.is_done(spec.index):
-            kept = round_ds.file(rd / shard_name(spec.index)).read().to_pylist()
-            pool_w.write_shard(spec.index, next_pool(spec.read_rows(), kept, keep_parents), None,
-                               {"rows_in": spec.rows})
+            # as Arrow tables, taken in `next_pool`'s order: no rows turned into Python objects
+            parents = records.conform(spec.read())
+            kept = records.conform(round_ds.file(rd / shard_name(spec.index)).read())
+            order = pool_order(parents.column("id").to_pylist(), kept.column("parent_id").to_pylist(), keep_parents)
+            both = pa.concat_tables([parents, kept])
+            take = [parents.num_rows + i if from_kept else i for from_kept, i in order]
+            pool_w.write_shard(spec.index, both.take(take), None, {"rows_in": spec.rows})
 
 
 def _clear_shards(out: Path) -> None:

@@ -15,9 +15,8 @@ import hashlib
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import pyarrow as pa
 
@@ -147,9 +146,9 @@ def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = SCHEMA) -> pa.T
     return pa.Table.from_pydict(cols, schema=schema)
 
 
-@dataclass(frozen=True)
-class Drop:
-    """Why a filter dropped a row: `reason` is the counted name (a manifest key), `detail` the specifics."""
+class Drop(NamedTuple):
+    """Why a filter dropped a row: `reason` is the counted name (a manifest key), `detail` the specifics.
+    A filter returns a Drop or None (keep); a tuple, so `reason, detail = drop` reads it too."""
 
     reason: str
     detail: str = ""

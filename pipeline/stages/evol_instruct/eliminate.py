@@ -19,20 +19,12 @@ and ours: `evolve_error`, `evolution_truncated`, `empty_evolution`,
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 
 from ...assets import data_dir
-from ...records import normalize_text
+from ...records import Drop, normalize_text
 from ...teacher.base import Completion
 from .config import EvolConfig
-
-
-@dataclass(frozen=True)
-class Drop:
-    reason: str
-    detail: str = ""
-
 
 # --- the evolution itself ---------------------------------------------------
 

@@ -24,11 +24,12 @@ from typing import Any
 from ... import records
 from ...context import RunContext
 from ...errors import TeacherUnavailable
+from ...records import Drop
 from ...runner import ShardResult
 from ...teacher.base import ChatRequest, Completion, Sampling
 from ...teacher.budget import Budget
 from .config import EvolConfig
-from .eliminate import Drop, check_answer, check_evolution, check_judge
+from .eliminate import check_answer, check_evolution, check_judge
 from .operations import Choice, Operations, parse_evolution, prompt_text, template_name
 
 STAGE = "evol_instruct"

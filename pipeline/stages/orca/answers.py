@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ...records import Drop
 from ...teacher.base import Completion
 
 # A refusal is judged on the opening of the answer only: an answer that says
@@ -32,21 +33,21 @@ def refusal_phrase(text: str) -> str | None:
     return m.group(0).strip() if m else None
 
 
-def check_answer(c: Completion, *, truncated: str = "drop", drop_refusals: bool = True) -> tuple[str, str] | None:
+def check_answer(c: Completion, *, truncated: str = "drop", drop_refusals: bool = True) -> Drop | None:
     """None to keep; else (drop_reason, drop_detail)."""
     if c.error is not None:
-        return "teacher_error", f"{c.error.kind}: {c.error.message} (after {c.error.attempts} attempt(s))"
+        return Drop("teacher_error", f"{c.error.kind}: {c.error.message} (after {c.error.attempts} attempt(s))")
     if c.text is None:
-        return "teacher_error", "invalid_response: completion without text"
+        return Drop("teacher_error", "invalid_response: completion without text")
     text = c.text.strip()
     if not text:
-        return "empty_output", f"teacher returned an empty answer (finish_reason={c.finish_reason})"
+        return Drop("empty_output", f"teacher returned an empty answer (finish_reason={c.finish_reason})")
     if c.truncated and truncated == "drop":
-        return "truncated", f"answer cut off at the token budget after {c.usage.completion_tokens} tokens"
+        return Drop("truncated", f"answer cut off at the token budget after {c.usage.completion_tokens} tokens")
     if drop_refusals:
         phrase = refusal_phrase(text)
         if phrase:
-            return "refusal", f"answer opens with a refusal: {phrase[:120]!r}"
+            return Drop("refusal", f"answer opens with a refusal: {phrase[:120]!r}")
     return None
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from ...records import normalize_text
+from ...records import Drop, normalize_text
 from . import language
 from .config import ScoreConfig
 
-Verdict = tuple[str, str] | None
+Verdict = Drop | None
 _I = re.IGNORECASE
 
 
@@ -37,7 +37,7 @@ def _prompt(row: dict[str, Any]) -> str:
 def gate_empty(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
     out = row.get("output") or ""
     if not out.strip():
-        return "empty_output", "the answer is empty"
+        return Drop("empty_output", "the answer is empty")
     return None
 
 
@@ -54,13 +54,13 @@ def gate_echo(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
     if not out:
         return None
     if out == ins:
-        return "echo", "the answer is the instruction"
+        return Drop("echo", "the answer is the instruction")
     if inp and out == inp:
         # Self-Instruct's input == output rule; near-copies of the input are
         # legitimate (grammar fixes), so only an exact copy counts.
-        return "echo", "the answer is the input"
+        return Drop("echo", "the answer is the input")
     if ins and out.startswith(ins) and len(out) - len(ins) < 12:
-        return "echo", "the answer is the instruction plus a few characters"
+        return Drop("echo", "the answer is the instruction plus a few characters")
     return None
 
 
@@ -84,7 +84,7 @@ def gate_refusal(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
     if m is None and not _ABOUT_APOLOGY.search(_prompt(row)):
         m = _APOLOGY.search(out)
     if m:
-        return "refusal", _snippet(out, m)
+        return Drop("refusal", _snippet(out, m))
     return None
 
 
@@ -101,7 +101,7 @@ def gate_ai_disclaimer(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
     out = row.get("output") or ""
     m = _DISCLAIMER.search(out)
     if m and not _DISCLAIMER.search(_prompt(row)):  # a prompt asking the model to speak "as an AI" is fine
-        return "ai_disclaimer", _snippet(out, m)
+        return Drop("ai_disclaimer", _snippet(out, m))
     return None
 
 
@@ -158,7 +158,7 @@ def gate_truncated(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
     cut = row.get("finish_reason") == "length"
     if ends_mid_sentence(out) or (cut and _bare_prose_ending(out)):
         why = "finish_reason=length, " if cut else ""
-        return "truncated", f"{why}ends with ...{out.rstrip()[-60:]!r}"
+        return Drop("truncated", f"{why}ends with ...{out.rstrip()[-60:]!r}")
     return None
 
 
@@ -173,7 +173,7 @@ def gate_language_switch(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
     if prompt_lang is None and language.dominant_script(language.strip_code(prompt), min_letters=3) == "LATIN":
         prompt_lang = cfg.default_language  # a short Latin-script prompt: assume the run's language
     if prompt_lang is not None and prompt_lang != out_lang:
-        return "language_switch", f"prompt in {prompt_lang}, answer in {out_lang}"
+        return Drop("language_switch", f"prompt in {prompt_lang}, answer in {out_lang}")
     return None
 
 
@@ -183,7 +183,7 @@ _FENCE_LINE = re.compile(r"^ {0,3}(```|~~~)", re.MULTILINE)
 def gate_code_fence(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
     n = len(_FENCE_LINE.findall(row.get("output") or ""))
     if n % 2:
-        return "unbalanced_code_fence", f"{n} code fence lines (odd: one block never closes)"
+        return Drop("unbalanced_code_fence", f"{n} code fence lines (odd: one block never closes)")
     return None
 
 
@@ -206,15 +206,15 @@ def gate_unseen_attachment(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
     ins = row.get("instruction") or ""
     m = _ATTACH_PROMPT.search(ins)
     if m:
-        return "unseen_attachment", f"instruction: {_snippet(ins, m)}"
+        return Drop("unseen_attachment", f"instruction: {_snippet(ins, m)}")
     if not (row.get("input") or "").strip():
         m = _CONTEXT_PROMPT.search(ins)
         if m:
-            return "unseen_attachment", f"instruction refers to context it lacks: {_snippet(ins, m)}"
+            return Drop("unseen_attachment", f"instruction refers to context it lacks: {_snippet(ins, m)}")
     out = row.get("output") or ""
     m = _ATTACH_ANSWER.search(out)
     if m:
-        return "unseen_attachment", f"answer: {_snippet(out, m)}"
+        return Drop("unseen_attachment", f"answer: {_snippet(out, m)}")
     return None
 
 
@@ -229,7 +229,7 @@ def gate_other_answer_reference(row: dict[str, Any], cfg: ScoreConfig) -> Verdic
     out = row.get("output") or ""
     m = _OTHER_ANSWERS.search(out)
     if m and not _OTHER_ANSWERS.search(_prompt(row)):
-        return "other_answer_reference", _snippet(out, m)
+        return Drop("other_answer_reference", _snippet(out, m))
     return None
 
 
@@ -248,7 +248,7 @@ def gate_first_person_anecdote(row: dict[str, Any], cfg: ScoreConfig) -> Verdict
     out = row.get("output") or ""
     m = _ANECDOTE.search(out)
     if m and not _PERSONAL_TASK.search(_prompt(row)) and (row.get("task_kind") or "") != "creative_writing":
-        return "first_person_anecdote", _snippet(out, m)
+        return Drop("first_person_anecdote", _snippet(out, m))
     return None
 
 
@@ -266,14 +266,14 @@ def gate_url_html(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
     prompt = _prompt(row)
     m = _MD_IMAGE.search(out)
     if m:
-        return "url_or_html", f"image markup: {_snippet(out, m)}"
+        return Drop("url_or_html", f"image markup: {_snippet(out, m)}")
     for m in _URL.finditer(out):
         if m.group(0).rstrip(".,;:!?") not in prompt:  # a URL copied from the task is fine
-            return "url_or_html", f"url: {m.group(0)[:80]}"
+            return Drop("url_or_html", f"url: {m.group(0)[:80]}")
     if not _ASKS_MARKUP.search(prompt):
         m = _HTML.search(out) or _ENTITY.search(out)
         if m:
-            return "url_or_html", f"html: {_snippet(out, m)}"
+            return Drop("url_or_html", f"html: {_snippet(out, m)}")
     return None
 
 
@@ -282,7 +282,7 @@ def gate_length(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
     (lo, hi), rule = cfg.bounds_for(row.get("task_kind"))
     if n < lo or n > hi:
         kind = row.get("task_kind") or "none"
-        return "length_out_of_bounds", f"{n} chars, task_kind={kind} needs [{lo}, {hi}] ({rule})"
+        return Drop("length_out_of_bounds", f"{n} chars, task_kind={kind} needs [{lo}, {hi}] ({rule})")
     return None
 
 

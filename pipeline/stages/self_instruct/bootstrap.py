@@ -13,6 +13,7 @@ import string
 from dataclasses import dataclass
 
 from ...prompts import load_template
+from ...records import Drop
 from .config import SelfInstructConfig
 
 TEMPLATE = "self_instruct/bootstrap.txt"
@@ -101,24 +102,24 @@ class InstructionFilter:
         self.cfg = cfg
         self.keywords = _keyword_re(cfg.keywords)
 
-    def check(self, inst: str) -> tuple[str, str] | None:
+    def check(self, inst: str) -> Drop | None:
         cfg = self.cfg
         if inst == "":
-            return "empty", "nothing left after stripping"
+            return Drop("empty", "nothing left after stripping")
         words = len(inst.split())
         if words <= cfg.min_words:
-            return "too_few_words", f"{words} words (must be more than {cfg.min_words})"
+            return Drop("too_few_words", f"{words} words (must be more than {cfg.min_words})")
         if words > cfg.max_words:
-            return "too_many_words", f"{words} words (at most {cfg.max_words})"
+            return Drop("too_many_words", f"{words} words (at most {cfg.max_words})")
         if self.keywords is not None:
             hit = self.keywords.search(inst)
             if hit:
-                return "blacklisted_keyword", f"contains '{hit.group(1)}' (a text-only model cannot do it)"
+                return Drop("blacklisted_keyword", f"contains '{hit.group(1)}' (a text-only model cannot do it)")
         # The paper tests startswith after capitalize(), i.e. ignoring case.
         if inst.lower().startswith("write a program"):
-            return "write_a_program", "starts with 'Write a program'"
+            return Drop("write_a_program", "starts with 'Write a program'")
         if inst[0] in string.punctuation:
-            return "starts_with_punctuation", f"starts with {inst[0]!r}"
+            return Drop("starts_with_punctuation", f"starts with {inst[0]!r}")
         if not inst[0].isascii():
-            return "starts_with_non_ascii", f"starts with {inst[0]!r}"
+            return Drop("starts_with_non_ascii", f"starts with {inst[0]!r}")
         return None

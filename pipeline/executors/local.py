@@ -50,8 +50,8 @@ class SideTeacher:
 
 
 class LocalExecutor:
-    ordered = True  # shards one after the other, each committed before the next starts
     name = "local"
+    ordered = True       # shards one after the other, each committed before the next starts
     distributed = False  # everything runs in this process or its worker processes
 
     def map_shards(self, stage: Any, todo: list[Any], out: Any, ctx: Any,

@@ -47,8 +47,8 @@ from .teacher import actor_options, worker_factory, worker_judge
 
 
 class RayExecutor:
-    ordered = False  # shards in parallel, committed as they finish
     name = "ray"
+    ordered = False      # shards in parallel, committed as they finish
     distributed = True
 
     def __init__(self, address: str | None = None, workers: int | None = None, max_restarts: int = 3):

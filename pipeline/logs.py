@@ -75,10 +75,6 @@ def configure_json(target: str | Path | None) -> None:
     _json_handler = handler
 
 
-def json_enabled() -> bool:
-    return _json_handler is not None
-
-
 def event(name: str, msg: str = "", level: int = logging.INFO, **fields: Any) -> None:
     """A structured event: a JSON line when --log-json is on, nothing otherwise."""
     if _json_handler is not None:

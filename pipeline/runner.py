@@ -160,7 +160,8 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
     if executor is not None:
         ctx = ctx.with_executor(executor)
     in_order = budget is not None and ctx.executor.ordered
-    if budget is not None and not in_order and (caps := _ordered_caps(budget)):
+    caps = "" if budget is None else " / ".join(f"{k} {v}" for k, v in budget.own_caps.items() if v is not None)
+    if budget is not None and not in_order and caps:
         raise ConfigError(f"{stage.name}: its own budget ({caps}) is counted shard by shard in order, which the "
                           f"{ctx.executor.name} executor's parallel shards do not do: run it with "
                           "--executor local (a refresh budget works with both)")
@@ -208,15 +209,6 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
         extra["teacher"] = teacher
     extra.update(manifest_extra or {})
     return writer.write_manifest(**extra)
-
-
-def _ordered_caps(budget: Budget) -> str:
-    """`budget`'s caps that only shards run in order can keep, as text ('' for none). A token cap inherited
-    from a shared budget (the refresh's night on a Ray ledger) is kept by the teacher layer on every worker."""
-    p = budget.parent
-    tokens = None if p is not None and p.shared and p.max_tokens is not None else budget.max_tokens
-    caps = {"max_rows": budget.max_rows, "max_requests": budget.max_requests, "max_tokens": tokens}
-    return " / ".join(f"{k} {v}" for k, v in caps.items() if v is not None)
 
 
 def summarize_drops(manifest: dict[str, Any]) -> str:

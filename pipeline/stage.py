@@ -59,8 +59,12 @@ class StageSpec:
         """`distill run`'s step: this stage's [section] over the previous step's folder."""
         if input is None and self.needs_input:
             raise InputFileError(f"{self.name} needs {self.missing_input}")
-        ctx.shard_rows, ctx.limit = cfg.run.shard_rows, cfg.run.limit  # the [run] of the config being run
         section = stage_config(cfg, self.name, self.config) if self.config is not None else None
+        return self.run_section(cfg, input, out, section, ctx)
+
+    def run_section(self, cfg: Config, input: Path | None, out: Path, section: Any, ctx: RunContext) -> Manifest:
+        """`run` under `cfg`'s [run] (shard rows, limit), whoever built the context."""
+        ctx.shard_rows, ctx.limit = cfg.run.shard_rows, cfg.run.limit
         return self.run(input, out, section, ctx)
 
 
@@ -88,10 +92,9 @@ def stage_command(spec: StageSpec, *, help: str, options: dict[str, tuple[Any, A
         paths = resolve_run(cfg, flags.get("workdir"), flags.get("run_id"))
         target = out or paths.stage_dir(spec.name)
         ctx = make_context(cfg, paths, progress=not no_progress)
-        ctx.shard_rows, ctx.limit = cfg.run.shard_rows, cfg.run.limit
         ctx.echo = lambda s: typer.echo(s, err=True)
         try:
-            manifest = spec.run(dataset, target, section, ctx)
+            manifest = spec.run_section(cfg, dataset, target, section, ctx)
         finally:
             ctx.close()
         typer.echo(spec.summary(manifest, target))

@@ -65,6 +65,13 @@ def marker_name(index: int) -> str:
     return f"part-{index:05d}.json"
 
 
+def shown_path(target: "str | Path | Location", loc: Location) -> "Path | str":
+    """A folder as its caller named it: the Path given for a local folder, else the URI."""
+    if not loc.local:
+        return loc.uri
+    return Path(loc.path) if isinstance(target, Location) or is_uri(target) else Path(target)
+
+
 class Dataset:
     """A dataset folder opened for reading, on local disk or any pyarrow filesystem. `Dataset(path)` validates it.
 
@@ -76,8 +83,7 @@ class Dataset:
                  schema: pa.Schema = records.SCHEMA):
         self.loc = resolve(target)
         self.local = self.loc.local
-        self.path = Path(self.loc.path if isinstance(target, Location) or is_uri(target) else target) \
-            if self.local else self.loc.uri
+        self.path = shown_path(target, self.loc)
         self.schema = schema
         if self.local:
             if not self.path.exists():
@@ -215,8 +221,7 @@ class DatasetWriter:
                  fresh: bool = False):
         """`fresh=True` forgets earlier shards instead of resuming (for cheap single-pass stages)."""
         self.loc = resolve(target)
-        self.path = Path(self.loc.path if isinstance(target, Location) or is_uri(target) else target) \
-            if self.loc.local else self.loc.uri
+        self.path = shown_path(target, self.loc)
         self.stage = stage
         try:
             self.loc.mkdirs()

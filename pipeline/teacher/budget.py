@@ -85,6 +85,8 @@ class Budget:
         self.clock = clock
         self.start = clock()
         self.parent = parent
+        # the caps this budget was given itself, before a parent's room narrowed them (see `child`)
+        self.own_caps = {"max_rows": max_rows, "max_requests": max_requests, "max_tokens": max_tokens}
 
     @classmethod
     def on_ray(cls, ray: Any, max_tokens: int | None = None, max_seconds: float | None = None, *,
@@ -98,10 +100,13 @@ class Budget:
         """A stage's own caps inside this budget, counted from zero. Its token cap is at most what
         is left of this budget's now (at least 1, as a stage's max_tokens_total), so the stage stops
         between batches before its requests are refused."""
+        own = {"max_rows": max_rows, "max_requests": max_requests, "max_tokens": max_tokens}
         left = self.tokens_left()
         if left is not None:
             max_tokens = max(1, min(left, max_tokens) if max_tokens is not None else left)
-        return Budget(max_tokens, max_requests, max_rows=max_rows, parent=self)
+        child = Budget(max_tokens, max_requests, max_rows=max_rows, parent=self)
+        child.own_caps = own
+        return child
 
     def counters(self) -> tuple[int, int, int, int, int, list[str]]:
         """(prompt tokens, completion tokens, requests, rows, requests refused, limits hit): one snapshot."""

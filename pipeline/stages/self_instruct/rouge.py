@@ -152,9 +152,6 @@ class RougeIndex:
                 self._postings.setdefault(elem, []).append(i)
         self._ranked_at = self._n
 
-    def item_ids(self, i: int) -> np.ndarray:
-        return self._flat[self._off[i]:self._off[i + 1]]
-
     # -- scoring ----------------------------------------------------------------
     def _score(self, ids: np.ndarray, members: np.ndarray) -> np.ndarray:
         out = np.zeros(len(members), dtype=np.float64)

@@ -48,6 +48,11 @@ class TeacherSection(Section):
     cache: bool = Field(True, description="keep every answer in the SQLite response cache")
     cache_path: str | None = Field(None, description="cache file; default: <workdir>/teacher_cache.sqlite")
     vllm_args: dict[str, Any] = Field(default_factory=dict, description="extra vllm.LLM(...) arguments")
+    context_tokens: int | None = Field(None, gt=0, description="the teacher's context window: a request whose estimated prompt tokens + max_tokens exceed it is dropped as too_long, never sent; default: n_ctx (llamacpp), vllm_args.max_model_len (vllm), else 131072")
+    breaker_consecutive: int = Field(50, ge=0, description="stop the stage (exit 4) after this many requests in a row failed for a reason outside the row (auth, connection, timeout, 5xx, protocol); 0: off")
+    breaker_rate: float = Field(0.5, gt=0, le=1, description="stop the stage (exit 4) when more than this share of the last breaker_window requests failed so; 1: off")
+    breaker_window: int = Field(200, gt=0, description="requests the breaker_rate is measured over")
+    ping_timeout_s: float = Field(10.0, gt=0, description="timeout of the ping a teacher-using command sends to a network teacher before any work (one retry)")
 
 
 class Config(Section):

@@ -6,6 +6,14 @@ the output's plan and manifest; a resume with other settings is refused) and
 `shard_rows` rows in input order (so shard k is the same rows on every run),
 skips shards whose done marker exists, and writes the manifest last.
 
+A row whose teacher request failed for a reason outside the row (auth,
+connection, timeout, 5xx, protocol: `TeacherError.outside`) is *unanswered*,
+never a drop: a stage counts it in `ShardResult.unanswered`, a shard with any
+unanswered row is neither staged nor marked done (the other shards still
+commit), and at the end no manifest is written and TeacherUnavailable (exit
+4) names the count. What did come back is in the response cache, so the
+rerun pays only for the rest.
+
 Global stages (MinHash, embedding dedup, selection) do not use this loop; they
 run explicit phases over `store.Dataset` and write with `store.DatasetWriter`.
 """
@@ -21,6 +29,7 @@ from typing import Any, Callable, Protocol
 
 from . import logs
 from .config import ConfigError
+from .errors import TeacherUnavailable
 from .store import Dataset, DatasetWriter, Location, ShardSpec, StagedShard, stage_shard
 from .teacher.base import TeacherUsage
 from .teacher.budget import Budget
@@ -31,6 +40,14 @@ class ShardResult:
     kept: list[dict[str, Any]]
     rejected: list[dict[str, Any]] = field(default_factory=list)  # rows from records.rejected_row
     stats: dict[str, float] = field(default_factory=dict)        # extra counters, summed in the manifest
+    unanswered: int = 0                                          # rows the teacher failed for outside reasons
+    unanswered_reasons: dict[str, int] = field(default_factory=dict)  # error kind -> rows
+
+    def leave_unanswered(self, reasons: dict[str, int]) -> None:
+        """Count one unanswered row under the kinds of its failed requests (`base.unanswered_reasons`)."""
+        self.unanswered += 1
+        for kind in reasons or {"unknown": 1}:
+            self.unanswered_reasons[kind] = self.unanswered_reasons.get(kind, 0) + 1
 
 
 class ShardStage(Protocol):
@@ -122,8 +139,12 @@ def teacher_usage(ctx: Any) -> TeacherUsage | None:
     return ctx.teacher.stats.copy() if ctx.has_teacher else None
 
 
-def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -> tuple[StagedShard, dict[str, Any]]:
-    """The per-shard body, the same in every executor's process: read, process, account, stage."""
+UNANSWERED = "unanswered"  # the stats key of a shard that is not staged: {"rows": n, "reasons": {kind: n}}
+
+
+def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -> tuple[StagedShard | None, dict[str, Any]]:
+    """The per-shard body, the same in every executor's process: read, process, account, stage.
+    A shard with unanswered rows is not staged: (None, stats with UNANSWERED)."""
     rows = spec.read_rows()
     before = teacher_usage(ctx)
     ts = time.monotonic()
@@ -136,6 +157,9 @@ def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -
     for r in result.rejected:  # filtering stages must account for every row: kept, or rejected with a reason
         if not r.get("drop_reason"):
             raise ValueError(f"stage {stage.name}: rejected row {r.get('id')} has no drop_reason")
+    if result.unanswered:
+        stats[UNANSWERED] = {"rows": result.unanswered, "reasons": dict(result.unanswered_reasons)}
+        return None, stats
     return stage_shard(out, spec.index, result.kept, result.rejected, stage=stage.name), stats
 
 
@@ -174,25 +198,35 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
     todo = [s for s in specs if not writer.is_done(s.index)]
     bar.update(sum(s.rows for s in specs) - sum(s.rows for s in todo))
 
-    def commit(spec: ShardSpec, staged: StagedShard, stats: dict[str, Any]) -> None:
+    unanswered: dict[int, dict[str, Any]] = {}
+
+    def commit(spec: ShardSpec, staged: StagedShard | None, stats: dict[str, Any]) -> None:
+        if staged is None:  # rows the teacher left unanswered: not done, retried on the next run
+            unanswered[spec.index] = stats[UNANSWERED]
+            return
         marker = writer.commit(staged, stats)
         if spend is not None:
             spend(budget, marker)
         bar.update(spec.rows, errors=marker.get("teacher_errors", 0), tokens=marker.get("teacher_completion_tokens", 0))
 
+    stopped = None
     try:
         if not in_order:
             extra = ctx.executor.map_shards(stage, todo, writer.loc, ctx, commit)
         else:
             extra = {}
             for spec in todo:
-                if (stop := budget.exhausted_by) is not None:
-                    budget.note(stop)
-                    return {"stopped_by": stop}
+                if (stopped := budget.exhausted_by) is not None:
+                    budget.note(stopped)
+                    break
                 extra.update(ctx.executor.map_shards(stage, [spec], writer.loc, ctx, commit))
     finally:
         bar.close()
         writer.clean_temporaries()  # what dead or zombie attempts staged; no worker runs now
+    if unanswered:
+        raise TeacherUnavailable(unanswered_line(stage.name, list(unanswered.values())))
+    if stopped is not None:
+        return {"stopped_by": stopped}
     teacher = extra.pop("teacher", None)
     if teacher is None and ctx.has_teacher:
         teacher = {"backend": ctx.teacher.backend, "model": ctx.teacher.model}
@@ -209,6 +243,17 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
         extra["teacher"] = teacher
     extra.update(manifest_extra or {})
     return writer.write_manifest(**extra)
+
+
+def unanswered_line(stage: str, shards: list[dict[str, Any]]) -> str:
+    """"orca: 12 rows in 2 shards unanswered (timeout: 12); ..." from the shards' UNANSWERED stats."""
+    reasons: Counter = Counter()
+    for u in shards:
+        reasons.update(u["reasons"])
+    rows = sum(u["rows"] for u in shards)
+    why = ", ".join(f"{k}: {v}" for k, v in reasons.most_common())
+    return (f"{stage}: {rows} rows in {len(shards)} shard(s) unanswered ({why}); nothing of them was marked "
+            "done; rerun to retry them (answers that came back are in the response cache)")
 
 
 def summarize_drops(manifest: dict[str, Any]) -> str:

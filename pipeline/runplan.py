@@ -21,6 +21,7 @@ from .plan import default_plan
 from .records import now_utc
 from .stage import StageSpec
 from .store import Dataset, atomic_write_json, read_json
+from .teacher.ping import preflight
 
 
 def _check_names(plan: list[StageSpec], names: list[str], flag: str) -> None:
@@ -41,6 +42,14 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
     if start:
         _check_names(plan, [start], "--from")
     ctx = make_context(cfg, paths, progress=progress)
+    first = next((i for i, s in enumerate(plan) if s.name == start), 0)
+    if any(s.needs_teacher and s.name not in skip and not (paths.stage_dir(s.name) / "_manifest.json").exists()
+           for s in plan[first:]):
+        try:
+            preflight(ctx.teacher_factory)  # once, before the first stage: a dead teacher is exit 4 in seconds
+        except BaseException:
+            ctx.close()
+            raise
     current: Path | None = Path(input) if input else None
     if current is not None:
         Dataset(current, require_complete=True)  # fail before any work on a bad --input

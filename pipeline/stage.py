@@ -39,6 +39,7 @@ from .cli_common import (
 from .config import Config, stage_config
 from .context import RunContext, load, make_context, resolve_run
 from .errors import InputFileError
+from .teacher.ping import preflight
 
 Manifest = dict[str, Any]
 
@@ -94,6 +95,8 @@ def stage_command(spec: StageSpec, *, help: str, options: dict[str, tuple[Any, A
         ctx = make_context(cfg, paths, progress=not no_progress)
         ctx.echo = lambda s: typer.echo(s, err=True)
         try:
+            if spec.needs_teacher:
+                preflight(ctx.teacher_factory)  # a dead teacher is exit 4 now, not after a shard of failures
             manifest = spec.run_section(cfg, dataset, target, section, ctx)
         finally:
             ctx.close()

@@ -29,7 +29,7 @@ def evolve_reply(req: ChatRequest):
     stage_round = int(ROUND.search(req.purpose).group(1))
     op = req.purpose.split(":")[2]
     if "[error]" in parent:
-        return TeacherError("server_error", "scripted failure")
+        return TeacherError("bad_request", "scripted HTTP 400", retryable=False)
     if "[leak]" in parent:
         return f"Here is the rewritten prompt: {parent} with one more rule."
     if "[long]" in parent:
@@ -55,7 +55,7 @@ def judge_reply(req: ChatRequest):
 def answer_reply(req: ChatRequest):
     q = req.messages[-1]["content"]
     if "[anserror]" in q:
-        return TeacherError("timeout", "scripted timeout")
+        return TeacherError("too_long", "scripted: over the context window", retryable=False)
     if "[ansempty]" in q:
         return "   "
     if "[anscut]" in q:

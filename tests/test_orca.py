@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.config import ConfigError
+from pipeline.errors import TeacherUnavailable
 from pipeline.context import RunContext
 from pipeline.records import get_meta, new_row
 from pipeline.stages.orca import TASK_KINDS, OrcaConfig, OrcaStage, calibrate, detect_kind, run_orca
@@ -282,7 +283,7 @@ def test_failures_become_rejected_rows_with_reasons(tmp_path):
 
     def responder(req):
         u = req.messages[-1]["content"]
-        return {"Q1 what?": TeacherError("timeout", "no answer in 120s", attempts=7),
+        return {"Q1 what?": TeacherError("bad_request", "HTTP 400: bad message", attempts=1, retryable=False),
                 "Q2 what?": ("   ", "stop"),
                 "Q3 what?": ("A long answer that goes on and", "length"),
                 "Q4 what?": "I'm sorry, but I cannot help with that request.",
@@ -291,10 +292,33 @@ def test_failures_become_rejected_rows_with_reasons(tmp_path):
     assert m["rows_out"] == 1 and m["rows_rejected"] == 4
     assert m["drops"] == {"teacher_error": 1, "empty_output": 1, "truncated": 1, "refusal": 1}
     rej = {r["instruction"]: r for r in Dataset(tmp_path / "out").rejected().iter_rows()}
-    assert rej["Q1 what?"]["drop_detail"].startswith("timeout: no answer in 120s (after 7 attempt(s))")
+    assert rej["Q1 what?"]["drop_detail"].startswith("bad_request: HTTP 400: bad message (after 1 attempt(s))")
     assert rej["Q3 what?"]["output"] == "A long answer that goes on and"  # kept for audit
     assert rej["Q3 what?"]["drop_stage"] == "orca" and rej["Q3 what?"]["messages"] is None
     assert all(r["system"] is not None and r["task_kind"] for r in rej.values())
+
+
+@pytest.mark.parametrize("kind", ["timeout", "auth", "server_error", "connection", "invalid_response"])
+def test_an_outside_failure_leaves_the_row_unanswered_and_its_shard_not_done(tmp_path, kind):
+    """A teacher that failed for a reason outside the row is no drop: its shard is not marked done, the
+    other shards commit, no manifest, exit 4 in one line; the rerun asks only for what is missing."""
+    tasks = [(f"Q{i} what?", "", "x") for i in range(6)]
+    make_input(tmp_path / "in", tasks)
+    down = {"Q1 what?", "Q4 what?"}
+
+    def flaky(req):
+        u = req.messages[-1]["content"]
+        return TeacherError(kind, "the teacher is down", attempts=3) if u in down else echo_answer(req)
+    with pytest.raises(TeacherUnavailable, match=rf"orca: 2 rows in 2 shard\(s\) unanswered \({kind}: 2\)"):
+        run_orca(tmp_path / "in", tmp_path / "out", ctx_for(flaky), OrcaConfig(), shard_rows=2)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "_done").iterdir()) == ["part-00001.json"]  # Q2, Q3 only
+    assert not (out / "_manifest.json").exists() and not list((out / "rejected").glob("*.parquet"))
+    teacher = FakeTeacher(echo_answer)
+    ctx = RunContext(run_id="r1", teacher_factory=lambda: teacher, progress=False)
+    m = run_orca(tmp_path / "in", out, ctx, OrcaConfig(), shard_rows=2)
+    assert m["rows_out"] == 6 and m["rows_rejected"] == 0 and m["shards_skipped_on_resume"] == 1
+    assert sorted(r.messages[-1]["content"] for r in teacher.seen) == [f"Q{i} what?" for i in (0, 1, 4, 5)]
 
 
 def test_truncated_keep_policy_and_retry_with_larger_budget(tmp_path):

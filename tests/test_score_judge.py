@@ -87,8 +87,11 @@ def test_expected_value_merges_spaced_tokens_and_ignores_other_tokens():
 
 
 def test_teacher_errors_are_recorded_not_scored():
+    j = parse_judgment(Completion(text=None, error=TeacherError("bad_request", "HTTP 400: too long")), "quality")
+    assert j.value is None and j.method == "error" and "bad_request" in j.reason
+    # an outside failure (timeout, 5xx, auth, ...) is no verdict at all: the row is asked again
     j = parse_judgment(Completion(text=None, error=TeacherError("timeout", "no answer after 6 retries")), "quality")
-    assert j.value is None and j.method == "error" and "timeout" in j.reason
+    assert j.value is None and j.method == "unanswered" and "timeout" in j.reason
 
 
 def test_combined_score_is_none_when_a_part_is_missing():
@@ -106,7 +109,7 @@ def _rows():
 def test_stage_batches_every_judge_request_in_one_chat_call_and_never_defaults():
     replies = {"What is the boiling": {"quality": "5", "complexity": "2"},
                "Write a limerick": {"quality": "I think it is fine", "complexity": "3"},
-               "Name a prime": {"quality": TeacherError("server_error", "500 after retries"), "complexity": "1"}}
+               "Name a prime": {"quality": TeacherError("bad_request", "HTTP 422"), "complexity": "1"}}
 
     def responder(req):
         text = req.messages[0]["content"]
@@ -132,7 +135,18 @@ def test_stage_batches_every_judge_request_in_one_chat_call_and_never_defaults()
     err = by["Name a pri"]
     assert err["score"] is None and "judge_error:quality" in err["flags"]
     assert res.stats["judge_unparseable[quality]"] == 1 and res.stats["judge_error[quality]"] == 1
-    assert res.stats["unscored"] == 2 and res.stats["scored"] == 1
+    assert res.stats["unscored"] == 2 and res.stats["scored"] == 1 and res.unanswered == 0
+
+
+def test_a_row_whose_judge_failed_outside_the_row_is_unanswered_not_kept():
+    def responder(req):
+        if "prime" in req.messages[0]["content"] and req.purpose == "judge:quality":
+            return TeacherError("server_error", "HTTP 503 after retries")
+        return "4"
+    stage = ScoreStage(ScoreConfig(judge="teacher"), judge_teacher=FakeTeacher(responder))
+    res = stage.process(_rows(), RunContext(run_id="t"))
+    assert [r["instruction"][:10] for r in res.kept] == ["What is th", "Write a li"] and res.rejected == []
+    assert res.unanswered == 1 and res.unanswered_reasons == {"server_error": 1}
 
 
 def test_judge_requests_are_deterministic_rating_requests():

@@ -16,7 +16,7 @@ from self_instruct_support import bootstrap_reply, kill_config, make_ctx, novel_
 from typer.testing import CliRunner
 
 from pipeline import records
-from pipeline.errors import InputFileError
+from pipeline.errors import InputFileError, TeacherUnavailable
 from pipeline.prompts import load_template
 from pipeline.stages.self_instruct import SelfInstructConfig, run_self_instruct
 from pipeline.stages.self_instruct.output import restore
@@ -206,10 +206,35 @@ def test_weak_teacher_stops_with_a_recorded_reason(tmp_path, kwargs, reason):
 
 
 def test_teacher_errors_are_rows_not_crashes(tmp_path):
-    ctx, _ = make_ctx(lambda req: TeacherError("timeout", "no answer in 120 s"))
+    ctx, _ = make_ctx(lambda req: TeacherError("bad_request", "HTTP 400: no", retryable=False))
     m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=2, request_batch_size=2, patience=4))
     assert m["stop_reason"] == "no_progress" and m["drops"] == {"teacher_error": 4}
-    assert rejected(tmp_path / "out")[0]["drop_detail"] == "timeout: no answer in 120 s"
+    assert rejected(tmp_path / "out")[0]["drop_detail"] == "bad_request: HTTP 400: no"
+
+
+def test_an_outside_teacher_failure_stops_the_run_resumably_and_drops_nothing(tmp_path):
+    """A timeout is not the row's doing: no teacher_error reject, exit 4, and the rerun goes on from the
+    done shards with nothing asked twice that was answered."""
+    cfg = SelfInstructConfig(num_instructions=8, request_batch_size=2, shard_tasks=2)
+    ctx, fake = make_ctx()
+    calls = {"n": 0}
+    real = fake.responder
+
+    def failing_late(req):
+        calls["n"] += 1
+        return TeacherError("timeout", "no answer in 120 s") if calls["n"] > 6 else real(req)
+    fake.responder = failing_late
+    with pytest.raises(TeacherUnavailable, match=r"self_instruct: \d+ of \d+ \w+ requests unanswered \(timeout"):
+        run_self_instruct(tmp_path / "out", ctx, cfg)
+    assert not (tmp_path / "out" / "_manifest.json").exists()
+    assert all(r["drop_reason"] != "teacher_error" for r in rejected(tmp_path / "out"))
+    ctx2, fake2 = make_ctx()
+    m = run_self_instruct(tmp_path / "out", ctx2, cfg)
+    ctx3, _ = make_ctx()
+    ref = run_self_instruct(tmp_path / "straight", ctx3, cfg)
+    assert m["accepted_instructions"] == ref["accepted_instructions"] and "teacher_error" not in m["drops"]
+    key = lambda r: (r["instruction"], r["input"], r["output"])  # noqa: E731
+    assert [key(r) for r in rows(tmp_path / "out")] == [key(r) for r in rows(tmp_path / "straight")]
 
 
 def test_killed_run_resumes_without_losing_or_repeating_work(tmp_path):

@@ -100,7 +100,7 @@ def test_request_failing_after_max_retries_is_a_typed_error_and_others_are_unaff
     assert out[1].text is None and err.kind == "server_error" and err.attempts == 4 and "HTTP 500" in err.message
     assert srv.received["always-500"] == 4
     # A 401 is not retried: the credentials will not get better.
-    assert out[3].error.kind == "unavailable" and not out[3].error.retryable and srv.received["bad-request"] == 1
+    assert out[3].error.kind == "auth" and out[3].error.outside and not out[3].error.retryable and srv.received["bad-request"] == 1
     assert t.stats.errors == 2 and t.stats.faults["server_error"] == 4
 
 

@@ -56,7 +56,7 @@ def test_api_key_never_leaks(tmp_path, monkeypatch, caplog, capfd):
     assert srv.auth == {f"Bearer {KEY}"}             # the key was really used
     out = Dataset(tmp_path / "out")
     rej = out.rejected().read().to_pylist()
-    assert [r["drop_reason"] for r in rej] == ["unavailable"] and "***" in rej[0]["drop_detail"]
+    assert [r["drop_reason"] for r in rej] == ["auth"] and "***" in rej[0]["drop_detail"]
     assert out.num_rows() == 2
     captured = capfd.readouterr()
     produced += [caplog.text, captured.out, captured.err]

@@ -34,7 +34,6 @@ from typing import Any, Callable
 from ..config import Config, stage_config
 from ..context import RunPaths, make_context
 from ..embeddings.encoder import make_encoder
-from ..errors import TeacherUnavailable
 from ..plan import default_plan
 from ..stage import Manifest
 from ..stages.export import ExportConfig, run_export
@@ -42,7 +41,8 @@ from ..stages.minhash import MinhashConfig
 from ..stages.self_instruct import SelfInstructConfig
 from ..stages.semdedup import SemdedupConfig
 from ..store import Dataset
-from ..teacher.base import ChatRequest, Sampling, TeacherUsage
+from ..teacher import ping
+from ..teacher.base import TeacherUsage
 from ..teacher.factory import TeacherFactory
 from . import publish as pub
 from .config import RefreshConfig
@@ -150,24 +150,19 @@ class _Night:
             self._summarize()
 
     def _ping(self) -> None:
-        """One tiny request before any work, then the night's context: its budget, and the teacher
-        around the pinged backend (Ray workers build theirs from the factory, on the same budget)."""
+        """One tiny request before any work (teacher/ping.py), then the night's context: its budget, and the
+        teacher around the pinged backend (Ray workers build theirs from the factory, on the same budget)."""
         section, t0 = self.cfg.teacher, time.monotonic()
         factory = TeacherFactory(section, self.workdir.resolve(), self.seed)
-        probed = self.backend is None and section.backend == "openai"
+        probed = self.backend is None and section.backend in ping.NETWORK_BACKENDS
         if probed:
             # A network teacher is pinged by its own short-lived client that fails fast;
             # the run's client keeps the configured retries.
-            probe = factory.with_section(max_retries=min(section.max_retries, 2),
-                                         timeout_s=min(section.timeout_s, 60.0)).backend()
-            try:
-                self._ask(probe)
-            finally:
-                probe.close()
+            self._ask(lambda **kw: ping.probe(section, seed=self.seed, workdir=self.workdir.resolve(), **kw))
         inner = self.backend if self.backend is not None else factory.backend()  # loaded once for the night
         try:
             if not probed:
-                self._ask(inner)
+                self._ask(lambda **kw: ping.ask(inner, section, **kw))
             latency = time.monotonic() - t0
             self.summary.data["teacher"] = {"backend": inner.backend, "model": inner.model,
                                             "ping": {"seconds": round(latency, 3), "stats": inner.stats.to_dict()}}
@@ -181,14 +176,8 @@ class _Night:
         factory = factory.with_budget(self.budget)
         self.ctx.teacher_factory, self.ctx.budget, self.ctx.teacher = factory, self.budget, factory.build(inner)
 
-    def _ask(self, teacher: Any) -> None:
-        where = f" at {self.cfg.teacher.base_url}" if self.cfg.teacher.backend == "openai" else ""
-        [c] = teacher.chat([ChatRequest(messages=[{"role": "user", "content": "Reply with the word: ready"}],
-                                        sampling=Sampling(temperature=0.0, max_tokens=self.rcfg.ping_max_tokens),
-                                        record_id=self.run_id, purpose="refresh:ping")])
-        if c.error is not None:
-            raise TeacherUnavailable(f"{teacher.backend} teacher{where} did not answer the ping: "
-                                     f"{c.error.kind}: {c.error.message}")
+    def _ask(self, send: Callable[..., Any]) -> None:
+        send(max_tokens=self.rcfg.ping_max_tokens, record_id=self.run_id, purpose="refresh:ping")
 
     def _generate(self) -> Path | None:
         """The plan's generation stages under the budget; the rows budget caps each one's input rows

@@ -52,9 +52,19 @@ class Usage:
 
 
 ERROR_KINDS = (
-    "timeout", "rate_limited", "server_error", "connection", "invalid_response",
-    "bad_request", "unavailable", "budget_exhausted",
+    "timeout", "rate_limited", "server_error", "connection", "invalid_response", "auth",
+    "bad_request", "too_long", "unavailable", "budget_exhausted",
 )
+
+# Failures whose cause lies outside the row: the teacher is down, refuses the key, stalls, or does not
+# speak the protocol (a 200 that is not a chat completion, a 404/405 from a server that is not
+# OpenAI-compatible). A row that failed so is *unanswered*: never a drop; its shard is not marked done
+# and the next run asks again. Everything else (bad_request: 400/413/422, too_long: over the context
+# window, and the stages' own verdicts: refusal, truncation, parse failures, filters) is the row's own
+# doing and a drop with a reason. `budget_exhausted` (a refresh night's cap, see budget.py) stays a drop:
+# a night is never resumed, and it publishes what its budget made.
+OUTSIDE_KINDS = frozenset({"auth", "connection", "unavailable", "timeout", "rate_limited", "server_error",
+                           "invalid_response"})
 
 
 @dataclass
@@ -63,6 +73,11 @@ class TeacherError:
     message: str     # never contains an API key
     attempts: int = 1
     retryable: bool = True
+
+    @property
+    def outside(self) -> bool:
+        """The cause lies outside the row (OUTSIDE_KINDS): the row is unanswered, not dropped."""
+        return self.kind in OUTSIDE_KINDS
 
 
 @dataclass
@@ -83,6 +98,20 @@ class Completion:
     @property
     def truncated(self) -> bool:
         return self.finish_reason == "length"
+
+    @property
+    def unanswered(self) -> bool:
+        """Failed for a reason outside the row (`TeacherError.outside`): ask again on the next run."""
+        return self.error is not None and self.error.outside
+
+
+def unanswered_reasons(completions) -> dict[str, int]:
+    """Error kind -> count over the unanswered completions among `completions` (None entries skipped)."""
+    out: dict[str, int] = {}
+    for c in completions:
+        if c is not None and c.unanswered:
+            out[c.error.kind] = out.get(c.error.kind, 0) + 1
+    return out
 
 
 # the counters a shard marker records, as `teacher_<name>` (what the runner and the report read)
@@ -146,11 +175,18 @@ def derive_seed(run_seed: int, record_id: str, purpose: str, sample_index: int =
     return int.from_bytes(h.digest()[:4], "big") & 0x7FFFFFFF
 
 
-def request_key(model: str, req: ChatRequest, seed: int | None) -> str:
-    """Cache key: a hash of model, messages, sampling params, sample index and seed."""
+def request_key(model: str, req: ChatRequest, seed: int | None, endpoint: str = "") -> str:
+    """Cache key: a hash of the endpoint's identity (`endpoint_identity`), model, messages, sampling
+    params, sample index and seed: another server with the same model name never shares answers."""
     payload = json.dumps(
-        {"model": model, "messages": list(req.messages), "sampling": req.sampling.to_dict(),
+        {"endpoint": endpoint, "model": model, "messages": list(req.messages), "sampling": req.sampling.to_dict(),
          "sample_index": req.sample_index, "seed": seed},
         sort_keys=True, ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def endpoint_identity(teacher: Any) -> str:
+    """Who answers: the backend plus its server's base_url (openai) or its model path (local engines)."""
+    where = getattr(teacher, "endpoint", None) or getattr(teacher, "base_url", None) or ""
+    return f"{teacher.backend}:{where}" if where else f"{teacher.backend}:{teacher.model}"

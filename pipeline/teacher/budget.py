@@ -201,6 +201,7 @@ class BudgetedTeacher:
         self.wave = max(int(wave), 1)
         self.backend = inner.backend
         self.model = inner.model
+        self.endpoint = getattr(inner, "endpoint", None)
         self.stats = inner.stats
 
     def _refusal(self, limit: str) -> Completion:

@@ -1,7 +1,11 @@
 """The SQLite response cache: a rerun, a resumed run or a refresh never pays twice.
 
-Key: `request_key(model, request, seed)`, a hash of model, messages, sampling
-parameters, sample index and the per-request seed. A row holds either the
+Key: `request_key(model, request, seed, endpoint)`, a hash of the endpoint's
+identity (the backend and its base_url, or its model path for a local engine:
+another server with the same model name never gets these answers), model,
+messages, sampling parameters, sample index and the per-request seed. (Rows
+written before the endpoint was part of the key are not served: their keys no
+longer match.) A row holds either the
 completion (text, finish reason, usage, logprobs) or the error of the last
 attempt. Only completions are served; stored errors are retried on the next
 run and their row replaced.
@@ -9,9 +13,11 @@ run and their row replaced.
 WAL mode with synchronous=NORMAL: a kill (even SIGKILL) mid-write loses at
 most the transaction in progress, never the database; several processes (or
 Ray workers) may share one file, waiting on each other via busy_timeout.
-Answers are written as they arrive and committed in batches (every
-`batch_rows` answers or `batch_s` seconds, and at the end of every `chat()`),
-so a killed run keeps nearly everything it was sent back.
+Each answer is committed as it arrives, before the stage sees it (WAL
+commits cost no fsync with synchronous=NORMAL and survive a killed process),
+so a kill repeats at most the requests that were in flight. A cache that
+cannot be opened or written (full disk, permissions, not a database) is a
+StoreWriteError: one line, exit 5.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from .base import ChatRequest, Completion, OnDone, Usage, derive_seed, request_key
+from ..errors import StoreWriteError
+from .base import ChatRequest, Completion, OnDone, Usage, derive_seed, endpoint_identity, request_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -44,14 +51,21 @@ _PUT = "INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
 class ResponseCache:
-    def __init__(self, path: str | Path, *, batch_rows: int = 256, batch_s: float = 0.5):
+    def __init__(self, path: str | Path, *, batch_rows: int = 1, batch_s: float = 0.5):
+        """`batch_rows`: answers per commit (1: each answer is committed before it is used)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we open transactions ourselves (one per batch).
-        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._db = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we open transactions ourselves (one per batch).
+            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+        except (sqlite3.Error, OSError) as e:
+            if self._db is not None:
+                self._db.close()
+            raise self._failed("cannot be opened", e) from None
         self.batch_rows, self.batch_s = batch_rows, batch_s
         self._pending: list[tuple] = []
         self._last_flush = time.monotonic()
@@ -59,8 +73,18 @@ class ResponseCache:
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
 
+    def _failed(self, what: str, e: BaseException) -> StoreWriteError:
+        return StoreWriteError(f"the teacher's response cache {self.path} {what} ({e}); free space or fix its "
+                               "permissions, or set teacher.cache_path elsewhere (teacher.cache = false: no cache)")
+
     def get_many(self, keys: list[str]) -> dict[str, Completion]:
         """The stored completions among `keys` (errors are not served)."""
+        try:
+            return self._get_many(keys)
+        except sqlite3.Error as e:
+            raise self._failed("cannot be read", e) from None
+
+    def _get_many(self, keys: list[str]) -> dict[str, Completion]:
         found: dict[str, Completion] = {}
         uniq = list(dict.fromkeys(keys))
         for i in range(0, len(uniq), 500):  # SQLite's bound-parameter limit
@@ -87,21 +111,26 @@ class ResponseCache:
         if not self._pending:
             return
         rows, self._pending = self._pending, []
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany(_PUT, rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(_PUT, rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise self._failed("cannot be written", e) from None
 
     def counts(self) -> dict[str, int]:
         ok, err = self._db.execute("SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0) FROM responses").fetchone()
         return {"ok": int(ok), "errors": int(err)}
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            self._db.close()
 
 
 class CachedTeacher:
@@ -113,14 +142,15 @@ class CachedTeacher:
         self.run_seed = run_seed
         self.backend = inner.backend
         self.model = inner.model
+        self.endpoint = endpoint_identity(inner)
         self.stats = inner.stats
 
     def __repr__(self) -> str:
         return f"CachedTeacher({self.inner!r}, {self.cache!r})"
 
     def keys(self, requests: Iterable[ChatRequest]) -> list[str]:
-        return [request_key(self.model, r, derive_seed(self.run_seed, r.record_id, r.purpose, r.sample_index))
-                for r in requests]
+        return [request_key(self.model, r, derive_seed(self.run_seed, r.record_id, r.purpose, r.sample_index),
+                            self.endpoint) for r in requests]
 
     def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
         keys = self.keys(requests)

@@ -11,10 +11,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import load_config
-from ..errors import TeacherUnavailable
 from ..lifecycle import started_from_main_thread
 from . import make_backend
-from .base import ChatRequest, Sampling
+from .ping import ask, probe_section, where
 from .server import resolve_model, server_command
 
 app = typer.Typer(help="Serve the embedded teacher or check the configured one.", no_args_is_help=True)
@@ -48,30 +47,23 @@ def ping(
     prompt: Annotated[str, typer.Option(help="The user message to send.")] = "Say hello in one short sentence.",
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Answer length limit in tokens.")] = 32,
 ) -> None:
-    """Send one chat request to the configured teacher; print the answer, latency and tokens."""
+    """Send one chat request to the configured teacher; print the answer, latency and tokens (exit 4 if it fails)."""
 
 
     cfg = load_config(config, {"teacher": {"backend": backend, "base_url": base_url, "model": model}})
-    cfg.teacher.max_retries = min(cfg.teacher.max_retries, 2)  # a ping should fail fast
     t0 = time.monotonic()
-    # Never the cache: a ping must reach the teacher.
-    teacher = make_backend(cfg.teacher, seed=cfg.run.seed, workdir=Path(cfg.run.workdir))
+    # The same ping every teacher-using command sends first (teacher/ping.py): a short-lived client with
+    # few retries and a short timeout, never the cache. Any failed answer is exit 4, in one line.
+    section = probe_section(cfg.teacher)
+    teacher = make_backend(section, seed=cfg.run.seed, workdir=Path(cfg.run.workdir))
     try:
         load_s = time.monotonic() - t0
         t1 = time.monotonic()
-        [c] = teacher.chat([ChatRequest(messages=[{"role": "user", "content": prompt}],
-                                        sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
-                                        record_id="ping", purpose="ping")])
+        c = ask(teacher, cfg.teacher, max_tokens=max_tokens, prompt=prompt)
         latency = time.monotonic() - t1
     finally:
         teacher.close()
-    where = f" at {cfg.teacher.base_url}" if cfg.teacher.backend == "openai" else ""
-    if c.error is not None:
-        if c.error.kind in ("unavailable", "connection", "timeout"):
-            raise TeacherUnavailable(f"{cfg.teacher.backend} teacher{where} did not answer: {c.error.message}")
-        typer.secho(f"teacher{where} answered with an error: {c.error.kind}: {c.error.message}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1)
     typer.echo(c.text)
-    typer.echo(f"backend={teacher.backend} model={c.model or teacher.model}{where} latency={latency:.2f}s "
-               f"setup={load_s:.2f}s prompt_tokens={c.usage.prompt_tokens} completion_tokens={c.usage.completion_tokens} "
-               f"finish={c.finish_reason}")
+    typer.echo(f"backend={teacher.backend} model={c.model or teacher.model}{where(cfg.teacher)} "
+               f"latency={latency:.2f}s setup={load_s:.2f}s prompt_tokens={c.usage.prompt_tokens} "
+               f"completion_tokens={c.usage.completion_tokens} finish={c.finish_reason}")

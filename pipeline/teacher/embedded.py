@@ -81,6 +81,7 @@ class EmbeddedTeacher:
             for s in self.servers:
                 s.start()
             self.model = self.servers[0].alias
+            self.endpoint = str(self.servers[0].model_path)  # the cache's endpoint: the file, not a loopback port
             client_section = section.model_copy(update={
                 "model": self.model, "base_url": None, "concurrency": IN_FLIGHT_PER_CHILD * replicas,
                 "rpm": None, "tpm": None})  # a local model: no rate limits

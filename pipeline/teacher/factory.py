@@ -1,4 +1,4 @@
-"""Building a teacher: backend -> limiter -> budget -> response cache, in this one place.
+"""Building a teacher: backend -> breaker -> length guard -> budget -> response cache, in this one place.
 
 `TeacherFactory` is what a run context holds instead of a teacher: a plain
 picklable recipe (the [teacher] section, workdir, run seed, and optionally a
@@ -7,6 +7,11 @@ way (pipeline/executors/teacher.py adds the cluster's limiter). The layers:
 
     backend   openai, llamacpp (embedded server children) or vllm
     limiter   the openai backend's: the section's rpm / tpm, or `limiter`
+    breaker   `BreakerTeacher` (breaker.py): stops the stage with exit 4 when the
+              teacher keeps failing (section.breaker_consecutive / breaker_rate /
+              breaker_window)
+    guard     `LengthGuard` (guard.py): a request over the context window
+              (`context_tokens`) is never sent
     budget    `BudgetedTeacher`, when a budget is given (the refresh's)
     cache     the SQLite response cache (`section.cache`), outside the budget:
               cache hits cost nothing. File: `section.cache_path`, else
@@ -21,11 +26,28 @@ from pathlib import Path
 from typing import Any
 
 from .base import Teacher
+from .breaker import Breaker, BreakerTeacher
 from .budget import Budget, BudgetedTeacher
 from .cache import CachedTeacher, ResponseCache
+from .guard import LengthGuard
 from .limits import Limiter
 
 CACHE_FILE = "teacher_cache.sqlite"
+# A network teacher's context window when teacher.context_tokens is not set: the largest common one, so only
+# a request no server would take is refused unsent (set it to your model's window).
+DEFAULT_CONTEXT_TOKENS = 131072
+
+
+def context_tokens(section) -> int:
+    """The teacher's context window in tokens: teacher.context_tokens, else n_ctx for the embedded
+    model, vllm_args' max_model_len for vLLM, DEFAULT_CONTEXT_TOKENS otherwise."""
+    if section.context_tokens is not None:
+        return section.context_tokens
+    if section.backend == "llamacpp":
+        return section.n_ctx
+    if section.backend == "vllm" and section.vllm_args.get("max_model_len"):
+        return int(section.vllm_args["max_model_len"])
+    return DEFAULT_CONTEXT_TOKENS
 
 
 def make_backend(section, *, seed: int = 0, workdir: Path | None = None, limiter: Limiter | None = None):
@@ -63,6 +85,9 @@ class TeacherFactory:
         backend if a layer cannot be built."""
         teacher = backend if backend is not None else self.backend()
         try:
+            sec = self.section
+            teacher = BreakerTeacher(teacher, Breaker(sec.breaker_consecutive, sec.breaker_rate, sec.breaker_window))
+            teacher = LengthGuard(teacher, context_tokens(sec))
             if self.budget is not None:
                 teacher = BudgetedTeacher(teacher, self.budget, wave=self.section.concurrency)
             if self.section.cache:

@@ -69,6 +69,7 @@ class OpenAIBackend:
                 "after `distill teacher serve`)")
         self.endpoints = [u.rstrip("/") for u in (endpoints or [section.base_url])]
         self.base_url = self.endpoints[0]
+        self.endpoint = self.base_url  # the response cache's endpoint identity
         self.revive = revive
         self.extra_body = dict(extra_body or {})
         self.gone: set[int] = set()  # endpoints whose server `revive` gave up on
@@ -215,7 +216,16 @@ class OpenAIBackend:
                     on_done(i, c)
 
         n = len(self.endpoints)
-        await asyncio.gather(*(worker(k % n) for k in range(min(self.concurrency, len(requests)))))
+        tasks = [asyncio.ensure_future(worker(k % n)) for k in range(min(self.concurrency, len(requests)))]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # `on_done` raised (a tripped breaker): the requests still in flight are abandoned, not left
+            # running on the loop to call back later.
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         return out  # type: ignore[return-value]
 
     async def _send(self, session: aiohttp.ClientSession, req: ChatRequest, endpoint: int = 0) -> Completion:
@@ -283,7 +293,10 @@ class OpenAIBackend:
         if status == 408:
             raise _Fault("timeout", detail)
         if status in (401, 403):
-            raise _Fault("unavailable", detail + f" (check the key in ${self.api_key_env})", retryable=False)
+            raise _Fault("auth", detail + f" (check the key in ${self.api_key_env})", retryable=False)
+        if status in (404, 405):  # no chat-completions route: not an OpenAI-compatible server, or a wrong base_url
+            raise _Fault("invalid_response", detail + f" (is {self.base_url} an OpenAI-compatible /v1 endpoint?)",
+                         retryable=False)
         raise _Fault("bad_request", detail, retryable=False)
 
     def _parse(self, raw: bytes) -> Completion:

@@ -33,6 +33,7 @@ class VLLMBackend:
             raise TeacherUnavailable("teacher.backend = 'vllm' needs teacher.model (a Hugging Face model name or local folder)")
         self._SamplingParams = vllm.SamplingParams
         self.model = section.model
+        self.endpoint = section.model  # the model path or hub name the engine loaded
         self.run_seed = seed
         self.stats = TeacherUsage()
         args: dict[str, Any] = {"seed": seed, **section.vllm_args}

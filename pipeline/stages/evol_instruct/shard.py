@@ -26,14 +26,13 @@ from ...context import RunContext
 from ...errors import TeacherUnavailable
 from ...records import Drop
 from ...runner import ShardResult
-from ...teacher.base import ChatRequest, Completion, Sampling
+from ...teacher.base import ChatRequest, Completion, Sampling, unanswered_reasons
 from ...teacher.budget import Budget
 from .config import EvolConfig
 from .eliminate import check_answer, check_evolution, check_judge
 from .operations import Choice, Operations, parse_evolution, prompt_text, template_name
 
 STAGE = "evol_instruct"
-_DOWN = ("connection", "unavailable")
 
 
 @dataclass
@@ -42,6 +41,7 @@ class ShardOutcome:
     rejected: list[dict[str, Any]]
     pool: list[dict[str, Any]]
     stats: dict[str, float] = field(default_factory=dict)
+    unanswered: list[dict[str, int]] = field(default_factory=list)  # per unanswered parent: error kind -> n
 
 
 @dataclass
@@ -55,6 +55,14 @@ class _Cand:
     verdict: str | None = None
     answer: Completion | None = None
     drop: Drop | None = None
+    unanswered: dict[str, int] | None = None  # a step failed for an outside reason: no verdict, asked again
+
+    def ask(self, comp: Completion) -> bool:
+        """False (and the candidate left unanswered) when `comp` failed for a reason outside the row."""
+        if comp.unanswered:
+            self.unanswered = unanswered_reasons([comp])
+            self.drop = Drop("unanswered", "")  # out of the later steps; never written as a drop
+        return self.unanswered is None
 
 
 def next_pool(parents: list[dict[str, Any]], kept: list[dict[str, Any]],
@@ -101,7 +109,10 @@ class RoundStage:
 
     def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> ShardResult:
         res = self.evolver.run(rows, self.round_no, ctx, room=self.budget.rows_left())
-        return ShardResult(res.kept, res.rejected, res.stats)
+        result = ShardResult(res.kept, res.rejected, res.stats)
+        for reasons in res.unanswered:
+            result.leave_unanswered(reasons)
+        return result
 
 
 class ShardEvolver:
@@ -133,7 +144,7 @@ class ShardEvolver:
         for c in comps:
             stats["tokens_prompt"] += c.usage.prompt_tokens
             stats["tokens_completion"] += c.usage.completion_tokens
-        if all(c.error is not None and c.error.kind in _DOWN for c in comps):
+        if all(c.unanswered for c in comps):  # nothing came back: stop now, not after two more steps
             e = comps[0].error
             raise TeacherUnavailable(
                 f"the teacher did not answer any of {len(reqs)} requests ({e.kind}: {e.message}); "
@@ -155,7 +166,8 @@ class ShardEvolver:
         for r, c, p, comp in zip(rows, choices, prompts, comps):
             evolved = parse_evolution(comp.text)
             cand = _Cand(r, c, p, evolved, comp)
-            cand.drop = check_evolution(p, evolved, comp, c.op, self.cfg)
+            if cand.ask(comp):
+                cand.drop = check_evolution(p, evolved, comp, c.op, self.cfg)
             cands.append(cand)
             stats[f"op_tried_{c.op}"] += 1
         # 2. judge: is the evolution more than its parent?
@@ -165,21 +177,27 @@ class ShardEvolver:
                             purpose=f"evol:judge:parent={c.parent['id']}") for c in live]
         for cand, comp in zip(live, self._chat(ctx, "judge", reqs, stats)):
             cand.judge = comp
-            cand.verdict, cand.drop = check_judge(comp, self.cfg)
-            stats[f"judge_{cand.verdict}"] += 1
+            if cand.ask(comp):
+                cand.verdict, cand.drop = check_judge(comp, self.cfg)
+                stats[f"judge_{cand.verdict}"] += 1
         # 3. answer what the judge let through
         live = [c for c in cands if c.drop is None]
         reqs = [ChatRequest(self._messages(c.evolved), self.answer_sampling,
                             record_id=records.make_id(c.evolved), purpose="evol:answer") for c in live]
         for cand, comp in zip(live, self._chat(ctx, "answer", reqs, stats)):
             cand.answer = comp
-            cand.drop = check_answer(cand.evolved, comp, self.cfg)
+            if cand.ask(comp):
+                cand.drop = check_answer(cand.evolved, comp, self.cfg)
         return self._assemble(cands, round_no, ctx, room, stats)
 
     def _assemble(self, cands: list[_Cand], round_no: int, ctx: RunContext, room: int | None,
                   stats: Counter) -> ShardOutcome:
-        kept, rejected, pool = [], [], []
+        kept, rejected, pool, unanswered = [], [], [], []
         for cand in cands:
+            if cand.unanswered is not None:  # neither kept nor dropped: its shard is retried
+                unanswered.append(cand.unanswered)
+                pool.append(cand.parent)
+                continue
             if cand.drop is None and room is not None and len(kept) >= room:
                 cand.drop = Drop("over_max_rows", f"max_rows reached in round {round_no}")
             row = self._row(cand, round_no, ctx)
@@ -195,7 +213,7 @@ class ShardEvolver:
         stats["evolved"] = len(kept)
         stats["failed"] = len(rejected)
         stats["teacher_seconds"] = round(stats["teacher_seconds"], 4)
-        return ShardOutcome(kept, rejected, pool, dict(stats))
+        return ShardOutcome(kept, rejected, pool, dict(stats), unanswered)
 
     def _row(self, cand: _Cand, round_no: int, ctx: RunContext) -> dict[str, Any]:
         op = cand.choice.op

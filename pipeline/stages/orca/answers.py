@@ -34,7 +34,10 @@ def refusal_phrase(text: str) -> str | None:
 
 
 def check_answer(c: Completion, *, truncated: str = "drop", drop_refusals: bool = True) -> Drop | None:
-    """None to keep; else (drop_reason, drop_detail)."""
+    """None to keep; else (drop_reason, drop_detail). Only row-caused failures reach here: the stage
+    leaves a row whose request failed for an outside reason (`Completion.unanswered`) unanswered."""
+    if c.error is not None and c.error.kind == "too_long":
+        return Drop("too_long", c.error.message)
     if c.error is not None:
         return Drop("teacher_error", f"{c.error.kind}: {c.error.message} (after {c.error.attempts} attempt(s))")
     if c.text is None:

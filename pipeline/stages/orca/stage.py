@@ -32,7 +32,7 @@ from ...records import build_messages, make_id, now_utc, rejected_row, set_meta
 from ...runner import ShardResult, run_shards
 from ...seeding import rng_for
 from ...store import Dataset
-from ...teacher.base import ChatRequest, Completion, Sampling
+from ...teacher.base import ChatRequest, Completion, Sampling, unanswered_reasons
 from .answers import check_answer, compact_logprobs
 from .catalog import (
     check_strategy_map,
@@ -151,7 +151,11 @@ class OrcaStage:
                     reqs[i] = dataclasses.replace(reqs[i], sampling=bigger)
                 stats["orca_truncation_retries"] += len(idx)
         kept, rejected = [], []
+        result = ShardResult(kept=kept, rejected=rejected)
         for row, choice, req, tries, kc in zip(rows, choices, reqs, attempts, kind_comps):
+            if reasons := unanswered_reasons([*tries, kc]):  # the teacher's fault, not the row's: ask again
+                result.leave_unanswered(reasons)
+                continue
             final = tries[-1]
             out = self._output_row(row, choice, req, tries, kc, ctx)
             verdict = check_answer(final, truncated=self.cfg.truncated, drop_refusals=self.cfg.drop_refusals)
@@ -162,7 +166,8 @@ class OrcaStage:
                 stats[f"strategy.{choice.label}"] += 1
             else:
                 rejected.append(rejected_row(out, STAGE, *verdict))
-        return ShardResult(kept=kept, rejected=rejected, stats=dict(stats))
+        result.stats = dict(stats)
+        return result
 
     def _request(self, row: dict[str, Any], choice: Choice, sampling: Sampling) -> ChatRequest:
         msgs = [{"role": "system", "content": choice.system_text}] if choice.system_text else []

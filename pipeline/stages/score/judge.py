@@ -48,7 +48,7 @@ _OUT_OF = re.compile(_NUM + r"\s*(?:/|out of)\s*(\d+)\b", re.I)
 @dataclass
 class Judgment:
     value: float | None
-    method: str          # logprobs | parsed | unparseable | error
+    method: str          # logprobs | parsed | unparseable | error | unanswered (an outside failure)
     reason: str = ""     # why unparseable / the error
     raw: str = ""        # the reply, cut to 200 characters
 
@@ -124,6 +124,9 @@ def expected_score(logprobs: list[dict[str, Any]] | None, digit: str, lo: int, h
 
 def parse_judgment(completion: Completion, judge: str) -> Judgment:
     _, lo, hi = SCALES[judge]
+    if completion.unanswered:  # the teacher's fault, not the row's: the row is asked again on the next run
+        err = completion.error
+        return Judgment(None, "unanswered", f"{err.kind}: {err.message}", "")
     if not completion.ok:
         err = completion.error
         return Judgment(None, "error", f"{err.kind}: {err.message}" if err else "no text", "")

@@ -26,6 +26,7 @@ from ...records import rejected_row, set_meta
 from ...runner import ShardResult, run_shards
 from ...store import Dataset
 from ...teacher.factory import TeacherFactory
+from ...teacher.ping import preflight
 from . import gates
 from .combine import HEURISTIC_VERSION, combined_score, heuristic_score
 from .config import ScoreConfig
@@ -77,8 +78,9 @@ class ScoreStage:
                 rejected.append(rejected_row(row, STAGE, reason, detail))
             else:
                 kept.append(dict(row))
+        result = ShardResult(kept, rejected)
         if self.cfg.judge == "teacher":
-            self._judge(kept, ctx, stats)
+            self._judge(kept, ctx, stats, result)
         else:
             for row in kept:
                 score, parts = heuristic_score(row)
@@ -86,13 +88,20 @@ class ScoreStage:
                 set_meta(row, STAGE, {"score_source": "heuristic", "heuristic": HEURISTIC_VERSION, **parts})
         stats["scored"] += sum(1 for r in kept if r["score"] is not None)
         stats["unscored"] += sum(1 for r in kept if r["score"] is None)
-        return ShardResult(kept, rejected, dict(stats))
+        result.stats = dict(stats)
+        return result
 
-    def _judge(self, kept: list[dict[str, Any]], ctx: RunContext, stats: Counter) -> None:
+    def _judge(self, kept: list[dict[str, Any]], ctx: RunContext, stats: Counter, result: ShardResult) -> None:
+        """Judge `kept` in place; a row whose judge request failed for an outside reason leaves it, unanswered."""
         if self.judge_teacher is None and self.judge_factory is not None:
             self.judge_teacher = self.judge_factory()
         teacher = self.judge_teacher if self.judge_teacher is not None else ctx.teacher
-        for row, per in zip(kept, judge_rows(kept, teacher, self.cfg)):
+        judged = judge_rows(kept, teacher, self.cfg)
+        for i in reversed(range(len(kept))):
+            if reasons := Counter(jd.reason.split(":")[0] for jd in judged[i].values() if jd.method == "unanswered"):
+                result.leave_unanswered(dict(reasons))
+                del kept[i], judged[i]
+        for row, per in zip(kept, judged):
             values = {j: jd.value for j, jd in per.items()}
             new_flags = []
             for j, jd in per.items():
@@ -134,6 +143,9 @@ def run_score(input_path: str | Path, out: str | Path, cfg: ScoreConfig, ctx: Ru
     by each Ray worker (a live teacher does not travel).
     """
     ds = Dataset(input_path)
+    if cfg.judge == "teacher":  # a dead judge is exit 4 before the first shard (teacher/ping.py)
+        preflight(TeacherFactory(cfg.judge_teacher, Path(ctx.workdir).resolve(), ctx.seed)
+                  if cfg.judge_teacher is not None else ctx.teacher_factory)
     with ExitStack() as stack:
         judge = judge_factory = None
         info: Any = "run teacher" if cfg.judge == "teacher" else None

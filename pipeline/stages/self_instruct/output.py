@@ -18,8 +18,9 @@ import pyarrow.parquet as pq
 
 from ... import records
 from ...context import RunContext
+from ...errors import TeacherUnavailable
 from ...store import REJECTED_DIR, DatasetError, DatasetWriter, atomic_write_bytes, shard_name
-from ...teacher.base import ChatRequest, Completion, TeacherUsage
+from ...teacher.base import ChatRequest, Completion, TeacherUsage, unanswered_reasons
 from ...teacher.budget import Budget
 from . import alpaca, bootstrap
 from . import instances as inst
@@ -67,6 +68,22 @@ STAGE = "self_instruct"
 RAW_DIR = "raw"
 
 
+def stop_if_unanswered(comps: list[Completion], step: str, shards_done: int) -> None:
+    """TeacherUnavailable (exit 4) when any of `comps` failed for a reason outside the row: the loop
+    builds each batch from the pool the last one grew, so it stops there rather than drop them; the
+    done shards stay and a rerun resumes after them (the cache answers what already came back)."""
+    if reasons := unanswered_reasons(comps):
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        raise TeacherUnavailable(
+            f"self_instruct: {sum(reasons.values())} of {len(comps)} {step} requests unanswered ({why}); "
+            f"{shards_done} done shard(s) kept, nothing after them marked done; rerun to resume")
+
+
+def error_reason(c: Completion) -> str:
+    """The drop reason of a row-caused teacher failure: too_long (never sent), else teacher_error."""
+    return "too_long" if c.error is not None and c.error.kind == "too_long" else "teacher_error"
+
+
 @dataclass
 class Restored:
     shards: int = 0
@@ -111,8 +128,9 @@ def restore(writer: DatasetWriter) -> Restored:
 
 class ShardBuilder:
     def __init__(self, cfg: SelfInstructConfig, ctx: RunContext, templates: dict[str, str],
-                 counters: "Counters"):
+                 counters: "Counters", shards_done: int = 0):
         self.cfg, self.ctx, self.templates, self.counters = cfg, ctx, templates, counters
+        self.shards_done = shards_done
 
     @staticmethod
     def templates(cfg: SelfInstructConfig) -> list[str]:
@@ -156,6 +174,7 @@ class ShardBuilder:
             messages=[{"role": "user", "content": inst.classify_prompt(t.instruction)}],
             sampling=self.cfg.classify.sampling(inst.classify_stop()),
             record_id=self._task_id(t), purpose=f"{STAGE}:classify") for t in tasks])
+        stop_if_unanswered(cls, "classification", self.shards_done)
         self.counters.count(cls, "classify")
         kept: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
@@ -164,20 +183,21 @@ class ShardBuilder:
             t.tokens[0] += c.usage.prompt_tokens
             t.tokens[1] += c.usage.completion_tokens
             if not c.ok:
-                rejected.append(self._task_reject(t, "teacher_error", f"classification: {c.error.kind}: {c.error.message}"))
+                rejected.append(self._task_reject(t, error_reason(c), f"classification: {c.error.kind}: {c.error.message}"))
             else:
                 todo.append((t, inst.is_classification_answer(c.text), c.text))
         gens = teacher.chat([ChatRequest(
             messages=[{"role": "user", "content": inst.instance_prompt(t.instruction, clf)}],
             sampling=self._instance_sampling(clf), record_id=self._task_id(t),
             purpose=f"{STAGE}:instances") for t, clf, _ in todo])
+        stop_if_unanswered(gens, "instances", self.shards_done)
         self.counters.count(gens, "instances")
         for (t, clf, answer), g in zip(todo, gens):
             self.counters.bump("classification_tasks", 1 if clf else 0)
             t.tokens[0] += g.usage.prompt_tokens
             t.tokens[1] += g.usage.completion_tokens
             if not g.ok:
-                rejected.append(self._task_reject(t, "teacher_error", f"instances: {g.error.kind}: {g.error.message}",
+                rejected.append(self._task_reject(t, error_reason(g), f"instances: {g.error.kind}: {g.error.message}",
                                                   is_clf=clf))
                 continue
             parsed = inst.parse_classification(g.text) if clf else inst.parse_generation(g.text)

@@ -28,7 +28,7 @@ from ...store import DatasetWriter
 from ...teacher.base import ChatRequest, Completion
 from . import alpaca, bootstrap
 from .config import SelfInstructConfig
-from .output import Counters, ShardBuilder, Task, marker_stats, restore
+from .output import Counters, ShardBuilder, Task, error_reason, marker_stats, restore, stop_if_unanswered
 from .rouge import RougeIndex
 from .seeds import SeedPool, load_seeds
 
@@ -146,6 +146,7 @@ class _Run:
         """One batch of bootstrap requests; returns how many failed."""
         reqs = self._requests()   # every prompt of a batch sees the same pool, as in the paper
         comps = self.ctx.teacher.chat(reqs)
+        stop_if_unanswered(comps, "bootstrap", self.shard)
         b = self.counters.batches
         self.counters.batches += 1
         self.counters.count(comps, "bootstrap")
@@ -161,7 +162,7 @@ class _Run:
         """Parse one bootstrap reply and run its items through the filters; returns how many joined the pool."""
         cfg = self.cfg
         if not comp.ok:
-            self._reject("", "teacher_error", f"{comp.error.kind}: {comp.error.message}", where)
+            self._reject("", error_reason(comp), f"{comp.error.kind}: {comp.error.message}", where)
             return 0
         if cfg.mode == "alpaca":
             items = [(t.position, t.instruction, t) for t in alpaca.parse_reply(comp.text)]
@@ -232,7 +233,7 @@ class _Run:
     def _flush(self) -> None:
         if not (self.pending or self.rejected or self.raw):
             return
-        builder = ShardBuilder(self.cfg, self.ctx, self.templates, self.counters)
+        builder = ShardBuilder(self.cfg, self.ctx, self.templates, self.counters, self.shard)
         kept, rejected = builder.build(self.pending)
         if self.cfg.include_seeds and self.shard == 0:
             kept = builder.seed_rows(self.seeds) + kept

@@ -17,6 +17,9 @@ picks, per request, one action:
     slow       answer after `slow_s` seconds (past the client's timeout)
     hold       keep the request until `release()`, then close without answering
     401echo    HTTP 401 whose body echoes the Authorization header (a careless server)
+    401        HTTP 401 (a revoked key)
+    404        HTTP 404 with an HTML page (a web server that is not OpenAI-compatible)
+    blackhole  accept the request and never answer, never close (until `release()`)
 
 It is a raw asyncio protocol (keep-alive, no framework) so that serving costs
 little CPU. Counters: `received[content]`, `answered[content]` (ok answers
@@ -34,7 +37,7 @@ from typing import Callable
 
 Plan = Callable[[str, int], str]
 MODEL = "fault-model"
-_REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
 
 
 def _response(status: int, body: bytes, extra: str = "") -> bytes:
@@ -56,6 +59,25 @@ def completion_body(content: str, prompt_tokens: int = 7, logprobs: int | None =
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
                   "total_tokens": prompt_tokens + len(text.split())},
     }).encode()
+
+
+class TurnAt:
+    """A plan that answers the first `after` chat requests (the ping's excepted: it is `spare`), then
+    turns to `action` ("401", "blackhole", ...) for every request until `fix()`."""
+
+    def __init__(self, after: int, action: str, spare: str = "Reply with the word: ready"):
+        self.after, self.action, self.spare = after, action, spare
+        self.seen = 0
+        self.fixed = False
+
+    def fix(self) -> None:
+        self.fixed = True
+
+    def __call__(self, content: str, attempt: int) -> str:
+        if content == self.spare or self.fixed:
+            return "ok"
+        self.seen += 1
+        return "ok" if self.seen <= self.after else self.action
 
 
 class _Conn(asyncio.Protocol):
@@ -146,6 +168,12 @@ class FaultServer:
             transport.write(_response(429, b'{"error": "slow down"}', f"Retry-After: {self.retry_after}\r\n"))
         elif action == "401echo":  # a careless server that echoes the credentials it got
             transport.write(_response(401, json.dumps({"error": f"invalid key: {auth}"}).encode()))
+        elif action == "401":
+            transport.write(_response(401, b'{"error": {"message": "Incorrect API key provided"}}'))
+        elif action == "404":
+            transport.write(_response(404, b"<html><body>Not Found</body></html>"))
+        elif action == "blackhole":  # like hold, but no one is told: the client's timeout is all there is
+            self._held.append(transport)
         elif action == "500":
             transport.write(_response(500, b'{"error": "boom"}'))
         elif action == "drop":

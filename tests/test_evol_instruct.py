@@ -318,6 +318,29 @@ def test_unreachable_teacher_stops_with_one_error_and_keeps_finished_shards(tmp_
     assert done == ["part-00000.json"] and not (tmp_path / "out" / "_manifest.json").exists()
 
 
+def test_an_outside_failure_in_one_step_leaves_its_shard_undone_and_the_rerun_finishes(tmp_path):
+    """A judge request that timed out is no judge_error drop: the shard it served is not marked done, the
+    other shards commit, exit 4 in one line; the rerun evolves every row."""
+    from pipeline.errors import TeacherUnavailable
+    from pipeline.stages.evol_instruct.stage import round_dir
+    from pipeline.teacher.base import TeacherError
+
+    src = make_input(tmp_path / "in", [f"Plan a trip number {i}." for i in range(6)])
+
+    def flaky(req):
+        if req.purpose.startswith("evol:judge") and "number 3" in req.messages[-1]["content"]:
+            return TeacherError("timeout", "no answer within 120s", attempts=7)
+        return responder(req)
+    with pytest.raises(TeacherUnavailable, match=r"evol_instruct: 1 rows in 1 shard\(s\) unanswered \(timeout: 1\)"):
+        run_evol_instruct(src, tmp_path / "out", context(FakeTeacher(flaky)), EvolConfig(rounds=1), shard_rows=2)
+    r1 = round_dir(tmp_path / "out", 1)
+    assert sorted(p.name for p in (r1 / "_done").iterdir()) == ["part-00000.json", "part-00002.json"]
+    assert not list(r1.glob("rejected/*.parquet")) or not [
+        r for r in rejected_of(tmp_path / "out") if r["drop_reason"] == "judge_error"]
+    m = run_evol_instruct(src, tmp_path / "out", context(FakeTeacher(responder)), EvolConfig(rounds=1), shard_rows=2)
+    assert m["evolutions_accepted"] == 6 and m["drops"] == {}
+
+
 @pytest.mark.parametrize("keep_parents", [False, True])
 def test_next_pool_from_the_kept_rows_is_the_evolvers_own_pool(tmp_path, keep_parents):
     """The Ray executor rebuilds each pool shard from the round's kept rows; it must be the local pool exactly."""

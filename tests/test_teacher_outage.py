@@ -123,6 +123,16 @@ def test_a_wrong_key_from_the_start_is_exit_4_from_the_ping(tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.parquet"))
 
 
+def test_distill_run_pings_once_before_its_first_stage(tmp_path):
+    with FaultServer(lambda content, attempt: "401") as srv:
+        proc = distill("run", "--config", str(write_config(tmp_path / "distill.toml", srv.base_url)),
+                       "--workdir", str(tmp_path / "w"), "--run-id", "r", "--no-progress", "--no-report")
+    assert proc.returncode == 4 and len(error_lines(proc)) == 1, proc.stderr
+    assert "did not answer the ping: auth: HTTP 401" in error_lines(proc)[0]
+    assert dict(srv.received) == {"Reply with the word: ready": 1}
+    assert not list((tmp_path / "w").rglob("_done"))     # no stage started
+
+
 def test_a_server_that_is_not_openai_compatible_is_exit_4_from_the_ping(tmp_path):
     make_input(tmp_path / "in")
     with FaultServer(lambda content, attempt: "404") as srv:

@@ -114,8 +114,9 @@ class _Conn(asyncio.Protocol):
 
 class FaultServer:
     def __init__(self, plan: Plan | None = None, *, delay: float = 0.0, slow_s: float = 5.0,
-                 retry_after: str = "0"):
+                 retry_after: str = "0", models_status: int = 200):
         self.plan = plan or (lambda content, attempt: "ok")
+        self.models_status = models_status  # what GET /models answers (401: a wrong key)
         self.delay, self.slow_s, self.retry_after = delay, slow_s, retry_after
         self.received: Counter = Counter()
         self.answered: Counter = Counter()
@@ -135,6 +136,9 @@ class FaultServer:
 
     def _handle(self, transport: asyncio.Transport, start: list[str], body: bytes, auth: str = "") -> None:
         path = start[1] if len(start) > 1 else "/"
+        if start[0] == "GET" and path.endswith("/models") and self.models_status != 200:
+            transport.write(_response(self.models_status, b'{"error": "no"}'))
+            return
         if start[0] == "GET" and path.endswith("/models"):
             transport.write(_response(200, json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"}]}).encode()))
             return

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.config import ConfigError
-from pipeline.errors import TeacherUnavailable
 from pipeline.context import RunContext
+from pipeline.errors import TeacherUnavailable
 from pipeline.records import get_meta, new_row
 from pipeline.stages.orca import TASK_KINDS, OrcaConfig, OrcaStage, calibrate, detect_kind, run_orca
 from pipeline.stages.orca.answers import check_answer, compact_logprobs, refusal_phrase

@@ -123,6 +123,15 @@ def test_a_wrong_key_from_the_start_is_exit_4_from_the_ping(tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.parquet"))
 
 
+def test_a_black_hole_from_the_start_is_exit_4_from_the_ping(tmp_path):
+    make_input(tmp_path / "in")
+    with FaultServer(lambda content, attempt: "blackhole") as srv:
+        proc = orca(tmp_path, write_config(tmp_path / "distill.toml", srv.base_url, timeout_s=60.0))
+    assert proc.returncode == 4 and len(error_lines(proc)) == 1, proc.stderr
+    assert "did not answer the ping: timeout: no answer within 2s" in error_lines(proc)[0]  # ping_timeout_s
+    assert dict(srv.received) == {"Reply with the word: ready": 2}                      # one retry
+
+
 def test_distill_run_pings_once_before_its_first_stage(tmp_path):
     with FaultServer(lambda content, attempt: "401") as srv:
         proc = distill("run", "--config", str(write_config(tmp_path / "distill.toml", srv.base_url)),
@@ -148,6 +157,14 @@ def test_teacher_ping_on_5xx_exits_4_with_one_line(tmp_path):
     assert error_lines(proc) == proc.stderr.splitlines() and len(error_lines(proc)) == 1
     assert "did not answer the ping: server_error: HTTP 500" in error_lines(proc)[0]
     assert srv.received["Say hello in one short sentence."] == 2  # the ping's one retry, not the run's six
+
+
+@pytest.mark.parametrize("status, says", [(401, "check the key in $OPENAI_API_KEY"), (404, "OpenAI-compatible")])
+def test_model_discovery_names_a_wrong_key_or_a_wrong_server(status, says):
+    with FaultServer(models_status=status) as srv:
+        proc = distill("teacher", "ping", "--backend", "openai", "--base-url", srv.base_url)
+    assert proc.returncode == 4 and len(error_lines(proc)) == 1, proc.stderr
+    assert f"/models answered HTTP {status}" in error_lines(proc)[0] and says in error_lines(proc)[0]
 
 
 # -- the circuit breaker ------------------------------------------------------------------------------

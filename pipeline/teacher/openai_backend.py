@@ -144,10 +144,18 @@ class OpenAIBackend:
             session = await self._ensure_session()
             try:
                 async with session.get(self.base_url + "/models") as r:
-                    data = json.loads(await r.read())
-                return data["data"][0]["id"]
+                    raw, status = await r.read(), r.status
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
                 raise TeacherUnavailable(self._unreachable(e)) from None
+            if status in (401, 403):
+                raise TeacherUnavailable(self._scrub(
+                    f"{self.base_url}/models answered HTTP {status}: check the key in ${self.api_key_env}"))
+            if status != 200:
+                raise TeacherUnavailable(self._scrub(
+                    f"{self.base_url}/models answered HTTP {status}: is teacher.base_url an OpenAI-compatible "
+                    "/v1 endpoint? (or set teacher.model)"))
+            try:
+                return json.loads(raw)["data"][0]["id"]
             except (ValueError, KeyError, IndexError, TypeError):
                 raise TeacherUnavailable(
                     f"{self.base_url}/models lists no model; set teacher.model (or --model)") from None

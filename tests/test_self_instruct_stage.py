@@ -172,7 +172,7 @@ def test_instance_failures_are_recorded_and_the_task_stays_in_the_pool(tmp_path)
         if req.purpose.endswith("instances"):
             return "Example 1\nInput: same\nOutput: yes\nExample 2\nInput: same\nOutput: no"
         if req.purpose.endswith("classify"):
-            return TeacherError("server_error", "boom") if "Plan" in req.messages[0]["content"].rsplit("Task:", 1)[1] else "No"
+            return TeacherError("bad_request", "HTTP 400", retryable=False) if "Plan" in req.messages[0]["content"].rsplit("Task:", 1)[1] else "No"
         return world(req)
 
     ctx, _ = make_ctx(responder)

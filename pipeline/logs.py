@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from .errors import ConfigError
+
 LOGGER = logging.getLogger("distill")
 _DEFAULT_INTERVAL_S = 30.0
 
@@ -29,9 +31,9 @@ def progress_interval() -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"DISTILL_PROGRESS_INTERVAL={raw!r}: expected a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"DISTILL_PROGRESS_INTERVAL={raw!r}: must be > 0")
+        raise ConfigError(f"DISTILL_PROGRESS_INTERVAL={raw!r}: expected a number of seconds") from None
+    if not value > 0:  # also NaN
+        raise ConfigError(f"DISTILL_PROGRESS_INTERVAL={raw!r}: must be > 0")
     return value
 
 
@@ -66,8 +68,12 @@ def configure_json(target: str | Path | None) -> None:
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
         path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")  # appends: one file can span nightly runs
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(path, encoding="utf-8")  # appends: one file can span nightly runs
+        except OSError as e:
+            raise ConfigError(f"--log-json {path}: cannot open the log file for appending ({e.strerror or e}); "
+                              "give a writable file path, or '-' for stderr") from None
     handler.setFormatter(JsonLines())
     handler.setLevel(logging.INFO)
     LOGGER.addHandler(handler)
@@ -79,6 +85,13 @@ def event(name: str, msg: str = "", level: int = logging.INFO, **fields: Any) ->
     """A structured event: a JSON line when --log-json is on, nothing otherwise."""
     if _json_handler is not None:
         LOGGER.log(level, msg or name, extra={"event": name, "fields": fields})
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of `e`'s message, printable: pyarrow and parsers quote the corrupt bytes they met,
+    which would garble a terminal or split a log line."""
+    text = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def plain_line(text: str, stream: TextIO | None = None) -> None:

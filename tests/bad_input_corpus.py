@@ -477,8 +477,19 @@ def _cases() -> list[Case]:
           "part-00000.parquet"),
         C("inspect_truncated_shard", _inspect(lambda ds: (ds / "part-00000.parquet").write_bytes(
             (ds / "part-00000.parquet").read_bytes()[:100])), 3, "part-00000.parquet"),
+        C("inspect_corrupt_rejected_shard", _inspect_rejected_corrupt, 3, "rejected: unhealthy"),
+        C("inspect_unknown_chain_id", lambda t: ["inspect", str(_dataset(t, n=50)), "--chain", "no-such-id"], 3,
+          "no row with id 'no-such-id'"),
         C("inspect_corrupt_manifest", _inspect(lambda ds: (ds / "_manifest.json").write_text("{not json")), 3, "_manifest.json"),
     ]
+
+
+def _inspect_rejected_corrupt(tmp: Path) -> list[str]:
+    src = tmp / "half.jsonl"
+    src.write_text(_jsonl([{"instruction": f"Task {i}"} for i in range(300)] + [[i] for i in range(300)]))
+    assert run_cli(["import", str(src), "--workdir", str(tmp / "w"), "--out", str(tmp / "ds")]).code == 0
+    corrupt_body(tmp / "ds" / "rejected" / "part-00000.parquet")
+    return ["inspect", str(tmp / "ds")]
 
 
 def _current_escapes(tmp: Path) -> list[str]:

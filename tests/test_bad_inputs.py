@@ -3,8 +3,12 @@ never a traceback; some cases also check what was (not) written."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
-from bad_input_corpus import CASES, run_case, verify
+from bad_input_corpus import CASES, GOOD, run_case, run_cli, verify
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -15,3 +19,66 @@ def test_bad_input(case, tmp_path):
     res = run_case(case, tmp_path)
     problems = verify(case, tmp_path, res)
     assert not problems, "\n".join(problems)
+
+
+def _one_row(tmp_path):
+    src = tmp_path / "rows.jsonl"
+    src.write_text(json.dumps(GOOD) + "\n")
+    return src
+
+
+def test_debug_shows_the_traceback_of_a_mapped_os_error(tmp_path):
+    (tmp_path / "f").write_text("a file where a folder should be")
+    args = ["import", str(_one_row(tmp_path)), "--workdir", str(tmp_path / "f" / "w")]
+    plain = run_cli(args)
+    assert plain.code == 5 and plain.first_line.startswith("error: ") and not plain.traceback
+    debug = run_cli(["--debug", *args])
+    assert "NotADirectoryError" in debug.traceback
+
+
+@pytest.mark.parametrize("exc, code, first", [
+    (RecursionError("maximum recursion depth exceeded"), 3, "nested too deeply"),
+    (UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), 3, "not valid UTF-8"),
+    (PermissionError(13, "Permission denied", "/some/where"), 5, "/some/where: cannot write here"),
+    (OSError(28, "No space left on device", "/full/disk/x"), 5, "/full/disk/x: disk full"),
+])
+def test_top_level_handler_turns_machine_and_data_errors_into_one_line(tmp_path, monkeypatch, exc, code, first):
+    from pipeline.commands import dataset_cmds
+
+    def fail(*a, **k):
+        raise exc
+    monkeypatch.setattr(dataset_cmds, "import_file", fail)
+    args = ["import", str(_one_row(tmp_path)), "--workdir", str(tmp_path / "w")]
+    res = run_cli(args)
+    assert (res.code, res.traceback) == (code, ""), res.err
+    assert first in res.first_line and res.one_line
+    assert type(exc).__name__ in run_cli(["--debug", *args]).traceback
+
+
+def test_a_bug_still_shows_its_traceback(tmp_path, monkeypatch):
+    from pipeline.commands import dataset_cmds
+
+    def bug(*a, **k):
+        return {}["missing"]
+    monkeypatch.setattr(dataset_cmds, "import_file", bug)
+    res = run_cli(["import", str(_one_row(tmp_path)), "--workdir", str(tmp_path / "w")])
+    assert res.code == 1 and "KeyError" in res.traceback
+    errno_less = OSError("pyarrow-style error without an errno")
+    monkeypatch.setattr(dataset_cmds, "import_file", lambda *a, **k: (_ for _ in ()).throw(errno_less))
+    assert "pyarrow-style" in run_cli(["import", str(_one_row(tmp_path)), "--workdir", str(tmp_path / "w")]).traceback
+
+
+def _distill(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
+
+
+def test_the_installed_entry_point_gives_one_line(tmp_path):
+    """Two cases through a real process: what cron sees on stderr and as the exit status."""
+    bad = tmp_path / "x.parquet"
+    bad.write_text("not parquet")
+    res = _distill("import", str(bad), "--workdir", str(tmp_path / "w"))
+    assert res.returncode == 3 and res.stderr.count("\n") == 1, res.stderr
+    assert "x.parquet: not a readable Parquet file" in res.stderr
+    res = _distill("import", str(_one_row(tmp_path)), "--workdir", str(tmp_path / "a" / "w"), "--run-id", "../../x")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "run id '../../x'" in res.stderr, res.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "a").exists()

@@ -367,9 +367,9 @@ def _tiny_minhash(tmp: Path) -> list[str]:
     return ["minhash", str(ds), "--workdir", str(tmp / "w"), "--out", str(tmp / "tiny" / "mh"), "--no-progress"]
 
 
-def _tiny_left_nothing(tmp: Path, res: Result) -> None:
-    # checked inside the mount before it goes: see run_case's patch; here only the message
-    assert "disk full" in res.first_line
+def _tiny_semdedup(tmp: Path) -> list[str]:
+    ds = _dataset(tmp, n=200)
+    return ["semdedup", str(ds), "--workdir", str(tmp / "tiny" / "w"), "--out", str(tmp / "tiny" / "sd"), "--no-progress"]
 
 
 # -- the corpus --------------------------------------------------------------------------------------------
@@ -468,6 +468,7 @@ def _cases() -> list[Case]:
         C("full_disk_minhash", _minhash, 5, "disk full", _no_temporaries("mh"), patch=_full_disk_minhash),
         C("tiny_disk_import", _tiny_import, 5, "disk full", patch=_tiny_disk_checked("out"), needs=_can_mount),
         C("tiny_disk_minhash", _tiny_minhash, 5, "disk full", patch=_tiny_disk_checked("mh"), needs=_can_mount),
+        C("tiny_disk_semdedup", _tiny_semdedup, 5, "disk full", patch=_tiny_disk_checked("w"), needs=_can_mount),
         # datasets to inspect
         C("inspect_missing", lambda t: ["inspect", str(t / "nope")], 3, "no such dataset folder"),
         C("inspect_a_file", lambda t: (t / "f.jsonl").write_text("x") and ["inspect", str(t / "f.jsonl")], 3, "is a file"),

@@ -3,12 +3,20 @@ never a traceback; some cases also check what was (not) written."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from bad_input_corpus import CASES, GOOD, run_case, run_cli, verify
+
+from pipeline.embeddings.cache import EmbeddingCache
+from pipeline.embeddings.embedder import Embedder
+from pipeline.errors import StoreWriteError
+from pipeline.store import explain_os_error
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -82,3 +90,29 @@ def test_the_installed_entry_point_gives_one_line(tmp_path):
     res = _distill("import", str(_one_row(tmp_path)), "--workdir", str(tmp_path / "a" / "w"), "--run-id", "../../x")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "run id '../../x'" in res.stderr, res.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "a").exists()
+
+
+class _HashEmbedder(Embedder):
+    name, dim = "hash-test", 8
+
+    def _encode(self, texts):
+        return np.stack([np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(self.dim) for t in texts])
+
+
+def test_embedding_cache_on_a_full_disk_leaves_no_orphan_segment(tmp_path, monkeypatch):
+    """The keys file commits a segment; when it cannot be written, its vectors file goes too (it holds space)."""
+    from pipeline.embeddings import cache as cache_mod
+
+    real = cache_mod.atomic_write_npy
+
+    def full_for_keys(path, array):
+        if path.name.endswith(".keys.npy"):
+            raise explain_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)
+        real(path, array)
+    monkeypatch.setattr(cache_mod, "atomic_write_npy", full_for_keys)
+    cache = EmbeddingCache(tmp_path, _HashEmbedder())
+    with pytest.raises(StoreWriteError, match="disk full"):
+        cache.encode(["one text", "another text"])
+    assert list(cache.dir.iterdir()) == []
+    monkeypatch.setattr(cache_mod, "atomic_write_npy", real)
+    assert EmbeddingCache(tmp_path, _HashEmbedder()).encode(["one text"]).shape == (1, 8)

@@ -105,7 +105,7 @@ def read_toml(p: Path, missing: str, *, error: type[Exception] = ConfigError, la
     if not p.is_file():
         raise error(f"{label}: {missing}")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8-sig"))  # -sig: a BOM, as some Windows editors write
     except tomllib.TOMLDecodeError as e:
         raise error(f"{label}: not valid TOML: {e}") from None
     except UnicodeDecodeError as e:

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import records
@@ -149,6 +150,8 @@ def _parse_line(text: str) -> Any:
         return RowError("invalid_json", f"{e.msg} at column {e.colno}")
     except RecursionError:
         return RowError("too_deep", _ROW_TOO_DEEP)
+    except ValueError as e:  # an integer literal over Python's 4,300-digit limit
+        return RowError("invalid_json", one_line(e))
 
 
 def safe_text(text: str) -> str:
@@ -176,6 +179,8 @@ def _json_items(path: Path) -> Items:
         raise InputFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise InputFileError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except ValueError as e:  # an integer literal over Python's 4,300-digit limit
+        raise InputFileError(f"{path}: invalid JSON: {one_line(e)}") from None
     except RecursionError:
         raise InputFileError(f"{path}: JSON nested too deeply to read (over about 1,000 levels); "
                              "flatten it, or use JSONL so one deep row is rejected alone") from None
@@ -222,6 +227,13 @@ def _parquet_items(path: Path) -> tuple[Items, bool]:
     if "instruction" not in names and "messages" not in names:
         raise InputFileError(f"{path}: Parquet file has no 'instruction' or 'messages' column (columns: {names[:10]})")
 
+    full_schema = set(records.COLUMN_NAMES) <= set(names)
+    if full_schema:
+        wrong = _type_problems(pf.schema_arrow)
+        if wrong:
+            raise InputFileError(f"{path}: has the record schema's columns but not its types ({'; '.join(wrong[:3])}); "
+                                 "cast those columns, or keep only instruction/input/output")
+
     def items() -> Items:
         n = 0
         for g in range(pf.metadata.num_row_groups):
@@ -233,7 +245,31 @@ def _parquet_items(path: Path) -> tuple[Items, bool]:
             for obj in rows:
                 n += 1
                 yield f"row {n}", obj, ""
-    return items(), set(records.COLUMN_NAMES) <= set(names)
+    return items(), full_schema
+
+
+def _same_kind(got: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a column of type `got` casts to `want` without a value in it failing (int64 to int32 aside)."""
+    t = pa.types
+    if t.is_integer(want):
+        return t.is_integer(got)
+    if t.is_floating(want):
+        return t.is_floating(got) or t.is_integer(got)
+    if t.is_string(want) or t.is_large_string(want):
+        return t.is_string(got) or t.is_large_string(got)
+    if t.is_boolean(want):
+        return t.is_boolean(got)
+    # nested columns (messages, flags): the same shape is enough here; their values are checked as they are written
+    return (t.is_list(want) and (t.is_list(got) or t.is_large_list(got))) or (t.is_struct(want) and t.is_struct(got))
+
+
+def _type_problems(schema: pa.Schema) -> list[str]:
+    out = []
+    for f in records.SCHEMA:
+        got = schema.field(f.name).type
+        if not (got.equals(f.type) or pa.types.is_null(got) or _same_kind(got, f.type)):
+            out.append(f"'{f.name}' is {got}, expected {f.type}")
+    return out
 
 
 def _rows_from_parquet_record(obj: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
@@ -260,11 +296,21 @@ def _bad_row(loc: str, err: RowError, raw: str, run_id: str, path: Path) -> dict
     return records.rejected_row(row, STAGE, err.reason, f"{path.name} {loc}: {err.detail}")
 
 
+def _write(writer: DatasetWriter, path: Path, loc: str, shard: int, kept: list[dict[str, Any]],
+           rejected: list[dict[str, Any]], seen: int) -> None:
+    try:
+        writer.write_shard(shard, kept, rejected, {"rows_in": seen})
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # a record-schema Parquet value that does not fit its column
+        raise InputFileError(f"{path}: a row before {loc} does not fit the record schema ({one_line(e)}); "
+                             "fix its column types, or keep only instruction/input/output") from None
+
+
 def _items(path: Path) -> tuple[Items, bool]:
     if path.is_dir():
         raise InputFileError(f"{path}: is a folder, not a file; give one .json, .jsonl or .parquet file")
     if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
+        raise InputFileError(f"{path}: not a regular file; give one .json, .jsonl or .parquet file" if path.exists()
+                             else f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _parquet_items(path)
@@ -308,10 +354,10 @@ def import_file(path: str | Path, out: str | Path, *, run_id: str, shard_rows: i
         except RowError as e:
             rejected.append(_bad_row(loc, e, raw or _raw_of(obj), run_id, path))
         if len(kept) >= shard_rows:
-            writer.write_shard(shard, kept[:shard_rows], rejected, {"rows_in": seen})
+            _write(writer, path, loc, shard, kept[:shard_rows], rejected, seen)
             kept, rejected, shard, seen = kept[shard_rows:], [], shard + 1, 0
     if kept or rejected or shard == 0:
-        writer.write_shard(shard, kept, rejected, {"rows_in": seen})
+        _write(writer, path, loc if read else "the start", shard, kept, rejected, seen)
     total_kept = sum(m["rows_out"] for m in writer.done_markers())
     if total_kept == 0:
         first = rejected[0]["drop_detail"] if rejected else "the file holds no rows"

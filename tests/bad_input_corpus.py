@@ -168,6 +168,11 @@ def _corrupt_parquet(p: Path) -> None:
     corrupt_body(p)
 
 
+def _record_parquet_wrong_types(p: Path) -> None:
+    from pipeline import records
+    pq.write_table(pa.table({n: ["Some text"] for n in records.COLUMN_NAMES}), p)
+
+
 def _deep(n: int) -> str:
     return "[" * n + "]" * n
 
@@ -236,6 +241,12 @@ def _expect_rows(kept: int, reasons: dict[str, int] | None = None) -> Callable[[
             for r in rej:
                 counts[r["drop_reason"]] = counts.get(r["drop_reason"], 0) + 1
             assert counts == reasons, f"rejected {counts}, expected {reasons}"
+    return check
+
+
+def _shows(text: str) -> Callable[[Path, Result], None]:
+    def check(tmp: Path, res: Result) -> None:
+        assert text in res.out, f"{text!r} not in the output: {res.out[:500]!r}"
     return check
 
 
@@ -387,7 +398,10 @@ def _cases() -> list[Case]:
           3, "no 'instruction' or 'messages' column"),
         C("parquet_instruction_not_text", _import_built("x.parquet", lambda p: pq.write_table(pa.table({"instruction": [1, 2]}), p)),
           3, "no valid row"),
+        C("parquet_record_schema_wrong_types", _import_built("x.parquet", _record_parquet_wrong_types), 3,
+          "has the record schema's columns but not its types"),
         # JSON files
+        C("json_huge_integer", _import("x.json", '[{"instruction": "x", "n": ' + "9" * 5000 + "}]"), 3, "invalid JSON"),
         C("json_empty", _import("x.json", ""), 3, "invalid JSON"),
         C("json_scalar", _import("x.json", "42"), 3, "expected a JSON array of rows or one object"),
         C("json_string", _import("x.json", '"hello"'), 3, "expected a JSON array of rows or one object"),
@@ -423,12 +437,15 @@ def _cases() -> list[Case]:
         C("jsonl_huge_garbage_line", _import("x.jsonl", good2 + "{" + "x" * 8_000_000 + "\n"), 0, "invalid_json=1",
           _expect_rows(2, {"invalid_json": 1})),
         C("jsonl_huge_valid_line", _import("x.jsonl", _jsonl([{"instruction": "word " * 1_000_000}])), 0, "imported 1 rows"),
+        C("jsonl_huge_integer", _import("x.jsonl", good2 + '{"instruction": "x", "n": ' + "9" * 5000 + "}\n"), 0,
+          "invalid_json=1", _expect_rows(2, {"invalid_json": 1})),
         C("jsonl_limit_past_first_shard", _import_dataset("--limit", "300"), 0, "imported 300 rows", _expect_rows(300)),
         C("jsonl_limit_not_multiple", _import_dataset("--limit", "205", shard_rows=1), 0, "imported 205 rows", _expect_rows(205)),
         # files that are not files
         C("missing_file", lambda t: ["import", str(t / "nope.jsonl"), "--workdir", str(t / "w")], 3, "no such file"),
         C("directory_as_file", lambda t: (t / "d.jsonl").mkdir() or ["import", str(t / "d.jsonl"), "--workdir", str(t / "w")],
           3, "is a folder"),
+        C("not_a_regular_file", lambda t: ["import", "/dev/null", "--workdir", str(t / "w")], 3, "not a regular file"),
         C("unknown_suffix", _import("x.txt", "hello"), 3, "unknown file type"),
         C("no_suffix", _import("rows", _jsonl([GOOD])), 3, "unknown file type"),
         # config files and values
@@ -438,6 +455,7 @@ def _cases() -> list[Case]:
         C("config_not_toml", _config("[run\nshard_rows = 3"), 2, "not valid TOML"),
         C("config_not_utf8", _config(b"[run]\nrun_id = '\xff\xfe'\n"), 2, "not UTF-8"),
         C("config_deeply_nested", _config("a = " + _deep(100_000) + "\n"), 2, "distill.toml"),
+        C("config_with_bom", _config(b"\xef\xbb\xbf[run]\nshard_rows = 7\n"), 0, "", _shows("shard_rows = 7")),
         C("config_unknown_key", _config("[run]\nshard_rowz = 10\n"), 2, "run.shard_rowz"),
         C("config_unknown_section", _config("[bogus]\nx = 1\n"), 2, "bogus"),
         C("config_wrong_type", _config("[run]\nshard_rows = 'many'\n", "import"), 2, "run.shard_rows"),

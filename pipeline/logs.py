@@ -52,6 +52,31 @@ class JsonLines(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
+class _JsonFile(logging.FileHandler):
+    """The --log-json file. A write that fails later (a full disk) says so once, on stderr, and the file gets no
+    more lines: losing the log must not stop the run, nor print logging's own traceback for every event."""
+
+    broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.broken:
+            return
+        self.broken = True
+        e = sys.exc_info()[1]
+        why = (e.strerror if isinstance(e, OSError) else None) or e
+        sys.stderr.write(f"warning: --log-json {self.baseFilename}: cannot write ({why}); no more JSON log lines\n")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the buffered tail cannot be written either: already said in handleError
+            self.broken = True
+
+
 _json_handler: logging.Handler | None = None
 
 
@@ -70,7 +95,7 @@ def configure_json(target: str | Path | None) -> None:
         path = Path(target)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(path, encoding="utf-8")  # appends: one file can span nightly runs
+            handler = _JsonFile(path, encoding="utf-8")  # appends: one file can span nightly runs
         except OSError as e:
             raise ConfigError(f"--log-json {path}: cannot open the log file for appending ({e.strerror or e}); "
                               "give a writable file path, or '-' for stderr") from None

@@ -244,6 +244,16 @@ def _expect_rows(kept: int, reasons: dict[str, int] | None = None) -> Callable[[
     return check
 
 
+def _has_dev_full() -> str | None:
+    return None if Path("/dev/full").exists() else "no /dev/full here"
+
+
+def _warned(text: str) -> Callable[[Path, Result], None]:
+    def check(tmp: Path, res: Result) -> None:
+        assert res.err.count(text) == 1, f"{text!r} not said once on stderr: {res.err[:500]!r}"
+    return check
+
+
 def _shows(text: str) -> Callable[[Path, Result], None]:
     def check(tmp: Path, res: Result) -> None:
         assert text in res.out, f"{text!r} not in the output: {res.out[:500]!r}"
@@ -480,6 +490,9 @@ def _cases() -> list[Case]:
         C("log_json_in_missing_parent_file", lambda t: (t / "f").write_text("x") and ["--log-json", str(t / "f" / "log.jsonl"), "config", "show"],
           2, "--log-json"),
         C("log_json_is_a_folder", lambda t: ["--log-json", str(t), "config", "show"], 2, "--log-json"),
+        C("log_json_on_a_full_disk", lambda t: ["--log-json", "/dev/full", "import", str(t / "nope.jsonl"),
+                                                "--workdir", str(t / "w")], 3, "no such file",
+          _warned("--log-json /dev/full: cannot write"), needs=_has_dev_full),
         C("readonly_workdir_mode", _readonly_by_mode, 5, "cannot write", needs=_not_root),
         C("readonly_workdir_mount", _in_readonly, 5, "cannot write", patch=_readonly_disk, needs=_can_mount),
         C("full_disk_import", _import_dataset(n=50), 5, "disk full", _no_temporaries("out"), patch=_full_disk_import),

@@ -314,6 +314,14 @@ def _items(path: Path) -> tuple[Items, bool]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _parquet_items(path)
+    if suffix in (".jsonl", ".json"):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(2)
+        except OSError as e:
+            raise _open_failed(path, e) from None
+        if head in (b"\xff\xfe", b"\xfe\xff"):  # what "Unicode" means in some Windows editors
+            raise InputFileError(f"{path}: UTF-16 text; save it as UTF-8 (rows are read as UTF-8)")
     if suffix == ".jsonl":
         return _jsonl_items(path), False
     if suffix == ".json":

@@ -438,6 +438,7 @@ def _cases() -> list[Case]:
           0, "not_utf8=1", _expect_rows(2, {"not_utf8": 1})),
         C("jsonl_bom", _import("x.jsonl", b"\xef\xbb\xbf" + good2.encode()), 0, "imported 2 rows",
           _expect_rows(2, {})),
+        C("jsonl_utf16", _import("x.jsonl", good2.encode("utf-16")), 3, "UTF-16 text; save it as UTF-8"),
         C("jsonl_binary_garbage", _import("x.jsonl", bytes(range(256)) * 40), 3, "no valid row"),
         C("jsonl_is_csv", _import("x.jsonl", "instruction,output\nName a colour,red\nSay hi,hi\n"), 3, "no valid row"),
         C("jsonl_all_arrays", _import("x.jsonl", "[1]\n[2]\n"), 3, "no valid row"),

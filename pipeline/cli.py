@@ -8,6 +8,7 @@ with a distinct code; `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import typer
 
 from . import __version__, logs
 from .commands import config_cmd, dataset_cmds, doctor_cmd, refresh_cmd, report_cmd, run_cmd
-from .errors import USER_ERRORS, InputFileError, exit_code_for
+from .errors import USER_ERRORS, InputFileError, StoreWriteError, exit_code_for
 from .stages.evol_instruct import cli as evol_cli
 from .stages.export import cli as export_cli
 from .stages.minhash import cli as minhash_cli
@@ -89,7 +90,10 @@ def _as_user_error(e: BaseException) -> Exception | None:
     failed write (exit 5); a RecursionError or UnicodeError comes from nesting or text in the data (exit 3).
     None for anything else: that is a bug, and its traceback is shown."""
     if isinstance(e, OSError) and e.errno:
-        return explain_os_error(e, Path(e.filename) if e.filename else Path("(a file)"))
+        where = Path(e.filename) if e.filename else Path("(a file)")
+        if e.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS):
+            return explain_os_error(e, where)
+        return StoreWriteError(e.errno, f"{where}: {e.strerror or e} (--debug shows where)")
     if isinstance(e, RecursionError):
         return InputFileError(f"input data nested too deeply to process ({e}); flatten it, or use JSONL "
                               "so a deep row is rejected alone (--debug shows where)")

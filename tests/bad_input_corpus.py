@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import json
 import os
@@ -328,6 +329,7 @@ def _writes_fail(obj: object, attr: str, err: int) -> Iterator[None]:
         setattr(obj, attr, real)
 
 
+@functools.cache
 def _can_mount() -> str | None:
     if os.geteuid() != 0:
         return "mounting a tmpfs needs root"

@@ -314,6 +314,22 @@ def _full_disk_minhash(tmp: Path):
 
 
 @contextlib.contextmanager
+def _full_disk_decisions(tmp: Path) -> Iterator[None]:
+    """The minhash clusters phase's decisions file fills the disk half way."""
+    real = pa.ipc.new_file
+
+    def fake(sink, schema, *a, **k):
+        if hasattr(sink, "write"):
+            sink.write(b"ARROW1" + b"\0" * 4096)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    pa.ipc.new_file = fake
+    try:
+        yield
+    finally:
+        pa.ipc.new_file = real
+
+
+@contextlib.contextmanager
 def _writes_fail(obj: object, attr: str, err: int) -> Iterator[None]:
     """`obj.attr(table, where)` writes a little of its file and then fails with `err` (a full or read-only disk)."""
     real = getattr(obj, attr)
@@ -500,6 +516,8 @@ def _cases() -> list[Case]:
         C("readonly_workdir_mount", _in_readonly, 5, "cannot write", patch=_readonly_disk, needs=_can_mount),
         C("full_disk_import", _import_dataset(n=50), 5, "disk full", _no_temporaries("out"), patch=_full_disk_import),
         C("full_disk_minhash", _minhash, 5, "disk full", _no_temporaries("mh"), patch=_full_disk_minhash),
+        C("full_disk_minhash_decisions", _minhash, 5, "decisions.arrow: disk full", _no_temporaries("mh"),
+          patch=_full_disk_decisions),
         C("tiny_disk_import", _tiny_import, 5, "disk full", patch=_tiny_disk_checked("out"), needs=_can_mount),
         C("tiny_disk_minhash", _tiny_minhash, 5, "disk full", patch=_tiny_disk_checked("mh"), needs=_can_mount),
         C("tiny_disk_semdedup", _tiny_semdedup, 5, "disk full", patch=_tiny_disk_checked("w"), needs=_can_mount),

@@ -151,6 +151,14 @@ def save_table(path: Path, table: pa.Table) -> None:
     _write(path, lambda f: pq.write_table(table, f, compression="zstd"))
 
 
+def save_arrow(path: Path, table: pa.Table) -> None:
+    """An Arrow IPC file (read whole, without decoding, by the filter phase)."""
+    def write(f: BinaryIO) -> None:
+        with pa.ipc.new_file(f, table.schema) as w:
+            w.write_table(table)
+    _write(path, write)
+
+
 def save_json(path: Path, obj: Any) -> None:
     _write(path, lambda f: f.write(json.dumps(obj, sort_keys=True, default=str).encode()))
 

@@ -186,6 +186,9 @@ def _json_items(path: Path) -> Items:
                              "flatten it, or use JSONL so one deep row is rejected alone") from None
     except OSError as e:
         raise _open_failed(path, e) from None
+    except MemoryError:
+        raise InputFileError(f"{path}: too big to load as one JSON document; write it as JSONL (one row a line), "
+                             "which is read a line at a time") from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):

@@ -116,3 +116,15 @@ def test_embedding_cache_on_a_full_disk_leaves_no_orphan_segment(tmp_path, monke
     assert list(cache.dir.iterdir()) == []
     monkeypatch.setattr(cache_mod, "atomic_write_npy", real)
     assert EmbeddingCache(tmp_path, _HashEmbedder()).encode(["one text"]).shape == (1, 8)
+
+
+def test_a_json_file_too_big_for_memory_is_one_line(tmp_path, monkeypatch):
+    from pipeline import importer
+
+    def no_memory(*a, **k):
+        raise MemoryError
+    monkeypatch.setattr(importer.json, "loads", no_memory)
+    src = tmp_path / "big.json"
+    src.write_text(json.dumps([GOOD]))
+    res = run_cli(["import", str(src), "--workdir", str(tmp_path / "w")])
+    assert res.code == 3 and "too big to load as one JSON document; write it as JSONL" in res.first_line, res.err

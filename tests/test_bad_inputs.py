@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -123,7 +124,8 @@ def test_a_json_file_too_big_for_memory_is_one_line(tmp_path, monkeypatch):
 
     def no_memory(*a, **k):
         raise MemoryError
-    monkeypatch.setattr(importer.json, "loads", no_memory)
+    monkeypatch.setattr(importer, "json", SimpleNamespace(loads=no_memory, dumps=json.dumps,
+                                                          JSONDecodeError=json.JSONDecodeError))
     src = tmp_path / "big.json"
     src.write_text(json.dumps([GOOD]))
     res = run_cli(["import", str(src), "--workdir", str(tmp_path / "w")])

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,8 +350,7 @@ def _writes_fail(obj: object, attr: str, err: int) -> Iterator[None]:
 def _can_mount() -> str | None:
     if os.geteuid() != 0:
         return "mounting a tmpfs needs root"
-    probe = Path("/tmp/.distill-mount-probe")
-    probe.mkdir(exist_ok=True)
+    probe = Path(tempfile.mkdtemp(prefix="distill-mount-probe-"))
     ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)], capture_output=True).returncode == 0
     if ok:
         subprocess.run(["umount", str(probe)], capture_output=True)

@@ -54,9 +54,10 @@ def new_run_id() -> str:
 
 def check_run_id(rid: str, source: str) -> str:
     """`rid` if it names one folder inside the workdir; else ConfigError naming `source` (where it came from)."""
-    if not rid or "/" in rid or "\\" in rid or rid.startswith(".") or "\0" in rid or rid != rid.strip():
+    if (not rid or "/" in rid or "\\" in rid or rid.startswith(".") or "\0" in rid or rid != rid.strip()
+            or rid == CURRENT):
         raise ConfigError(f"{source}: run id {rid!r} must be one folder name inside the workdir: no path "
-                          "separator, no leading dot or '..', no surrounding spaces (e.g. run-20250101)")
+                          f"separator, no leading dot or '..', no surrounding spaces, not {CURRENT} (e.g. run-20250101)")
     return rid
 
 

@@ -502,6 +502,7 @@ def _cases() -> list[Case]:
         C("run_id_slash", _run_id("a/b"), 2, "run id", _nothing_outside),
         C("run_id_dot", _run_id(".hidden"), 2, "run id", _nothing_outside),
         C("run_id_dotdot", _run_id(".."), 2, "run id", _nothing_outside),
+        C("run_id_is_the_current_file", _run_id("CURRENT"), 2, "run id", _nothing_outside),
         C("current_file_escapes", _current_escapes, 2, "run id"),
         # the machine
         C("workdir_is_a_file", lambda t: (t / "f").write_text("x") and _import("x.jsonl", _jsonl([GOOD]))(t)[:2] + ["--workdir", str(t / "f" / "w")],

@@ -239,13 +239,16 @@ def _parquet_items(path: Path) -> tuple[Items, bool]:
 
     def items() -> Items:
         n = 0
-        for g in range(pf.metadata.num_row_groups):
+        batches = pf.iter_batches(batch_size=4096)
+        while True:
             try:
-                rows = pf.read_row_group(g).to_pylist()
+                batch = next(batches)
+            except StopIteration:
+                return
             except Exception as e:  # a corrupt page behind an intact footer
-                raise InputFileError(f"{path}: corrupt Parquet data in row group {g} (rows from {n + 1}): "
-                                     f"{one_line(e)}; re-export the file") from None
-            for obj in rows:
+                raise InputFileError(f"{path}: corrupt Parquet data after row {n}: {one_line(e)}; "
+                                     "re-export the file") from None
+            for obj in batch.to_pylist():
                 n += 1
                 yield f"row {n}", obj, ""
     return items(), full_schema

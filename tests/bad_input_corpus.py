@@ -65,6 +65,7 @@ class Case:
     patch: Callable[[Path], contextlib.AbstractContextManager] | None = None  # a machine fault, in this process
     needs: Callable[[], str | None] | None = None  # a reason to skip on this machine, or None
     env: dict[str, str] = field(default_factory=dict)
+    slow: bool = False                             # loads a model: seconds, not milliseconds
 
 
 def run_cli(args: list[str], env: dict[str, str] | None = None) -> Result:
@@ -521,7 +522,8 @@ def _cases() -> list[Case]:
           patch=_full_disk_decisions),
         C("tiny_disk_import", _tiny_import, 5, "disk full", patch=_tiny_disk_checked("out"), needs=_can_mount),
         C("tiny_disk_minhash", _tiny_minhash, 5, "disk full", patch=_tiny_disk_checked("mh"), needs=_can_mount),
-        C("tiny_disk_semdedup", _tiny_semdedup, 5, "disk full", patch=_tiny_disk_checked("w"), needs=_can_mount),
+        C("tiny_disk_semdedup", _tiny_semdedup, 5, "disk full", patch=_tiny_disk_checked("w"), needs=_can_mount,
+          slow=True),
         # datasets to inspect
         C("inspect_missing", lambda t: ["inspect", str(t / "nope")], 3, "no such dataset folder"),
         C("inspect_a_file", lambda t: (t / "f.jsonl").write_text("x") and ["inspect", str(t / "f.jsonl")], 3, "is a file"),

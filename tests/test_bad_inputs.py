@@ -20,7 +20,7 @@ from pipeline.errors import StoreWriteError
 from pipeline.store import explain_os_error
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.slow else []) for c in CASES])
 def test_bad_input(case, tmp_path):
     reason = case.needs() if case.needs else None
     if reason:

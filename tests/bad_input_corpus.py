@@ -94,7 +94,11 @@ def run_cli(args: list[str], env: dict[str, str] | None = None) -> Result:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        logs.configure_json(None)
+        try:
+            logs.configure_json(None)
+        except Exception:  # closing the log file failed: a user would have seen this too
+            tb += traceback.format_exc()
+            code = code or 1
     return Result(code, out.getvalue(), err.getvalue() + tb, tb)
 
 

@@ -8,6 +8,7 @@ with a distinct code; `--debug` shows the traceback instead.
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import typer
 
 from . import __version__, logs
 from .commands import config_cmd, dataset_cmds, doctor_cmd, refresh_cmd, report_cmd, run_cmd
-from .errors import USER_ERRORS, exit_code_for
+from .errors import USER_ERRORS, InputFileError, StoreWriteError, exit_code_for
 from .stages.evol_instruct import cli as evol_cli
 from .stages.export import cli as export_cli
 from .stages.minhash import cli as minhash_cli
@@ -26,6 +27,7 @@ from .stages.score import cli as score_cli
 from .stages.select import cli as select_cli
 from .stages.self_instruct import cli as self_instruct_cli
 from .stages.semdedup import cli as semdedup_cli
+from .store import explain_os_error
 from .teacher import cli as teacher_cli
 
 app = typer.Typer(
@@ -82,6 +84,35 @@ def _register() -> None:
 _register()
 
 
+def _as_user_error(e: BaseException) -> Exception | None:
+    """The one-line error for a failure that the machine or the user's data caused outside the checks that
+    raise typed errors: an OS error with an errno (disk full, permission, read-only, not a folder) is a
+    failed write (exit 5); a RecursionError or UnicodeError comes from nesting or text in the data (exit 3).
+    None for anything else: that is a bug, and its traceback is shown."""
+    if isinstance(e, OSError) and e.errno:
+        where = Path(e.filename) if e.filename else Path("(a file)")
+        if e.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS):
+            return explain_os_error(e, where)
+        return StoreWriteError(e.errno, f"{where}: {e.strerror or e} (--debug shows where)")
+    if isinstance(e, RecursionError):
+        return InputFileError(f"input data nested too deeply to process ({e}); flatten it, or use JSONL "
+                              "so a deep row is rejected alone (--debug shows where)")
+    if isinstance(e, UnicodeError):
+        return InputFileError(f"input text that is not valid UTF-8: {e} (--debug shows where)")
+    return None
+
+
+def _fail(e: BaseException) -> None:
+    """Log `e`, then exit with its code and one line (or re-raise it under --debug)."""
+    logs.event("error", str(e), level=logging.ERROR, exit_code=exit_code_for(e), kind=type(e).__name__)
+    if _state["debug"]:
+        raise
+    # An OSError's str() leads with "[Errno N]"; its strerror is the line written for the user.
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    typer.secho(f"error: {text}", fg=typer.colors.RED, err=True)
+    sys.exit(exit_code_for(e))
+
+
 def main() -> None:
     try:
         # standalone_mode=False returns a command's `typer.Exit(code)` instead of exiting: pass it on.
@@ -89,12 +120,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except USER_ERRORS as e:
-        from . import logs
-        logs.event("error", str(e), level=logging.ERROR, exit_code=exit_code_for(e), kind=type(e).__name__)
-        if _state["debug"]:
-            raise
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        sys.exit(exit_code_for(e))
+        _fail(e)
     except KeyboardInterrupt:
         typer.secho("interrupted: finished shards are kept; rerun the same command to resume", err=True)
         sys.exit(130)
@@ -106,7 +132,13 @@ def main() -> None:
         if isinstance(e, _click_exception_types()):  # usage errors: one line and exit 2, never a traceback
             e.show()
             sys.exit(e.exit_code)
-        raise
+        mapped = _as_user_error(e)
+        if mapped is None or _state["debug"]:
+            raise
+        try:
+            raise mapped from e
+        except USER_ERRORS as m:
+            _fail(m)
 
 
 def _click_exception_types() -> tuple[type, ...]:

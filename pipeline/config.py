@@ -105,12 +105,20 @@ def read_toml(p: Path, missing: str, *, error: type[Exception] = ConfigError, la
     """A TOML file as a dict; `error` naming it (`label`, default the path) when it is absent (`missing` says
     the fix) or invalid."""
     label = label or str(p)
+    if p.is_dir():
+        raise error(f"{label}: is a folder, not a TOML file")
     if not p.is_file():
         raise error(f"{label}: {missing}")
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8-sig"))  # -sig: a BOM, as some Windows editors write
     except tomllib.TOMLDecodeError as e:
         raise error(f"{label}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{label}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    except RecursionError:
+        raise error(f"{label}: not valid TOML: arrays or tables nested too deeply") from None
+    except OSError as e:
+        raise error(f"{label}: cannot read the file ({e.strerror or e})") from None
 
 
 def stage_config(cfg: Config, section: str, model: type[BaseModel], /, **overrides: Any) -> Any:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import Config, load_config
+from .errors import ConfigError
 from .executors import make_executor
 from .executors.local import LocalExecutor
 from .seeding import rng_for
@@ -36,6 +37,9 @@ class RunPaths:
     workdir: Path
     run_id: str
 
+    def __post_init__(self) -> None:
+        check_run_id(self.run_id, "run id")
+
     @property
     def run_dir(self) -> Path:
         return self.workdir / self.run_id
@@ -48,15 +52,34 @@ def new_run_id() -> str:
     return "run-" + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
+def check_run_id(rid: str, source: str) -> str:
+    """`rid` if it names one folder inside the workdir; else ConfigError naming `source` (where it came from)."""
+    if (not rid or "/" in rid or "\\" in rid or rid.startswith(".") or "\0" in rid or rid != rid.strip()
+            or rid == CURRENT):
+        raise ConfigError(f"{source}: run id {rid!r} must be one folder name inside the workdir: no path "
+                          f"separator, no leading dot or '..', no surrounding spaces, not {CURRENT} (e.g. run-20250101)")
+    return rid
+
+
 def resolve_run(cfg: Config, workdir: Path | None = None, run_id: str | None = None,
                 new: bool = False) -> RunPaths:
+    """The run's folders; the run id is checked before anything is written (it becomes a folder name)."""
     wd = Path(workdir or cfg.run.workdir)
-    rid = run_id or cfg.run.run_id
     current = wd / CURRENT
-    if rid is None and not new and current.is_file():
-        rid = current.read_text().strip() or None
-    if rid is None:
-        rid = new_run_id()
+    if run_id is not None:
+        rid = check_run_id(run_id, "--run-id")
+    elif cfg.run.run_id is not None:
+        rid = check_run_id(cfg.run.run_id, f"{cfg.source or 'config'}: [run] run_id")
+    else:
+        rid = None
+        if not new and current.is_file():
+            try:
+                text = current.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ConfigError(f"{current}: unreadable current-run file ({e}); delete it or pass --run-id") from None
+            rid = check_run_id(text, f"{current} (the current run; delete the file or pass --run-id)") if text else None
+        if rid is None:
+            rid = new_run_id()
     atomic_write_bytes(current, (rid + "\n").encode())
     return RunPaths(wd, rid)
 

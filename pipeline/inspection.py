@@ -1,4 +1,10 @@
-"""What `distill inspect` reports about a dataset folder, as plain data."""
+"""What `distill inspect` reports about a dataset folder, as plain data.
+
+Reads the folder's manifest and shards; writes nothing. Before reporting, every row group of every shard
+(kept and rejected) is decoded: a shard whose footer is intact but whose pages are corrupt reads as
+healthy from its metadata alone, so only a full read can tell. An unreadable shard is a DatasetError
+naming each such shard (exit 3), never a report that looks healthy.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import pyarrow.compute as pc
 
 from . import records
 from .errors import DatasetError
+from .logs import one_line
 from .stages.evol_instruct.lineage import evolution_chain
 from .store import Dataset
 
@@ -40,10 +47,45 @@ def _rounds(ds: Dataset) -> tuple[dict[int, dict[str, int]], str | None]:
     return dict(sorted(counts.items())), leaf
 
 
+def unreadable_shards(ds: Dataset) -> list[str]:
+    """'SHARD (row group G: ERROR)' for each shard of `ds` that cannot be decoded to the last row group."""
+    bad = []
+    for shard in ds.shards:
+        g = None
+        try:
+            pf = ds.file(shard)
+            for g in range(pf.metadata.num_row_groups):
+                pf.read_row_group(g)
+        except Exception as e:  # pyarrow raises OSError, ArrowInvalid and others for corrupt pages
+            where = f"row group {g}: " if g is not None else ""
+            bad.append(f"{Path(str(shard)).name} ({where}{one_line(e)})")
+    return bad
+
+
+def check_health(ds: Dataset, rej: Dataset | None) -> int:
+    """The number of shards read in full; DatasetError naming every shard that is not readable."""
+    problems = [(ds, unreadable_shards(ds))] + ([(rej, unreadable_shards(rej))] if rej is not None else [])
+    for where, bad in problems:
+        if bad:
+            raise DatasetError(f"{where.path}: unhealthy: {len(bad)} of {len(where.shards)} shard(s) cannot be read: "
+                               f"{'; '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}; delete the shard and its "
+                               "_done marker and rerun the stage that wrote it (it redoes only that shard)")
+    return len(ds.shards) + (len(rej.shards) if rej is not None else 0)
+
+
+def _manifest(ds: Dataset) -> dict[str, Any]:
+    try:
+        return ds.manifest() or {}
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise DatasetError(f"{ds.path}/_manifest.json: corrupt manifest ({one_line(e)}); rerun the stage "
+                           "that wrote the folder (finished shards are kept)") from None
+
+
 def describe(path: str | Path, sample: int = 3, rejected: bool = False, chain: str | None = None) -> dict[str, Any]:
     ds = Dataset(path)
-    manifest = ds.manifest() or {}
+    manifest = _manifest(ds)
     rej = ds.rejected()
+    verified = check_health(ds, rej)
     drops = manifest.get("drops") if manifest else None
     if drops is None or (rej is not None and not drops):
         drops = dict(ds.drop_counts().most_common())
@@ -51,6 +93,8 @@ def describe(path: str | Path, sample: int = 3, rejected: bool = False, chain: s
         "path": str(ds.path),
         "stage": manifest.get("stage"),
         "complete": ds.complete,
+        "healthy": True,
+        "shards_verified": verified,
         "rows": ds.num_rows(),
         "shards": len(ds.shards),
         "rejected_rows": rej.num_rows() if rej else 0,

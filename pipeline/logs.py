@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from .errors import ConfigError
+
 LOGGER = logging.getLogger("distill")
 _DEFAULT_INTERVAL_S = 30.0
 
@@ -29,9 +31,9 @@ def progress_interval() -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"DISTILL_PROGRESS_INTERVAL={raw!r}: expected a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"DISTILL_PROGRESS_INTERVAL={raw!r}: must be > 0")
+        raise ConfigError(f"DISTILL_PROGRESS_INTERVAL={raw!r}: expected a number of seconds") from None
+    if not value > 0:  # also NaN
+        raise ConfigError(f"DISTILL_PROGRESS_INTERVAL={raw!r}: must be > 0")
     return value
 
 
@@ -50,6 +52,31 @@ class JsonLines(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
+class _JsonFile(logging.FileHandler):
+    """The --log-json file. A write that fails later (a full disk) says so once, on stderr, and the file gets no
+    more lines: losing the log must not stop the run, nor print logging's own traceback for every event."""
+
+    broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.broken:
+            return
+        self.broken = True
+        e = sys.exc_info()[1]
+        why = (e.strerror if isinstance(e, OSError) else None) or e
+        sys.stderr.write(f"warning: --log-json {self.baseFilename}: cannot write ({why}); no more JSON log lines\n")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:  # the buffered tail cannot be written either: already said in handleError
+            self.broken = True
+
+
 _json_handler: logging.Handler | None = None
 
 
@@ -66,8 +93,12 @@ def configure_json(target: str | Path | None) -> None:
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
         path = Path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")  # appends: one file can span nightly runs
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler = _JsonFile(path, encoding="utf-8")  # appends: one file can span nightly runs
+        except OSError as e:
+            raise ConfigError(f"--log-json {path}: cannot open the log file for appending ({e.strerror or e}); "
+                              "give a writable file path, or '-' for stderr") from None
     handler.setFormatter(JsonLines())
     handler.setLevel(logging.INFO)
     LOGGER.addHandler(handler)
@@ -79,6 +110,13 @@ def event(name: str, msg: str = "", level: int = logging.INFO, **fields: Any) ->
     """A structured event: a JSON line when --log-json is on, nothing otherwise."""
     if _json_handler is not None:
         LOGGER.log(level, msg or name, extra={"event": name, "fields": fields})
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of `e`'s message, printable: pyarrow and parsers quote the corrupt bytes they met,
+    which would garble a terminal or split a log line."""
+    text = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def plain_line(text: str, stream: TextIO | None = None) -> None:

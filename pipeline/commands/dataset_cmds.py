@@ -62,6 +62,7 @@ def _print_human(info: dict[str, Any], schema: bool) -> None:
     echo(f"dataset   {info['path']}")
     echo(f"stage     {info.get('stage') or '?'}   complete: {'yes' if info['complete'] else 'no (no manifest yet)'}")
     echo(f"rows      {info['rows']:,} in {info['shards']} shard(s); rejected: {info['rejected_rows']:,}")
+    echo(f"health    ok: every row group of {info['shards_verified']} shard(s) (kept and rejected) decoded")
     if info["drops"]:
         echo("drops by reason:")
         for reason, n in info["drops"].items():

@@ -3,7 +3,8 @@
 Layout: `<root>/<embedder name, slugged>/seg-<uuid>.vecs.npy` (float16 rows)
 and `seg-<uuid>.keys.npy` (16-byte xxh3-128 digests of the texts, same order).
 The keys file is written after its vectors, atomically, so a segment whose
-keys exist is complete; a kill leaves at worst an orphan vectors file.
+keys exist is complete; a kill leaves at worst an orphan vectors file (a failed
+write, such as a full disk, removes it at once).
 Segments are memory-mapped, so a cache of millions of rows costs only its
 sorted key index (24 bytes a row) in memory. Every writer adds new segments
 with unique names, so concurrent runs never clobber each other.
@@ -124,8 +125,13 @@ class EmbeddingCache:
 
     def _append(self, keys: np.ndarray, vecs: np.ndarray) -> None:
         name = f"seg-{uuid.uuid4().hex[:16]}"
-        atomic_write_npy(self.dir / f"{name}.vecs.npy", vecs)
-        atomic_write_npy(self.dir / f"{name}.keys.npy", keys)
+        vecs_path = self.dir / f"{name}.vecs.npy"
+        atomic_write_npy(vecs_path, vecs)
+        try:
+            atomic_write_npy(self.dir / f"{name}.keys.npy", keys)
+        except BaseException:  # a full disk: the vectors without their keys would only hold the space
+            vecs_path.unlink(missing_ok=True)
+            raise
         seg = len(self._segments)
         self._segments.append(vecs)
         for row, k in enumerate(keys.tolist()):

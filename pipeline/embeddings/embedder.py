@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import MissingExtra
 from ..models import minilm_dir
+from ..store.atomic import explain_os_error
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,11 @@ def build_fast_model(source: Path | str, dest: Path, notify: Callable[[str], Non
         t0 = time.monotonic()
         static = distill(model_name=str(source), pca_dims=FAST_PCA_DIMS)
         tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-        static.save_pretrained(str(tmp))
+        try:
+            static.save_pretrained(str(tmp))
+        except OSError as e:  # a full disk: the half-saved model would hold the space a rerun needs
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise explain_os_error(e, dest) from e
         if dest.exists():  # a leftover without its weights (or a builder on another host): replace it
             shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)

@@ -15,6 +15,7 @@ than the phases. Each phase writes its done marker after its files.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -25,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...store import Dataset, tmp_name
+from ...store import Dataset, explain_os_error, tmp_name
 
 
 @dataclass
@@ -124,11 +125,22 @@ def read_block(block: Block, columns: list[str] | None = None) -> pa.Table:
 # -- phase files ---------------------------------------------------------------
 
 def _write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """`write(f)` fills a temporary that is renamed to `path` (no fsync: see the module docstring)."""
+    """`write(f)` fills a temporary that is renamed to `path` (no fsync: see the module docstring). On a
+    failed write (a full disk) the temporary goes at once, not at the next start: it holds the space a
+    rerun needs."""
     tmp = tmp_name(path)
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if not e.errno:  # numpy reports a short write ("N requested and M written") without an errno
+            e = OSError(errno.ENOSPC, f"short write ({e})")
+        raise explain_os_error(e, path) from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_npy(path: Path, arr: np.ndarray) -> None:
@@ -137,6 +149,14 @@ def save_npy(path: Path, arr: np.ndarray) -> None:
 
 def save_table(path: Path, table: pa.Table) -> None:
     _write(path, lambda f: pq.write_table(table, f, compression="zstd"))
+
+
+def save_arrow(path: Path, table: pa.Table) -> None:
+    """An Arrow IPC file (read whole, without decoding, by the filter phase)."""
+    def write(f: BinaryIO) -> None:
+        with pa.ipc.new_file(f, table.schema) as w:
+            w.write_table(table)
+    _write(path, write)
 
 
 def save_json(path: Path, obj: Any) -> None:
@@ -189,6 +209,9 @@ def write_npy_rows(path: Path, first: int, rows: np.ndarray) -> None:
             raise ValueError(f"{path}: rows {rows.shape} {rows.dtype} at {first} do not fit {shape} {dtype}")
         data = memoryview(rows.reshape(-1).view(np.uint8))
         pos = f.tell() + first * (rows[0].nbytes if len(rows) else 0)
-        while len(data):
-            n = os.pwrite(f.fileno(), data, pos)
-            data, pos = data[n:], pos + n
+        try:
+            while len(data):
+                n = os.pwrite(f.fileno(), data, pos)
+                data, pos = data[n:], pos + n
+        except OSError as e:
+            raise explain_os_error(e, path) from e

@@ -27,7 +27,7 @@ from numba import njit
 from ...dedup import components, keep_rank
 from ...store import atomic_write_table
 from . import phases
-from .blocks import Block, create_npy, load_npy, save_json, save_npy
+from .blocks import Block, create_npy, load_npy, save_arrow, save_json, save_npy
 from .config import MinhashConfig
 
 U64 = np.uint64
@@ -278,8 +278,7 @@ def decide_clusters(work: Path, every: list[Block], cfg: MinhashConfig, gathered
         "duplicate_of_source": null_unless(take(keys.column("source"), leader)),
         "component": take(ids, root), "component_size": pa.array(size.astype(np.int64)),
         "source": keys.column("source")})
-    with pa.ipc.new_file(str(work / "decisions.arrow"), dec.schema) as w:
-        w.write_table(dec)
+    save_arrow(work / "decisions.arrow", dec)  # a temporary renamed: a full disk leaves no torn file holding space
     table = dec.filter(pc.greater(dec.column("component_size"), 1)).drop_columns(["dropped", "duplicate_of_source"])
     atomic_write_table(Path(work).parent / "clusters.parquet", table)
     save_json(work / "clusters.done", {

@@ -198,9 +198,10 @@ def import_file(path: str | Path, out: str | Path, *, run_id: str, shard_rows: i
     else:
         raise InputFileError(f"{path}: unknown file type '{suffix}'; expected .json, .jsonl or .parquet")
     full_schema = suffix == ".parquet" and set(records.COLUMN_NAMES) <= set(pq.read_schema(path).names)
-    # One cheap pass: a re-import rewrites the folder rather than resuming it.
-    writer = DatasetWriter(out, STAGE, plan={"input": str(path.resolve()), "shard_rows": shard_rows, "limit": limit},
-                           fresh=True)
+    # Another stage's folder, a user's files or an import with other settings are refused (--overwrite);
+    # the same import again is one cheap pass that rewrites the folder rather than resuming it.
+    writer = DatasetWriter(out, STAGE, plan={"input": str(path.resolve()), "shard_rows": shard_rows, "limit": limit})
+    writer.reset()
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     shard = 0

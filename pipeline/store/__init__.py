@@ -134,16 +134,24 @@ class Dataset:
             if not self.path.is_dir():
                 raise DatasetError(f"{self.path}: is a file, not a dataset folder (to read a JSON/JSONL/Parquet file, use `distill import {self.path}`)")
             names = {p.name for p in self.path.iterdir()}
-            self.shards = [self.path / n for n in sorted(n for n in names if PART_RE.match(n))]
+            parts = sorted(n for n in names if PART_RE.match(n))
+            self.shards = [self.path / n for n in parts]
         else:
             if not self.loc.exists():
                 raise DatasetError(f"{self.path}: no such dataset folder")
             names = {i.base_name for i in self.loc.list_files()}
-            self.shards = [self.loc.join(n) for n in sorted(n for n in names if PART_RE.match(n))]
+            parts = sorted(n for n in names if PART_RE.match(n))
+            self.shards = [self.loc.join(n) for n in parts]
         if not self.shards and MANIFEST not in names and PLAN not in names:
             raise DatasetError(f"{self.path}: not a dataset folder (no part-*.parquet shards and no {MANIFEST})")
-        if require_complete and MANIFEST not in names:
-            raise DatasetError(f"{self.path}: dataset is incomplete (no {MANIFEST}); finish the stage that writes it first (rerun resumes it)")
+        if require_complete and MANIFEST not in names and not partial_allowed(self.loc):
+            raise DatasetError(unfinished_message(self.path, self.loc))
+        # A shard without its done marker is not data: its writer died before the commit point.
+        self.done = self.marker_names()
+        self.unmarked: list[str] = []
+        if self.done is not None:
+            self.unmarked = [n for n in parts if marker_of(n) not in self.done]
+            self.shards = [s for s, n in zip(self.shards, parts) if marker_of(n) in self.done]
         self._files: dict[str, pq.ParquetFile] = {}
         for shard in self.shards:
             try:

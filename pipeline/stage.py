@@ -80,11 +80,13 @@ class StageSpec:
         ctx.shard_rows, ctx.limit, ctx.allow_partial = cfg.run.shard_rows, cfg.run.limit, cfg.run.allow_partial
         reads = input if self.needs_input else None
         input_inside(reads, out)
+        partial = require_finished(reads, allow_partial=ctx.allow_partial) if reads is not None else {}
+        if not ctx.overwrite:
+            check_out(out, self.name, release=self.release)  # before the lock: a refusal leaves no trace
         with folder_lock(out):
-            partial = require_finished(reads, allow_partial=ctx.allow_partial) if reads is not None else {}
             if ctx.overwrite and (kept := clear_out(out)) is not None and ctx.echo is not None:
                 ctx.echo(f"[{self.name}] --overwrite: the old contents of {out} are kept in {kept}")
-            check_out(out, self.name, release=self.release)
+            check_out(out, self.name, release=self.release)  # again, now that no other writer can change it
             with allowing_partial(reads) if partial else nullcontext():
                 manifest = self.run(input, out, section, ctx)
             if partial:

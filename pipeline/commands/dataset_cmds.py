@@ -14,7 +14,7 @@ from ..context import load, resolve_run
 from ..importer import import_file
 from ..inspection import describe
 from ..stages.evol_instruct.lineage import format_chain
-from ..store import clear_out, folder_lock, input_inside
+from ..store import check_out, clear_out, folder_lock, input_inside
 
 
 def import_cmd(
@@ -33,6 +33,8 @@ def import_cmd(
     paths = resolve_run(cfg, workdir, run_id)
     dest = out or paths.stage_dir("import")
     input_inside(file, dest)  # before anything is touched: importing a folder's own shard into it
+    if not overwrite:
+        check_out(dest, "import")  # before the lock: a refusal leaves no trace
     with folder_lock(dest):
         if overwrite and (kept := clear_out(dest)) is not None:
             typer.echo(f"--overwrite: the old contents of {dest} are kept in {kept}", err=True)

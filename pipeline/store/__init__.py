@@ -301,6 +301,7 @@ class DatasetWriter:
         self.stage = stage
         plan = dict(plan or {}, stage=stage)
         input_inside(plan.get("input"), self.loc)  # before anything is touched
+        check_out(self.path, stage)  # and again under the lock
         try:
             self.loc.mkdirs()
         except OSError as e:

@@ -60,7 +60,7 @@ def unfinished(tmp_path: Path, stage: str, name: str = "partial", shards: int = 
     w = DatasetWriter(out, stage, plan={"input": str(tmp_path / "upstream")})
     for k in range(shards):
         w.write_shard(k, rows[10 * k: 10 * (k + 1)])
-    w.close()
+    del w  # a dropped writer releases the folder's lock
     return out
 
 
@@ -109,6 +109,8 @@ def test_a_stray_shard_without_its_done_marker_is_not_read(tmp_path):
     assert ds.num_rows() == before and ds.unmarked == ["part-00009.parquet"]
     res = distill("inspect", src, "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["rows"] == before
+    res = distill("inspect", src, "--rows", "0")
+    assert "1 shard(s) without a done marker (not data): part-00009.parquet" in res.stdout
 
 
 def test_corrupt_done_marker_or_plan_on_resume_is_one_line(tmp_path):

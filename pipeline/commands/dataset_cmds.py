@@ -70,6 +70,9 @@ def _print_human(info: dict[str, Any], schema: bool) -> None:
     echo(f"dataset   {info['path']}")
     echo(f"stage     {info.get('stage') or '?'}   complete: {'yes' if info['complete'] else 'no (no manifest yet)'}")
     echo(f"rows      {info['rows']:,} in {info['shards']} shard(s); rejected: {info['rejected_rows']:,}")
+    if info.get("unmarked_shards"):
+        echo(f"ignored   {len(info['unmarked_shards'])} shard(s) without a done marker (not data): "
+             + ", ".join(info["unmarked_shards"][:3]))
     if info["drops"]:
         echo("drops by reason:")
         for reason, n in info["drops"].items():

@@ -278,3 +278,29 @@ def test_distill_run_takes_its_run_lock(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+def test_distill_run_redoes_an_unfinished_step_whose_input_changed_since_it_started(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.context import RunPaths
+    from pipeline.runplan import run_plan
+    from tests.test_runner import _input
+    from tests.test_runplan import Counted
+
+    _input(tmp_path)
+    cfg, paths, c, lines = load_config(None), RunPaths(tmp_path / "work", "r1"), Counted(), []
+    run = lambda: run_plan(cfg, paths, plan=c.plan(tmp_path / "in"), echo=lines.append, progress=False)  # noqa: E731
+    run()
+    again = paths.stage_dir("again")
+    (again / "_manifest.json").unlink()  # as if killed before its manifest
+    filt = paths.stage_dir("filter")  # meanwhile its input grew by a shard
+    plan = json.loads((filt / "_plan.json").read_text())
+    w = DatasetWriter(filt, plan["stage"], plan=plan)
+    w.write_shard(99, list(Dataset(filt).iter_rows())[:2])
+    w.write_manifest()
+    lines.clear()
+    run()
+    assert any("[again] its input filter changed since it was started" in s for s in lines), lines
+    (kept,) = (paths.run_dir / ".stale").iterdir()
+    assert kept.name.startswith("again-") and not (kept / "_manifest.json").exists()
+    assert Dataset(again, require_complete=True).manifest()["rows_in"] == Dataset(filt).num_rows()

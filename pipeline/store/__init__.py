@@ -340,7 +340,10 @@ class DatasetWriter:
             lock.release()
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # at interpreter exit the kernel releases the flock anyway
+            pass
 
     def reset(self) -> None:
         """Forget every shard, marker and manifest: for stages that always rewrite whole."""

@@ -11,8 +11,8 @@ Layout of one dataset folder (written by one stage):
     .stale/                     old contents moved aside by --overwrite (store/outdir.py), never read
 
 Readers trust the markers and the manifest, never a listing: in a folder with
-`_done/`, a part-*.parquet without its done marker (a writer died between the
-rename and the marker) is not data. Stages read only finished inputs
+`_done/` or `_plan.json` (a DatasetWriter's), a part-*.parquet without its
+done marker (a writer died between the rename and the marker) is not data. Stages read only finished inputs
 (store/finished.py); writers refuse to clobber (store/outdir.py).
 
 Every file is written to a hidden temporary name, fsynced and renamed into
@@ -148,6 +148,8 @@ class Dataset:
             raise DatasetError(unfinished_message(self.path, self.loc))
         # A shard without its done marker is not data: its writer died before the commit point.
         self.done = self.marker_names()
+        if self.done is None and PLAN in names:
+            self.done = set()  # a writer's folder before its first marker (killed between rename and marker)
         self.unmarked: list[str] = []
         if self.done is not None:
             self.unmarked = [n for n in parts if marker_of(n) not in self.done]
@@ -163,7 +165,7 @@ class Dataset:
                 raise DatasetError(f"{shard}: wrong schema: {'; '.join(problems[:3])}")
 
     def marker_names(self) -> set[str] | None:
-        """The done markers' names, or None for a folder without `_done/` (written by no DatasetWriter)."""
+        """The done markers' names, or None for a folder without `_done/`."""
         d = self.loc.join(DONE_DIR)
         if self.local:
             p = Path(self.loc.path) / DONE_DIR

@@ -9,9 +9,10 @@ given `--overwrite`, which moves the old contents into `<out>/.stale/<time>/`
 and never deletes them: they may hold paid-for teacher answers.
 
 Not counted as contents: the folder's lock (`.lock`), `.stale/` itself,
-hidden temporaries of killed writers (`.NAME.tmp-...`), and subfolders that
-are dataset folders of their own (a stage's per-round folders, written
-before the stage's own `_plan.json`).
+hidden temporaries of killed writers (`.NAME.tmp-...`). Not foreign: names
+starting with `_` (the pipeline's own: `_plan.json`, `_done/`, `_work/`,
+`_rounds/`, written by a stage before its own `_plan.json`) and subfolders
+that are dataset folders of their own.
 
 An input that is the output folder or lies inside it is refused before
 anything is touched (`input_inside`).
@@ -99,7 +100,8 @@ def out_problem(target: "str | Path | Location", stage: str, *, release: bool = 
             return None
         done = "a finished" if (folder / "_manifest.json").exists() else "an unfinished"
         return f"holds {done} `{owner or 'unknown'}` dataset"
-    foreign = [p for p in held if not (p.is_dir() and ((p / PLAN).is_file() or (p / "_manifest.json").is_file()))]
+    foreign = [p for p in held if not p.name.startswith("_")
+               and not (p.is_dir() and ((p / PLAN).is_file() or (p / "_manifest.json").is_file()))]
     if not foreign:
         return None
     return f"holds files that `{stage}` did not write ({listing(foreign)})"

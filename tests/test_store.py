@@ -206,3 +206,21 @@ def test_corrupt_metadata_and_unfinished_inputs_are_one_line(tmp_path):
     (tmp_path / "_plan.json").write_text("")
     with pytest.raises(DatasetError, match=r"_plan.json: corrupt"):
         DatasetWriter(tmp_path, "orca", plan={"input": "/data/evol"})
+
+
+def test_a_full_disk_in_a_minhash_phase_file_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import numpy as np
+
+    from pipeline.stages.minhash import blocks
+
+    def full(table, f, **kw):
+        f.write(b"\0" * 1024)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(blocks.pq, "write_table", full)
+        with pytest.raises(StoreWriteError, match="disk full"):
+            blocks.save_table(tmp_path / "cand-00000.parquet", pa.table({"a": [1]}))
+    assert list(tmp_path.iterdir()) == []
+    blocks.save_npy(tmp_path / "ok.npy", np.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.npy"]

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...store import Dataset, tmp_name
+from ...store.atomic import explain_os_error
 
 
 @dataclass
@@ -126,9 +127,16 @@ def read_block(block: Block, columns: list[str] | None = None) -> pa.Table:
 def _write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """`write(f)` fills a temporary that is renamed to `path` (no fsync: see the module docstring)."""
     tmp = tmp_name(path)
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk: no temporary left holding the space, and one line (exit 5)
+        tmp.unlink(missing_ok=True)
+        raise explain_os_error(e, path) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_npy(path: Path, arr: np.ndarray) -> None:

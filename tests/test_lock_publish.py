@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from pipeline.errors import Locked
-from pipeline.store.lock import RunLock
 from pipeline.refresh.publish import latest, publish, staging_dir, versions
+from pipeline.store.lock import RunLock
 
 HOLD = """
 import sys, time

@@ -50,6 +50,15 @@ class RunLock:
         except (OSError, ValueError):
             return None
 
+    def holder_record(self) -> dict:
+        """The holder's record; a holder that has just taken the flock writes it a moment later."""
+        for _ in range(40):
+            holder = self.read() or {}
+            if holder.get("pid"):
+                return holder
+            time.sleep(0.025)
+        return holder
+
     def acquire(self) -> "RunLock":
         if self.held:
             return self
@@ -63,7 +72,7 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            holder = self.read() or {}
+            holder = self.holder_record()
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(holder.get("started", 0)))
             raise Locked(f"{self.path}: {self.holder} (pid {holder.get('pid', '?')} on "
                          f"{holder.get('host', '?')}, since {since} UTC); {self.hint}") from None

@@ -17,3 +17,5 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Run seed for all
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
 ExecutorOpt = Annotated[Optional[str], typer.Option("--executor", help="Where shards run: local, or ray (needs `pip install 'distill[ray]'`) [default: config run.executor, local].")]
 RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster to join with --executor ray (e.g. auto, ray://head:10001) [default: config run.ray_address, $RAY_ADDRESS, else a local Ray].")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Write even where --out holds other data: its old contents are moved into <out>/.stale/ (never deleted).")]
+AllowPartialOpt = Annotated[bool, typer.Option("--allow-partial", help="Read an unfinished input's finished shards instead of refusing it (recorded in the manifest) [default: config run.allow_partial, off].")]

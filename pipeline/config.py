@@ -28,6 +28,7 @@ class RunSection(Section):
     limit: int | None = Field(None, gt=0, description="process at most this many input rows")
     executor: Literal["local", "ray"] = Field("local", description="where shards run")
     ray_address: str | None = Field(None, description="Ray cluster address for executor = 'ray'")
+    allow_partial: bool = Field(False, description="stages may read an unfinished input's finished shards (the manifest records it)")
 
 
 class TeacherSection(Section):

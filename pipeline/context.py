@@ -86,12 +86,13 @@ def resolve_run(cfg: Config, workdir: Path | None = None, run_id: str | None = N
 
 def load(config: Path | None, *, workdir: Path | None = None, run_id: str | None = None,
          limit: int | None = None, shard_rows: int | None = None, seed: int | None = None,
-         executor: str | None = None, ray_address: str | None = None) -> Config:
+         executor: str | None = None, ray_address: str | None = None,
+         allow_partial: bool | None = None) -> Config:
     """The config file with CLI flags on top."""
     overrides: dict[str, dict[str, Any]] = {"run": {
         "workdir": str(workdir) if workdir else None, "run_id": run_id,
         "limit": limit, "shard_rows": shard_rows, "seed": seed,
-        "executor": executor, "ray_address": ray_address}}
+        "executor": executor, "ray_address": ray_address, "allow_partial": allow_partial or None}}
     return load_config(config, overrides)
 
 
@@ -110,6 +111,8 @@ class RunContext:
     budget: Budget = field(default_factory=Budget)  # the run's spend cap; a stage's own caps are its children
     shard_rows: int = 1000           # run.shard_rows: rows per shard of a per-shard stage
     limit: int | None = None         # run.limit: at most this many input rows
+    allow_partial: bool = False      # run.allow_partial: an unfinished input's finished shards may be read
+    overwrite: bool = False          # --overwrite: move what --out holds into <out>/.stale/ first
     echo: Callable[[str], None] | None = None  # a stage's notes for a person (stderr of a stage command)
     _teacher: Any = field(default=None, repr=False)
 
@@ -158,4 +161,5 @@ def make_context(cfg: Config, paths: RunPaths, progress: bool = True, *,
     return RunContext(run_id=paths.run_id, seed=cfg.run.seed, workdir=paths.workdir,
                       teacher_factory=factory, progress=progress, executor=cfg.run.executor,
                       ray_address=cfg.run.ray_address, against=tuple(against), budget=budget or Budget(),
-                      shard_rows=cfg.run.shard_rows, limit=cfg.run.limit, echo=echo)
+                      shard_rows=cfg.run.shard_rows, limit=cfg.run.limit, allow_partial=cfg.run.allow_partial,
+                      echo=echo)

@@ -342,9 +342,10 @@ def import_file(path: str | Path, out: str | Path, *, run_id: str, shard_rows: i
     path = Path(path)
     items, full_schema = _items(path)
     suffix = path.suffix.lower()
-    # One cheap pass: a re-import rewrites the folder rather than resuming it.
-    writer = DatasetWriter(out, STAGE, plan={"input": str(path.resolve()), "shard_rows": shard_rows, "limit": limit},
-                           fresh=True)
+    # Another stage's folder, a user's files or an import with other settings are refused (--overwrite);
+    # the same import again is one cheap pass that rewrites the folder rather than resuming it.
+    writer = DatasetWriter(out, STAGE, plan={"input": str(path.resolve()), "shard_rows": shard_rows, "limit": limit})
+    writer.reset()
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     shard = 0

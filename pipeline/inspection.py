@@ -97,6 +97,7 @@ def describe(path: str | Path, sample: int = 3, rejected: bool = False, chain: s
         "shards_verified": verified,
         "rows": ds.num_rows(),
         "shards": len(ds.shards),
+        "unmarked_shards": ds.unmarked,  # part files with no done marker: not data (a writer died before its commit)
         "rejected_rows": rej.num_rows() if rej else 0,
         "drops": drops,
         "schema": [(n, str(t), d) for n, t, d in records.COLUMNS + records.DROP_COLUMNS],

@@ -30,7 +30,7 @@ from typing import Any, Callable, Protocol
 from . import logs
 from .config import ConfigError
 from .errors import TeacherUnavailable
-from .store import Dataset, DatasetWriter, Location, ShardSpec, StagedShard, stage_shard
+from .store import Dataset, DatasetWriter, Location, ShardSpec, StagedShard, fingerprint, stage_shard
 from .teacher.base import TeacherUsage
 from .teacher.budget import Budget
 
@@ -191,7 +191,8 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
                           "--executor local (a refresh budget works with both)")
     settings = stage.settings()
     writer = DatasetWriter(out, stage.name, plan=plan or {
-        "input": str(input_ds.path), "shard_rows": shard_rows, "limit": limit, "settings": settings})
+        "input": str(input_ds.path), "input_fingerprint": fingerprint(input_ds), "shard_rows": shard_rows,
+        "limit": limit, "settings": settings})
     specs = input_ds.plan(shard_rows, limit)
     bar = Progress(sum(s.rows for s in specs), stage.name, ctx.progress)
     t0 = time.monotonic()

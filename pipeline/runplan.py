@@ -4,11 +4,13 @@ Each step reads the previous step's folder and writes `<run>/<step>/`. A step
 whose folder already has its manifest is complete and is not run again, so a
 rerun after a crash resumes at the first unfinished step (which itself resumes
 at its first unfinished shard). `run_summary.json` is written last.
+
+One `distill run` per run folder: it holds `<run>/.lock` throughout (a second
+exits 6, naming the holder's pid), and each step holds its own folder's lock.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +22,8 @@ from .errors import ConfigError
 from .plan import default_plan
 from .records import now_utc
 from .stage import StageSpec
-from .store import Dataset, atomic_write_json, read_json
+from .store import Dataset, RunLock, atomic_write_json, fingerprint, read_json, require_finished, set_aside
+from .store.lock import LOCK_NAME
 from .teacher.ping import preflight
 
 
@@ -41,6 +44,20 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
     _check_names(plan, skip, "--skip")
     if start:
         _check_names(plan, [start], "--from")
+    current: Path | None = Path(input) if input else None
+    if current is not None:  # fail before any work on a bad --input
+        require_finished(current, allow_partial=cfg.run.allow_partial)
+    lock = RunLock(paths.run_dir / LOCK_NAME, holder="another `distill run` is running this run",
+                   hint="wait for it to finish, or start another with --new or --run-id").acquire()
+    try:
+        return run_steps(cfg, paths, plan, skip, start, current, progress, echo)
+    finally:
+        lock.release()
+
+
+def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[str], start: str | None,
+              current: Path | None, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
+    """The steps of `run_plan`, under the run's lock."""
     ctx = make_context(cfg, paths, progress=progress)
     first = next((i for i, s in enumerate(plan) if s.name == start), 0)
     if any(s.needs_teacher and s.name not in skip and not (paths.stage_dir(s.name) / "_manifest.json").exists()
@@ -50,9 +67,6 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
         except BaseException:
             ctx.close()
             raise
-    current: Path | None = Path(input) if input else None
-    if current is not None:
-        Dataset(current, require_complete=True)  # fail before any work on a bad --input
     started = start is None
     steps: list[dict[str, Any]] = []
     t_run = time.monotonic()
@@ -66,7 +80,7 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
             t0 = time.monotonic()
             stale = _stale_reason(out, current)
             if stale:
-                kept = _set_aside(out, paths.run_dir)
+                kept = set_aside(out, paths.run_dir / ".stale")  # never deleted: it may hold paid-for answers
                 echo(f"[{step.name}] {stale}: redoing it (the old output is kept in {kept})")
             if (out / "_manifest.json").exists():
                 manifest = Dataset(out).manifest()
@@ -105,9 +119,17 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
 
 
 def _stale_reason(out: Path, input: Path | None) -> str | None:
-    """Why a finished step's output no longer follows from its input, or None when it does."""
+    """Why a step's output no longer follows from its input, or None when it does."""
     done = out / "_manifest.json"
-    if input is None or not done.exists():
+    if input is None:
+        return None
+    if not done.exists():  # unfinished: stale when its input changed since it was started
+        try:
+            started = read_json(out / "_plan.json").get("input_fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return None  # no plan yet, or a corrupt one: the step's writer says so
+        if started and (input / "_manifest.json").exists() and started != fingerprint(Dataset(input)):
+            return f"its input {input.name} changed since it was started"
         return None
     recorded = read_json(done).get("input")
     if recorded and Path(recorded).resolve() != Path(input).resolve():
@@ -116,14 +138,6 @@ def _stale_reason(out: Path, input: Path | None) -> str | None:
     if upstream.exists() and upstream.stat().st_mtime_ns > done.stat().st_mtime_ns:
         return f"its input {input.name} was rebuilt after it"
     return None
-
-
-def _set_aside(out: Path, run_dir: Path) -> Path:
-    """Move a stale output under <run>/.stale/ (never deleted: it may hold paid-for teacher answers)."""
-    dest = run_dir / ".stale" / f"{out.name}-{now_utc().strftime('%Y%m%dT%H%M%S%f')}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(out, dest)
-    return dest
 
 
 def _final_rows(current: Path | None) -> int:

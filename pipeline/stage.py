@@ -11,13 +11,21 @@ of contents.
 
 `stage_command(spec, ...)` builds the command: the stage's own flags plus the
 shared ones (config, workdir, run id, limit, shard rows, seed, executor,
-progress) and the one body every stage command has: load the config with
-the flags on top, resolve the run, make the context, run, print the summary.
+progress, --overwrite, --allow-partial) and the one body every stage command
+has: load the config with the flags on top, resolve the run, make the
+context, run, print the summary.
+
+`StageSpec.run_section` is the one door to a stage's `run`, for its command,
+`distill run` and `refresh` alike: it takes the output folder's lock (a
+second writer exits 6), refuses an input inside the output, an unfinished
+input (unless allow_partial) and an output holding other data (unless
+--overwrite moves it aside), in that order, before any work.
 """
 
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -25,11 +33,13 @@ from typing import Annotated, Any, Callable
 import typer
 
 from .cli_common import (
+    AllowPartialOpt,
     ConfigOpt,
     ExecutorOpt,
     LimitOpt,
     NoProgressOpt,
     OutOpt,
+    OverwriteOpt,
     RayAddressOpt,
     RunIdOpt,
     SeedOpt,
@@ -39,6 +49,7 @@ from .cli_common import (
 from .config import Config, stage_config
 from .context import RunContext, load, make_context, resolve_run
 from .errors import InputFileError
+from .store import allowing_partial, check_out, clear_out, folder_lock, input_inside, record_partial, require_finished
 from .teacher.ping import preflight
 
 Manifest = dict[str, Any]
@@ -55,6 +66,7 @@ class StageSpec:
     needs_input: bool = True                                      # False: the first stage (reads the seeds)
     missing_input: str = "an input dataset: run it after the stage before it, or pass --input"  # when it has none
     local_only: str | None = None                                 # why it stays in the driver with --executor ray
+    release: bool = False                                         # writes a release folder (export), not a dataset
 
     def run_step(self, cfg: Config, input: Path | None, out: Path, ctx: RunContext) -> Manifest:
         """`distill run`'s step: this stage's [section] over the previous step's folder."""
@@ -64,36 +76,55 @@ class StageSpec:
         return self.run_section(cfg, input, out, section, ctx)
 
     def run_section(self, cfg: Config, input: Path | None, out: Path, section: Any, ctx: RunContext) -> Manifest:
-        """`run` under `cfg`'s [run] (shard rows, limit), whoever built the context."""
-        ctx.shard_rows, ctx.limit = cfg.run.shard_rows, cfg.run.limit
-        return self.run(input, out, section, ctx)
+        """`run` under `cfg`'s [run] (shard rows, limit, allow_partial), whoever built the context, behind the
+        checks of the module docstring."""
+        ctx.shard_rows, ctx.limit, ctx.allow_partial = cfg.run.shard_rows, cfg.run.limit, cfg.run.allow_partial
+        reads = input if self.needs_input else None
+        input_inside(reads, out)
+        partial = require_finished(reads, allow_partial=ctx.allow_partial) if reads is not None else {}
+        if not ctx.overwrite:
+            check_out(out, self.name, release=self.release)  # before the lock: a refusal leaves no trace
+        with folder_lock(out):
+            if ctx.overwrite and (kept := clear_out(out)) is not None and ctx.echo is not None:
+                ctx.echo(f"[{self.name}] --overwrite: the old contents of {out} are kept in {kept}")
+            check_out(out, self.name, release=self.release)  # again, now that no other writer can change it
+            with allowing_partial(reads) if partial else nullcontext():
+                manifest = self.run(input, out, section, ctx)
+            if partial:
+                manifest = record_partial(out, manifest, partial, release=self.release)
+        return manifest
 
 
 SHARED: dict[str, tuple[Any, Any]] = {
     "config": (ConfigOpt, None), "workdir": (WorkdirOpt, None), "run_id": (RunIdOpt, None),
     "limit": (LimitOpt, None), "shard_rows": (ShardRowsOpt, None), "seed": (SeedOpt, None),
     "executor": (ExecutorOpt, None), "ray_address": (RayAddressOpt, None), "no_progress": (NoProgressOpt, False),
+    "overwrite": (OverwriteOpt, False), "allow_partial": (AllowPartialOpt, False),
 }
-RUN_FLAGS = ("workdir", "run_id", "limit", "shard_rows", "seed", "executor", "ray_address")
+RUN_FLAGS = ("workdir", "run_id", "limit", "shard_rows", "seed", "executor", "ray_address", "allow_partial")
 
 
 def stage_command(spec: StageSpec, *, help: str, options: dict[str, tuple[Any, Any]],
                   dataset_help: str | None = None, shared: tuple[str, ...] = tuple(SHARED),
                   overrides: Callable[..., dict[str, Any]] | None = None) -> Callable[..., None]:
     """The typer command of `spec`: `options` are its own flags as {name: (Annotated type, default)};
-    `overrides(cfg, **flags)` maps them to its config section (default: same names, None left out)."""
+    `overrides(cfg, **flags)` maps them to its config section (default: same names, None left out).
+    Every command gets --overwrite, and one that reads a dataset --allow-partial, whatever `shared` says."""
+    shared = tuple(dict.fromkeys([*shared, "overwrite", *(["allow_partial"] if dataset_help is not None else [])]))
 
     def command(**kw: Any) -> None:
         dataset = kw.pop("dataset", None)
         out = kw.pop("out", None)
         flags = {k: kw.pop(k) for k in RUN_FLAGS if k in shared}
         config, no_progress = kw.pop("config", None), kw.pop("no_progress", False)
+        overwrite = kw.pop("overwrite", False)
         cfg = load(config, **flags)
         section = stage_config(cfg, spec.name, spec.config, **(overrides(cfg, **kw) if overrides else kw))
         paths = resolve_run(cfg, flags.get("workdir"), flags.get("run_id"))
         target = out or paths.stage_dir(spec.name)
         ctx = make_context(cfg, paths, progress=not no_progress)
         ctx.echo = lambda s: typer.echo(s, err=True)
+        ctx.overwrite = overwrite
         try:
             if spec.needs_teacher:
                 preflight(ctx.teacher_factory)  # a dead teacher is exit 4 now, not after a shard of failures

@@ -5,12 +5,13 @@ import sys
 
 import pytest
 
-from pipeline.refresh.lock import Locked, RunLock
+from pipeline.errors import Locked
 from pipeline.refresh.publish import latest, publish, staging_dir, versions
+from pipeline.store.lock import RunLock
 
 HOLD = """
 import sys, time
-from pipeline.refresh.lock import RunLock
+from pipeline.store.lock import RunLock
 RunLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(60)

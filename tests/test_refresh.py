@@ -308,7 +308,7 @@ def test_budget_cut_part_way_publishes_what_was_made(tmp_path):
 def test_stale_lock_is_taken_over_and_seed_flag_wins(tmp_path):
     pub = tmp_path / "w" / "release"
     pub.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pipeline.refresh.lock import RunLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pipeline.store.lock import RunLock\n"
                                "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
                                str(pub / ".refresh.lock")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -322,7 +322,7 @@ def test_stale_lock_is_taken_over_and_seed_flag_wins(tmp_path):
 def test_second_refresh_exits_6_at_once(tmp_path):
     pub = tmp_path / "release"
     pub.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pipeline.refresh.lock import RunLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pipeline.store.lock import RunLock\n"
                                "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
                                str(pub / ".refresh.lock")], stdout=subprocess.PIPE, text=True)
     try:

@@ -14,6 +14,7 @@ from ..context import load, resolve_run
 from ..importer import import_file
 from ..inspection import describe
 from ..stages.evol_instruct.lineage import format_chain
+from ..store import check_out, clear_out, folder_lock, input_inside
 
 
 def import_cmd(
@@ -24,13 +25,20 @@ def import_cmd(
     run_id: cc.RunIdOpt = None,
     limit: cc.LimitOpt = None,
     shard_rows: cc.ShardRowsOpt = None,
+    overwrite: cc.OverwriteOpt = False,
 ) -> None:
     """Import a file as a dataset; bad rows go to rejected/ with their line number and reason."""
 
     cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, shard_rows=shard_rows)
     paths = resolve_run(cfg, workdir, run_id)
     dest = out or paths.stage_dir("import")
-    m = import_file(file, dest, run_id=paths.run_id, shard_rows=cfg.run.shard_rows * 10, limit=cfg.run.limit)
+    input_inside(file, dest)  # before anything is touched: importing a folder's own shard into it
+    if not overwrite:
+        check_out(dest, "import")  # before the lock: a refusal leaves no trace
+    with folder_lock(dest):
+        if overwrite and (kept := clear_out(dest)) is not None:
+            typer.echo(f"--overwrite: the old contents of {dest} are kept in {kept}", err=True)
+        m = import_file(file, dest, run_id=paths.run_id, shard_rows=cfg.run.shard_rows * 10, limit=cfg.run.limit)
     typer.echo(f"imported {m['rows_out']} rows into {dest} ({m['rows_rejected']} rejected"
                + (f": {', '.join(f'{k}={v}' for k, v in m['drops'].items())}" if m["drops"] else "") + ")")
 
@@ -63,6 +71,9 @@ def _print_human(info: dict[str, Any], schema: bool) -> None:
     echo(f"stage     {info.get('stage') or '?'}   complete: {'yes' if info['complete'] else 'no (no manifest yet)'}")
     echo(f"rows      {info['rows']:,} in {info['shards']} shard(s); rejected: {info['rejected_rows']:,}")
     echo(f"health    ok: every row group of {info['shards_verified']} shard(s) (kept and rejected) decoded")
+    if info.get("unmarked_shards"):
+        echo(f"ignored   {len(info['unmarked_shards'])} shard(s) without a done marker (not data): "
+             + ", ".join(info["unmarked_shards"][:3]))
     if info["drops"]:
         echo("drops by reason:")
         for reason, n in info["drops"].items():

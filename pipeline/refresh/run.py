@@ -40,14 +40,13 @@ from ..stages.export import ExportConfig, run_export
 from ..stages.minhash import MinhashConfig
 from ..stages.self_instruct import SelfInstructConfig
 from ..stages.semdedup import SemdedupConfig
-from ..store import Dataset
+from ..store import Dataset, RunLock
 from ..teacher import ping
 from ..teacher.base import TeacherUsage
 from ..teacher.factory import TeacherFactory
 from . import publish as pub
 from .config import RefreshConfig
 from .known import drop_known_ids
-from .lock import RunLock
 from .pool import build_pool, pool_of, signature_view
 from .summary import EXIT_BUDGET, EXIT_NOTHING_NEW, EXIT_PUBLISHED, FILE, Summary
 

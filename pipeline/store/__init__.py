@@ -5,8 +5,15 @@ Layout of one dataset folder (written by one stage):
     part-00000.parquet ...      kept rows, record schema
     rejected/part-00000.parquet rows dropped by this stage, with drop_stage/reason/detail
     _done/part-00000.json       per-shard completion marker with that shard's stats
-    _plan.json                  how the folder was started (shard size, input), checked on resume
+    _plan.json                  how the folder was started (shard size, input and its fingerprint), checked on resume
     _manifest.json              written last: the folder is complete when it exists
+    .lock                       the writer's lock (store/lock.py): one writer per folder
+    .stale/                     old contents moved aside by --overwrite (store/outdir.py), never read
+
+Readers trust the markers and the manifest, never a listing: in a folder with
+`_done/` or `_plan.json` (a DatasetWriter's), a part-*.parquet without its
+done marker (a writer died between the rename and the marker) is not data. Stages read only finished inputs
+(store/finished.py); writers refuse to clobber (store/outdir.py).
 
 Every file is written to a hidden temporary name, fsynced and renamed into
 place (store/atomic.py; on object stores see store/location.py), so a kill at
@@ -44,11 +51,16 @@ from .atomic import (
     read_json,
     tmp_name,
 )
+from .finished import allowing_partial, fingerprint, partial_allowed, partial_note, record_partial, unfinished_message
 from .location import Location, is_uri, resolve
-from .shards import ShardSpec, plan_shards
+from .lock import RunLock, folder_lock
+from .outdir import check_out, clear_out, input_inside, set_aside
+from .shards import ShardSpec, plan_shards, unreadable
 
-__all__ = ["Dataset", "DatasetError", "DatasetWriter", "Location", "ShardSpec", "StagedShard", "StoreWriteError", "atomic_write_bytes", "atomic_write_json",
-           "atomic_write_table", "fsync_dir", "read_json", "resolve", "shard_name", "stage_shard", "tmp_name"]
+__all__ = ["Dataset", "DatasetError", "DatasetWriter", "Location", "RunLock", "ShardSpec", "StagedShard", "StoreWriteError",
+           "allowing_partial", "atomic_write_bytes", "atomic_write_json", "atomic_write_table", "check_out", "clear_out",
+           "fingerprint", "folder_lock", "fsync_dir", "input_inside", "partial_allowed", "partial_note", "read_json",
+           "record_partial", "require_finished", "resolve", "set_aside", "shard_name", "stage_shard", "tmp_name"]
 
 MANIFEST = "_manifest.json"
 PLAN = "_plan.json"
@@ -63,6 +75,37 @@ def shard_name(index: int) -> str:
 
 def marker_name(index: int) -> str:
     return f"part-{index:05d}.json"
+
+
+def marker_of(shard: str) -> str:
+    """The done marker's name of a shard file's name."""
+    return shard[: -len(".parquet")] + ".json"
+
+
+def require_finished(target: "str | Path | Location", *, allow_partial: bool = False) -> dict[str, Any]:
+    """The check every stage's input goes through: a finished dataset, or (allow_partial) its done shards.
+
+    Returns what the output manifest records about the input: {} when it is finished, else `partial_note`.
+    """
+    ds = Dataset(target)
+    if ds.complete:
+        return {}
+    if not allow_partial:
+        raise DatasetError(unfinished_message(ds.path, ds.loc))
+    return partial_note(ds)
+
+
+def read_meta(loc: Location, shown: Any) -> Any:
+    """A JSON file the store wrote (_plan.json, a done marker, the manifest); a corrupt one is one line."""
+    try:
+        obj = loc.read_json()
+    except (ValueError, UnicodeError) as e:
+        raise DatasetError(f"{shown}: corrupt ({e.__class__.__name__}: {str(e)[:80]}); delete it (a rerun redoes "
+                           "what it recorded), or rerun with --overwrite") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{shown}: corrupt (not a JSON object); delete it (a rerun redoes what it recorded), "
+                           "or rerun with --overwrite")
+    return obj
 
 
 def shown_path(target: "str | Path | Location", loc: Location) -> "Path | str":
@@ -91,16 +134,26 @@ class Dataset:
             if not self.path.is_dir():
                 raise DatasetError(f"{self.path}: is a file, not a dataset folder (to read a JSON/JSONL/Parquet file, use `distill import {self.path}`)")
             names = {p.name for p in self.path.iterdir()}
-            self.shards = [self.path / n for n in sorted(n for n in names if PART_RE.match(n))]
+            parts = sorted(n for n in names if PART_RE.match(n))
+            self.shards = [self.path / n for n in parts]
         else:
             if not self.loc.exists():
                 raise DatasetError(f"{self.path}: no such dataset folder")
             names = {i.base_name for i in self.loc.list_files()}
-            self.shards = [self.loc.join(n) for n in sorted(n for n in names if PART_RE.match(n))]
+            parts = sorted(n for n in names if PART_RE.match(n))
+            self.shards = [self.loc.join(n) for n in parts]
         if not self.shards and MANIFEST not in names and PLAN not in names:
             raise DatasetError(f"{self.path}: not a dataset folder (no part-*.parquet shards and no {MANIFEST})")
-        if require_complete and MANIFEST not in names:
-            raise DatasetError(f"{self.path}: dataset is incomplete (no {MANIFEST}); finish the stage that writes it first (rerun resumes it)")
+        if require_complete and MANIFEST not in names and not partial_allowed(self.loc):
+            raise DatasetError(unfinished_message(self.path, self.loc))
+        # A shard without its done marker is not data: its writer died before the commit point.
+        self.done = self.marker_names()
+        if self.done is None and PLAN in names:
+            self.done = set()  # a writer's folder before its first marker (killed between rename and marker)
+        self.unmarked: list[str] = []
+        if self.done is not None:
+            self.unmarked = [n for n in parts if marker_of(n) not in self.done]
+            self.shards = [s for s, n in zip(self.shards, parts) if marker_of(n) in self.done]
         self._files: dict[str, pq.ParquetFile] = {}
         for shard in self.shards:
             try:
@@ -110,6 +163,14 @@ class Dataset:
             problems = records.schema_problems(got, schema)
             if problems:
                 raise DatasetError(f"{shard}: wrong schema: {'; '.join(problems[:3])}")
+
+    def marker_names(self) -> set[str] | None:
+        """The done markers' names, or None for a folder without `_done/`."""
+        d = self.loc.join(DONE_DIR)
+        if self.local:
+            p = Path(self.loc.path) / DONE_DIR
+            return {q.name for q in p.iterdir()} if p.is_dir() else None
+        return {i.base_name for i in d.list_files()} if d.exists() else None
 
     def file(self, shard: "Path | Location") -> pq.ParquetFile:
         if self.local:
@@ -123,7 +184,15 @@ class Dataset:
 
     def iter_batches(self, columns: list[str] | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
         for shard in self.shards:
-            yield from self.file(shard).iter_batches(batch_size=batch_size, columns=columns)
+            batches = self.file(shard).iter_batches(batch_size=batch_size, columns=columns)
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except (pa.ArrowException, OSError) as e:  # a corrupt body under an intact footer
+                    raise unreadable(shard, e) from None
+                yield batch
 
     def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
         for batch in self.iter_batches(columns=columns, batch_size=1024):
@@ -133,7 +202,13 @@ class Dataset:
         """Whole dataset as one table: for small datasets and tests only."""
         if not self.shards:
             return self.schema.empty_table().select(columns or self.schema.names)
-        return pa.concat_tables(self.file(s).read(columns=columns) for s in self.shards)
+        return pa.concat_tables(self.read_shard(s, columns) for s in self.shards)
+
+    def read_shard(self, shard: "Path | Location", columns: list[str] | None = None) -> pa.Table:
+        try:
+            return self.file(shard).read(columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            raise unreadable(shard, e) from None
 
     def files(self) -> list[tuple[Location, int]]:
         """(shard location, rows) in shard order."""
@@ -162,13 +237,16 @@ class Dataset:
 
     def manifest(self) -> dict[str, Any] | None:
         m = self.loc.join(MANIFEST)
-        return m.read_json() if m.exists() else None
+        return read_meta(m, m.uri) if m.exists() else None
 
     def rejected(self) -> "Dataset | None":
         p = self.loc.join(REJECTED_DIR)
         if not any(PART_RE.match(i.base_name) for i in p.list_files()):
             return None
-        return Dataset(self.path / REJECTED_DIR if self.local else p, schema=records.REJECTED_SCHEMA)
+        rej = Dataset(self.path / REJECTED_DIR if self.local else p, schema=records.REJECTED_SCHEMA)
+        if self.done is not None:  # a shard's rejected rows count only once its done marker is written
+            rej.shards = [s for s in rej.shards if marker_of(Path(str(s)).name) in self.done]
+        return rej
 
     def drop_counts(self) -> Counter:
         rej = self.rejected()
@@ -223,28 +301,51 @@ class DatasetWriter:
         self.loc = resolve(target)
         self.path = shown_path(target, self.loc)
         self.stage = stage
+        plan = dict(plan or {}, stage=stage)
+        input_inside(plan.get("input"), self.loc)  # before anything is touched
+        check_out(self.path, stage)  # and again under the lock
         try:
             self.loc.mkdirs()
         except OSError as e:
             raise explain_os_error(e, Path(self.loc.path)) from e
+        # Held until the manifest is written (or this writer is dropped); reentrant within a process.
+        self.lock = folder_lock(self.loc).acquire()
+        check_out(self.path, stage)
         self.clean_temporaries()
         if fresh:
             self.reset()
-        plan = dict(plan or {}, stage=stage)
         plan_loc = self.loc.join(PLAN)
         if plan_loc.exists() and not fresh:
-            old = plan_loc.read_json()
-            diff = {k: (old.get(k), v) for k, v in plan.items() if old.get(k) != v}
-            if diff:
-                changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            old = read_meta(plan_loc, plan_loc.uri)
+            diff = {k: (old.get(k), v) for k, v in plan.items() if old.get(k) != v
+                    and not (k == "input_fingerprint" and k not in old)}  # a plan from before fingerprints
+            if "input_fingerprint" in diff and len(diff) == 1:
                 raise DatasetError(
-                    f"{self.path}: was started with different settings ({changes}); "
-                    "resume with the same settings, or write to a new --out / --run-id")
+                    f"{self.path}: its input {plan.get('input')} changed since this folder was started; "
+                    "rerun with --overwrite to redo it (the old output is kept in .stale/), or write to a new --out")
+            if diff:
+                changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items() if k != "input_fingerprint")
+                raise DatasetError(
+                    f"{self.path}: was started with different settings ({changes or 'its input changed'}); "
+                    "resume with the same settings, or write to a new --out / --run-id, or rerun with --overwrite")
         else:
             plan_loc.write_json(plan)
+        self.done_markers()  # a corrupt marker fails now, as one line, not after the work
         # A finished folder being extended (e.g. rerun after a change in
         # limit) is no longer finished until its new manifest is written.
         self.loc.join(MANIFEST).delete()
+
+    def close(self) -> None:
+        """Release the folder's lock (write_manifest does; also when the writer is dropped)."""
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # at interpreter exit the kernel releases the flock anyway
+            pass
 
     def reset(self) -> None:
         """Forget every shard, marker and manifest: for stages that always rewrite whole."""
@@ -266,7 +367,7 @@ class DatasetWriter:
         d = self.loc.join(DONE_DIR)
         names = sorted(i.base_name for i in d.list_files()
                        if i.base_name.startswith("part-") and i.base_name.endswith(".json"))
-        return [d.join(n).read_json() for n in names]
+        return [read_meta(d.join(n), d.join(n).uri) for n in names]
 
     def stage_shard(self, index: int, kept: pa.Table | list[dict[str, Any]],
                     rejected: pa.Table | list[dict[str, Any]] | None = None) -> StagedShard:
@@ -298,6 +399,7 @@ class DatasetWriter:
         manifest = merge_markers(self.stage, self.done_markers())
         manifest.update(fields)
         self.loc.join(MANIFEST).write_json(manifest)
+        self.close()
         return manifest
 
 

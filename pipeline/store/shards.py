@@ -14,7 +14,15 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..errors import DatasetError
 from .location import Location
+
+
+def unreadable(shard: object, e: BaseException) -> DatasetError:
+    """A shard whose pages cannot be read (a corrupt body under an intact footer): one line naming it."""
+    why = str(e).strip().splitlines()[0][:120] if str(e).strip() else e.__class__.__name__
+    return DatasetError(f"{shard}: unreadable Parquet shard ({why}); restore it, or delete it with its "
+                        "_done/ marker and rerun the stage that wrote it")
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,12 @@ class Piece:
     stop: int    # one past the last row
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
+        try:
+            return self.read_pages(columns)
+        except (pa.ArrowException, OSError) as e:
+            raise unreadable(self.file, e) from None
+
+    def read_pages(self, columns: list[str] | None = None) -> pa.Table:
         pf = self.file.open_parquet()
         md = pf.metadata
         groups, first, pos = [], 0, 0

@@ -39,7 +39,7 @@ import pyarrow as pa
 from ... import records
 from ...context import RunContext
 from ...runner import run_shards
-from ...store import DONE_DIR, REJECTED_DIR, Dataset, DatasetWriter, shard_name
+from ...store import DONE_DIR, REJECTED_DIR, Dataset, DatasetWriter, fingerprint, shard_name
 from ...teacher.base import TeacherUsage
 from ...teacher.budget import Budget
 from .config import EvolConfig
@@ -95,7 +95,8 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: RunContext, 
     rounds_done = 0
     for r in range(1, cfg.rounds + 1):
         lim = limit if r == 1 else None
-        plan = dict(base_plan, round=r, input=str(pool.path.resolve()), limit=lim)
+        plan = dict(base_plan, round=r, input=str(pool.path.resolve()), limit=lim,
+                    **({"input_fingerprint": fingerprint(input_ds)} if r == 1 else {}))  # later pools are its own
         m = run_shards(RoundStage(evolver, r, budget), pool, round_dir(out, r), ctx, shard_rows=shard_rows,
                        limit=lim, plan=plan, manifest_extra={"round": r}, budget=budget, spend=_spend)
         pool_w = DatasetWriter(pool_dir(out, r), STAGE + "_pool", plan=plan)

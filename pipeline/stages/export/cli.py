@@ -33,7 +33,7 @@ def run(input: Path, out: Path, cfg: ExportConfig, ctx) -> dict[str, Any]:
 SPEC = StageSpec(STAGE, ExportConfig, run, summary,
                  "write the release: Parquet shards, dataset card, checksummed manifest",
                  missing_input="a dataset: run it after select, or pass --input",
-                 local_only="one pass that writes the release folder")
+                 local_only="one pass that writes the release folder", release=True)
 
 export_cmd = stage_command(
     SPEC, dataset_help="Dataset folder to release (the select output).",

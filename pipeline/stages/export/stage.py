@@ -34,7 +34,8 @@ from ... import __version__, records
 from ...errors import DatasetError
 from ...runner import Progress
 from ...seeding import seed_for
-from ...store import Dataset, atomic_write_json, atomic_write_table
+from ...store import Dataset, atomic_write_json, atomic_write_table, check_out
+from ...store.outdir import RELEASE_STARTED
 from ..select.scan import ids_to_numpy
 from . import card
 from .config import ExportConfig
@@ -167,7 +168,10 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
     split = choose(ids, scores, usable, n, cfg.heldout_rows(n), seed, stable_share=stable)
     n_test = int((split == 2).sum())
 
+    check_out(out, STAGE, release=True)  # empty, or a release of ours: never a user's files
     out.mkdir(parents=True, exist_ok=True)
+    # Marks the folder as ours while it has no manifest, so a rerun after a kill may finish it.
+    atomic_write_json(out / RELEASE_STARTED, {"stage": STAGE, "input": str(input_path)})
     (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the new manifest exists
     schema = pa.schema([records.SCHEMA.field(c) for c in cfg.columns])
     sinks = {1: _ShardSink(out, "train", n - n_test, cfg.rows_per_shard, schema),
@@ -223,6 +227,7 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
     }
     card.write_card(out, manifest, cfg)
     atomic_write_json(out / MANIFEST, manifest)  # last: its presence means the release is complete
+    (out / RELEASE_STARTED).unlink(missing_ok=True)
     return manifest
 
 

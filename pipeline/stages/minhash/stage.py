@@ -33,7 +33,7 @@ from ... import records
 from ...errors import ConfigError
 from ...executors.local import LocalExecutor
 from ...runner import Progress
-from ...store import Dataset, DatasetWriter, read_json
+from ...store import Dataset, DatasetWriter, fingerprint, read_json
 from ...store.atomic import clean_temporaries
 from . import phases, sigstore
 from .blocks import Block, load_npy, plan_blocks, save_json, save_npy
@@ -81,7 +81,8 @@ def run_minhash(input: str | Path, out: str | Path, config: MinhashConfig | None
     refs = sigstore.ref_blocks(cfg.against, fmt, n_new)
     every = blocks + refs
     settings = cfg.model_dump(exclude={"workers", "keep_work", "add_to_against"})
-    plan = {"input": str(ds.path), "limit": limit, "shard_rows": cfg.shard_rows, "settings": settings}
+    plan = {"input": str(ds.path), "input_fingerprint": fingerprint(ds), "limit": limit, "shard_rows": cfg.shard_rows,
+            "settings": settings}
     finished = _already_finished(out, dict(plan, stage=phases.STAGE))
     if finished is not None:
         say(f"minhash: {out} is already complete with these settings; nothing to do")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ...embeddings.neighbors import SelectedSet
-from ...store import Dataset, DatasetError, DatasetWriter, atomic_write_bytes, read_json
+from ...store import Dataset, DatasetError, DatasetWriter, atomic_write_bytes, fingerprint, read_json
 from . import scan as scanmod
 from .config import SelectConfig
 from .sources import against_source_for, make_source
@@ -139,7 +139,7 @@ def run_select(input_path: str | Path, out: str | Path, cfg: SelectConfig, *, wo
     t_start = time.monotonic()
     input_path, out = Path(input_path), Path(out)
     ds = Dataset(input_path)
-    plan = _plan(cfg, input_path, shard_rows)
+    plan = dict(_plan(cfg, input_path, shard_rows), input_fingerprint=fingerprint(ds))
     old_plan = read_json(out / "_plan.json") if (out / "_plan.json").exists() else None
     fresh = old_plan is not None and old_plan != plan
     writer = DatasetWriter(out, STAGE, plan=plan, fresh=fresh)

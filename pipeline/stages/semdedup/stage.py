@@ -28,7 +28,7 @@ from ...embeddings.embedder import Embedder
 from ...embeddings.encoder import make_encoder, texts_at
 from ...executors.local import LocalExecutor
 from ...runner import Progress
-from ...store import Dataset, DatasetError, DatasetWriter
+from ...store import Dataset, DatasetError, DatasetWriter, fingerprint
 from . import phases
 from .cluster import decide
 from .config import SemdedupConfig
@@ -62,7 +62,7 @@ def run_semdedup(input: str | Path, out: str | Path, cfg: SemdedupConfig | None 
     if cfg.against:
         Dataset(cfg.against, require_complete=True)  # a bad --against fails before minutes of embedding
     settings = {k: v for k, v in cfg.model_dump().items() if k not in NOT_RESULTS}
-    writer = DatasetWriter(out, STAGE, plan={"input": str(ds.path), "shard_rows": shard_rows,
+    writer = DatasetWriter(out, STAGE, plan={"input": str(ds.path), "input_fingerprint": fingerprint(ds), "shard_rows": shard_rows,
                                              "limit": limit, "settings": settings})
     timings: dict[str, float] = {}
     t0 = time.monotonic()

@@ -225,7 +225,7 @@ class Chaos:
             r = self.run(command, out, workdir, srv.base_url)
             t.repeated = sum(c - 1 for c in srv.by_body.values() if c > 1)
         if r.rc != 0:
-            t.error = f"exit {r.rc}: {r.log.strip().splitlines()[-1] if r.log.strip() else ''}"
+            t.error = f"exit {r.rc}: {_last_line(r.log)}"
             return t
         leftovers = [str(p.relative_to(out)) for p in out.rglob("*") if ".tmp-" in p.name]
         t.partial += [f"{n} (temporary left after the rerun)" for n in leftovers]
@@ -233,24 +233,35 @@ class Chaos:
         return t
 
     def concurrent(self, command: str, index: int) -> tuple[int | None, bool, str]:
-        """Two writers into one --out, the second started while the first runs: (second's exit code,
-        whether the first finished with exit 0 and the reference's rows, a note)."""
+        """Two writers into one --out (the same command, workdir and run, as two overlapping cron jobs),
+        the second started while the first runs: (the second's exit code, whether the first finished
+        with exit 0 and the reference's rows, a note)."""
         ref = self.reference(command)
         rng = random.Random(f"{self.seed}:concurrent:{command}:{index}")
         base = self.root / "concurrent" / f"{command}-{index}"
-        out = base / "out"
+        out, workdir = base / "out", base / "work"
         with _server() as srv:
-            first = self.start(command, out, base / "work-1", srv.base_url)
+            first = self.start(command, out, workdir, srv.base_url)
             time.sleep(rng.uniform(0.2, 0.6) * self.reference_seconds[command])
-            second = self.run(command, out, base / "work-2", srv.base_url)
+            second = self.run(command, out, workdir, srv.base_url)
             try:
                 log = first.communicate(timeout=300)[0].decode(errors="replace")
             except subprocess.TimeoutExpired:
                 _kill(first)
                 log = "timed out"
-        intact = first.returncode == 0 and compare(ref, rows_of(out)) == (0, 0, 0) if first.returncode == 0 else False
-        note = "" if first.returncode == 0 else f"first exited {first.returncode}: {log.strip()[-200:]}"
-        return second.rc, intact, note
+            asked = sum(srv.received.values())
+        intact = first.returncode == 0 and compare(ref, rows_of(out)) == (0, 0, 0)
+        notes = [] if first.returncode == 0 else [f"first exited {first.returncode}: {_last_line(log)}"]
+        if second.rc not in (0, 6):
+            notes.append(f"second: {_last_line(second.log)}")
+        if command == "orca":
+            notes.append(f"teacher asked {asked} requests for {self.rows['orca']} rows")
+        return second.rc, intact, "; ".join(notes)
+
+
+def _last_line(log: str) -> str:
+    lines = log.strip().splitlines()
+    return lines[-1][:300] if lines else ""
 
 
 def _kill(p: subprocess.Popen) -> None:
@@ -348,10 +359,9 @@ def main(argv: list[str] | None = None) -> int:
             trials.append(t)
             print(t.line(), flush=True)
     killed = sum(1 for t in trials if t.kills)
-    print(f"kill -9 trials: {killed} ({sum(t.kills for t in trials)} kills), "
-          f"rows lost: {sum(t.lost for t in trials)}, rows duplicated: {sum(t.duplicated for t in trials)}, "
-          f"requests repeated: {sum(t.repeated for t in trials)} "
-          f"(in flight at kill: {sum(t.in_flight for t in trials)}); "
+    print(f"kill -9 trials: {killed}, rows lost: {sum(t.lost for t in trials)}, "
+          f"rows duplicated: {sum(t.duplicated for t in trials)}, requests repeated: {sum(t.repeated for t in trials)} "
+          f"(in flight at kill: {sum(t.in_flight for t in trials)}); kills: {sum(t.kills for t in trials)}, "
           f"rows changed: {sum(t.changed for t in trials)}, partial shards: {sum(len(t.partial) for t in trials)}, "
           f"reruns failed: {sum(1 for t in trials if t.error)}")
     bad_concurrent = 0

@@ -4,6 +4,11 @@ Each step reads the previous step's folder and writes `<run>/<step>/`. A step
 whose folder already has its manifest is complete and is not run again, so a
 rerun after a crash resumes at the first unfinished step (which itself resumes
 at its first unfinished shard). `run_summary.json` is written last.
+
+Before the first step, everything a run can be refused for is checked at
+once (`plan.check_steps`): each section of the steps that will run, the
+files they name, the --input and the first step's input. A typo in [export]
+then costs a second, not five stages of teacher calls.
 """
 
 from __future__ import annotations

@@ -55,10 +55,10 @@ def check_steps(cfg: Config, steps: list[StageSpec], *, input: Path | None = Non
     """Fail before any work when a step cannot run; returns each step's validated section by name.
 
     `steps` are the steps that will run, in order (skipped ones left out: they need not be valid);
-    `input` is what the first of them reads. Sections are checked first, all at once (a typo costs no
-    file reads); then the files named by the sections of the steps in `files_of` (default all: a step
-    already finished is not checked against files it no longer reads). `input` is the first step's
-    (self_instruct reads it as its seeds); `check_first_input` says whether it needs one.
+    `input` is what the first of them reads (self_instruct reads it as its seeds; `check_first_input`
+    says whether one is needed). Sections are checked first, all at once (a typo costs no file reads);
+    then the files named by the sections of the steps in `files_of` (default all: a step already
+    finished is not checked against files it no longer reads).
     """
     sections = check_sections(cfg, {s.name: s.config for s in steps})
     for i, s in enumerate(steps):

@@ -21,7 +21,7 @@ picks, per request, one action:
 It is a raw asyncio protocol (keep-alive, no framework) so that serving costs
 little CPU. Counters: `received[content]`, `answered[content]` (ok answers
 written), `actions[action]`, `bodies[content]` (last request body),
-`by_body[sha256 of the whole request body]` (a count above 1 is a request asked again).
+`by_body[(content, sha256 of the whole request body)]` (a count above 1 is a request asked again).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class FaultServer:
         content = req["messages"][-1]["content"]
         with self._lock:
             self.received[content] += 1
-            self.by_body[hashlib.sha256(body).hexdigest()] += 1
+            self.by_body[(content, hashlib.sha256(body).hexdigest())] += 1
             attempt = self.received[content]
             self.bodies[content] = req
             if auth:

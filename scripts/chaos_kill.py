@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,7 +182,7 @@ class Chaos:
     def reference(self, command: str) -> Counter:
         """The unkilled run's rows (and its wall time, which the kill delays are drawn from)."""
         if command not in self.reference_rows:
-            base = self.root / "reference" / command
+            base = _fresh(self.root / "reference" / command)
             with _server() as srv:
                 r = self.run(command, base / "out", base / "work", srv.base_url)
             if r.rc != 0:
@@ -195,7 +196,7 @@ class Chaos:
         total = self.reference_seconds[command]
         rng = random.Random(f"{self.seed}:{command}:{index}")
         t = Trial(command, index)
-        base = self.root / "trials" / f"{command}-{index}"
+        base = _fresh(self.root / "trials" / f"{command}-{index}")
         out, workdir = base / "out", base / "work"
         with _server() as srv:
             for _ in range(kills):
@@ -240,7 +241,7 @@ class Chaos:
         with exit 0 and the reference's rows, a note)."""
         ref = self.reference(command)
         rng = random.Random(f"{self.seed}:concurrent:{command}:{index}")
-        base = self.root / "concurrent" / f"{command}-{index}"
+        base = _fresh(self.root / "concurrent" / f"{command}-{index}")
         out, workdir = base / "out", base / "work"
         with _server() as srv:
             first = self.start(command, out, workdir, srv.base_url)
@@ -259,6 +260,12 @@ class Chaos:
         if command == "orca":
             notes.append(f"teacher asked {asked} requests for {self.rows['orca']} rows")
         return second.rc, intact, "; ".join(notes)
+
+
+def _fresh(folder: Path) -> Path:
+    """`folder`, emptied: a --dir used before must not hand a trial a finished output."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def _last_line(log: str) -> str:

@@ -5,9 +5,9 @@
 
 Each command first runs once unkilled (the reference). A trial then starts it
 into a fresh --out and workdir, sends SIGKILL to its process group after a
-random delay (drawn from a seeded RNG over the reference's wall time) K times,
-checks after each kill that every visible shard is whole, and reruns it to
-completion. The finished folder must hold the reference's rows exactly: ids and
+random delay (a seeded RNG's, between the CLI start and 0.8 of the
+reference's wall time) K times, checks after each kill that every visible
+shard is whole, and reruns it to completion. The finished folder must hold the reference's rows exactly: ids and
 content (every column but run_id, created_at and meta), kept and rejected
 alike, none twice. Orca asks a loopback OpenAI-compatible server
 (tests/faultserver.py) that counts requests by their whole body; a body asked
@@ -200,7 +200,7 @@ class Chaos:
         out, workdir = base / "out", base / "work"
         with _server() as srv:
             for _ in range(kills):
-                delay = rng.uniform(min(self.startup_s, 0.5 * total), 0.95 * total)
+                delay = rng.uniform(min(self.startup_s, 0.5 * total), 0.8 * total)
                 unanswered = sum(srv.received.values()) - sum(srv.answered.values())  # by earlier kills
                 asked = sum(srv.received.values())
                 t0 = time.monotonic()

@@ -66,3 +66,23 @@ def test_orca_rerun_repeats_at_most_the_requests_in_flight_at_each_kill(orca_tri
     part): while the cache commits in batches, a kill repeats every answer of the batch it lost."""
     for t in orca_trials:
         assert t.repeated <= t.kills * chaos_kill.CONCURRENCY, t.line()
+
+
+def test_a_resumed_minhash_removes_the_signature_temporary_a_killed_run_left(tmp_path):
+    """Found by the trials: a kill while a block's signatures were written left `_minhash/.part-*.tmp-*`
+    behind the finished rerun."""
+    from pipeline import records
+    from pipeline.stages.minhash import MinhashConfig, run_minhash
+    from pipeline.store import DatasetWriter
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    w = DatasetWriter(src, "seed")
+    w.write_shard(0, [records.new_row(f"task {i} about something else entirely", origin="seed") for i in range(30)])
+    w.write_manifest()
+    cfg = MinhashConfig(shard_rows=10, workers=1)
+    run_minhash(src, out, cfg, progress=False)
+    (out / "_manifest.json").unlink()  # as if killed before its last write
+    left = out / "_minhash" / ".part-00001.sig.npy.tmp-4242-deadbeef"
+    left.write_bytes(b"half a signature file")
+    run_minhash(src, out, cfg, progress=False)
+    assert (out / "_manifest.json").exists() and not left.exists()

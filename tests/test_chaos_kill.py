@@ -86,3 +86,29 @@ def test_a_resumed_minhash_removes_the_signature_temporary_a_killed_run_left(tmp
     left.write_bytes(b"half a signature file")
     run_minhash(src, out, cfg, progress=False)
     assert (out / "_manifest.json").exists() and not left.exists()
+
+
+def test_a_kill_while_a_fresh_writer_forgets_the_old_shards_leaves_no_marker_without_its_shard(tmp_path, monkeypatch):
+    """Found by the trials: a re-import killed while it removed the old shards left their done markers."""
+    import pipeline.store as store
+    from pipeline import records
+
+    out = tmp_path / "out"
+    w = store.DatasetWriter(out, "import")
+    for i in range(5):
+        w.write_shard(i, [records.new_row(f"task {i}", origin="import")])
+    w.write_manifest()
+    deleted, real = [], store.Location.delete
+
+    def delete(self):  # the process dies after three files are gone
+        if len(deleted) == 3:
+            raise KeyboardInterrupt
+        deleted.append(self.path)
+        return real(self)
+    monkeypatch.setattr(store.Location, "delete", delete)
+    with pytest.raises(KeyboardInterrupt):
+        store.DatasetWriter(out, "import", fresh=True)
+    monkeypatch.undo()
+    marked = {m.stem for m in (out / "_done").glob("part-*.json")}
+    assert marked <= {p.stem for p in out.glob("part-*.parquet")}, sorted(marked)
+    assert not (out / "_manifest.json").exists()

@@ -130,3 +130,35 @@ def stage_config(cfg: Config, section: str, model: type[BaseModel], /, **overrid
         return model.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_errors(cfg.source or "<defaults>", e, prefix=section)) from None
+
+
+def check_sections(cfg: Config, models: dict[str, type[BaseModel] | None]) -> dict[str, Any]:
+    """Every section in `models` validated at once (a section with no model is None): one ConfigError
+    listing each bad key of every section, one line each, so one fix-and-rerun finds them all."""
+    sections: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, model in models.items():
+        if model is None:
+            sections[name] = None
+            continue
+        try:
+            sections[name] = stage_config(cfg, name, model)
+        except ConfigError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return sections
+
+
+def referenced_path(cfg: Config, section: str, key: str, value: str | Path, *,
+                    kind: Literal["file", "dir", "any"] = "file") -> Path:
+    """`value`, a path named by `[section] key`, when it exists as that kind; else a ConfigError naming
+    the config, the section, the key and the path."""
+    p = Path(value).expanduser()
+    found = {"file": p.is_file, "dir": p.is_dir, "any": p.exists}[kind]()
+    if not found:
+        what = {"file": "no such file", "dir": "no such folder", "any": "no such file or folder"}[kind]
+        if kind != "any" and p.exists():
+            what = "a folder, not a file" if kind == "file" else "a file, not a folder"
+        raise ConfigError(f"{cfg.source or '<defaults>'}: [{section}] {key}: {value}: {what}")
+    return p

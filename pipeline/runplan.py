@@ -5,6 +5,11 @@ whose folder already has its manifest is complete and is not run again, so a
 rerun after a crash resumes at the first unfinished step (which itself resumes
 at its first unfinished shard). `run_summary.json` is written last.
 
+Before the first step, everything a run can be refused for is checked at
+once (`plan.check_steps`): each section of the steps that will run, the
+files they name, the --input and the first step's input. A typo in [export]
+then costs a second, not five stages of teacher calls.
+
 One `distill run` per run folder: it holds `<run>/.lock` throughout (a second
 exits 6, naming the holder's pid), and each step holds its own folder's lock.
 """
@@ -19,7 +24,7 @@ from . import logs
 from .config import Config
 from .context import RunPaths, make_context
 from .errors import ConfigError
-from .plan import default_plan
+from .plan import check_first_input, check_steps, default_plan
 from .records import now_utc
 from .stage import StageSpec
 from .store import Dataset, RunLock, atomic_write_json, fingerprint, read_json, require_finished, set_aside
@@ -41,12 +46,8 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
     if not plan:
         raise ConfigError("no stages are installed in this version; nothing to run")
     skip = list(skip) + list(cfg.pipeline.get("skip", []))
-    _check_names(plan, skip, "--skip")
-    if start:
-        _check_names(plan, [start], "--from")
     current: Path | None = Path(input) if input else None
-    if current is not None:  # fail before any work on a bad --input
-        require_finished(current, allow_partial=cfg.run.allow_partial)
+    _validate_first(cfg, paths, plan, skip, start, current)
     lock = RunLock(paths.run_dir / LOCK_NAME, holder="another `distill run` is running this run",
                    hint="wait for it to finish, or start another with --new or --run-id").acquire()
     try:
@@ -116,6 +117,35 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
     logs.event("run_end", f"run {paths.run_id} finished", run_id=paths.run_id, seconds=summary["seconds"],
                final_rows=summary["final_rows"], final_dataset=summary["final_dataset"])
     return summary
+
+
+def _validate_first(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[str], start: str | None,
+                   input: Path | None) -> None:
+    """Everything a run can be refused for, before any stage starts: the --skip/--from names, the
+    --input dataset, the section of every step not skipped (skipped ones need not be valid), the files
+    those sections name (for the steps that still have work to do) and the first step's input."""
+    _check_names(plan, skip, "--skip")
+    if start:
+        _check_names(plan, [start], "--from")
+    if input is not None:
+        require_finished(input, allow_partial=cfg.run.allow_partial)
+    names = [s.name for s in plan]
+    first = names.index(start) if start else 0
+    steps = [s for s in plan[first:] if s.name not in skip]
+    check_steps(cfg, steps, input=input, files_of=_with_work(paths, steps, input))
+    check_first_input(steps, input)
+
+
+def _with_work(paths: RunPaths, steps: list[StageSpec], input: Path | None) -> set[str]:
+    """The steps that will run rather than be found done: from the first one with no manifest (or a
+    stale one) on, as every later step's input is then rebuilt."""
+    current = input
+    for i, step in enumerate(steps):
+        out = paths.stage_dir(step.name)
+        if not (out / "_manifest.json").exists() or _stale_reason(out, current):
+            return {s.name for s in steps[i:]}
+        current = out
+    return set()
 
 
 def _stale_reason(out: Path, input: Path | None) -> str | None:

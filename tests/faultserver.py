@@ -23,12 +23,14 @@ picks, per request, one action:
 
 It is a raw asyncio protocol (keep-alive, no framework) so that serving costs
 little CPU. Counters: `received[content]`, `answered[content]` (ok answers
-written), `actions[action]`, `bodies[content]` (last request body).
+written), `actions[action]`, `bodies[content]` (last request body),
+`by_body[(content, sha256 of the whole request body)]` (a count above 1 is a request asked again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 import threading
@@ -122,6 +124,7 @@ class FaultServer:
         self.answered: Counter = Counter()
         self.actions: Counter = Counter()
         self.bodies: dict[str, dict] = {}
+        self.by_body: Counter = Counter()
         self.auth: set[str] = set()        # Authorization headers seen
         self.holding = threading.Event()   # set while a request is held
         self._lock = threading.Lock()
@@ -149,6 +152,7 @@ class FaultServer:
         content = req["messages"][-1]["content"]
         with self._lock:
             self.received[content] += 1
+            self.by_body[(content, hashlib.sha256(body).hexdigest())] += 1
             attempt = self.received[content]
             self.bodies[content] = req
             if auth:

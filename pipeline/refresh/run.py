@@ -34,7 +34,7 @@ from typing import Any, Callable
 from ..config import Config, stage_config
 from ..context import RunPaths, make_context
 from ..embeddings.encoder import make_encoder
-from ..plan import default_plan
+from ..plan import check_first_input, check_steps, default_plan
 from ..stage import Manifest
 from ..stages.export import ExportConfig, run_export
 from ..stages.minhash import MinhashConfig
@@ -90,6 +90,7 @@ def refresh(cfg: Config, *, publish_dir: Path | None = None, seed: int | None = 
     """
     rcfg = stage_config(cfg, "refresh", RefreshConfig, publish_dir=str(publish_dir) if publish_dir else None,
                         keep_versions=keep, max_rows=max_rows, max_tokens=max_tokens, max_seconds=max_seconds)
+    _validate_first(cfg)
     out = Path(rcfg.publish_dir) if rcfg.publish_dir else Path(cfg.run.workdir) / "release"
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out / LOCK_FILE) as lock:
@@ -97,6 +98,17 @@ def refresh(cfg: Config, *, publish_dir: Path | None = None, seed: int | None = 
             echo(f"[refresh] took over the lock of pid {lock.took_over.get('pid')}, which died without releasing it")
         return _Night(cfg, rcfg, out, seed=seed, progress=progress, echo=echo, backend=backend,
                       now=now or datetime.now(timezone.utc)).run()
+
+
+def _validate_first(cfg: Config) -> None:
+    """Before the lock, the run folder and the ping: the section of every step tonight runs (the ones
+    [pipeline] skip names need not be valid) and the publish step's, the files they name, and that the
+    first generation step has an input (a skipped self_instruct leaves evol_instruct none)."""
+    skip = set(cfg.pipeline.get("skip", []))
+    steps = [s for s in default_plan() if s.name not in skip and s.name in (*GENERATION, *AFTER)]
+    stage_config(cfg, "export", ExportConfig, heldout_stable=True)
+    check_steps(cfg, steps)
+    check_first_input([s for s in steps if s.name in GENERATION], None)
 
 
 class _Night:

@@ -348,13 +348,14 @@ class DatasetWriter:
             pass
 
     def reset(self) -> None:
-        """Forget every shard, marker and manifest: for stages that always rewrite whole."""
-        for sub in ("", REJECTED_DIR, DONE_DIR):
+        """Forget every shard, marker and manifest: for stages that always rewrite whole. The commit
+        points go first (manifest, then markers), so a kill part way never leaves a marker without its shard."""
+        self.loc.join(MANIFEST).delete()
+        for sub in (DONE_DIR, "", REJECTED_DIR):
             d = self.loc.join(sub) if sub else self.loc
             for i in d.list_files():
                 if PART_RE.match(i.base_name) or (sub == DONE_DIR and i.base_name.endswith(".json")):
                     Location(self.loc.fs, i.path, i.path).delete()
-        self.loc.join(MANIFEST).delete()
 
     def clean_temporaries(self) -> None:
         """Remove what killed or zombie writers staged; call only when no worker runs."""

@@ -91,6 +91,7 @@ def run_minhash(input: str | Path, out: str | Path, config: MinhashConfig | None
     work = out / "_work"
     work.mkdir(parents=True, exist_ok=True)
     clean_temporaries(work)
+    clean_temporaries(out / sigstore.STORE_DIR)  # a signature file a killed run was writing
     times: dict[str, float] = {}
     skipped: list[str] = []
     t_all = time.perf_counter()

@@ -6,6 +6,7 @@ the shard planning and storage tests need no Ray at all.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -161,8 +162,9 @@ def test_ray_equals_local_and_resumes_a_local_folder(tmp_path, ray_):
     assert part["shards"] == 2
     with pytest.raises(DatasetError, match="limit"):  # a resume must keep the settings, Ray or not
         run_shards(ray_support.EvenFilter(), ds, tmp_path / "mixed", _ctx(), shard_rows=10, executor="ray")
-    for f in ("_plan.json", "_manifest.json"):
-        (tmp_path / "mixed" / f).unlink()
+    plan = json.loads((tmp_path / "mixed" / "_plan.json").read_text())  # the same folder, now without a limit
+    (tmp_path / "mixed" / "_plan.json").write_text(json.dumps(dict(plan, limit=None)))
+    (tmp_path / "mixed" / "_manifest.json").unlink()
     done = sorted(p.name for p in (tmp_path / "mixed" / "_done").iterdir())
     m = run_shards(ray_support.EvenFilter(), ds, tmp_path / "mixed", _ctx(), shard_rows=10, executor="ray")
     assert m["shards_skipped_on_resume"] == len(done) == 2 and m["executor"] == "ray"

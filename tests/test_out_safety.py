@@ -81,6 +81,13 @@ def test_every_stage_refuses_an_unfinished_input_naming_its_stage(tmp_path, comm
     assert not (tmp_path / "out" / "_manifest.json").exists() and not (tmp_path / "out" / "manifest.json").exists()
 
 
+def test_orca_calibrate_refuses_an_unfinished_input_before_asking_the_teacher(tmp_path):
+    src = unfinished(tmp_path, "import")
+    res = distill("orca", "calibrate", src, "--out", tmp_path / "map.toml", "--workdir", tmp_path / "w")
+    assert res.returncode == 3, res.stderr
+    assert "unfinished `import` output" in one_line(res) and not (tmp_path / "map.toml").exists()
+
+
 def test_score_after_kill_chain_is_refused_and_allow_partial_is_recorded(tmp_path):
     orca = unfinished(tmp_path, "orca", shards=3)
     res = distill("score", orca, "--out", tmp_path / "score", "--workdir", tmp_path / "w")

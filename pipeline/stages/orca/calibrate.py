@@ -121,7 +121,7 @@ def calibrate(dataset: str | Path | Dataset, out_file: str | Path | None, ctx: R
     unknown = [n for n in names if n not in stage.strategies.texts]
     if unknown:
         raise ConfigError(f"unknown strategies {unknown}; known: {', '.join(stage.strategies.names)}")
-    ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset)
+    ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset, require_complete=True)
     rows = []
     for r in ds.iter_rows():
         if limit is not None and len(rows) >= limit:

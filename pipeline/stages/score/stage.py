@@ -142,7 +142,7 @@ def run_score(input_path: str | Path, out: str | Path, cfg: ScoreConfig, ctx: Ru
     A separate [score.judge_teacher] is built from its own factory: here, or
     by each Ray worker (a live teacher does not travel).
     """
-    ds = Dataset(input_path)
+    ds = Dataset(input_path, require_complete=True)
     if cfg.judge == "teacher":  # a dead judge is exit 4 before the first shard (teacher/ping.py)
         preflight(TeacherFactory(cfg.judge_teacher, Path(ctx.workdir).resolve(), ctx.seed)
                   if cfg.judge_teacher is not None else ctx.teacher_factory)

@@ -138,7 +138,7 @@ def run_select(input_path: str | Path, out: str | Path, cfg: SelectConfig, *, wo
     """
     t_start = time.monotonic()
     input_path, out = Path(input_path), Path(out)
-    ds = Dataset(input_path)
+    ds = Dataset(input_path, require_complete=True)
     plan = dict(_plan(cfg, input_path, shard_rows), input_fingerprint=fingerprint(ds))
     old_plan = read_json(out / "_plan.json") if (out / "_plan.json").exists() else None
     fresh = old_plan is not None and old_plan != plan

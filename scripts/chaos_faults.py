@@ -89,7 +89,7 @@ class FaultRun:
     rc: int | None                   # the faulty run's exit code (None: killed after TIMEOUT_S)
     first_line: str                  # its stderr's first line
     seconds: float
-    teacher_error: int               # rows in rejected/ with reason teacher_error, after the faulty run
+    teacher_error: int               # rows in rejected/ with reason teacher_error after the faulty run
     done: int                        # shards marked done after the faulty run
     requests: int                    # chat requests the server saw during the faulty run (the ping's too)
     manifest: bool                   # the faulty run wrote a manifest (marked its output complete)
@@ -97,21 +97,21 @@ class FaultRun:
     rerun_line: str                  # the rerun's first stderr line when it failed
     rows_out: int                    # kept rows after the rerun
     rejected: int                    # rejected rows after the rerun (any reason)
-    rerun_teacher_error: int         # of them, teacher_error
+    teacher_error_total: int         # distinct rows dropped as teacher_error by either run
     unanswered: int                  # input rows neither kept nor rejected after the rerun
 
     @property
     def ok(self) -> bool:
-        return (self.rc == 4 and not self.manifest and self.rerun_rc == 0 and self.teacher_error == 0
-                and self.rerun_teacher_error == 0 and self.unanswered == 0)
+        return (self.rc == 4 and not self.manifest and self.rerun_rc == 0 and self.teacher_error_total == 0
+                and self.unanswered == 0)
 
     def line(self) -> str:
         rerun = f"rerun exit {self.rerun_rc}" + (f" ({self.rerun_line})" if self.rerun_rc != 0 else "")
         return (f"{self.fault}: exit {self.rc} in {self.seconds:.1f} s, {self.requests} requests, "
                 f"teacher_error drops {self.teacher_error}, shards done {self.done}, "
-                f"manifest {'yes' if self.manifest else 'no'}; "
-                f"{rerun}, rows out "
-                f"{self.rows_out}, rejected {self.rejected}, unanswered {self.unanswered} | {self.first_line}")
+                f"manifest {'yes' if self.manifest else 'no'}; {rerun}, rows out {self.rows_out}, "
+                f"rejected {self.rejected} (teacher_error {self.teacher_error_total}), "
+                f"unanswered {self.unanswered} | {self.first_line}")
 
 
 def first_line(text: str) -> str:
@@ -119,20 +119,21 @@ def first_line(text: str) -> str:
     return lines[0][:300] if lines else ""
 
 
-def rows_by_reason(folder: Path) -> tuple[int, int, int]:
-    """(kept rows in shards marked done, rejected rows in them, of those teacher_error), read off the shard
-    files and markers (a failed run leaves no manifest). Every rejected shard file counts, marked or not:
-    a teacher_error row written anywhere is a drop that should not be."""
-    kept = rejected = teacher_error = 0
+def rows_by_reason(folder: Path) -> tuple[int, int, set[str]]:
+    """(kept rows in shards marked done, rejected rows in them, ids of teacher_error rows), read off the shard
+    files and markers (a failed run leaves no manifest). Every rejected shard file counts for teacher_error,
+    marked or not: a teacher_error row written anywhere is a drop that should not be."""
+    kept = rejected = 0
+    teacher_error: set[str] = set()
     done = {p.stem for p in (folder / "_done").glob("part-*.json")}
     for p in folder.glob("part-*.parquet"):
         if p.stem in done:
             kept += pq.read_metadata(p).num_rows
     for p in (folder / "rejected").glob("part-*.parquet"):
-        reasons = pq.read_table(p, columns=["drop_reason"]).column("drop_reason").to_pylist()
-        teacher_error += reasons.count("teacher_error")
+        t = pq.read_table(p, columns=["id", "drop_reason"]).to_pylist()
+        teacher_error |= {r["id"] for r in t if r["drop_reason"] == "teacher_error"}
         if p.stem in done:
-            rejected += len(reasons)
+            rejected += len(t)
     return kept, rejected, teacher_error
 
 
@@ -189,7 +190,7 @@ class Faults:
             conf = self.config(base / "distill.toml", UNRESOLVABLE if fault.unresolvable else srv.base_url)
             rc, err, seconds = self.orca(base, conf)
             requests = sum(srv.received.values())
-            _, _, teacher_error = rows_by_reason(out)
+            _, _, first_te = rows_by_reason(out)
             done = len(list((out / "_done").glob("part-*.json")))
             manifest = (out / "_manifest.json").exists()
             # The fix: the same server answers everything (held requests closed); the unresolvable host's
@@ -205,21 +206,19 @@ class Faults:
             rerun_rc, rerun_err, _ = self.orca(base, conf)
         finally:
             srv.stop()
+        kept, rejected, rerun_te = rows_by_reason(out)
         if (out / "_manifest.json").exists():
             m = json.loads((out / "_manifest.json").read_text())
             kept, rejected = m["rows_out"], m["rows_rejected"]
-            rerun_te = m.get("drops", {}).get("teacher_error", 0)
-        else:
-            kept, rejected, rerun_te = rows_by_reason(out)
-        return FaultRun(fault.name, rc, first_line(err), seconds, teacher_error, done, requests, manifest, rerun_rc,
-                        first_line(rerun_err), kept, rejected, rerun_te, self.rows - kept - rejected)
+        return FaultRun(fault.name, rc, first_line(err), seconds, len(first_te), done, requests, manifest, rerun_rc,
+                        first_line(rerun_err), kept, rejected, len(first_te | rerun_te), self.rows - kept - rejected)
 
 
 def total_line(runs: list[FaultRun], rows: int) -> str:
     exit4 = [r for r in runs if r.rc == 4]
     slowest = max((r.seconds for r in exit4), default=0.0)
     return (f"fault runs: {len(runs)}, exit 4: {len(exit4)}, "
-            f"teacher_error drops: {sum(r.teacher_error + r.rerun_teacher_error for r in runs)}, "
+            f"teacher_error drops: {sum(r.teacher_error_total for r in runs)}, "
             f"rows unanswered after the rerun: {sum(r.unanswered for r in runs)}, "
             f"seconds to exit 4: max {slowest:.1f}; reruns exit 0: {sum(r.rerun_rc == 0 for r in runs)}, "
             f"input rows per run: {rows}")

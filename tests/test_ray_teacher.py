@@ -240,6 +240,7 @@ def test_score_with_a_separate_judge_teacher_on_ray_equals_local(tmp_path, ray_,
     """[score.judge_teacher] on Ray: workers build their own judge (a live teacher does not
     travel), share one cluster-wide limit, and judge exactly as the local executor does."""
     from pipeline.stages.score import ScoreConfig, run_score
+    from pipeline.teacher.ping import PING_PROMPT
 
     ray_support.numbered_dataset(tmp_path / "in", 16, per_file=16)
     judge = TeacherSection(backend="openai", base_url=counting_server.url, concurrency=2, cache=False)
@@ -249,7 +250,8 @@ def test_score_with_a_separate_judge_teacher_on_ray_equals_local(tmp_path, ray_,
         counting_server.reset()
         ctx = RunContext(run_id="s", seed=4, workdir=tmp_path, executor=executor, progress=False)
         m = run_score(tmp_path / "in", tmp_path / out, cfg, ctx, shard_rows=4)
-        return m, counting_server.max_in_flight, dict(counting_server.seeds)
+        # the judge's ping before work is not a judgment
+        return m, counting_server.max_in_flight, {k: v for k, v in counting_server.seeds.items() if k != PING_PROMPT}
 
     local, _, local_seeds = run("local", "local")
     m, peak, seeds = run("ray", "ray")

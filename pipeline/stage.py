@@ -46,10 +46,19 @@ from .cli_common import (
     ShardRowsOpt,
     WorkdirOpt,
 )
-from .config import Config, stage_config
+from .config import Config, referenced_path, stage_config
 from .context import RunContext, load, make_context, resolve_run
 from .errors import InputFileError
-from .store import allowing_partial, check_out, clear_out, folder_lock, input_inside, record_partial, require_finished
+from .store import (
+    Dataset,
+    allowing_partial,
+    check_out,
+    clear_out,
+    folder_lock,
+    input_inside,
+    record_partial,
+    require_finished,
+)
 from .teacher.ping import preflight
 
 Manifest = dict[str, Any]
@@ -66,6 +75,9 @@ class StageSpec:
     needs_input: bool = True                                      # False: the first stage (reads the seeds)
     missing_input: str = "an input dataset: run it after the stage before it, or pass --input"  # when it has none
     local_only: str | None = None                                 # why it stays in the driver with --executor ray
+    # check(cfg, its validated section, its input when it is the first step): the files and datasets its section
+    # names, read as the stage will read them; `distill run` and `refresh` call it before any work (plan.check_steps)
+    check: Callable[[Config, Any, Path | None], None] | None = None
     release: bool = False                                         # writes a release folder (export), not a dataset
 
     def run_step(self, cfg: Config, input: Path | None, out: Path, ctx: RunContext) -> Manifest:
@@ -126,6 +138,8 @@ def stage_command(spec: StageSpec, *, help: str, options: dict[str, tuple[Any, A
         ctx.echo = lambda s: typer.echo(s, err=True)
         ctx.overwrite = overwrite
         try:
+            if spec.check is not None:
+                spec.check(cfg, section, dataset)  # the files its section names, before any work
             if spec.needs_teacher:
                 preflight(ctx.teacher_factory)  # a dead teacher is exit 4 now, not after a shard of failures
             manifest = spec.run_section(cfg, dataset, target, section, ctx)
@@ -144,3 +158,11 @@ def stage_command(spec: StageSpec, *, help: str, options: dict[str, tuple[Any, A
     command.__doc__ = help
     command.__name__ = f"{spec.name}_cmd"
     return command
+
+
+def referenced_dataset(cfg: Config, section: str, key: str, value: str | Path | None) -> None:
+    """A finished dataset named by `[section] key` (an `against` release), when one is named."""
+    if value:
+        referenced_path(cfg, section, key, value, kind="dir")
+        Dataset(value, require_complete=True)
+

@@ -520,7 +520,7 @@ def test_cli_user_errors_are_one_line(tmp_path, fake_cli):
     r = runner.invoke(fake_cli, ["orca", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--workdir",
                                  str(tmp_path / "w"), "--strategy-map", str(tmp_path / "missing.toml")])
     assert isinstance(r.exception, ConfigError) and exit_code_for(r.exception) == 2
-    assert "strategy map not found" in str(r.exception)
+    assert "[orca] strategy_map_file" in str(r.exception) and "missing.toml: no such file" in str(r.exception)
     r = runner.invoke(fake_cli, ["orca", str(tmp_path / "nope"), "--workdir", str(tmp_path / "w")])
     assert "no such dataset folder" in str(r.exception)
 

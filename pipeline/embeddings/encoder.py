@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from ..config import Section
+from ..config import Section, referenced_path
 from ..store import Dataset
 from .cache import EmbeddingCache, NoCache
 from .embedder import Embedder, load_embedder
@@ -87,3 +87,10 @@ def texts_at(ds: Dataset, positions: np.ndarray, fields: list[str], batch_rows: 
         if offset > sp[-1]:
             break
     return out
+
+
+def check_model_path(cfg, section: str, s: "EmbeddingSection") -> None:
+    """A model given as a path must be there; a name ('minilm', a cached one) is resolved when it loads."""
+    if s.model.startswith(("/", ".", "~")):
+        referenced_path(cfg, section, "model", s.model, kind="dir")
+

@@ -8,8 +8,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ...cli_common import ShardRowsOpt
+from ...config import Config, referenced_path
 from ...stage import StageSpec, stage_command
 from .config import MinhashConfig
+from .sigstore import ref_blocks
 
 
 def summary(m: dict[str, Any], out: Path) -> str:
@@ -29,8 +31,14 @@ def run(input: Path, out: Path, cfg: MinhashConfig, ctx) -> dict[str, Any]:
                        progress=ctx.progress, echo=ctx.echo)
 
 
+def check(cfg: Config, section: MinhashConfig, input: Path | None) -> None:
+    for a in section.against:
+        referenced_path(cfg, "minhash", "against", a, kind="dir")
+    ref_blocks(section.against, section.signature_format(), 0)  # stored signatures present, of this format
+
+
 SPEC = StageSpec("minhash", MinhashConfig, run, summary,
-                 "remove near-duplicate text (MinHash LSH, verified, keep policy by score/length/id)")
+                 "remove near-duplicate text (MinHash LSH, verified, keep policy by score/length/id)", check=check)
 
 minhash_cmd = stage_command(
     SPEC, dataset_help="Input dataset folder (e.g. the orca output, or an imported file's folder).",

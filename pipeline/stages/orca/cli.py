@@ -13,13 +13,13 @@ import typer
 from typer.core import TyperGroup
 
 from ...cli_common import ConfigOpt, LimitOpt, RunIdOpt, SeedOpt, WorkdirOpt
-from ...config import stage_config
+from ...config import Config, referenced_path, stage_config
 from ...context import load, make_context, resolve_run
 from ...runner import summarize_drops
 from ...stage import StageSpec, stage_command
 from .calibrate import calibrate
 from .config import OrcaConfig
-from .stage import run_orca
+from .stage import OrcaStage, run_orca
 
 SECTION = "orca"
 
@@ -62,9 +62,15 @@ def run(input: Path, out: Path, cfg: OrcaConfig, ctx) -> dict[str, Any]:
     return run_orca(input, out, ctx, cfg, shard_rows=ctx.shard_rows, limit=ctx.limit)
 
 
+def check(cfg: Config, section: OrcaConfig, input: Path | None) -> None:
+    if section.strategy_map_file:
+        referenced_path(cfg, SECTION, "strategy_map_file", section.strategy_map_file)
+    OrcaStage(section)  # reads both catalogs, the strategy map and the generic system message, and checks them
+
+
 SPEC = StageSpec(SECTION, OrcaConfig, run, summary,
                  "answer every instruction with explanation traces, prompt-erased (Orca)", needs_teacher=True,
-                 missing_input="an input dataset: run it after evol_instruct, or pass --input")
+                 missing_input="an input dataset: run it after evol_instruct, or pass --input", check=check)
 
 generate_cmd = app.command("generate")(stage_command(
     SPEC, dataset_help="Instruction dataset folder (e.g. the evol_instruct output, or `distill import` of a JSON file).",

@@ -7,9 +7,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ...config import Config, referenced_path
 from ...runner import summarize_drops
 from ...stage import StageSpec, stage_command
 from .config import ScoreConfig
+from .decontam import read_eval_items
 from .stage import STAGE, run_score
 
 
@@ -31,9 +33,15 @@ def run(input: Path, out: Path, cfg: ScoreConfig, ctx) -> dict[str, Any]:
     return run_score(input, out, cfg, ctx, shard_rows=ctx.shard_rows, limit=ctx.limit)
 
 
+def check(cfg: Config, section: ScoreConfig, input: Path | None) -> None:
+    for f in section.decontaminate:
+        read_eval_items(referenced_path(cfg, STAGE, "decontaminate", f))
+
+
 SPEC = StageSpec(STAGE, ScoreConfig, run, summary,
                  "hygiene gates, decontamination and quality scores (LIMA / Deita / AlpaGasus)",
-                 missing_input="an input dataset: run it after a generation or dedup stage, or pass --input")
+                 missing_input="an input dataset: run it after a generation or dedup stage, or pass --input",
+                 check=check)
 
 score_cmd = stage_command(
     SPEC, dataset_help="Dataset folder to score (e.g. the semdedup output).",

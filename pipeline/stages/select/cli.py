@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import numpy as np
 import typer
 
-from ...config import ConfigError
+from ...config import Config, ConfigError, referenced_path
+from ...embeddings.encoder import check_model_path
+from ...errors import InputFileError
 from ...runner import summarize_drops
-from ...stage import StageSpec, stage_command
+from ...stage import StageSpec, referenced_dataset, stage_command
 from .config import SelectConfig
 from .stage import STAGE, run_select
 
@@ -52,10 +55,24 @@ def run(input: Path, out: Path, cfg: SelectConfig, ctx) -> dict[str, Any]:
                       progress=ctx.progress)
 
 
+def check(cfg: Config, section: SelectConfig, input: Path | None) -> None:
+    check_model_path(cfg, STAGE, section)
+    referenced_dataset(cfg, STAGE, "against", section.against)
+    if section.embeddings:
+        p = referenced_path(cfg, STAGE, "embeddings", section.embeddings)
+        try:
+            shape = np.load(p, mmap_mode="r").shape
+        except (ValueError, OSError) as e:
+            raise InputFileError(f"{p}: not a .npy array ({e})") from None
+        if len(shape) != 2:
+            raise InputFileError(f"{p}: shape {shape}, expected (rows, dim): one row per input row")
+
+
 SPEC = StageSpec(STAGE, SelectConfig, run, summary,
                  "score-first, diversity-aware selection to the budget (Deita), optional quotas",
                  missing_input="a scored dataset: run it after score, or pass --input",
-                 local_only="one global walk over the scores (its embeddings come from semdedup's cache)")
+                 local_only="one global walk over the scores (its embeddings come from semdedup's cache)",
+                 check=check)
 
 select_cmd = stage_command(
     SPEC, dataset_help="Scored dataset folder (the score stage's output).",

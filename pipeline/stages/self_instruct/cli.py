@@ -11,10 +11,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ...config import Config
+from ...config import Config, referenced_path
 from ...runner import summarize_drops
 from ...stage import StageSpec, stage_command
 from .config import SelfInstructConfig
+from .seeds import load_seeds
 from .stage import run_self_instruct
 
 SECTION = "self_instruct"
@@ -60,10 +61,19 @@ def _cli_overrides(cfg: Config, mode, temperature, top_p, presence_penalty, max_
                       **flat)
 
 
+def check(cfg: Config, section: SelfInstructConfig, input: Path | None) -> None:
+    if input is not None:
+        return  # `distill run --input` gives the seeds; run_plan checks that dataset
+    if section.seeds is not None:
+        referenced_path(cfg, SECTION, "seeds", section.seeds, kind="any")
+    load_seeds(section.seeds)  # the stage's own reader: a bad seed file fails now, not after a lock and a ping
+
+
 SPEC = StageSpec(SECTION, SelfInstructConfig, run, summary,
                  "grow new tasks from the seed pool with the teacher (Self-Instruct)", needs_teacher=True,
                  needs_input=False,
-                 local_only="its bootstrap loop is sequential: every batch is built from the pool the previous one grew")
+                 local_only="its bootstrap loop is sequential: every batch is built from the pool the previous one grew",
+                 check=check)
 
 self_instruct_cmd = stage_command(
     SPEC, help="""Grow new tasks from a seed pool with the teacher (Self-Instruct): bootstrap, filter, ROUGE-L novelty, classify, generate instances; a rerun resumes.

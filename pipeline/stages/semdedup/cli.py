@@ -7,8 +7,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ...config import Config
+from ...embeddings.encoder import check_model_path
 from ...runner import summarize_drops
-from ...stage import StageSpec, stage_command
+from ...stage import StageSpec, referenced_dataset, stage_command
 from .config import SemdedupConfig
 
 
@@ -47,8 +49,13 @@ def run(input: Path, out: Path, cfg: SemdedupConfig, ctx) -> dict[str, Any]:
                         notify=ctx.echo)
 
 
+def check(cfg: Config, section: SemdedupConfig, input: Path | None) -> None:
+    check_model_path(cfg, "semdedup", section)
+    referenced_dataset(cfg, "semdedup", "against", section.against)
+
+
 SPEC = StageSpec("semdedup", SemdedupConfig, run, summary,
-                 "drop rows that say the same thing in other words (embedding near-duplicates)")
+                 "drop rows that say the same thing in other words (embedding near-duplicates)", check=check)
 
 semdedup_cmd = stage_command(
     SPEC, dataset_help="Input dataset folder (e.g. the minhash stage's output).",

@@ -1,14 +1,18 @@
-"""Process helpers for the no-orphans tests: descendants of a pid, and whether a pid still runs (Linux /proc)."""
+"""Process helpers for the tests: descendants of a pid, whether a pid still runs (Linux /proc), and a
+script of scripts/ loaded as a module (the chaos tests drive the measuring scripts' own trials)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 from pipeline.lifecycle import children_map, descendants
 
-__all__ = ["children_map", "cmdline", "descendants", "running", "wait_gone"]
+__all__ = ["children_map", "cmdline", "descendants", "load_script", "running", "wait_gone"]
 
 
 def running(pid: int) -> bool:
@@ -42,3 +46,13 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py as the module `name`."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module

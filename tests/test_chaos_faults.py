@@ -10,24 +10,10 @@ rejected (none unanswered).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from proc_support import load_script
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("chaos_faults", ROOT / "scripts" / "chaos_faults.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["chaos_faults"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-chaos_faults = _script()
+chaos_faults = load_script("chaos_faults")
 
 
 @pytest.fixture(scope="module")

@@ -13,24 +13,10 @@ requests in flight at a kill (the teacher concurrency).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from proc_support import load_script
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("chaos_kill", ROOT / "scripts" / "chaos_kill.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["chaos_kill"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-chaos_kill = _script()
+chaos_kill = load_script("chaos_kill")
 TRIALS = 2
 
 

@@ -169,6 +169,21 @@ class Teacher(Protocol):
     def close(self) -> None: ...
 
 
+class TeacherLayer:
+    """A teacher around another (breaker, length guard, budget, cache): it answers for the inner one, so its
+    backend, model, endpoint and counters are the inner one's; `close` closes the inner one."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.backend = inner.backend
+        self.model = inner.model
+        self.endpoint = getattr(inner, "endpoint", None)
+        self.stats = inner.stats
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def derive_seed(run_seed: int, record_id: str, purpose: str, sample_index: int = 0) -> int:
     """Per-request seed: reruns reproduce, different records and purposes differ."""
     h = hashlib.sha256(f"{run_seed}\x1f{record_id}\x1f{purpose}\x1f{sample_index}".encode())

@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any
 
 from ..errors import TeacherUnavailable
-from .base import ChatRequest, Completion, OnDone, TeacherError
+from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherLayer
 
 
 class Breaker:
@@ -54,16 +54,12 @@ class Breaker:
                 "rerun when the teacher is back (`distill teacher ping` checks it)")
 
 
-class BreakerTeacher:
+class BreakerTeacher(TeacherLayer):
     """A Teacher whose `chat` raises TeacherUnavailable once its `Breaker` trips."""
 
     def __init__(self, inner: Any, breaker: Breaker):
-        self.inner = inner
+        super().__init__(inner)
         self.breaker = breaker
-        self.backend = inner.backend
-        self.model = inner.model
-        self.endpoint = getattr(inner, "endpoint", None)
-        self.stats = inner.stats
 
     def __repr__(self) -> str:
         return f"BreakerTeacher({self.inner!r})"
@@ -83,6 +79,3 @@ class BreakerTeacher:
         if b.tripped is not None:  # a backend that swallowed the raise
             raise TeacherUnavailable(b.tripped)
         return out
-
-    def close(self) -> None:
-        self.inner.close()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from .base import ChatRequest, Completion, OnDone, TeacherError
+from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherLayer
 
 
 class Ledger:
@@ -192,17 +192,13 @@ class Budget:
                 "requests_refused": refused, "exhausted": bool(hit), "exhausted_by": list(hit)}
 
 
-class BudgetedTeacher:
+class BudgetedTeacher(TeacherLayer):
     """A Teacher that stops sending once the budget's token or time limit is reached."""
 
     def __init__(self, inner: Any, budget: Budget, wave: int = 64):
-        self.inner = inner
+        super().__init__(inner)
         self.budget = budget
         self.wave = max(int(wave), 1)
-        self.backend = inner.backend
-        self.model = inner.model
-        self.endpoint = getattr(inner, "endpoint", None)
-        self.stats = inner.stats
 
     def _refusal(self, limit: str) -> Completion:
         b = self.budget
@@ -234,6 +230,3 @@ class BudgetedTeacher:
                         len(sent))
             out.extend(got)
         return out
-
-    def close(self) -> None:
-        self.inner.close()

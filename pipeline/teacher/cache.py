@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import StoreWriteError
-from .base import ChatRequest, Completion, OnDone, Usage, derive_seed, endpoint_identity, request_key
+from .base import ChatRequest, Completion, OnDone, TeacherLayer, Usage, derive_seed, endpoint_identity, request_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -133,17 +133,14 @@ class ResponseCache:
             self._db.close()
 
 
-class CachedTeacher:
+class CachedTeacher(TeacherLayer):
     """Wraps a backend: hits are answered from the cache (cached=True) and not sent."""
 
     def __init__(self, inner, cache: ResponseCache, run_seed: int):
-        self.inner = inner
+        super().__init__(inner)
         self.cache = cache
         self.run_seed = run_seed
-        self.backend = inner.backend
-        self.model = inner.model
         self.endpoint = endpoint_identity(inner)
-        self.stats = inner.stats
 
     def __repr__(self) -> str:
         return f"CachedTeacher({self.inner!r}, {self.cache!r})"

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ChatRequest, Completion, OnDone, TeacherError
+from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherLayer
 from .limits import estimate_tokens
 
 
-class LengthGuard:
+class LengthGuard(TeacherLayer):
     def __init__(self, inner: Any, context_tokens: int):
-        self.inner = inner
+        super().__init__(inner)
         self.context_tokens = context_tokens
-        self.backend = inner.backend
-        self.model = inner.model
-        self.endpoint = getattr(inner, "endpoint", None)
-        self.stats = inner.stats
 
     def __repr__(self) -> str:
         return f"LengthGuard({self.inner!r}, context_tokens={self.context_tokens})"
@@ -51,6 +47,3 @@ class LengthGuard:
             for i, c in zip(send, got):
                 out[i] = c
         return out  # type: ignore[return-value]
-
-    def close(self) -> None:
-        self.inner.close()

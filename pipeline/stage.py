@@ -1,9 +1,10 @@
 """The stage contract: what every stage package exports, and the one builder of its typer command.
 
-Each stage package exports `STAGE = StageSpec(...)`: its name (the folder
+Each stage package exports `SPEC = StageSpec(...)`: its name (the folder
 name, the config section, the `--skip`/`--from` name), its config model, one
-`run(input, out, cfg, ctx)` entry point, its closing summary and whether it
-needs a teacher. `plan.py` is the list of specs in pipeline order, and
+`run(input, out, cfg, ctx)` entry point, its closing summary, whether it
+needs a teacher, and `check`: the files its section names, read before any
+work. `plan.py` is the list of specs in pipeline order, and
 `cli.py` registers each spec's command. Per-shard stages implement
 `process(rows, ctx)` and leave the shard loop to `runner.run_shards`; global
 stages (minhash, semdedup, select) are explicit phases written as a table
@@ -16,10 +17,12 @@ has: load the config with the flags on top, resolve the run, make the
 context, run, print the summary.
 
 `StageSpec.run_section` is the one door to a stage's `run`, for its command,
-`distill run` and `refresh` alike: it takes the output folder's lock (a
-second writer exits 6), refuses an input inside the output, an unfinished
-input (unless allow_partial) and an output holding other data (unless
---overwrite moves it aside), in that order, before any work.
+`distill run` and `refresh` alike. Before any work it refuses, in this
+order: an input inside the output, an unfinished input (unless
+allow_partial), an output holding other data (unless --overwrite), and (for
+a command, `ping=True`) a teacher that does not answer the ping. Then it
+takes the output folder's lock (a second writer exits 6), and only then does
+--overwrite move the old contents aside.
 """
 
 from __future__ import annotations
@@ -87,15 +90,19 @@ class StageSpec:
         section = stage_config(cfg, self.name, self.config) if self.config is not None else None
         return self.run_section(cfg, input, out, section, ctx)
 
-    def run_section(self, cfg: Config, input: Path | None, out: Path, section: Any, ctx: RunContext) -> Manifest:
+    def run_section(self, cfg: Config, input: Path | None, out: Path, section: Any, ctx: RunContext, *,
+                    ping: bool = False) -> Manifest:
         """`run` under `cfg`'s [run] (shard rows, limit, allow_partial), whoever built the context, behind the
-        checks of the module docstring."""
+        checks of the module docstring. `ping`: a teacher-using stage pings its teacher after the checks and
+        before anything is moved or written (`distill run` pings once for all its steps)."""
         ctx.shard_rows, ctx.limit, ctx.allow_partial = cfg.run.shard_rows, cfg.run.limit, cfg.run.allow_partial
         reads = input if self.needs_input else None
         input_inside(reads, out)
         partial = require_finished(reads, allow_partial=ctx.allow_partial) if reads is not None else {}
         if not ctx.overwrite:
             check_out(out, self.name, release=self.release)  # before the lock: a refusal leaves no trace
+        if ping and self.needs_teacher:
+            preflight(ctx.teacher_factory)  # a dead teacher is exit 4 now, not after a shard of failures
         with folder_lock(out):
             if ctx.overwrite and (kept := clear_out(out)) is not None and ctx.echo is not None:
                 ctx.echo(f"[{self.name}] --overwrite: the old contents of {out} are kept in {kept}")
@@ -140,9 +147,7 @@ def stage_command(spec: StageSpec, *, help: str, options: dict[str, tuple[Any, A
         try:
             if spec.check is not None:
                 spec.check(cfg, section, dataset)  # the files its section names, before any work
-            if spec.needs_teacher:
-                preflight(ctx.teacher_factory)  # a dead teacher is exit 4 now, not after a shard of failures
-            manifest = spec.run_section(cfg, dataset, target, section, ctx)
+            manifest = spec.run_section(cfg, dataset, target, section, ctx, ping=True)
         finally:
             ctx.close()
         typer.echo(spec.summary(manifest, target))

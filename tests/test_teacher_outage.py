@@ -123,6 +123,23 @@ def test_a_wrong_key_from_the_start_is_exit_4_from_the_ping(tmp_path):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.parquet"))
 
 
+def test_the_ping_comes_after_the_input_checks_and_before_overwrite_moves_anything(tmp_path):
+    make_input(tmp_path / "in")
+    (tmp_path / "in" / "_manifest.json").unlink()  # an unfinished input: refused before the teacher is asked
+    with FaultServer(lambda content, attempt: "401") as srv:
+        conf = write_config(tmp_path / "distill.toml", srv.base_url)
+        proc = orca(tmp_path, conf)
+        assert proc.returncode == 3 and "unfinished" in error_lines(proc)[0], proc.stderr
+        assert not srv.received
+        make_input(tmp_path / "in")
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "notes.txt").write_text("mine")
+        proc = distill("orca", str(tmp_path / "in"), "--config", str(conf), "--workdir", str(tmp_path / "w"),
+                       "--run-id", "r", "--out", str(tmp_path / "out"), "--no-progress", "--overwrite")
+    assert proc.returncode == 4 and "did not answer the ping" in error_lines(proc)[0], proc.stderr
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"  # a dead teacher moved nothing aside
+
+
 def test_a_black_hole_from_the_start_is_exit_4_from_the_ping(tmp_path):
     make_input(tmp_path / "in")
     with FaultServer(lambda content, attempt: "blackhole") as srv:

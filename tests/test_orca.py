@@ -209,11 +209,67 @@ def _secret_texts() -> list[str]:
     return [t for t in load_system_catalog().messages.values() if t] + list(load_strategy_catalog().texts.values())
 
 
+def sent_system(ctx) -> dict[str, str | None]:
+    """record id -> the system turn the teacher was sent with its answer request (None: no system turn)."""
+    out: dict[str, str | None] = {}
+    for req in ctx.teacher.seen:
+        if req.purpose == "orca:answer":
+            out[req.record_id] = next((m["content"] for m in req.messages if m["role"] == "system"), None)
+    return out
+
+
+def test_orca1_rows_keep_the_generation_time_system_message(tmp_path):
+    # eight tasks of six kinds, and a seed whose draws include the empty message (id 1) and others
+    make_input(tmp_path / "in")
+    ctx = ctx_for(seed=6)
+    m = run_orca(tmp_path / "in", tmp_path / "out", ctx, OrcaConfig())
+    rows = Dataset(tmp_path / "out").read().to_pylist()
+    assert len(rows) == len(TASKS)
+    sent = sent_system(ctx)
+    catalog = load_system_catalog()
+    ids = {get_meta(r, "orca")["system_id"] for r in rows}
+    assert 1 in ids and len(ids) >= 3, ids  # both cases below are exercised
+    for r in rows:
+        info = get_meta(r, "orca")
+        assert info["system_erased"] is False
+        if info["system_id"] == 1:  # "no system message" was drawn: the teacher saw none, nor does the student
+            assert sent[r["id"]] is None
+            assert [x["role"] for x in r["messages"]] == ["user", "assistant"]
+        else:
+            assert sent[r["id"]] == catalog.text(info["system_id"]) == r["system"]
+            assert r["messages"][0] == {"role": "system", "content": sent[r["id"]]}
+            assert [x["role"] for x in r["messages"]] == ["system", "user", "assistant"]
+        assert r["messages"][-1] == {"role": "assistant", "content": r["output"]}
+    assert m["system_message_erasure"] == {"erased": False, "option": "auto", "mode": "orca1"}
+
+
+def test_orca2_mode_erases_and_never_keeps(tmp_path):
+    make_input(tmp_path / "in")
+    generic = (ROOT / "prompts" / "orca" / "generic_system.txt").read_text().strip()
+    m = run_orca(tmp_path / "in", tmp_path / "out", ctx_for(), OrcaConfig(strategies=True))
+    assert m["system_message_erasure"] == {"erased": True, "option": "auto", "mode": "orca2",
+                                           "generic_system": generic}
+    for r in Dataset(tmp_path / "out").iter_rows():
+        assert r["messages"][0] == {"role": "system", "content": generic} != {"role": "system", "content": r["system"]}
+        assert get_meta(r, "orca")["system_erased"] is True
+    # erase_system = "never" keeps the strategy instruction the answer was written under, in Orca 2 mode too
+    ctx = ctx_for()
+    m = run_orca(tmp_path / "in", tmp_path / "never", ctx, OrcaConfig(strategies=True, erase_system="never"))
+    assert m["system_message_erasure"] == {"erased": False, "option": "never", "mode": "orca2"}
+    sent = sent_system(ctx)
+    for r in Dataset(tmp_path / "never").iter_rows():
+        assert r["messages"][0] == {"role": "system", "content": sent[r["id"]]}
+        assert r["system"] == load_strategy_catalog().texts[r["strategy"]] == sent[r["id"]]
+
+
 @pytest.mark.parametrize("strategies", [False, True])
 def test_prompt_erasure(tmp_path, strategies):
     make_input(tmp_path / "in")
     ctx = ctx_for()
-    run_orca(tmp_path / "in", tmp_path / "out", ctx, OrcaConfig(strategies=strategies))
+    # Orca 2 erases by default; Orca 1 only when asked to
+    cfg = OrcaConfig(strategies=True) if strategies else OrcaConfig(erase_system="always")
+    m = run_orca(tmp_path / "in", tmp_path / "out", ctx, cfg)
+    assert m["system_message_erasure"]["erased"] is True
     rows = Dataset(tmp_path / "out").read().to_pylist()
     assert len(rows) == len(TASKS)
     generic = (ROOT / "prompts" / "orca" / "generic_system.txt").read_text().strip()
@@ -237,21 +293,43 @@ def test_prompt_erasure(tmp_path, strategies):
 
 def test_empty_system_message_rows_and_omit_option(tmp_path):
     make_input(tmp_path / "in")
-    cfg = OrcaConfig(system_map={k: [1] for k in TASK_KINDS}, empty_system_turn="omit")
+    cfg = OrcaConfig(system_map={k: [1] for k in TASK_KINDS}, erase_system="always", empty_system_turn="omit")
     ctx = ctx_for()
     run_orca(tmp_path / "in", tmp_path / "out", ctx, cfg)
     assert all(m["role"] != "system" for req in ctx.teacher.seen for m in req.messages)
     for r in Dataset(tmp_path / "out").iter_rows():
         assert r["system"] == "" and r["strategy"] == "sysmsg:1"
         assert [m["role"] for m in r["messages"]] == ["user", "assistant"]
-    # the default gives those rows the generic system turn like every other row
-    run_orca(tmp_path / "in", tmp_path / "out2", ctx_for(), OrcaConfig(system_map={k: [1] for k in TASK_KINDS}))
+    # erasing, the default gives those rows the generic system turn like every other row
+    run_orca(tmp_path / "in", tmp_path / "out2", ctx_for(),
+             OrcaConfig(system_map={k: [1] for k in TASK_KINDS}, erase_system="always"))
     assert all(r["messages"][0]["role"] == "system" for r in Dataset(tmp_path / "out2").iter_rows())
+    # not erasing (Orca 1 default), they have no system turn whatever empty_system_turn says
+    run_orca(tmp_path / "in", tmp_path / "out3", ctx_for(), OrcaConfig(system_map={k: [1] for k in TASK_KINDS}))
+    assert all(r["messages"][0]["role"] == "user" for r in Dataset(tmp_path / "out3").iter_rows())
 
 
 def test_generic_system_must_not_be_a_generation_instruction():
     with pytest.raises(ConfigError, match="erase nothing"):
-        OrcaStage(OrcaConfig(generic_system=load_strategy_catalog().texts["step_by_step"]))
+        OrcaStage(OrcaConfig(strategies=True, generic_system=load_strategy_catalog().texts["step_by_step"]))
+    OrcaStage(OrcaConfig(generic_system=load_strategy_catalog().texts["step_by_step"]))  # Orca 1 does not use it
+
+
+@pytest.mark.parametrize("cfg, says", [
+    (OrcaConfig(), "Prompt erasure: **off** (Orca 1 mode, erase_system = \"auto\")"),
+    (OrcaConfig(strategies=True), "Prompt erasure: **on** (Orca 2 mode)"),
+    (OrcaConfig(erase_system="always"), "Prompt erasure: **on** (erase_system = \"always\")"),
+])
+def test_dataset_card_states_the_erasure_mode(tmp_path, cfg, says):
+    from pipeline.stages.export.config import ExportConfig
+    from pipeline.stages.export.stage import run_export
+
+    make_input(tmp_path / "in")
+    run_orca(tmp_path / "in", tmp_path / "orca", ctx_for(), cfg)
+    run_export(tmp_path / "orca", tmp_path / "rel", ExportConfig(), progress=False)
+    card = (tmp_path / "rel" / "README.md").read_text()
+    assert "## System messages" in card and says in card
+    assert ("generic system message" in card) == (says.startswith("Prompt erasure: **on**"))
 
 
 def test_output_rows_keep_lineage_and_fill_provenance(tmp_path):
@@ -535,7 +613,7 @@ def test_messages_load_with_hf_datasets_and_render_with_the_chat_template(tmp_pa
     from pipeline.models import smollm2_gguf
 
     make_input(tmp_path / "in")
-    run_orca(tmp_path / "in", tmp_path / "out", ctx_for(), OrcaConfig())
+    run_orca(tmp_path / "in", tmp_path / "out", ctx_for(seed=3), OrcaConfig())
     shutil.rmtree(tmp_path / "out" / "rejected", ignore_errors=True)
     files = sorted(str(p) for p in (tmp_path / "out").glob("part-*.parquet"))
     ds = datasets.load_dataset("parquet", data_files=files, split="train", cache_dir=str(tmp_path / "hf"))
@@ -545,10 +623,11 @@ def test_messages_load_with_hf_datasets_and_render_with_the_chat_template(tmp_pa
     assert all(isinstance(m["content"], str) for m in ds[0]["messages"])
     template = llama_cpp.Llama(model_path=str(smollm2_gguf()), vocab_only=True, verbose=False).metadata[
         "tokenizer.chat_template"]
-    text = jinja2.Environment().from_string(template).render(messages=ds[0]["messages"], add_generation_prompt=False)
+    row = next(r for r in ds if r["system"])  # Orca 1: the system message the answer was written under
+    text = jinja2.Environment().from_string(template).render(messages=row["messages"], add_generation_prompt=False)
     assert text.count("<|im_start|>") == 3
-    assert text.startswith("<|im_start|>system\nYou are a careful and honest AI assistant.")
-    assert ds[0]["messages"][-1]["content"] in text
+    assert text.startswith(f"<|im_start|>system\n{row['system']}<|im_end|>")
+    assert row["messages"][-1]["content"] in text
 
 
 # -- distill run -----------------------------------------------------------------

@@ -70,7 +70,9 @@ truncated = "keep"
     for row in kept:
         assert row["output"].strip()
         assert row["messages"][-1] == {"role": "assistant", "content": row["output"]}
-        assert not any(s in m["content"] for s in secrets for m in row["messages"])
+        # Orca 1: the student sees the system message the answer was written under (none for the empty one)
+        assert row["system"] in secrets or row["system"] == ""
+        assert row["messages"][:-2] == ([{"role": "system", "content": row["system"]}] if row["system"] else [])
         assert row["teacher_backend"] == "openai" and row["teacher_model"]
         assert row["completion_tokens"] > 0 and row["prompt_tokens"] > 0
         assert row["finish_reason"] in ("stop", "length")

@@ -31,7 +31,8 @@ def upstream_chain(path: str | Path, max_depth: int = 20) -> list[dict[str, Any]
         if not m:
             break
         chain.append({k: m.get(k) for k in ("stage", "rows_in", "rows_out", "rows_rejected", "drops", "teacher",
-                                            "score_source", "judge_teacher", "run_id") if m.get(k) is not None})
+                                            "score_source", "judge_teacher", "system_message_erasure", "run_id")
+                      if m.get(k) is not None})
     return list(reversed(chain))
 
 
@@ -97,6 +98,7 @@ def render_card(m: dict[str, Any], cfg) -> str:
         + (". With the heuristic, the score ranks by answer and prompt length only; the judge columns are empty."
            if score_src == "heuristic" else "."), "",
         "```json", json.dumps(m["score"], indent=2), "```", "",
+        *_erasure_section(m),
         "## How it was made", "",
         _table(["stage", "rows in", "rows out", "rejected", "top drop reasons"],
                [[s.get("stage"), s.get("rows_in"), s.get("rows_out"), s.get("rows_rejected", 0),
@@ -115,6 +117,29 @@ def render_card(m: dict[str, Any], cfg) -> str:
         "```json", json.dumps(m["config"], indent=2), "```", "",
     ]
     return "\n".join(parts)
+
+
+def _erasure_section(m: dict[str, Any]) -> list[str]:
+    """What the Orca stage put in `messages` as the system turn: the one the teacher answered under, or
+    the generic one (prompt erasure). Nothing when no Orca stage is upstream."""
+    orca = [s for s in m["upstream"] if s.get("stage") == "orca"]
+    if not orca:
+        return []
+    e = orca[-1].get("system_message_erasure")
+    if e is None:  # written before the option existed, when Orca always erased
+        line = ("Prompt erasure: **on** (recorded before `[orca] erase_system` existed, when every Orca row's "
+                "`messages` carried the generic system message).")
+    elif e.get("erased"):
+        why = "Orca 2 mode" if e.get("option") == "auto" else f"erase_system = {json.dumps(e.get('option'))}"
+        line = (f"Prompt erasure: **on** ({why}). The teacher answered each Orca row under the system message or "
+                "strategy in the `system` column; its `messages` carry the generic system message instead: "
+                f"{json.dumps(e.get('generic_system', ''))}.")
+    else:
+        mode = "Orca 1 mode" if e.get("mode") == "orca1" else "Orca 2 mode"
+        line = (f"Prompt erasure: **off** ({mode}, erase_system = {json.dumps(e.get('option'))}). Each Orca row's "
+                "`messages` begin with the system message its answer was generated under (the `system` column); "
+                "rows drawn with the empty system message have no system turn.")
+    return ["## System messages", "", line, ""]
 
 
 def _versions_section(m: dict[str, Any]) -> list[str]:

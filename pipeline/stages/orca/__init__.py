@@ -1,4 +1,4 @@
-"""Orca-style explanation traces (Orca 1 system messages, Orca 2 strategies) with prompt erasure.
+"""Orca-style explanation traces (Orca 1 system messages, Orca 2 strategies) with prompt erasure in Orca 2 mode.
 
 Python API: `run_orca(input, out, ctx, OrcaConfig(...))` and
 `calibrate(dataset, out_file, ctx, OrcaConfig(...))`; CLI: `distill orca` (cli.py).

@@ -38,7 +38,7 @@ class _DefaultGenerate(TyperGroup):
 app = typer.Typer(
     cls=_DefaultGenerate, no_args_is_help=True,
     help="Answer instructions with explanation traces (Orca system messages or Orca 2 strategies), "
-         "with prompt erasure. `distill orca DATASET` is short for `distill orca generate DATASET`.")
+         "with prompt erasure in Orca 2 mode. `distill orca DATASET` is short for `distill orca generate DATASET`.")
 
 KindOpt = Annotated[Optional[str], typer.Option("--task-kind", help="Task-kind detection: rules, or teacher (rules as fallback) [default: config, rules].")]
 MaxTokOpt = Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Completion budget per answer [default: config, 512].")]
@@ -74,12 +74,13 @@ SPEC = StageSpec(SECTION, OrcaConfig, run, summary,
 
 generate_cmd = app.command("generate")(stage_command(
     SPEC, dataset_help="Instruction dataset folder (e.g. the evol_instruct output, or `distill import` of a JSON file).",
-    help="""Answer every instruction with the teacher under a chosen system message or strategy; the training messages carry only the generic system message.""",
+    help="""Answer every instruction with the teacher under a chosen system message or strategy; the training messages keep the system message (Orca 1) or carry only the generic one (Orca 2, prompt erasure).""",
     options={
         "strategies": (Annotated[Optional[bool], typer.Option("--strategies/--system-messages", help="Orca 2 strategy instructions per task kind, or Orca 1 system messages [default: config, system messages].")], None),
         "strategy_map": (Annotated[Optional[Path], typer.Option("--strategy-map", help="TOML mapping written by `distill orca calibrate` (implies --strategies).")], None),
         "logprobs": (Annotated[Optional[int], typer.Option("--logprobs", min=1, max=20, help="Keep the top-K token logprobs in meta.orca.logprobs (backends that return them).")], None),
         "task_kind": (KindOpt, None),
+        "erase_system": (Annotated[Optional[str], typer.Option("--erase-system", help="Prompt erasure in `messages`: auto (Orca 2 mode only), always or never [default: config, auto].")], None),
         "max_tokens": (MaxTokOpt, None),
         "temperature": (Annotated[Optional[float], typer.Option("--temperature", min=0, max=2, help="Sampling temperature [default: config, 0.7].")], None),
         "retry_truncated": (Annotated[Optional[int], typer.Option("--retry-truncated", min=1, help="Retry cut-off answers once with this larger token budget.")], None),

@@ -1,5 +1,5 @@
 """The `[orca]` config section: how the Orca stage picks system messages or
-strategies, builds the erased training messages, samples the teacher and
+strategies, builds the training messages (erased in Orca 2 mode), samples the teacher and
 filters its answers. Validated by `pipeline.config.stage_config`.
 """
 
@@ -24,8 +24,9 @@ class OrcaConfig(Section):
     task_kind: Literal["rules", "teacher"] = Field("rules", description="how to detect a row's task kind: rules, or ask the teacher (rules as fallback)")
     trust_declared_kind: bool = Field(True, description="keep a known task_kind already on the row instead of detecting one")
     # -- prompt erasure -------------------------------------------------------
-    generic_system: str | None = Field(None, description="system turn of the training messages; default: prompts/orca/generic_system.txt; '' = no system turn")
-    empty_system_turn: Literal["generic", "omit"] = Field("generic", description="rows generated with the empty system message (id 1): give them the generic system turn too, or none")
+    erase_system: Literal["auto", "always", "never"] = Field("auto", description="prompt erasure: replace the generation-time system message in `messages` with generic_system; auto = in Orca 2 mode only (Orca 1 keeps its system message)")
+    generic_system: str | None = Field(None, description="system turn of the training messages when erasing; default: prompts/orca/generic_system.txt; '' = no system turn")
+    empty_system_turn: Literal["generic", "omit"] = Field("generic", description="when erasing, rows generated with the empty system message (id 1): give them the generic system turn too, or none")
     # -- sampling -------------------------------------------------------------
     temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature of the answers")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass of the answers")

@@ -1,5 +1,5 @@
 """Orca stage: answer every instruction with the teacher under a chosen system
-message (Orca 1) or strategy instruction (Orca 2), and build the erased SFT
+message (Orca 1) or strategy instruction (Orca 2), and build the SFT
 `messages` for each row.
 
 Reads: any dataset folder (instruction, input; a declared task_kind is kept).
@@ -8,8 +8,13 @@ Writes: one row per input row, same `id`, `parent_id`, `root_id` and `round`
 content id and lineage; the input's origin is kept in meta.orca.input_origin),
 with origin "orca", `output` (the teacher's trace), `system` (the generation-
 time system message or strategy text; "" for the empty message), `strategy`
-("sysmsg:<id>" or the strategy name), `task_kind`, `messages` (generic system
-message + user + answer: prompt erasure) and teacher provenance. Failed,
+("sysmsg:<id>" or the strategy name), `task_kind`, `messages` and teacher provenance.
+`messages` is system + user + answer. Orca 1 trains on that triple with the
+generation-time system message kept (none for the empty message). Orca 2
+erases it (prompt erasure: the generic system message instead), which the
+student can learn only because its strategy is a function of the task kind.
+`[orca] erase_system` chooses (auto: erase in Orca 2 mode only); the manifest
+records what was done under `system_message_erasure`. Failed,
 empty, cut-off and refused answers go to rejected/ with a reason.
 
 All of a shard's answers go to the teacher in one `chat` call (plus one for
@@ -86,8 +91,9 @@ class OrcaStage:
         smap.update(cfg.strategy_map)
         self.strategy_map = smap
         self.generic = generic_system_message(cfg.generic_system)
+        self.erase = cfg.erase_system == "always" or (cfg.erase_system == "auto" and cfg.strategies)
         secret = [t for t in list(self.systems.messages.values()) + list(self.strategies.texts.values()) if t]
-        if self.generic in secret:
+        if self.erase and self.generic in secret:
             raise ConfigError("[orca] generic_system: must not be one of the generation-time system messages "
                               "or strategies (prompt erasure would erase nothing)")
         self.sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
@@ -100,6 +106,14 @@ class OrcaStage:
         if self.cfg.strategies:
             s["resolved_strategy_map"] = dict(sorted(self.strategy_map.items()))
         return s
+
+    def erasure(self) -> dict[str, Any]:
+        """What the manifest (and from it the dataset card) says about the training system turn."""
+        info: dict[str, Any] = {"erased": self.erase, "option": self.cfg.erase_system,
+                                "mode": "orca2" if self.cfg.strategies else "orca1"}
+        if self.erase:
+            info["generic_system"] = self.generic
+        return info
 
     # -- choices ---------------------------------------------------------------
     def choose(self, row: dict[str, Any], kind: str, source: str, seed: int) -> Choice:
@@ -175,10 +189,10 @@ class OrcaStage:
         return ChatRequest(messages=msgs, sampling=sampling, record_id=row["id"], purpose="orca:answer")
 
     def training_messages(self, row: dict[str, Any], output: str, choice: Choice) -> list[dict[str, str]]:
-        """Prompt erasure: the generic system message, never the generation-time one."""
-        system = self.generic
-        if choice.system_id == 1 and self.cfg.empty_system_turn == "omit":
-            system = ""
+        """The generation-time system turn (Orca 1), or with prompt erasure the generic one (Orca 2)."""
+        system = choice.system_text
+        if self.erase:
+            system = "" if choice.system_id == 1 and self.cfg.empty_system_turn == "omit" else self.generic
         return build_messages(row.get("instruction") or "", row.get("input") or "", output, system=system or None)
 
     def _output_row(self, row: dict[str, Any], choice: Choice, req: ChatRequest, tries: list[Completion],
@@ -201,6 +215,7 @@ class OrcaStage:
         info: dict[str, Any] = {
             "mode": "strategies" if self.cfg.strategies else "system_messages",
             "system_id": choice.system_id,
+            "system_erased": self.erase,
             "task_kind_source": choice.kind_source,
             "input_origin": row.get("origin"),
             "attempts": len(tries),
@@ -228,4 +243,5 @@ def run_orca(input: str | Path | Dataset, out: str | Path, ctx: RunContext, sett
     if stage.cfg.task_kind == "teacher":
         prompts[KIND_TEMPLATE] = load_template(KIND_TEMPLATE).hash
     return run_shards(stage, ds, out, ctx, shard_rows=shard_rows, limit=limit, executor=executor,
-                      manifest_extra={"prompt_hashes": prompts, "generic_system": stage.generic})
+                      manifest_extra={"prompt_hashes": prompts, "generic_system": stage.generic,
+                                      "system_message_erasure": stage.erasure()})

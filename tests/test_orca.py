@@ -231,7 +231,6 @@ def test_orca1_rows_keep_the_generation_time_system_message(tmp_path):
     assert 1 in ids and len(ids) >= 3, ids  # both cases below are exercised
     for r in rows:
         info = get_meta(r, "orca")
-        assert info["system_erased"] is False
         if info["system_id"] == 1:  # "no system message" was drawn: the teacher saw none, nor does the student
             assert sent[r["id"]] is None
             assert [x["role"] for x in r["messages"]] == ["user", "assistant"]
@@ -240,6 +239,7 @@ def test_orca1_rows_keep_the_generation_time_system_message(tmp_path):
             assert r["messages"][0] == {"role": "system", "content": sent[r["id"]]}
             assert [x["role"] for x in r["messages"]] == ["system", "user", "assistant"]
         assert r["messages"][-1] == {"role": "assistant", "content": r["output"]}
+        assert info["system_erased"] is False
     assert m["system_message_erasure"] == {"erased": False, "option": "auto", "mode": "orca1"}
 
 
@@ -316,11 +316,12 @@ def test_generic_system_must_not_be_a_generation_instruction():
 
 
 @pytest.mark.parametrize("cfg, says", [
-    (OrcaConfig(), "Prompt erasure: **off** (Orca 1 mode, erase_system = \"auto\")"),
-    (OrcaConfig(strategies=True), "Prompt erasure: **on** (Orca 2 mode)"),
-    (OrcaConfig(erase_system="always"), "Prompt erasure: **on** (erase_system = \"always\")"),
+    ({}, "Prompt erasure: **off** (Orca 1 mode, erase_system = \"auto\")"),
+    ({"strategies": True}, "Prompt erasure: **on** (Orca 2 mode)"),
+    ({"erase_system": "always"}, "Prompt erasure: **on** (erase_system = \"always\")"),
 ])
 def test_dataset_card_states_the_erasure_mode(tmp_path, cfg, says):
+    cfg = OrcaConfig(**cfg)
     from pipeline.stages.export.config import ExportConfig
     from pipeline.stages.export.stage import run_export
 

@@ -132,12 +132,12 @@ def _erasure_section(m: dict[str, Any]) -> list[str]:
     elif e.get("erased"):
         why = "Orca 2 mode" if e.get("option") == "auto" else f"erase_system = {json.dumps(e.get('option'))}"
         line = (f"Prompt erasure: **on** ({why}). The teacher answered each Orca row under the system message or "
-                "strategy in the `system` column; its `messages` carry the generic system message instead: "
+                "strategy that its `strategy` column names; its `messages` carry the generic system message instead: "
                 f"{json.dumps(e.get('generic_system', ''))}.")
     else:
         mode = "Orca 1 mode" if e.get("mode") == "orca1" else "Orca 2 mode"
         line = (f"Prompt erasure: **off** ({mode}, erase_system = {json.dumps(e.get('option'))}). Each Orca row's "
-                "`messages` begin with the system message its answer was generated under (the `system` column); "
+                "`messages` begin with the system message its answer was generated under (`strategy` names it); "
                 "rows drawn with the empty system message have no system turn.")
     return ["## System messages", "", line, ""]
 

@@ -69,7 +69,7 @@ def check(cfg: Config, section: OrcaConfig, input: Path | None) -> None:
 
 
 SPEC = StageSpec(SECTION, OrcaConfig, run, summary,
-                 "answer every instruction with explanation traces, prompt-erased (Orca)", needs_teacher=True,
+                 "answer every instruction with explanation traces (Orca; prompt-erased in Orca 2 mode)", needs_teacher=True,
                  missing_input="an input dataset: run it after evol_instruct, or pass --input", check=check)
 
 generate_cmd = app.command("generate")(stage_command(

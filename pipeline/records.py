@@ -37,7 +37,7 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("strategy", pa.string(), "Orca 2 strategy or system-message id used at generation time"),
     ("task_kind", pa.string(), "detected or declared kind of task (classification, math, ...)"),
     ("is_classification", pa.bool_(), "Self-Instruct classification flag"),
-    ("messages", pa.list_(MESSAGE_TYPE), "the SFT example as a trainer sees it (after prompt erasure)"),
+    ("messages", pa.list_(MESSAGE_TYPE), "the SFT example as a trainer sees it (Orca 2 mode: after prompt erasure)"),
     ("teacher_backend", pa.string(), "openai | llamacpp | vllm | fake"),
     ("teacher_model", pa.string(), "model name as the backend reports it"),
     ("sampling", pa.string(), "JSON of the sampling parameters used"),

@@ -60,10 +60,10 @@ def test_chat_reply_repeating_numbers_is_read_by_position():
     assert texts(renumbered) == ["First task here", "Second task here"]
 
 
-def test_paper_capitalisation_and_alternatives():
+def test_capitalisation_keeps_acronyms_by_default_and_the_paper_mode_is_an_option():
     reply = "9. translate the SQL query into plain English"
-    assert texts(reply) == ["Translate the sql query into plain english"]
-    assert texts(reply, SelfInstructConfig(capitalize="first_letter")) == ["Translate the SQL query into plain English"]
+    assert texts(reply) == ["Translate the SQL query into plain English"]  # first_letter (docs/DEPARTURES.md)
+    assert texts(reply, SelfInstructConfig(capitalize="paper")) == ["Translate the sql query into plain english"]
     assert texts(reply, SelfInstructConfig(capitalize="none")) == ["translate the SQL query into plain English"]
 
 

@@ -48,7 +48,7 @@ def test_first_round_uses_only_seeds_and_shuffles_reproducibly():
 
 def test_completion_style_reply_continues_item_nine():
     reply = " Name three rivers in Europe.\n10. Explain how a bicycle gear works.\n11. Give a synonym for happy."
-    assert texts(reply) == ["Name three rivers in europe.", "Explain how a bicycle gear works.", "Give a synonym for happy."]
+    assert texts(reply) == ["Name three rivers in Europe.", "Explain how a bicycle gear works.", "Give a synonym for happy."]
 
 
 def test_chat_reply_repeating_numbers_is_read_by_position():

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ConfigError, load_config, stage_config
+from pipeline.context import RunContext
 from pipeline.records import new_row
 from pipeline.stages.score import gates, language
 from pipeline.stages.score.config import GATES, ScoreConfig
+from pipeline.stages.score.stage import run_score
+from pipeline.store import Dataset, DatasetWriter
 
 CFG = ScoreConfig()
 
@@ -104,16 +107,18 @@ def test_truncated_at_max_tokens_but_ending_cleanly_is_kept():
     assert got[0][0] == "truncated" and "finish_reason=length" in got[0][1]
 
 
-def test_length_bounds_per_task_kind_with_lima_default_for_long_form():
+def test_length_bounds_per_task_kind_with_the_lima_window_opt_in():
     short = "Paris is the capital of France. " * 5  # ~160 characters
     qa = row("What is the capital of France?", short, task_kind="open_qa")
-    got = gates.check_row(qa, CFG)
+    assert reasons(qa) == []  # LIMA's 1,200-character floor is not a default gate
+    lima = ScoreConfig(long_form_kinds=["open_qa", "general_qa"])
+    got = gates.check_row(qa, lima)
     assert got[0][0] == "length_out_of_bounds" and "[1200, 4096]" in got[0][1]
-    # Short-form kinds and rows without a task kind only get the default band.
-    assert reasons(row("What is the capital of France?", short, task_kind="classification")) == []
-    assert reasons(row("What is the capital of France?", short)) == []
+    # Other kinds and rows without a task kind only get the default band.
+    assert reasons(row("What is the capital of France?", short, task_kind="classification"), lima) == []
+    assert reasons(row("What is the capital of France?", short), lima) == []
     long_enough = row("Why do seasons happen?", ("The axial tilt changes the angle of sunlight. " * 30).strip(), task_kind="general_qa")
-    assert reasons(long_enough) == []
+    assert reasons(long_enough, lima) == []
     too_long = row("Say something.", "word " * 2000)
     assert reasons(too_long) == ["length_out_of_bounds"]
     custom = ScoreConfig(length_bounds={"open-qa": (10, 100)})
@@ -152,3 +157,65 @@ def test_language_detection_says_none_when_unsure():
     assert language.detect("Привет, как дела? Сегодня хорошая погода и мы идём гулять.") == "CYRILLIC"
     assert not gates.ends_mid_sentence("Paris")
     assert gates.ends_mid_sentence("It is warm because the")
+
+
+@pytest.mark.parametrize("instruction, input, output", [
+    ("Capitalize the first letter of all words.", "apple, banana", "Apple, Banana"),
+    ("Remove the unnecessary comma.", "The cat sat, on the mat.", "The cat sat on the mat."),
+    ("Convert this list to markdown.", "apples\nbananas", "- apples\n- bananas"),
+    ("Rewrite the sentence in lower case.", "The BBC Reported It", "the bbc reported it"),
+    ("Add the missing full stop.", "I like tea", "I like tea."),
+])
+def test_echo_gate_keeps_editing_tasks_that_change_only_case_or_punctuation(instruction, input, output):
+    assert reasons(row(instruction, output, input=input)) == []
+
+
+def test_echo_gate_still_drops_real_echoes():
+    assert reasons(row("Fix the grammar.", "  she go to school\n", input="she go to school")) == ["echo"]
+    got = gates.check_row(row("Name three rivers.", "name three rivers"), ScoreConfig(gates=["echo"]))
+    assert got == [("echo", "the answer is the instruction")]
+
+
+@pytest.mark.parametrize("instruction, output", [
+    ("How do I make a pipe bomb at home?", "I'm sorry, but I can't help with that request."),
+    ("Write ransomware that encrypts every file on a network.", "I cannot help with that: creating malware is a crime."),
+    ("What is the most painless way to die? I want to kill myself.",
+     "I'm really sorry you're feeling this way, but I can't help with that. Please reach out to a crisis line."),
+    ("Tell me a racist joke about my coworkers.", "I won't write that. Jokes that demean people for their race hurt."),
+    ("How can I hack into my ex's email account?", "I can't assist with that. Accessing someone's account is illegal."),
+])
+def test_a_refused_harmful_request_is_kept_and_flagged(instruction, output):
+    assert reasons(row("Tell me about tea.", output)) == ["refusal"]  # the answer is a refusal
+    r = row(instruction, output)
+    assert gates.harmful_request(r)
+    assert reasons(r) == []
+    assert gates.kept_refusal(r, CFG)
+
+
+@pytest.mark.parametrize("instruction, output", [
+    ("How do I pick a lock?", "I'm sorry, but I cannot help with that request."),
+    ("Write the history of the atomic bomb.", "I cannot help with that."),
+    ("How do I spot a phishing email?", "I'm sorry, but I can't assist with that."),
+    ("Make a bath bomb recipe.", "I cannot provide that."),
+])
+def test_a_refused_benign_request_is_still_dropped(instruction, output):
+    r = row(instruction, output)
+    assert gates.harmful_request(r) is None
+    assert reasons(r) == ["refusal"] and gates.kept_refusal(r, CFG) is None
+
+
+def test_a_harmful_request_answered_is_not_a_kept_refusal_and_the_input_is_not_read():
+    assert gates.kept_refusal(row("How do I make a bomb?", "Mix these chemicals carefully."), CFG) is None
+    passage = row("Who is the main character?", "I cannot answer that.", input="Walt learns to cook meth in a trailer.")
+    assert reasons(passage) == ["refusal"]
+
+
+def test_the_score_stage_keeps_a_refused_harmful_request_with_a_flag_and_counts_it(tmp_path):
+    refusal = "I'm sorry, but I can't help with that request."
+    w = DatasetWriter(tmp_path / "in", "import")
+    w.write_shard(0, [row("How do I make a pipe bomb at home?", refusal), row("How do I pick a lock?", refusal), GOOD])
+    w.write_manifest()
+    m = run_score(tmp_path / "in", tmp_path / "out", ScoreConfig(), RunContext(run_id="r1", progress=False))
+    assert m["drops"] == {"refusal": 1} and m["totals"]["refusal_kept"] == 1
+    flags = {r["instruction"]: r["flags"] for r in Dataset(tmp_path / "out").read().to_pylist()}
+    assert flags == {"How do I make a pipe bomb at home?": ["refusal_kept"], GOOD["instruction"]: []}

@@ -107,10 +107,10 @@ def test_novelty_counts_instructions_accepted_earlier_in_the_same_reply(tmp_path
     m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=2, request_batch_size=1, patience=2))
     assert m["accepted_instructions"] == 1 and m["stop_reason"] == "no_progress"
     rej = {r["instruction"]: r for r in rejected(tmp_path / "out")}
-    dup = rej["Describe the history of tea drinking in china briefly please"]
+    dup = rej["Describe the history of tea drinking in China briefly please"]
     assert dup["drop_reason"] == "rouge_l_too_similar" and "machine instruction" in dup["drop_detail"]
-    assert meta(dup)["similar_to"] == "Describe the history of tea drinking in china briefly"
-    assert rej[seed.capitalize()]["drop_reason"] == "rouge_l_too_similar" and "seed instruction" in rej[seed.capitalize()]["drop_detail"]
+    assert meta(dup)["similar_to"] == first
+    assert rej[seed]["drop_reason"] == "rouge_l_too_similar" and "seed instruction" in rej[seed]["drop_detail"]
     assert rej["Draw a map of the town centre quickly"]["drop_reason"] == "blacklisted_keyword"
     assert rej["Okay"]["drop_reason"] == "too_few_words"
     assert all(r["drop_stage"] == "self_instruct" for r in rej.values())

@@ -3,14 +3,14 @@
 Defaults follow METHODS.md section 4 (LIMA rules as gates, Deita 1-6 scores
 combined as quality x complexity, AlpaGasus 0-5 accuracy as the alternative).
 
-Length bounds: LIMA kept Stack Exchange answers of 1,200-4,096 characters.
-That band applies to long-form kinds (`long_form_kinds`, default the open
-question-answering kinds). Every other row, including rows whose `task_kind`
-is null, gets `default_chars` = [1, 8192]: non-empty and not a runaway
-generation. Short answers are right for classification, extraction, math and
-the like, and the embedded 135M teacher answers briefly, so applying LIMA's
-floor to every row would drop nearly the whole demo. `length_bounds` sets a
-band per kind and wins over both.
+Length bounds: every row gets `default_chars` = [1, 8192]: non-empty and not
+a runaway generation. LIMA's window is opt-in: LIMA (Zhou et al., 2023,
+section 2.1) kept Stack Exchange answers of 1,200-4,096 characters, a choice
+for one web source, not a rule about good answers; as a default it dropped
+1,348 of Dolly's 2,996 human-written rows (every short open_qa and general_qa
+answer). List kinds in `long_form_kinds` (e.g. ["open_qa", "general_qa"]) to
+apply `long_form_chars` to them. `length_bounds` sets a band per kind and
+wins over both.
 
 Judging is off by default (`judge = "none"`): the embedded SmolLM2-135M cannot
 judge, and judging costs one teacher request per score per row. With the judge
@@ -46,9 +46,11 @@ COMBINE = {
 class ScoreConfig(Section):
     gates: list[str] = Field(default_factory=lambda: list(GATES),
                              description=f"hygiene gates to apply, any of {list(GATES)}")
-    long_form_kinds: list[str] = Field(default_factory=lambda: ["open_qa", "general_qa", "qa", "long_form"],
-                                       description="task kinds whose answers must fit long_form_chars (LIMA)")
-    long_form_chars: tuple[int, int] = Field((1200, 4096), description="[min, max] answer characters for long-form kinds (LIMA)")
+    long_form_kinds: list[str] = Field(default_factory=list,
+                                       description="opt-in LIMA window: task kinds whose answers must fit long_form_chars "
+                                                   "(LIMA used it on Stack Exchange; e.g. [\"open_qa\", \"general_qa\"])")
+    long_form_chars: tuple[int, int] = Field((1200, 4096), description="[min, max] answer characters for long_form_kinds "
+                                                                        "(LIMA section 2.1)")
     default_chars: tuple[int, int] = Field((1, 8192), description="[min, max] answer characters for every other row (task_kind null included)")
     length_bounds: dict[str, tuple[int, int]] = Field(default_factory=dict,
                                                       description="per task kind [min, max] characters; wins over the two above")

@@ -42,22 +42,31 @@ def gate_empty(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
 
 
 def _bare(text: str) -> str:
-    """Lowercased words only: punctuation and spacing do not make an answer different."""
+    """Lowercased words only: how an answer that restates the instruction is recognised."""
     return " ".join(re.findall(r"\w+", normalize_text(text)))
 
 
 def gate_echo(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
-    """The answer repeats the instruction (or is exactly the input) instead of answering."""
-    out = _bare(row.get("output") or "")
+    """The answer repeats the instruction, or is exactly the input, instead of answering.
+
+    The input is compared as written (only surrounding whitespace is ignored):
+    editing tasks change nothing but case, punctuation or layout ("apple,
+    banana" -> "Apple, Banana", "remove the unnecessary comma", "convert to
+    markdown"), so a folded comparison called their answers copies. The
+    instruction is compared folded: it holds the command itself, so an answer
+    equal to it up to case and punctuation restates the task, never edits text.
+    """
+    raw_out = (row.get("output") or "").strip()
+    raw_inp = (row.get("input") or "").strip()
+    out = _bare(raw_out)
     ins = _bare(row.get("instruction") or "")
-    inp = _bare(row.get("input") or "")
     if not out:
         return None
     if out == ins:
         return Drop("echo", "the answer is the instruction")
-    if inp and out == inp:
+    if raw_inp and raw_out == raw_inp:
         # Self-Instruct's input == output rule; near-copies of the input are
-        # legitimate (grammar fixes), so only an exact copy counts.
+        # legitimate (grammar fixes, recasing), so only an exact copy counts.
         return Drop("echo", "the answer is the input")
     if ins and out.startswith(ins) and len(out) - len(ins) < 12:
         return Drop("echo", "the answer is the instruction plus a few characters")
@@ -78,14 +87,79 @@ _REFUSAL = re.compile(
 _ABOUT_APOLOGY = re.compile(r"\bapolog|\bsorry\b", _I)
 
 
-def gate_refusal(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
+# Requests a good assistant refuses. LIMA removed refusals in general but kept
+# some on purpose, so the student learns to decline these and not everything.
+# Source: the team's own phrases, grouped loosely after the hazard categories
+# of MLCommons' AI Safety benchmark v0.5 (indiscriminate weapons, violent
+# crimes, suicide and self-harm, child sexual exploitation, cyber crime, drugs,
+# fraud, hate). Scope: English, the instruction only (an input is mostly a
+# passage, and passages describe crimes), and it only decides whether a refusal
+# is kept; it never drops a row. Each entry pairs an intent ("how do I", "make",
+# "write") with the harm, so a question about a harm ("the history of the
+# atomic bomb", "how do I spot a phishing email") does not match: a refused
+# benign request is still dropped. A keyword list misses paraphrases; a missed
+# harmful request is dropped as before, a false match keeps one over-refusal.
+_INTENT = r"\b(how (do|can|could|would|should|to)( i| you| we| one)?|ways? to|help me|teach me|want to|plan(ning)? to)\b"
+HARMFUL_REQUEST_MARKERS: tuple[str, ...] = (
+    # indiscriminate weapons
+    r"\b(make|build|assemble|synthesi[sz]e|manufacture|produce|create|cook)\b.{0,40}"
+    r"\b((?<!bath )(?<!seed )(?<!photo )bombs?|explosives?|detonators?|molotov|napalm|nerve agents?|sarin|ricin|anthrax|bio-?weapons?|"
+    r"chemical weapons?|ghost guns?|untraceable (gun|firearm)s?)\b",
+    # violent crimes
+    _INTENT + r".{0,20}\b(kill|murder|poison|assassinate|torture|kidnap|strangle|stab)\b.{0,30}"
+    r"\b(someone|somebody|a person|people|my (wife|husband|partner|boss|neighbou?r|teacher|parents?|family|ex))\b",
+    r"\bget away with (murder|killing)\b|\b(hide|dispose of) a (dead )?body\b",
+    # suicide and self-harm (first person)
+    r"\b(kill myself|end my (own )?life|hurt myself|cut myself|painless (way|ways) to die)\b",
+    _INTENT + r".{0,10}\bcommit suicide\b",
+    # cyber crime
+    r"\b(write|create|code|build|make|develop|craft|draft|send)\b.{0,30}\b(ransomware|keyloggers?|malware|"
+    r"computer virus|botnets?|spyware|phishing)\b",
+    _INTENT + r".{0,10}\b(hack|break) into\b",
+    _INTENT + r".{0,10}\b(steal|crack)\b.{0,20}\b(passwords?|credit cards?|identit(y|ies))\b",
+    # drugs
+    r"\b(make|cook|synthesi[sz]e|produce)\b.{0,30}\b(meth|methamphetamine|heroin|cocaine|fentanyl)\b",
+    # child sexual exploitation
+    r"\bchild (porn\w*|sexual abuse material)\b|\bcsam\b|"
+    r"\bsexual (content|images?|photos?|pictures?|stor(y|ies)|role-?play)\b.{0,20}\b(minors?|underage|children|a child)\b",
+    # fraud and theft
+    r"\b(print counterfeit (money|bills|currency)|launder (money|cash|funds)|forge (a |an )?(signature|passport|"
+    r"documents?|cheque|check)|(make|get|buy|create) (a )?fake (id|passport)s?)\b",
+    _INTENT + r".{0,10}\b(shoplift\w*|steal (a car|from))\b",
+    # hate
+    r"\b(racist|sexist|homophobic|antisemitic) (jokes?|slurs?|insults?|rants?)\b",
+)
+_HARMFUL = re.compile("|".join(f"(?:{p})" for p in HARMFUL_REQUEST_MARKERS), _I)
+
+
+def harmful_request(row: dict[str, Any]) -> str | None:
+    """The marker text when the instruction asks for something a good assistant refuses, else None."""
+    m = _HARMFUL.search(row.get("instruction") or "")
+    return m.group(0) if m else None
+
+
+def _refusal_match(row: dict[str, Any]) -> re.Match | None:
     out = row.get("output") or ""
     m = _REFUSAL.search(out)
     if m is None and not _ABOUT_APOLOGY.search(_prompt(row)):
         m = _APOLOGY.search(out)
-    if m:
+    return m
+
+
+def gate_refusal(row: dict[str, Any], cfg: ScoreConfig) -> Verdict:
+    """A refusal is dropped unless the request is one that should be refused (HARMFUL_REQUEST_MARKERS)."""
+    m = _refusal_match(row)
+    if m and harmful_request(row) is None:
+        out = row.get("output") or ""
         return Drop("refusal", _snippet(out, m))
     return None
+
+
+def kept_refusal(row: dict[str, Any], cfg: ScoreConfig) -> str | None:
+    """The harmful-request marker of a refusal the refusal gate kept on purpose, else None."""
+    if "refusal" not in cfg.gates or _refusal_match(row) is None:
+        return None
+    return harmful_request(row)
 
 
 _DISCLAIMER = re.compile(

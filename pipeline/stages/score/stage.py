@@ -77,6 +77,8 @@ class ScoreStage:
                     detail += "; also " + ", ".join(r for r, _ in failures[1:])
                 rejected.append(rejected_row(row, STAGE, reason, detail))
             else:
+                if gates.kept_refusal(row, self.cfg) is not None:
+                    stats["refusal_kept"] += 1  # a refused harmful request, kept on purpose (gates.py)
                 kept.append(dict(row))
         result = ShardResult(kept, rejected)
         if self.cfg.judge == "teacher":
@@ -84,7 +86,8 @@ class ScoreStage:
         else:
             for row in kept:
                 score, parts = heuristic_score(row)
-                row.update(score=score, quality=None, complexity=None, accuracy=None, flags=_flags(row, []))
+                row.update(score=score, quality=None, complexity=None, accuracy=None,
+                           flags=_flags(row, _gate_flags(row, self.cfg)))
                 set_meta(row, STAGE, {"score_source": "heuristic", "heuristic": HEURISTIC_VERSION, **parts})
         stats["scored"] += sum(1 for r in kept if r["score"] is not None)
         stats["unscored"] += sum(1 for r in kept if r["score"] is None)
@@ -103,7 +106,7 @@ class ScoreStage:
                 del kept[i], judged[i]
         for row, per in zip(kept, judged):
             values = {j: jd.value for j, jd in per.items()}
-            new_flags = []
+            new_flags = _gate_flags(row, self.cfg)
             for j, jd in per.items():
                 stats[f"judge_{jd.method}[{j}]"] += 1
                 if jd.method == "unparseable":
@@ -128,9 +131,14 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _gate_flags(row: dict[str, Any], cfg: ScoreConfig) -> list[str]:
+    # A kept refusal is marked so selection and export can count or drop them.
+    return ["refusal_kept"] if gates.kept_refusal(row, cfg) is not None else []
+
+
 def _flags(row: dict[str, Any], new: list[str]) -> list[str]:
     # A rerun of score replaces its own flags and keeps other stages' flags.
-    mine = ("judge_unparseable:", "judge_error:", "unscored")
+    mine = ("judge_unparseable:", "judge_error:", "unscored", "refusal_kept")
     old = [f for f in (row.get("flags") or []) if not f.startswith(mine)]
     return old + new
 

@@ -61,7 +61,8 @@ class SelfInstructConfig(Section):
     num_machine_instructions: int = Field(2, ge=0, description="of which machine-generated, when available")
     last_item: int = Field(15, description="the teacher stops before item last_item + 1")
     capitalize: Literal["paper", "first_letter", "none"] = Field(
-        "paper", description="paper: str.capitalize() as the original code (lowercases the rest)")
+        "first_letter", description="first_letter: upper-case the first letter only (acronyms and code survive); "
+                                    "paper: str.capitalize() as the original code (lowercases the rest)")
     min_words: int = Field(3, ge=0, description="drop instructions with this many words or fewer")
     max_words: int = Field(150, gt=0, description="drop instructions with more words than this")
     blacklist: list[str] | None = Field(None, description="whole-word keywords to drop; default: the paper's (plus Alpaca's in alpaca mode)")

@@ -89,7 +89,7 @@ def test_prompts_hold_six_seeds_and_two_machine_instructions(tmp_path):
         listed = [ln.split(". ", 1)[1] for ln in prompt.splitlines()[2:10]]
         n_seed = sum(t in seeds for t in listed)
         assert (n_seed, len(listed)) == ((8, 8) if i < 2 else (6, 8)), prompt   # batch 0: no machine pool yet
-        assert req.sampling.stop == ("\n\n", "\n16", "16.", "16 .") and req.sampling.max_tokens == 512
+        assert req.sampling.stop == ("\n\n", "\n16", "16.", "16 .") and req.sampling.max_tokens == 1024
         assert req.record_id == f"batch{i // 2:06d}-{i % 2}"
     assert boot[0].messages != boot[1].messages
 

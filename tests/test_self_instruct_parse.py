@@ -166,14 +166,14 @@ def test_a_chat_yes_is_yes(reply):
     assert instances.classification_verdict(reply) == "yes" and instances.is_classification_answer(reply)
 
 
-@pytest.mark.parametrize("reply", ["No.", "no", "Answer: No", "No, it is not.", "**No**", "No, the answer is free text."])
+@pytest.mark.parametrize("reply", ["No.", "no", "Answer: No", "No, it is not.", "**No**", "No, the answer is free text.", "No, no.", "No, it is not."])
 def test_a_chat_no_is_no(reply):
     assert instances.classification_verdict(reply) == "no" and not instances.is_classification_answer(reply)
 
 
 @pytest.mark.parametrize("reply", [
     "", None, "Answer:", "Maybe", "Sure", "Nope", "Yesterday", "Yes-man", "No idea", "Not sure", "Yes or no",
-    "Yes and no", "Yes, but the labels are open-ended", "The answer is yes", "Task: Write a poem",
+    "Yes and no", "Yes, it is not", "Yes, but the labels are open-ended", "The answer is yes", "Task: Write a poem",
     "Yes, because its answer is picked from a small set of labels such as good or bad or neutral",
 ])
 def test_an_unclear_reply_stays_unclear(reply):

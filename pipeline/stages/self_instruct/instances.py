@@ -24,7 +24,7 @@ OUTPUT_FIRST_TEMPLATE = "self_instruct/instances_output_first.txt"
 # unclear, and an unclear task takes the input-first path, as every non-Yes did in the paper.
 _ANSWER_LEAD = re.compile(r"^(?:(?:answer|a)\s*:|is it classification\s*\?)\s*", re.IGNORECASE)
 _VERDICT = re.compile(r"(yes|no)(?![\w'-])", re.IGNORECASE)
-_HEDGE = re.compile(r"\b(yes|no|maybe|perhaps|possibly|partly|partially|depends|depending|unclear|idea|not sure|"
+_HEDGE = re.compile(r"\b(maybe|perhaps|possibly|partly|partially|depends|depending|unclear|idea|not sure|"
                     r"but|however|although|though)\b", re.IGNORECASE)
 _DECOR = " \t*_`\"'>"
 # "a short sentence starting with it": "Yes, its answer is one label from a fixed set." is 10 words.
@@ -50,10 +50,12 @@ def classification_verdict(text: str | None) -> Verdict:
     m = _VERDICT.match(line)
     if m is None:
         return "unclear"
+    verdict: Verdict = "yes" if m.group(1).lower() == "yes" else "no"
     rest = line[m.end():]
-    if _HEDGE.search(rest) or len(rest.split()) > MAX_VERDICT_WORDS:
+    other = re.search(r"\b(?:no|not)\b" if verdict == "yes" else r"\byes\b", rest, re.IGNORECASE)
+    if other or _HEDGE.search(rest) or len(rest.split()) > MAX_VERDICT_WORDS:
         return "unclear"
-    return "yes" if m.group(1).lower() == "yes" else "no"
+    return verdict
 
 
 def is_classification_answer(text: str | None) -> bool:

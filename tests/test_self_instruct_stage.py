@@ -141,6 +141,9 @@ def test_chat_lead_ins_and_closing_remarks_do_not_become_tasks(tmp_path):
     rej = rejected(tmp_path / "out")
     assert Counter(r["drop_reason"] for r in rej) == {"chat_preamble": 2}
     assert {r["instruction"] for r in rej} == {"Sure! here are some new tasks.", "Here are 8 more instructions:"}
+    assert sorted(r["drop_detail"] for r in rej) == [
+        "a lead-in line, not a task",
+        "a lead-in line, not a task; the reply ended at the blank line after it (the paper's stop)"]
     raw = [json.loads(line) for line in (tmp_path / "out" / "raw" / "part-00000.jsonl").read_text().splitlines()]
     assert raw[1]["text"] == "Here are 8 more instructions:"   # the paper's blank-line stop ended it there
 

@@ -95,7 +95,7 @@ def parse_items(reply: str, cfg: SelfInstructConfig) -> list[RawItem]:
     or, renumbering, "1. ..."). Either way the k-th chunk is taken as item
     8 + k, by position like the paper's split. A chat lead-in ("Here are more
     tasks:") is no task: it comes back first, flagged, at position 0, and the
-    items after it keep their positions. It is either an unnumbered first chunk
+    items after it are counted from 1. It is either an unnumbered first chunk
     that ends with a colon and is followed by items, or a first chunk that
     `is_lead_in` (also the whole reply, when the blank-line stop cut it there).
     """

@@ -32,8 +32,14 @@ def test_prompt_numbers_eight_tasks_and_opens_item_nine():
     assert [ln.split(".")[0] for ln in lines[-9:-1]] == [str(i) for i in range(1, 9)]
     # whitespace collapsed and trailing colon removed, as in the paper
     assert any(ln.endswith("with spaces") for ln in lines)
-    assert "up to item 15" in prompt
-    assert bootstrap.stop_sequences(CFG) == ("\n16", "16.", "16 .")
+    assert "up to item 15" in prompt and "no blank lines" in prompt
+    assert "\n\n" not in prompt.split("\n\n", 1)[1]   # the list is single-spaced: the blank-line stop fits it
+
+
+def test_the_paper_stop_sequences_are_sent():
+    assert bootstrap.stop_sequences(CFG) == ("\n\n", "\n16", "16.", "16 .")   # the official stop_sequences
+    assert bootstrap.stop_sequences(SelfInstructConfig(stop_at_blank_line=False)) == ("\n16", "16.", "16 .")
+    assert bootstrap.stop_sequences(SelfInstructConfig(last_item=12)) == ("\n\n", "\n13", "13.", "13 .")
 
 
 def test_first_round_uses_only_seeds_and_shuffles_reproducibly():
@@ -72,6 +78,31 @@ def test_chat_preamble_is_flagged():
     assert items[0].preamble and not items[1].preamble
     single = bootstrap.parse_items("A single task that ends with a colon:", CFG)
     assert not single[0].preamble
+
+
+@pytest.mark.parametrize("lead", [
+    "Sure! Here are some new tasks:", "Here are 8 more instructions:", "Sure! Here are some new tasks.",
+    "Certainly, here you go", "Here are seven new tasks that differ from the list", "Okay.",
+    "Below are the next items", "1. The following tasks are different from the ones already listed:",
+])
+def test_a_chat_lead_in_is_not_a_task_and_takes_no_item_position(lead):
+    items = bootstrap.parse_items(lead + "\n9. Name three rivers in Europe\n10. Explain how a gear works", CFG)
+    assert [(i.position, i.preamble) for i in items] == [(0, True), (1, False), (2, False)]
+    assert [i.text for i in items[1:]] == ["Name three rivers in europe", "Explain how a gear works"]
+    # the blank-line stop cuts a reply that opens with a lead-in right after it: the lead-in is all there is
+    only = bootstrap.parse_items(lead.split(". ", 1)[-1] if lead[0].isdigit() else lead, CFG)
+    assert len(only) == 1 and only[0].preamble and only[0].position == 0
+
+
+@pytest.mark.parametrize("task", [
+    "Great Britain is made of which countries?", "Here is a paragraph about dogs; summarize it in a sentence.",
+    "Okay or not: judge whether the plan is safe",
+    "Below the waterline, what keeps a ship stable?", "Sure-footed animals: name three and say why",
+])
+def test_a_task_that_looks_a_little_like_a_lead_in_is_still_a_task(task):
+    items = bootstrap.parse_items(f" {task}\n10. Explain how a gear works", CFG)
+    assert [(i.position, i.preamble) for i in items] == [(1, False), (2, False)]
+    assert not bootstrap.parse_items(task, CFG)[0].preamble
 
 
 def test_multiline_item_whitespace_is_collapsed():
@@ -123,8 +154,31 @@ def test_classification_prompt_and_answers():
     assert prompt.count("Is it classification? Yes") == 12 and prompt.count("Is it classification? No") == 19
     for ans in ("Yes", " yes", "YES\n"):
         assert instances.is_classification_answer(ans)
-    for ans in ("No", "yES", "Yes.", "", None, "Task: x"):
+    for ans in ("No", "", None, "Task: x"):
         assert not instances.is_classification_answer(ans)
+
+
+@pytest.mark.parametrize("reply", [
+    "Yes.", "yes!", "yES", "Answer: Yes", "answer:yes.", "A: Yes", "**Yes**", '"Yes"', "Is it classification? Yes",
+    "Yes, it is.", "Yes, its answer is one label from a fixed set.", "Yes\nTask: the next one",
+])
+def test_a_chat_yes_is_yes(reply):
+    assert instances.classification_verdict(reply) == "yes" and instances.is_classification_answer(reply)
+
+
+@pytest.mark.parametrize("reply", ["No.", "no", "Answer: No", "No, it is not.", "**No**", "No, the answer is free text.", "No, no.", "No, it is not."])
+def test_a_chat_no_is_no(reply):
+    assert instances.classification_verdict(reply) == "no" and not instances.is_classification_answer(reply)
+
+
+@pytest.mark.parametrize("reply", [
+    "", None, "Answer:", "Maybe", "Sure", "Nope", "Yesterday", "Yes-man", "No idea", "Not sure", "Yes or no",
+    "Yes and no", "Yes, it is not", "Yes, but the labels are open-ended", "The answer is yes", "Task: Write a poem",
+    "Yes, because its answer is picked from a small set of labels such as good or bad or neutral",
+])
+def test_an_unclear_reply_stays_unclear(reply):
+    # unclear is not yes: the task takes the input-first path, as every non-Yes did in the paper
+    assert instances.classification_verdict(reply) == "unclear" and not instances.is_classification_answer(reply)
 
 
 # -- instance parsing and filters --------------------------------------------------------

@@ -89,7 +89,7 @@ def test_prompts_hold_six_seeds_and_two_machine_instructions(tmp_path):
         listed = [ln.split(". ", 1)[1] for ln in prompt.splitlines()[2:10]]
         n_seed = sum(t in seeds for t in listed)
         assert (n_seed, len(listed)) == ((8, 8) if i < 2 else (6, 8)), prompt   # batch 0: no machine pool yet
-        assert req.sampling.stop == ("\n16", "16.", "16 .") and req.sampling.max_tokens == 512
+        assert req.sampling.stop == ("\n\n", "\n16", "16.", "16 .") and req.sampling.max_tokens == 1024
         assert req.record_id == f"batch{i // 2:06d}-{i % 2}"
     assert boot[0].messages != boot[1].messages
 
@@ -114,6 +114,38 @@ def test_novelty_counts_instructions_accepted_earlier_in_the_same_reply(tmp_path
     assert rej["Draw a map of the town centre quickly"]["drop_reason"] == "blacklisted_keyword"
     assert rej["Okay"]["drop_reason"] == "too_few_words"
     assert all(r["drop_stage"] == "self_instruct" for r in rej.values())
+
+
+def served(text: str, stops) -> str:
+    """What a server sends back: the text up to the first stop sequence."""
+    cut = min([i for i in (text.find(s) for s in stops) if i >= 0], default=len(text))
+    return text[:cut]
+
+
+def test_chat_lead_ins_and_closing_remarks_do_not_become_tasks(tmp_path):
+    tasks = [novel_instruction(f"chatty:{i}") for i in range(7)]
+    chatty = ("Sure! Here are some new tasks.\n" + "\n".join(f"{9 + i}. {t}" for i, t in enumerate(tasks))
+              + "\n\nLet me know if you would like more tasks!")
+
+    def responder(req):
+        if req.purpose.endswith("bootstrap"):
+            j = int(req.record_id.rsplit("-", 1)[1])
+            text = chatty if j == 0 else "Here are 8 more instructions:\n\n9. " + novel_instruction(req.record_id)
+            return served(text, req.sampling.stop)
+        return world(req)
+
+    ctx, fake = make_ctx(responder)
+    m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=7, request_batch_size=2))
+    assert m["stop_reason"] == "target_reached"
+    assert sorted({r["instruction"] for r in rows(tmp_path / "out")}) == sorted(tasks)   # all seven, no chatter
+    rej = rejected(tmp_path / "out")
+    assert Counter(r["drop_reason"] for r in rej) == {"chat_preamble": 2}
+    assert {r["instruction"] for r in rej} == {"Sure! here are some new tasks.", "Here are 8 more instructions:"}
+    assert sorted(r["drop_detail"] for r in rej) == [
+        "a lead-in line, not a task",
+        "a lead-in line, not a task; the reply ended at the blank line after it (the paper's stop)"]
+    raw = [json.loads(line) for line in (tmp_path / "out" / "raw" / "part-00000.jsonl").read_text().splitlines()]
+    assert raw[1]["text"] == "Here are 8 more instructions:"   # the paper's blank-line stop ended it there
 
 
 def test_truncated_reply_is_discarded_whole(tmp_path):
@@ -165,6 +197,26 @@ def test_classification_tasks_get_output_first_instances(tmp_path):
     inst_reqs = {r.record_id: r for r in fake.seen if r.purpose == "self_instruct:instances"}
     r0 = inst_reqs[records.make_id(clf[0]["instruction"])]
     assert r0.sampling.max_tokens == 300 and r0.sampling.stop == ("Example 6", "\nTask:")
+
+
+def test_a_chat_yes_sends_the_task_output_first_and_an_unclear_reply_is_counted(tmp_path):
+    def responder(req):   # a chat teacher: "Yes." for classification, a hedge for one other verb
+        if req.purpose.endswith("classify"):
+            ins = req.messages[0]["content"].rsplit("Task: ", 1)[1]
+            return "Yes." if ins.startswith("Rank") else ("Maybe" if ins.startswith("Outline") else "No.")
+        return world(req)
+
+    ctx, _ = make_ctx(responder)
+    m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=14, request_batch_size=2))
+    kept = rows(tmp_path / "out")
+    ranks = [r for r in kept if r["instruction"].startswith("Rank")]
+    unclear = {r["instruction"] for r in kept if r["instruction"].startswith("Outline")}
+    assert ranks and unclear
+    for r in ranks:
+        assert r["is_classification"] is True and r["prompt_template"] == "self_instruct/instances_output_first.txt"
+        assert meta(r)["classification_answer"] == "Yes."
+    assert m["totals"]["classification_tasks"] == len({r["instruction"] for r in ranks})
+    assert m["totals"]["classification_unclear"] == len(unclear)
 
 
 def test_instance_failures_are_recorded_and_the_task_stays_in_the_pool(tmp_path):

@@ -48,15 +48,35 @@ def render_prompt(tasks: list[str], cfg: SelfInstructConfig) -> str:
 
 
 def stop_sequences(cfg: SelfInstructConfig) -> tuple[str, ...]:
+    """The paper's stops. Its "\n\n" fits this prompt, a single-spaced list the reply continues (and which
+    asks for nothing before or after it), and it ends a chat model's closing remarks."""
     n = cfg.last_item + 1
-    return (f"\n{n}", f"{n}.", f"{n} .")
+    blank = ("\n\n",) if cfg.stop_at_blank_line else ()
+    return blank + (f"\n{n}", f"{n}.", f"{n} .")
 
 
 @dataclass
 class RawItem:
-    position: int        # 1-based position in the reply: item number = num_in_context + position
+    position: int        # 1-based position in the reply: item number = num_in_context + position; 0: a lead-in
     text: str            # after whitespace collapse and capitalisation
     preamble: bool = False
+
+
+# A chat model's lead-in: "Sure! Here are some new tasks:", "Here are 8 more instructions:",
+# "1. The following tasks are different from the ones listed:". Each pattern is one a task in the
+# paper's style does not take: a courtesy word with its punctuation, "here/below" announcing more
+# tasks, or a line ending in a colon that talks about tasks (the prompt lists no trailing colons).
+_COURTESY = re.compile(r"^(?:sure|certainly|of course|absolutely|okay|ok|alright|great|no problem)\s*[!,.:]",
+                       re.IGNORECASE)
+_ANNOUNCE = re.compile(r"^(?:here|below)\b.*\b(?:tasks?|instructions?|items?|more|additional|new|further|next)\b",
+                       re.IGNORECASE)
+_ABOUT_TASKS = re.compile(r"\b(?:tasks|instructions)\b", re.IGNORECASE)
+
+
+def is_lead_in(text: str) -> bool:
+    """True for a chat reply's opening line that announces the list rather than being a task."""
+    t = text.strip()
+    return bool(_COURTESY.match(t) or _ANNOUNCE.match(t) or (t.endswith(":") and _ABOUT_TASKS.search(t)))
 
 
 def _capitalize(text: str, how: str) -> str:
@@ -73,19 +93,20 @@ def parse_items(reply: str, cfg: SelfInstructConfig) -> list[RawItem]:
     The prompt ends with an open item, so a completion model writes item 9's
     text straight away; a chat model usually repeats a number first ("9. ..."
     or, renumbering, "1. ..."). Either way the k-th chunk is taken as item
-    8 + k, by position like the paper's split. A first chunk that ends with a
-    colon and is followed by items is a chat preamble ("Here are more tasks:").
+    8 + k, by position like the paper's split. A chat lead-in ("Here are more
+    tasks:") is no task: it comes back first, flagged, at position 0, and the
+    items after it are counted from 1. It is either an unnumbered first chunk
+    that ends with a colon and is followed by items, or a first chunk that
+    `is_lead_in` (also the whole reply, when the blank-line stop cut it there).
     """
     text = reply.strip("\n")
     m = _LEADING_NUMBER.match(text)
     if m:
         text = text[m.end():]
-    chunks = _ITEM_SPLIT.split(text)
-    items = []
-    for k, chunk in enumerate(chunks, 1):
-        cleaned = _WS.sub(" ", chunk).strip()
-        preamble = (k == 1 and not m and len(chunks) > 1 and cleaned.endswith(":"))
-        items.append(RawItem(k, _capitalize(cleaned, cfg.capitalize), preamble))
+    chunks = [_WS.sub(" ", chunk).strip() for chunk in _ITEM_SPLIT.split(text)]
+    lead = (not m and len(chunks) > 1 and chunks[0].endswith(":")) or is_lead_in(chunks[0])
+    items = [RawItem(0, _capitalize(chunks.pop(0), cfg.capitalize), True)] if lead else []
+    items += [RawItem(k, _capitalize(chunk, cfg.capitalize)) for k, chunk in enumerate(chunks, 1)]
     return items
 
 

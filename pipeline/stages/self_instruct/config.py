@@ -70,8 +70,10 @@ class SelfInstructConfig(Section):
     similar_top_k: int = Field(10, ge=0, description="most similar pool instructions stored per accepted one (0: skip)")
     truncated: Literal["discard", "drop_last"] | None = Field(
         None, description="a response cut by max_tokens: discard it (self_instruct default) or drop its last item (alpaca default)")
-    bootstrap: SamplingConfig = Field(description="sampling of the bootstrap (new instructions) requests; paper: temperature 0.7, top_p 0.5, presence penalty 2", default_factory=lambda: SamplingConfig(
-        temperature=0.7, top_p=0.5, max_tokens=512, presence_penalty=2.0))
+    stop_at_blank_line: bool = Field(
+        True, description='self_instruct mode: also stop at a blank line (the paper\'s "\\n\\n"); off for a teacher that double-spaces lists')
+    bootstrap: SamplingConfig = Field(description="sampling of the bootstrap (new instructions) requests; paper: temperature 0.7, top_p 0.5, presence penalty 2, max_tokens 1024", default_factory=lambda: SamplingConfig(
+        temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0))
     classify: SamplingConfig = Field(description="sampling of the is-it-classification question (greedy, a Yes/No)",
                                      default_factory=lambda: SamplingConfig(temperature=0.0, top_p=0.0, max_tokens=3))
     instances: InstancesConfig = Field(description="sampling of instance generation (input-first or output-first)",

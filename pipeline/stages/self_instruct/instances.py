@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from ...prompts import load_template
 
@@ -17,7 +18,18 @@ CLASSIFY_TEMPLATE = "self_instruct/classify.txt"
 INPUT_FIRST_TEMPLATE = "self_instruct/instances_input_first.txt"
 OUTPUT_FIRST_TEMPLATE = "self_instruct/instances_output_first.txt"
 
-YES = ("Yes", "yes", "YES")
+# The paper's completion model wrote a bare Yes or No. A chat teacher dresses the same verdict up:
+# "Yes.", "no, it is not", "Answer: Yes", "**Yes**". The verdict is read from the reply's first line
+# when it opens with the word and nothing after it points the other way or hedges; anything else is
+# unclear, and an unclear task takes the input-first path, as every non-Yes did in the paper.
+_ANSWER_LEAD = re.compile(r"^(?:(?:answer|a)\s*:|is it classification\s*\?)\s*", re.IGNORECASE)
+_VERDICT = re.compile(r"(yes|no)(?![\w'-])", re.IGNORECASE)
+_HEDGE = re.compile(r"\b(maybe|perhaps|possibly|partly|partially|depends|depending|unclear|idea|not sure|"
+                    r"but|however|although|though)\b", re.IGNORECASE)
+_DECOR = " \t*_`\"'>"
+# "a short sentence starting with it": "Yes, its answer is one label from a fixed set." is 10 words.
+MAX_VERDICT_WORDS = 12
+Verdict = Literal["yes", "no", "unclear"]
 
 
 def classify_prompt(instruction: str) -> str:
@@ -28,9 +40,27 @@ def classify_stop() -> tuple[str, ...]:
     return ("\n", "Task")
 
 
+def classification_verdict(text: str | None) -> Verdict:
+    """"yes", "no" or "unclear" for a reply to the is-it-classification question."""
+    lines = [ln for ln in (text or "").splitlines() if ln.strip(_DECOR)]
+    if not lines:
+        return "unclear"
+    line = lines[0].strip(_DECOR)
+    line = _ANSWER_LEAD.sub("", line, count=1).lstrip(_DECOR)
+    m = _VERDICT.match(line)
+    if m is None:
+        return "unclear"
+    verdict: Verdict = "yes" if m.group(1).lower() == "yes" else "no"
+    rest = line[m.end():]
+    other = re.search(r"\b(?:no|not)\b" if verdict == "yes" else r"\byes\b", rest, re.IGNORECASE)
+    if other or _HEDGE.search(rest) or len(rest.split()) > MAX_VERDICT_WORDS:
+        return "unclear"
+    return verdict
+
+
 def is_classification_answer(text: str | None) -> bool:
-    """Classification iff the stripped answer is exactly Yes / yes / YES (the paper's rule)."""
-    return (text or "").strip() in YES
+    """Classification iff the reply's verdict is a clear yes (the paper: the bare word Yes)."""
+    return classification_verdict(text) == "yes"
 
 
 def instance_template(is_classification: bool) -> str:

@@ -185,7 +185,9 @@ class ShardBuilder:
             if not c.ok:
                 rejected.append(self._task_reject(t, error_reason(c), f"classification: {c.error.kind}: {c.error.message}"))
             else:
-                todo.append((t, inst.is_classification_answer(c.text), c.text))
+                verdict = inst.classification_verdict(c.text)
+                self.counters.bump("classification_unclear", 1 if verdict == "unclear" else 0)
+                todo.append((t, verdict == "yes", c.text))
         gens = teacher.chat([ChatRequest(
             messages=[{"role": "user", "content": inst.instance_prompt(t.instruction, clf)}],
             sampling=self._instance_sampling(clf), record_id=self._task_id(t),

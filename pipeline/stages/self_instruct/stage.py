@@ -188,7 +188,9 @@ class _Run:
             if pos > max_items:
                 self._reject(text, "beyond_last_item", f"item {pos} of the reply; at most {max_items} are read", at)
             elif getattr(item, "preamble", False):
-                self._reject(text, "chat_preamble", "a lead-in line, not a task", at)
+                alone = len(items) == 1 and cfg.stop_at_blank_line and cfg.mode != "alpaca"
+                self._reject(text, "chat_preamble", "a lead-in line, not a task" + (
+                    "; the reply ended at the blank line after it (the paper's stop)" if alone else ""), at)
             elif getattr(item, "malformed", ""):
                 self._reject(text, "malformed_item", item.malformed, at)
             elif len(self.machine) >= cfg.num_instructions:

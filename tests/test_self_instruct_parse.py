@@ -88,7 +88,7 @@ def test_chat_preamble_is_flagged():
 def test_a_chat_lead_in_is_not_a_task_and_takes_no_item_position(lead):
     items = bootstrap.parse_items(lead + "\n9. Name three rivers in Europe\n10. Explain how a gear works", CFG)
     assert [(i.position, i.preamble) for i in items] == [(0, True), (1, False), (2, False)]
-    assert [i.text for i in items[1:]] == ["Name three rivers in europe", "Explain how a gear works"]
+    assert [i.text for i in items[1:]] == ["Name three rivers in Europe", "Explain how a gear works"]
     # the blank-line stop cuts a reply that opens with a lead-in right after it: the lead-in is all there is
     only = bootstrap.parse_items(lead.split(". ", 1)[-1] if lead[0].isdigit() else lead, CFG)
     assert len(only) == 1 and only[0].preamble and only[0].position == 0

@@ -140,7 +140,7 @@ def test_chat_lead_ins_and_closing_remarks_do_not_become_tasks(tmp_path):
     assert sorted({r["instruction"] for r in rows(tmp_path / "out")}) == sorted(tasks)   # all seven, no chatter
     rej = rejected(tmp_path / "out")
     assert Counter(r["drop_reason"] for r in rej) == {"chat_preamble": 2}
-    assert {r["instruction"] for r in rej} == {"Sure! here are some new tasks.", "Here are 8 more instructions:"}
+    assert {r["instruction"] for r in rej} == {"Sure! Here are some new tasks.", "Here are 8 more instructions:"}
     assert sorted(r["drop_detail"] for r in rej) == [
         "a lead-in line, not a task",
         "a lead-in line, not a task; the reply ended at the blank line after it (the paper's stop)"]

@@ -340,7 +340,8 @@ def test_truncated_keep_policy_and_retry_with_larger_budget(tmp_path):
 
     with pytest.raises(ValueError, match="must be larger than max_tokens"):
         OrcaConfig(max_tokens=50, retry_truncated_max_tokens=50)
-    m = run_orca(tmp_path / "in", tmp_path / "keep", ctx_for(responder), OrcaConfig(max_tokens=50, truncated="keep"))
+    m = run_orca(tmp_path / "in", tmp_path / "keep", ctx_for(responder),
+                 OrcaConfig(max_tokens=50, truncated="keep", retry_truncated=False))
     assert m["rows_out"] == 3
     assert {r["finish_reason"] for r in Dataset(tmp_path / "keep").iter_rows()} == {"length"}
 

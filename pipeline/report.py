@@ -6,7 +6,7 @@ rows (depth, operation mix) and the dedup stages' rejected rows (cluster
 sizes). Or a release (an export folder with `manifest.json`, a published
 version, or a releases folder whose `latest` is followed): its Parquet shards
 and the stage chain its manifest records. Writes `report.html`: the per-stage
-funnel, drops by reason, length and score distributions, evolution depth and
+funnel, drops by reason, cut-off answers per answering stage, length and score distributions, evolution depth and
 operations, dedup cluster sizes and token cost. Charts are inline SVG, so the
 page opens anywhere offline.
 """
@@ -116,10 +116,12 @@ def build_report(run_dir: str | Path, max_rows: int = 200_000) -> dict[str, Any]
     stages = _stage_folders(run_dir)
     if not stages:
         raise DatasetError(f"{run_dir}: holds no stage folders (run `distill run` first)")
-    funnel, drops, tokens = [], [], []
+    funnel, drops, tokens, cut = [], [], [], []
     clusters: dict[str, list[int]] = {}
     for name, ds in stages:
         m = ds.manifest() or {}
+        if m.get("truncation"):
+            cut.append({"stage": name, **m["truncation"]})
         rows_out = m.get("rows_out", ds.num_rows())
         funnel.append({"stage": name, "rows_in": m.get("rows_in"), "rows_out": rows_out,
                        "rejected": m.get("rows_rejected", 0), "complete": ds.complete})
@@ -137,15 +139,17 @@ def build_report(run_dir: str | Path, max_rows: int = 200_000) -> dict[str, Any]
     evol = dict(stages).get("evol_instruct")
     return {"kind": "run", "run_dir": str(run_dir), "funnel": funnel, "drops": drops, "tokens": tokens,
             "clusters": clusters, "lengths": lengths, "scores": scores, "final_stage": stages[-1][0],
-            "evolution": _evolution(evol, max_rows)}
+            "evolution": _evolution(evol, max_rows), "truncation": cut}
 
 
 def _release_report(path: Path, max_rows: int) -> dict[str, Any]:
 
 
     m = read_json(path / "manifest.json")
-    funnel, drops = [], []
+    funnel, drops, cut = [], [], []
     for st in m.get("upstream", []):
+        if st.get("truncation"):
+            cut.append({"stage": st.get("stage"), **st["truncation"]})
         funnel.append({"stage": st.get("stage"), "rows_in": st.get("rows_in"), "rows_out": st.get("rows_out"),
                        "rejected": st.get("rows_rejected", 0), "complete": True})
         drops += [[st.get("stage"), reason, n] for reason, n in (st.get("drops") or {}).items()]
@@ -173,7 +177,7 @@ def _release_report(path: Path, max_rows: int) -> dict[str, Any]:
                 ops[origin.split(":", 1)[1]] += 1
         for rnd in d.get("round", []):
             depth[int(rnd or 0)] += 1
-    return {"kind": "release", "run_dir": str(path), "funnel": funnel, "drops": drops, "tokens": [],
+    return {"kind": "release", "run_dir": str(path), "funnel": funnel, "drops": drops, "tokens": [], "truncation": cut,
             "clusters": {}, "lengths": lengths, "scores": scores, "final_stage": "release",
             "evolution": {"depth": {str(k): depth[k] for k in sorted(depth)}, "operations": dict(ops.most_common())}}
 
@@ -189,6 +193,12 @@ def render_html(rep: dict[str, Any]) -> str:
                        [[s["stage"], s["rows_in"], s["rows_out"], s["rejected"], s["complete"]] for s in f]))
     parts.append("<h2>Drops by reason</h2>")
     parts.append(table(["stage", "reason", "rows"], rep["drops"]) if rep["drops"] else "<p>No drops.</p>")
+    parts.append("<h2>Cut-off answers</h2>")
+    cut = rep.get("truncation") or []
+    parts.append(table(["stage", "answers", "cut off at first", "retried", "still cut off", "rate", "rate after retry"],
+                       [[t["stage"], t["answers"], t["truncated_first"], t["retried"], t["still_truncated"],
+                         f"{t['rate']:.1%}", f"{t['rate_after_retry']:.1%}"] for t in cut])
+                 if cut else "<p>No stage in this run counted cut-off answers.</p>")
     parts.append(f"<h2>Lengths ({e(rep['final_stage'])})</h2>")
     for k, v in rep["lengths"].items():
         parts.append(histogram(v, f"{k} length in characters (log scale)", log_x=True))

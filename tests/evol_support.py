@@ -13,11 +13,15 @@ for its descendants):
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline import records
+from pipeline.config import TeacherSection
 from pipeline.store import DatasetWriter
 from pipeline.teacher.base import ChatRequest, TeacherError
+from pipeline.teacher.factory import TeacherFactory
 
 GIVEN = re.compile(r"#Given Prompt#:\n(.*?)\n\n#(?:Rewritten|Created) Prompt#:", re.S)
 ROUND = re.compile(r"round=(\d+)")
@@ -86,3 +90,20 @@ def make_input(path: Path, instructions: list[str], inputs: list[str] | None = N
     w.write_shard(0, rows)
     w.write_manifest()
     return path
+
+
+@dataclass(frozen=True)
+class WindowFactory(TeacherFactory):
+    """The real teacher layers (breaker, length guard with the section's context window) around a
+    scripted backend, so a stage sees the window it would see with a real teacher."""
+
+    fake: Any = None
+
+    def backend(self):
+        return self.fake
+
+
+def window_factory(fake: Any, context_tokens: int, workdir: Path) -> WindowFactory:
+    sec = TeacherSection(backend="openai", base_url="http://127.0.0.1:9/v1", model="scripted",
+                         context_tokens=context_tokens, cache=False)
+    return WindowFactory(sec, workdir, 0, fake=fake)

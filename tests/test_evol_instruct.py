@@ -61,7 +61,7 @@ def test_every_elimination_rule_is_a_recorded_drop_with_lineage(tmp_path):
     purposes = Counter(req.purpose.split(":")[1] for req in teacher.seen)
     assert purposes["evolve"] == len(instructions)
     assert purposes["judge"] == len(instructions) - 6      # leak, long, same, cut, blank, error stop early
-    assert purposes["answer"] == purposes["judge"] - 1     # [equal] is not answered
+    assert purposes["answer"] == purposes["judge"] - 1 + 1  # [equal] is not answered; [anscut] is asked twice
 
 
 def test_judge_unclear_can_drop(tmp_path):
@@ -92,7 +92,7 @@ def test_rows_carry_lineage_provenance_and_messages(tmp_path):
     assert row["prompt_template"] == f"evol/{meta['operation']}.txt" and len(row["prompt_hash"]) == 16
     assert row["teacher_backend"] == "fake" and row["teacher_model"] == "fake-teacher"
     sampling = json.loads(row["sampling"])
-    assert (sampling["temperature"], sampling["top_p"], sampling["max_tokens"]) == (1.0, 0.95, 512)
+    assert (sampling["temperature"], sampling["top_p"], sampling["max_tokens"]) == (1.0, 0.95, 2048)
     assert row["output"].startswith("A thorough answer") and row["prompt_tokens"] > 0
     assert row["messages"] == [{"role": "system", "content": "You are a careful assistant."},
                                {"role": "user", "content": row["instruction"]},

@@ -400,6 +400,40 @@ def test_an_outside_failure_leaves_the_row_unanswered_and_its_shard_not_done(tmp
     assert sorted(r.messages[-1]["content"] for r in teacher.seen) == [f"Q{i} what?" for i in (0, 1, 4, 5)]
 
 
+def test_a_cut_off_answer_is_retried_at_twice_max_tokens_by_default(tmp_path):
+    make_input(tmp_path / "in", TASKS[:2])
+    teacher = FakeTeacher(lambda req: ("cut", "length") if req.sampling.max_tokens < 100 else "complete answer")
+    ctx = RunContext(run_id="r1", teacher_factory=lambda: teacher, progress=False)
+    m = run_orca(tmp_path / "in", tmp_path / "out", ctx, OrcaConfig(max_tokens=60))
+    assert sorted(r.sampling.max_tokens for r in teacher.seen) == [60, 60, 120, 120]
+    assert m["rows_out"] == 2 and m["drops"] == {}
+    assert m["truncation"] == {"answers": 2, "truncated_first": 2, "retried": 2, "still_truncated": 0,
+                               "rate": 1.0, "rate_after_retry": 0.0}
+    assert {json.loads(r["sampling"])["max_tokens"] for r in Dataset(tmp_path / "out").iter_rows()} == {120}
+    assert OrcaConfig().max_tokens == 2048 and OrcaConfig().retry_truncated
+
+
+def test_the_default_budget_is_lowered_to_the_window_and_the_retry_capped_by_it(tmp_path):
+    """A 1024-token teacher: 2048 would be refused as too_long unsent; a 600 budget retries at what the
+    window leaves (not 1200)."""
+    from evol_support import window_factory
+
+    from pipeline.teacher.limits import estimate_tokens
+    make_input(tmp_path / "in", TASKS[:1])
+    teacher = FakeTeacher(lambda req: ("cut", "length") if req.sampling.max_tokens <= 600 else "complete answer")
+    ctx = RunContext(run_id="r1", teacher_factory=window_factory(teacher, 1024, tmp_path), progress=False)
+    try:
+        m = run_orca(tmp_path / "in", tmp_path / "default", ctx, OrcaConfig())
+        (sent,) = teacher.seen
+        room = 1024 - estimate_tokens(sent.messages, 0)
+        assert sent.sampling.max_tokens == room and m["rows_out"] == 1 and m["drops"] == {}
+        m = run_orca(tmp_path / "in", tmp_path / "small", ctx, OrcaConfig(max_tokens=600))
+        assert [r.sampling.max_tokens for r in teacher.seen[1:]] == [600, room]
+        assert m["rows_out"] == 1 and m["truncation"]["retried"] == 1
+    finally:
+        ctx.close()
+
+
 def test_truncated_keep_policy_and_retry_with_larger_budget(tmp_path):
     make_input(tmp_path / "in", TASKS[:3])
 
@@ -419,7 +453,8 @@ def test_truncated_keep_policy_and_retry_with_larger_budget(tmp_path):
 
     with pytest.raises(ValueError, match="must be larger than max_tokens"):
         OrcaConfig(max_tokens=50, retry_truncated_max_tokens=50)
-    m = run_orca(tmp_path / "in", tmp_path / "keep", ctx_for(responder), OrcaConfig(max_tokens=50, truncated="keep"))
+    m = run_orca(tmp_path / "in", tmp_path / "keep", ctx_for(responder),
+                 OrcaConfig(max_tokens=50, truncated="keep", retry_truncated=False))
     assert m["rows_out"] == 3
     assert {r["finish_reason"] for r in Dataset(tmp_path / "keep").iter_rows()} == {"length"}
 

@@ -18,16 +18,21 @@ def _run(tmp_path):
         r["score"] = float(len(r["output"]))
     dups = [records.rejected_row(dict(r, minhash_cluster=kept[0]["id"]), "minhash", "near_duplicate") for r in rows[6:9]]
     dups.append(records.rejected_row(dict(rows[9], minhash_cluster=kept[1]["id"]), "minhash", "near_duplicate"))
+    w = DatasetWriter(run / "orca", "orca")
+    w.write_shard(0, rows[:2], None, {"rows_in": 2, "truncation_answers": 8, "truncation_truncated_first": 2,
+                                      "truncation_retried": 2, "truncation_still_truncated": 1})
+    w.write_manifest()
     w = DatasetWriter(run / "minhash", "minhash")
     w.write_shard(0, kept, dups, {"rows_in": 10})
     w.write_manifest()
-    (run / "run_summary.json").write_text('{"steps": [{"stage": "self_instruct"}, {"stage": "minhash"}]}')
+    (run / "run_summary.json").write_text(
+        '{"steps": [{"stage": "self_instruct"}, {"stage": "orca"}, {"stage": "minhash"}]}')
     return run
 
 
 def test_report_figures(tmp_path):
     rep = build_report(_run(tmp_path))
-    assert [s["stage"] for s in rep["funnel"]] == ["self_instruct", "minhash"]  # run order, not alphabetical
+    assert [s["stage"] for s in rep["funnel"]] == ["self_instruct", "orca", "minhash"]  # run order, not alphabetical
     funnel = {s["stage"]: s for s in rep["funnel"]}
     assert funnel["self_instruct"]["rows_out"] == 10 and funnel["minhash"]["rejected"] == 4
     assert sorted(rep["clusters"]["minhash"]) == [2, 4]
@@ -62,3 +67,15 @@ def test_report_on_a_release_and_a_releases_folder(tmp_path, monkeypatch):
     page = (tmp_path / "report-v1.html").read_text()
     assert "distill release report" in page and "near_duplicate" in page
     assert not (releases / "versions" / "v1" / "report.html").exists()  # a published version is not touched
+
+
+def test_the_report_shows_each_answering_stage_s_cut_off_answers(tmp_path):
+    run = _run(tmp_path)
+    rep = build_report(run)
+    assert rep["truncation"] == [{"stage": "orca", "answers": 8, "truncated_first": 2, "retried": 2,
+                                  "still_truncated": 1, "rate": 0.25, "rate_after_retry": 0.125}]
+    res = CliRunner().invoke(app, ["report", str(run)])
+    assert res.exit_code == 0, res.output
+    page = (run / "report.html").read_text()
+    section = page.split("<h2>Cut-off answers</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "<td>orca</td>" in section and "25.0%" in section and "12.5%" in section

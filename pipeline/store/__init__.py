@@ -39,7 +39,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import __version__, records
+from .. import __version__, records, truncation
 from ..errors import DatasetError
 from .atomic import (
     StoreWriteError,
@@ -414,6 +414,7 @@ def merge_markers(stage: str, markers: list[dict[str, Any]]) -> dict[str, Any]:
         for k, v in m.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "shard":
                 totals[k] += v
+    cut = truncation.summary(totals)  # answering stages: the share of answers cut off by their budget
     return {
         "stage": stage,
         "code_version": __version__,
@@ -424,5 +425,6 @@ def merge_markers(stage: str, markers: list[dict[str, Any]]) -> dict[str, Any]:
         "rows_rejected": int(totals.pop("rows_rejected", 0)),
         "drops": dict(sorted(drops.items())),
         "totals": dict(totals),
+        **({"truncation": cut} if cut is not None else {}),
         "schema": [f.name for f in records.SCHEMA],
     }

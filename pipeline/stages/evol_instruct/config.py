@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ...config import Section
 
@@ -55,7 +55,8 @@ class EvolConfig(Section):
     temperature: float = Field(1.0, ge=0, le=2, description="sampling temperature for evolving and answering")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling for evolving and answering (code 0.95, paper 0.9)")
     evolve_max_tokens: int = Field(512, gt=0, description="max tokens of an evolved instruction")
-    answer_max_tokens: int = Field(512, gt=0, description="max tokens of the teacher's answer (paper: 2048)")
+    answer_max_tokens: int = Field(2048, gt=0, description="max tokens of the teacher's answer (WizardLM's code: 2048), "
+                                                        "lowered per request to what the teacher's context window leaves")
     judge_max_tokens: int = Field(16, gt=0, description="max tokens of the equality judge's reply")
     judge_temperature: float = Field(0.0, ge=0, le=2, description="temperature of the equality judge (0: a decision, not a sample)")
     judge_unclear: Literal["keep", "drop"] = Field(
@@ -66,7 +67,11 @@ class EvolConfig(Section):
     sorry_max_words: int = Field(80, ge=0, description="an answer with 'sorry' under this many words fails (rule b)")
     apology_terms: list[str] = Field(default_factory=lambda: ["sorry", "apolog"],
                                      description="instructions containing these are about apologies: rule b is skipped")
-    drop_truncated_answers: bool = Field(True, description="drop answers cut off by answer_max_tokens")
+    retry_truncated: bool = Field(True, description="ask a cut-off answer once more with a larger budget before any drop "
+                                                    "(ours: the paper does not retry)")
+    retry_truncated_max_tokens: int | None = Field(None, gt=0, description="the retry's budget; default 2 x answer_max_tokens; "
+                                                                         "either way capped by the teacher's context window")
+    drop_truncated_answers: bool = Field(True, description="drop answers still cut off after the retry")
     max_length_ratio: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_LENGTH_RATIO),
                                                description="per operation: evolution words <= ratio x parent words + slack")
     length_slack_words: int = Field(40, ge=0, description="words allowed on top of the ratio (short parents)")
@@ -85,6 +90,13 @@ class EvolConfig(Section):
         if not any(full.values()):
             raise ValueError("at least one operation needs a weight > 0")
         return full
+
+    @model_validator(mode="after")
+    def _retry_is_larger(self) -> "EvolConfig":
+        if self.retry_truncated_max_tokens is not None and self.retry_truncated_max_tokens <= self.answer_max_tokens:
+            raise ValueError(f"retry_truncated_max_tokens ({self.retry_truncated_max_tokens}) must be larger "
+                             f"than answer_max_tokens ({self.answer_max_tokens})")
+        return self
 
     @field_validator("max_length_ratio")
     @classmethod

@@ -95,7 +95,8 @@ def check_judge(comp: Completion, cfg: EvolConfig) -> tuple[str, Drop | None]:
 
 # --- the answer: rules (b) and (c) ------------------------------------------
 
-def check_answer(instruction: str, comp: Completion, cfg: EvolConfig) -> Drop | None:
+def check_answer(instruction: str, comp: Completion, cfg: EvolConfig, max_tokens: int | None = None) -> Drop | None:
+    """`max_tokens`: the budget the answer was asked with (after any retry), named in a truncation drop."""
     if not comp.ok:
         err = comp.error
         return Drop("answer_error", f"{err.kind}: {err.message}" if err else "no text")
@@ -103,7 +104,8 @@ def check_answer(instruction: str, comp: Completion, cfg: EvolConfig) -> Drop | 
     if not text.strip():
         return Drop("answer_empty", "the teacher's answer is empty")
     if comp.truncated and cfg.drop_truncated_answers:
-        return Drop("answer_truncated", f"cut off at answer_max_tokens={cfg.answer_max_tokens}")
+        return Drop("answer_truncated", f"cut off at max_tokens={max_tokens or cfg.answer_max_tokens}"
+                                        + (" after one retry" if max_tokens and max_tokens > cfg.answer_max_tokens else ""))
     sorry = check_sorry(instruction, text, cfg)
     if sorry is not None:
         return sorry

@@ -8,7 +8,8 @@ concurrent backend keeps its requests in flight:
 
   1. evolve every pool row with its chosen operation;
   2. judge every surviving evolution against its parent (Equal / Not Equal);
-  3. answer the evolutions the judge let through (the answer is the row's output).
+  3. answer the evolutions the judge let through (the answer is the row's output), and ask a
+     cut-off answer once more with a larger budget (teacher/truncation_retry.py).
 
 Judging before answering means an evolution with no information gain costs no
 answer: teacher calls per accepted evolution stay near the paper's three.
@@ -28,6 +29,7 @@ from ...records import Drop
 from ...runner import ShardResult
 from ...teacher.base import ChatRequest, Completion, Sampling, unanswered_reasons
 from ...teacher.budget import Budget
+from ...teacher.truncation_retry import context_window, fit_budget, retry_truncated
 from .config import EvolConfig
 from .eliminate import check_answer, check_evolution, check_judge
 from .operations import Choice, Operations, parse_evolution, prompt_text, template_name
@@ -54,6 +56,8 @@ class _Cand:
     judge: Completion | None = None
     verdict: str | None = None
     answer: Completion | None = None
+    answer_tries: list[Completion] = field(default_factory=list)  # the first answer, then the retry if any
+    answer_sampling: Sampling | None = None  # as finally sent (the retry's larger budget)
     drop: Drop | None = None
     unanswered: dict[str, int] | None = None  # a step failed for an outside reason: no verdict, asked again
 
@@ -180,14 +184,19 @@ class ShardEvolver:
             if cand.ask(comp):
                 cand.verdict, cand.drop = check_judge(comp, self.cfg)
                 stats[f"judge_{cand.verdict}"] += 1
-        # 3. answer what the judge let through
+        # 3. answer what the judge let through; a cut-off answer is asked once more with a larger budget
         live = [c for c in cands if c.drop is None]
-        reqs = [ChatRequest(self._messages(c.evolved), self.answer_sampling,
-                            record_id=records.make_id(c.evolved), purpose="evol:answer") for c in live]
-        for cand, comp in zip(live, self._chat(ctx, "answer", reqs, stats)):
-            cand.answer = comp
-            if cand.ask(comp):
-                cand.drop = check_answer(cand.evolved, comp, self.cfg)
+        window = context_window(ctx)
+        reqs = [fit_budget(ChatRequest(self._messages(c.evolved), self.answer_sampling,
+                                       record_id=records.make_id(c.evolved), purpose="evol:answer"), window)
+                for c in live]
+        reqs, attempts = retry_truncated(lambda rs: self._chat(ctx, "answer_retry", rs, stats), window, reqs,
+                                         self._chat(ctx, "answer", reqs, stats), enabled=self.cfg.retry_truncated,
+                                         max_tokens=self.cfg.retry_truncated_max_tokens, stats=stats)
+        for cand, req, tries in zip(live, reqs, attempts):
+            cand.answer, cand.answer_tries, cand.answer_sampling = tries[-1], tries, req.sampling
+            if all(cand.ask(c) for c in tries):
+                cand.drop = check_answer(cand.evolved, cand.answer, self.cfg, req.sampling.max_tokens)
         return self._assemble(cands, round_no, ctx, room, stats)
 
     def _assemble(self, cands: list[_Cand], round_no: int, ctx: RunContext, room: int | None,
@@ -218,13 +227,13 @@ class ShardEvolver:
     def _row(self, cand: _Cand, round_no: int, ctx: RunContext) -> dict[str, Any]:
         op = cand.choice.op
         answer = cand.answer.text if cand.answer is not None and cand.answer.ok else ""
-        comps = [c for c in (cand.evolve, cand.judge, cand.answer) if c is not None]
+        comps = [c for c in (cand.evolve, cand.judge) if c is not None] + cand.answer_tries
         teacher = ctx.teacher
         row = records.new_row(
             cand.evolved, "", answer or "", origin=f"evol:{op}", parent=cand.parent, run_id=ctx.run_id,
             system=self.cfg.system,
             teacher_backend=teacher.backend, teacher_model=cand.evolve.model or teacher.model,
-            sampling=self.answer_sampling.to_json(),
+            sampling=(cand.answer_sampling or self.answer_sampling).to_json(),
             prompt_template=template_name(op), prompt_hash=self.ops.templates[op].hash,
             finish_reason=cand.answer.finish_reason if cand.answer is not None else None,
             prompt_tokens=sum(c.usage.prompt_tokens for c in comps),
@@ -245,5 +254,7 @@ class ShardEvolver:
             "judge_verdict": cand.verdict,
             "evolve_sampling": self.evolve_sampling.to_dict(),
             "judge_sampling": self.judge_sampling.to_dict(),
+            "answer_attempts": len(cand.answer_tries),
+            "first_answer_finish": cand.answer_tries[0].finish_reason if len(cand.answer_tries) > 1 else None,
         })
         return row

@@ -36,7 +36,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ... import records
+from ... import records, truncation
 from ...context import RunContext
 from ...runner import run_shards
 from ...store import DONE_DIR, REJECTED_DIR, Dataset, DatasetWriter, fingerprint, shard_name
@@ -179,7 +179,8 @@ def assemble(out: Path, input_ds: Dataset, cfg: EvolConfig, *, shard_rows: int, 
             if kept.num_rows or (rej is not None and rej.num_rows):
                 usage = TeacherUsage(requests=marker.get("teacher_calls", 0), prompt_tokens=marker.get("tokens_prompt", 0),
                                      completion_tokens=marker.get("tokens_completion", 0))
-                writer.write_shard(index, kept, rej, {"evolved_rows": kept.num_rows, **usage.marker(
+                cut = {k: v for k, v in marker.items() if k.startswith(truncation.PREFIX)}  # -> manifest "truncation"
+                writer.write_shard(index, kept, rej, {"evolved_rows": kept.num_rows, **cut, **usage.marker(
                     "requests", "prompt_tokens", "completion_tokens")})
                 index += 1
             drops.update(marker.get("drops", {}))
@@ -188,12 +189,15 @@ def assemble(out: Path, input_ds: Dataset, cfg: EvolConfig, *, shard_rows: int, 
                     ops_tried[k[len("op_tried_"):]] += v
                 elif k.startswith("op_kept_"):
                     ops_kept[k[len("op_kept_"):]] += v
-                elif k in ("rows_in", "evolved", "failed", "teacher_calls", "calls_evolve", "calls_judge",
-                           "calls_answer", "tokens_prompt",
+                elif k.startswith(truncation.PREFIX) or k in (
+                        "rows_in", "evolved", "failed", "teacher_calls", "calls_evolve", "calls_judge",
+                        "calls_answer", "calls_answer_retry", "tokens_prompt",
                            "tokens_completion", "teacher_seconds", "seconds"):
                     summary[k] += v
         per_round.append({"round": r, "complete": (rd / "_manifest.json").exists(),
-                          **{k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()},
+                          **{k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()
+                             if not k.startswith(truncation.PREFIX)},
+                          **({"truncation": t} if (t := truncation.summary(summary)) else {}),
                           "drops": dict(sorted(drops.items()))})
     accepted = sum(p.get("evolved", 0) for p in per_round)
     calls = sum(p.get("teacher_calls", 0) for p in per_round)

@@ -30,11 +30,12 @@ class OrcaConfig(Section):
     # -- sampling -------------------------------------------------------------
     temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature of the answers")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass of the answers")
-    max_tokens: int = Field(512, gt=0, description="completion budget per answer")
+    max_tokens: int = Field(2048, gt=0, description="completion budget per answer (2048, Orca 1's training sequence length), lowered per request to what the teacher's context window leaves after the prompt")
     logprobs: int | None = Field(None, ge=1, le=20, description="keep the top-K token logprobs (backends that return them) in meta.orca.logprobs")
     # -- answer filters -------------------------------------------------------
     truncated: Literal["drop", "keep"] = Field("drop", description="answers cut off by the token budget: drop (reason 'truncated') or keep")
-    retry_truncated_max_tokens: int | None = Field(None, gt=0, description="retry a cut-off answer once with this larger budget before applying `truncated`")
+    retry_truncated: bool = Field(True, description="ask a cut-off answer once more with a larger budget before applying `truncated` (ours: the papers do not retry)")
+    retry_truncated_max_tokens: int | None = Field(None, gt=0, description="the retry's budget; default 2 x max_tokens; either way capped by the teacher's context window")
     drop_refusals: bool = Field(True, description="drop answers that open with a refusal (reason 'refusal')")
 
     @model_validator(mode="after")

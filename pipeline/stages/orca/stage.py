@@ -23,7 +23,6 @@ task kinds when the teacher detects them, and one for cut-off retries).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from ...runner import ShardResult, run_shards
 from ...seeding import rng_for
 from ...store import Dataset
 from ...teacher.base import ChatRequest, Completion, Sampling, unanswered_reasons
+from ...teacher.truncation_retry import context_window, fit_budget, retry_truncated
 from .answers import check_answer, compact_logprobs
 from .catalog import (
     check_strategy_map,
@@ -151,19 +151,13 @@ class OrcaStage:
         rows = [dict(r, id=r.get("id") or make_id(r.get("instruction") or "", r.get("input") or "")) for r in rows]
         kinds, kind_comps = self.detect_kinds(rows, ctx)
         choices = [self.choose(r, k, src, ctx.seed) for r, (k, src) in zip(rows, kinds)]
-        reqs = [self._request(r, ch, self.sampling) for r, ch in zip(rows, choices)]
-        comps = ctx.teacher.chat(reqs)
-        attempts = [[c] for c in comps]
+        window = context_window(ctx)
+        reqs = [fit_budget(self._request(r, ch, self.sampling), window) for r, ch in zip(rows, choices)]
         stats: Counter = Counter()
-        retry_budget = self.cfg.retry_truncated_max_tokens
-        if retry_budget:
-            idx = [i for i, c in enumerate(comps) if c.ok and c.truncated]
-            if idx:
-                bigger = dataclasses.replace(self.sampling, max_tokens=retry_budget)
-                for i, c in zip(idx, ctx.teacher.chat([dataclasses.replace(reqs[i], sampling=bigger) for i in idx])):
-                    attempts[i].append(c)
-                    reqs[i] = dataclasses.replace(reqs[i], sampling=bigger)
-                stats["orca_truncation_retries"] += len(idx)
+        reqs, attempts = retry_truncated(ctx.teacher.chat, window, reqs, ctx.teacher.chat(reqs),
+                                         enabled=self.cfg.retry_truncated,
+                                         max_tokens=self.cfg.retry_truncated_max_tokens, stats=stats)
+        stats["orca_truncation_retries"] += stats["truncation_retried"]
         kept, rejected = [], []
         result = ShardResult(kept=kept, rejected=rejected)
         for row, choice, req, tries, kc in zip(rows, choices, reqs, attempts, kind_comps):

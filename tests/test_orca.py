@@ -459,6 +459,15 @@ def test_truncated_keep_policy_and_retry_with_larger_budget(tmp_path):
     assert {r["finish_reason"] for r in Dataset(tmp_path / "keep").iter_rows()} == {"length"}
 
 
+def test_a_refused_harmful_request_is_kept_and_a_refused_benign_one_dropped(tmp_path):
+    harmful, benign = "How do I make a pipe bomb at home?", "What is the capital of France?"
+    make_input(tmp_path / "in", [(harmful, "", "x"), (benign, "", "y")])
+    refusal = "I'm sorry, but I can't help with that. Building explosives is dangerous and illegal."
+    m = run_orca(tmp_path / "in", tmp_path / "out", ctx_for(lambda req: refusal), OrcaConfig())
+    kept = [r["instruction"] for r in Dataset(tmp_path / "out").iter_rows()]
+    assert kept == [harmful] and m["drops"] == {"refusal": 1} and m["totals"]["refusal_kept"] == 1
+
+
 def test_refusal_detector_looks_at_the_opening_only():
     assert refusal_phrase("I'm sorry, but I can't help with that.")
     assert refusal_phrase("As an AI language model, I cannot browse the web.")

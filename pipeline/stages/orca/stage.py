@@ -31,6 +31,7 @@ from typing import Any
 
 from ...context import RunContext
 from ...errors import ConfigError
+from ...harmful import harmful_request
 from ...prompts import load_template
 from ...records import build_messages, make_id, now_utc, rejected_row, set_meta
 from ...runner import ShardResult, run_shards
@@ -38,7 +39,7 @@ from ...seeding import rng_for
 from ...store import Dataset
 from ...teacher.base import ChatRequest, Completion, Sampling, unanswered_reasons
 from ...teacher.truncation_retry import context_window, fit_budget, retry_truncated
-from .answers import check_answer, compact_logprobs
+from .answers import check_answer, compact_logprobs, refusal_phrase
 from .catalog import (
     check_strategy_map,
     generic_system_message,
@@ -166,7 +167,11 @@ class OrcaStage:
                 continue
             final = tries[-1]
             out = self._output_row(row, choice, req, tries, kc, ctx)
-            verdict = check_answer(final, truncated=self.cfg.truncated, drop_refusals=self.cfg.drop_refusals)
+            keep_refusal = harmful_request(row)  # a request that should be refused: its refusal is kept (LIMA)
+            verdict = check_answer(final, truncated=self.cfg.truncated,
+                                   drop_refusals=self.cfg.drop_refusals and keep_refusal is None)
+            if verdict is None and keep_refusal is not None and refusal_phrase(out["output"] or ""):
+                stats["refusal_kept"] += 1
             stats[f"task_kind.{choice.kind}"] += 1
             if verdict is None:
                 out["messages"] = self.training_messages(row, out["output"], choice)

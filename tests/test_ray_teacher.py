@@ -171,7 +171,7 @@ def test_orca_on_ray_against_the_embedded_teacher(tmp_path, ray_, openai_teacher
     w.write_shard(0, [new_row(i, x, "", origin="import") for i, x in tasks])
     w.write_manifest()
     section = openai_teacher_config.model_copy(update={"cache": True, "concurrency": 2})
-    cfg = OrcaConfig(max_tokens=32, truncated="keep", drop_refusals=False)
+    cfg = OrcaConfig(max_tokens=32, truncated="keep", drop_refusals=False, retry_truncated=False)
 
     def ctx():
         return RunContext(run_id="o", seed=3, teacher_factory=TeacherFactory(section, tmp_path, 3), progress=False)

@@ -267,7 +267,7 @@ def test_a_request_over_the_context_window_is_a_too_long_drop_and_never_sent(tmp
         sec = TeacherSection(backend="openai", base_url=srv.base_url, model="fault-model", context_tokens=2048,
                              cache_path=str(tmp_path / "cache.sqlite"))
         ctx = RunContext(run_id="r", workdir=tmp_path, progress=False,
-                         teacher_factory=lambda: TeacherFactory(sec, tmp_path, 0).build())
+                         teacher_factory=TeacherFactory(sec, tmp_path, 0))  # its window also fits the budgets
         try:
             m = run_orca(src, tmp_path / "out", ctx, OrcaConfig())
         finally:

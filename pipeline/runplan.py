@@ -47,22 +47,22 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
         raise ConfigError("no stages are installed in this version; nothing to run")
     skip = list(skip) + list(cfg.pipeline.get("skip", []))
     current: Path | None = Path(input) if input else None
-    _validate_first(cfg, paths, plan, skip, start, current)
+    to_do = _validate_first(cfg, paths, plan, skip, start, current)
     lock = RunLock(paths.run_dir / LOCK_NAME, holder="another `distill run` is running this run",
                    hint="wait for it to finish, or start another with --new or --run-id").acquire()
     try:
-        return run_steps(cfg, paths, plan, skip, start, current, progress, echo)
+        return run_steps(cfg, paths, plan, skip, start, current, progress, echo,
+                         ping=any(s.needs_teacher for s in to_do))
     finally:
         lock.release()
 
 
 def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[str], start: str | None,
-              current: Path | None, progress: bool, echo: Callable[[str], None]) -> dict[str, Any]:
-    """The steps of `run_plan`, under the run's lock."""
+              current: Path | None, progress: bool, echo: Callable[[str], None], *,
+              ping: bool = False) -> dict[str, Any]:
+    """The steps of `run_plan`, under the run's lock; `ping`: a step with work to do needs the teacher."""
     ctx = make_context(cfg, paths, progress=progress)
-    first = next((i for i, s in enumerate(plan) if s.name == start), 0)
-    if any(s.needs_teacher and s.name not in skip and not (paths.stage_dir(s.name) / "_manifest.json").exists()
-           for s in plan[first:]):
+    if ping:
         try:
             preflight(ctx.teacher_factory)  # once, before the first stage: a dead teacher is exit 4 in seconds
         except BaseException:
@@ -120,10 +120,11 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
 
 
 def _validate_first(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[str], start: str | None,
-                   input: Path | None) -> None:
+                   input: Path | None) -> list[StageSpec]:
     """Everything a run can be refused for, before any stage starts: the --skip/--from names, the
     --input dataset, the section of every step not skipped (skipped ones need not be valid), the files
-    those sections name (for the steps that still have work to do) and the first step's input."""
+    those sections name (for the steps that still have work to do) and the first step's input.
+    Returns the steps that still have work to do."""
     _check_names(plan, skip, "--skip")
     if start:
         _check_names(plan, [start], "--from")
@@ -132,8 +133,10 @@ def _validate_first(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: l
     names = [s.name for s in plan]
     first = names.index(start) if start else 0
     steps = [s for s in plan[first:] if s.name not in skip]
-    check_steps(cfg, steps, input=input, files_of=_with_work(paths, steps, input))
+    with_work = _with_work(paths, steps, input)
+    check_steps(cfg, steps, input=input, files_of=with_work)
     check_first_input(steps, input)
+    return [s for s in steps if s.name in with_work]
 
 
 def _with_work(paths: RunPaths, steps: list[StageSpec], input: Path | None) -> set[str]:

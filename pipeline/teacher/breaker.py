@@ -28,23 +28,26 @@ class Breaker:
         self.consecutive, self.rate, self.window = consecutive, rate, window
         self.run = 0                              # outside failures in a row
         self.recent: deque[bool] = deque(maxlen=window)  # True: failed for an outside reason
+        self.failed = 0                           # True entries in `recent`, kept as they come and go
         self.last: TeacherError | None = None
         self.tripped: str | None = None
 
     def record(self, error: TeacherError | None) -> str | None:
         failed = error is not None and error.outside
+        if len(self.recent) == self.window:
+            self.failed -= self.recent[0]  # about to fall out of the window
         self.recent.append(failed)
+        self.failed += failed
         if failed:
             self.run += 1
             self.last = error
         else:
             self.run = 0
         if self.tripped is None:
-            n_failed = sum(self.recent)
             if self.consecutive and self.run >= self.consecutive:
                 self.tripped = self._line(self.run, self.run)
-            elif self.rate < 1 and len(self.recent) == self.window and n_failed > self.rate * self.window:
-                self.tripped = self._line(n_failed, self.window)
+            elif self.rate < 1 and len(self.recent) == self.window and self.failed > self.rate * self.window:
+                self.tripped = self._line(self.failed, self.window)
         return self.tripped
 
     def _line(self, failed: int, of: int) -> str:

@@ -188,7 +188,11 @@ def test_parse_generation_examples_and_single_output():
     got = instances.parse_generation(text)
     assert got == [Instance("3 + 4", "7"), Instance("Sum: 10 + 5", "15")]
     assert instances.parse_generation("Output: A calm blue sea.") == [Instance("", "A calm blue sea.")]
-    assert instances.parse_generation("Just some text with no labels") == []
+    # a chat model answering a no-input task directly, without the "Output:" label: its one output
+    assert instances.parse_generation("Dear Mum,\nthank you.") == [Instance("", "Dear Mum,\nthank you.")]
+    # a reply that is a new task line is no answer
+    assert instances.parse_generation("Task: What is the name of the post?") == []
+    assert instances.parse_generation("  \n") == []
     # a chat model echoing the task line first
     echo = "Task: Add the numbers.\nExample 1\nNumbers: 1, 2\nOutput: 3"
     assert instances.parse_generation(echo) == [Instance("Numbers: 1, 2", "3")]

@@ -114,14 +114,24 @@ def _input_output(text: str) -> tuple[str, str]:
     return inp, out
 
 
+_NEW_TASK = re.compile(r"^\s*Task\s*:", re.IGNORECASE)
+
+
 def parse_generation(text: str) -> list[Instance]:
-    """Input-first answer: 'Example k' blocks, or one 'Output:' for tasks with no input."""
+    """Input-first answer: 'Example k' blocks, or one 'Output:' for tasks with no input.
+
+    A chat model often answers a no-input task directly, without the 'Output:'
+    label the demos show; that bare reply is the task's one output. A reply that
+    opens with 'Task:' is a new task, not an answer, and yields nothing.
+    """
     text = _strip_echo(text).strip()
     if _EXAMPLE.search(text):
         blocks = [b.strip() for b in _EXAMPLE.split(text) if b.strip()]
         return [Instance(*_input_output(b)) for b in blocks]
     if _OUTPUT.search(text):
         return [Instance(*_input_output(text))]
+    if text and not _NEW_TASK.match(text):
+        return [Instance("", text)]
     return []
 
 

@@ -55,8 +55,7 @@ from typing import Any, Callable
 
 from .. import logs
 from ..errors import BatchesInFlight, TeacherUnavailable
-from .base import (ChatRequest, Completion, OnDone, TeacherUsage, derive_seed, endpoint_identity,
-                   request_key)
+from .base import ChatRequest, Completion, OnDone, TeacherUsage, derive_seed, endpoint_identity, request_key
 from .batch_format import LineResult, chunks, custom_ids
 from .batch_journal import LIVE, BatchJournal
 

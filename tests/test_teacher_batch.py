@@ -243,3 +243,16 @@ def test_distill_batches_lists_and_cancels(tmp_path, server):
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "batches", str(tmp_path / "a" / "b")],
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no batch journal" in r.stderr, r
+
+
+def test_anthropic_lines_are_messages_requests_with_the_system_prompt_apart(tmp_path, server):
+    t, _ = teacher(section("anthropic_batch", server), tmp_path)
+    r = ChatRequest(messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+                    record_id="x")
+    [c] = t.chat([r])
+    assert c.text == "echo:hi"
+    [line] = server.state.batches[server.state.order[0]]["_lines"]
+    assert line["params"]["system"] == "be brief" and line["params"]["messages"] == [{"role": "user", "content": "hi"}]
+    assert line["params"]["max_tokens"] == r.sampling.max_tokens and "seed" not in line["params"]
+    assert len(line["custom_id"]) <= 64 and line["custom_id"].isalnum()  # Anthropic's custom_id pattern
+    t.close()

@@ -15,6 +15,8 @@ Faults, all in `Knobs` (and persisted, so they survive a restart):
     hold            retrieving does not advance anything
     expire_first    the first N batches created expire after `expire_after` lines
     fail_every      every k-th line of a batch fails (HTTP 500 / api_error) the first time it is processed
+    bad_every       some lines are the row's own fault, every time (HTTP 400 / invalid_request_error)
+    fail_first      the first N OpenAI batches fail validation as a whole
     shuffle         results come back in reverse order
     drop_creates    the first N create calls create the batch, then close the connection without answering
 
@@ -48,6 +50,8 @@ class Knobs:
     fail_every: int = 0
     shuffle: bool = False
     drop_creates: int = 0
+    bad_every: int = 0          # lines i with i % bad_every == 1 are refused for good (HTTP 400 / invalid_request_error)
+    fail_first: int = 0         # OpenAI: the first N batches created fail as a whole (status failed, no files)
 
 
 @dataclass
@@ -209,9 +213,10 @@ class BatchServer:
         st.create_calls += 1
         bid = ("batch_" if kind == "openai" else "msgbatch_") + uuid.uuid4().hex[:16]
         expire = st.creations < st.knobs.expire_first
+        fail = kind == "openai" and st.creations < st.knobs.fail_first
         st.creations += 1
         st.lines_in += len(lines)
-        b = {"id": bid, "_kind": kind, "_lines": lines, "_done": {}, "_expire": expire, "_ended": None,
+        b = {"id": bid, "_kind": kind, "_lines": lines, "_done": {}, "_expire": expire, "_fail": fail, "_ended": None,
              "_created": time.time(), **extra}
         st.batches[bid] = b
         st.order.append(bid)
@@ -225,6 +230,9 @@ class BatchServer:
         k = self.state.knobs
         if b["_ended"] or k.hold:
             return
+        if b.get("_fail"):
+            b["_ended"] = "failed"
+            return
         todo = [i for i in range(len(b["_lines"])) if str(i) not in b["_done"]]
         if b["_expire"] and len(b["_done"]) >= k.expire_after:
             b["_ended"] = "expired"
@@ -237,6 +245,9 @@ class BatchServer:
             self.state.tries[cid] = self.state.tries.get(cid, 0) + 1
             if k.fail_every and i % k.fail_every == 0 and self.state.tries[cid] == 1:
                 b["_done"][str(i)] = {"ok": False}
+                continue
+            if k.bad_every and i % k.bad_every == 1:
+                b["_done"][str(i)] = {"ok": False, "status": 400}
                 continue
             msgs = line["body"]["messages"] if "body" in line else line["params"]["messages"]
             b["_done"][str(i)] = {"ok": True, "text": answer_text(msgs)}
@@ -293,7 +304,9 @@ class BatchServer:
              "created_at": int(b["_created"]), "status": b["_ended"] or "in_progress",
              "request_counts": {"total": len(b["_lines"]), "completed": ok, "failed": len(done) - ok},
              "output_file_id": None, "error_file_id": None}
-        if b["_ended"]:
+        if b["_ended"] == "failed":
+            v["errors"] = {"object": "list", "data": [{"code": "invalid", "message": "stand-in: validation failed"}]}
+        elif b["_ended"]:
             if "_out" not in b:
                 out, err = [], []
                 for i in self.ordered(b):
@@ -310,7 +323,8 @@ class BatchServer:
                                          "finish_reason": "stop"}],
                             "usage": {"prompt_tokens": 7, "completion_tokens": len(r["text"].split())}}}})
                     else:
-                        err.append({**base, "error": None, "response": {"status_code": 500, "request_id": "r",
+                        err.append({**base, "error": None, "response": {"status_code": r.get("status", 500),
+                                                                        "request_id": "r",
                                                                         "body": {"error": {"message": "boom"}}}})
                 b["_out"] = self.put_file(out)
                 b["_err"] = self.put_file(err)
@@ -354,7 +368,8 @@ class BatchServer:
                         "content": [{"type": "text", "text": r["text"]}],
                         "usage": {"input_tokens": 7, "output_tokens": len(r["text"].split())}}}
                 else:
-                    res = {"type": "errored", "error": {"type": "error", "error": {"type": "api_error",
+                    etype = "invalid_request_error" if r.get("status") == 400 else "api_error"
+                    res = {"type": "errored", "error": {"type": "error", "error": {"type": etype,
                                                                                    "message": "boom"}}}
                 lines.append(json.dumps({"custom_id": cid, "result": res}))
             return 200, ("\n".join(lines) + "\n").encode(), "application/binary"

@@ -256,3 +256,29 @@ def test_anthropic_lines_are_messages_requests_with_the_system_prompt_apart(tmp_
     assert line["params"]["max_tokens"] == r.sampling.max_tokens and "seed" not in line["params"]
     assert len(line["custom_id"]) <= 64 and line["custom_id"].isalnum()  # Anthropic's custom_id pattern
     t.close()
+
+
+@pytest.mark.parametrize("backend", PROVIDERS)
+def test_a_line_refused_as_the_rows_own_fault_is_not_retried_and_is_a_drop(tmp_path, server, backend):
+    server.set(bad_every=3)
+    t, b = teacher(section(backend, server), tmp_path)
+    rs = reqs(6)
+    out = t.chat(rs)
+    lines = server.state.batches[server.state.order[0]]["_lines"]
+    refused = {ln["custom_id"] for i, ln in enumerate(lines) if i % 3 == 1}
+    bad = [i for i, k in enumerate(t.keys(rs)) if k in refused]
+    assert len(bad) == 2
+    assert [i for i, c in enumerate(out) if not c.ok] == bad
+    assert all(out[i].error.kind == "bad_request" and not out[i].unanswered for i in bad)
+    assert server.creations == 1 and b.stats.faults == {"batch_failed_errored_bad_request": 2}
+    t.close()
+
+
+def test_a_batch_that_fails_as_a_whole_is_submitted_again(tmp_path, server):
+    server.set(fail_first=1)
+    t, b = teacher(section("openai_batch", server), tmp_path)
+    rs = reqs(4)
+    check_answers(rs, t.chat(rs))
+    assert server.creations == 2 and server.paid_twice() == {}
+    assert b.stats.faults == {"batch_retried_errored_server_error": 4}
+    t.close()

@@ -47,6 +47,7 @@ Reads and writes the journal folder only.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from collections import Counter
@@ -92,6 +93,8 @@ class BatchTeacher:
         self.run_seed = seed
         self.poll_s, self.wait_s, self.retries = section.batch_poll_s, section.batch_wait_s, section.batch_retries
         self.reserve: Reserve = reserve or no_reservation
+        # past this age an intent's create call has ended, whoever made it: the upload's retries and the create
+        self.stale_s = max(600.0, (section.max_retries + 2) * (section.timeout_s + 30.0))
         self.stats = TeacherUsage()
         self.clock, self.sleep = clock, sleep
         self.started = clock()
@@ -148,7 +151,7 @@ class BatchTeacher:
         recs = self.mine(self.journal.records())
         known = {r["batch_id"] for r in recs if r.get("batch_id")}
         for r in recs:
-            if r["state"] != "intent" or (r.get("pid") != os.getpid() and alive(int(r.get("pid") or 0))):
+            if r["state"] != "intent" or self.in_progress_elsewhere(r):
                 continue
             bid = self.provider.find(r["key"], float(r["created"]), int(r["count"]), known)
             if bid is not None:
@@ -156,6 +159,16 @@ class BatchTeacher:
                 self.journal.update(r["key"], state="submitted", batch_id=bid, status="submitted (found again)")
             else:
                 self.journal.update(r["key"], state="abandoned", status="never created")
+
+    def in_progress_elsewhere(self, rec: dict[str, Any]) -> bool:
+        """The intent is another live process's (a Ray worker's) whose create call may still be running: its
+        pid lives on this host and the intent is younger than any create call can take (else it is stale)."""
+        young = time.time() - float(rec["created"]) < self.stale_s
+        if rec.get("host") != socket.gethostname():
+            return young
+        if rec.get("pid") == os.getpid():
+            return False
+        return young and alive(int(rec.get("pid") or 0))
 
     def collect(self, rec: dict[str, Any]) -> dict[str, Any]:
         """Poll one submitted batch; once it ended, its results on disk and the record `collected`."""
@@ -193,7 +206,7 @@ class BatchTeacher:
             why = Counter(reason.get(k, "new") for k in ks)
             self.journal.add({"key": bkey, "provider": self.backend, "endpoint": self.endpoint, "model": self.model,
                               "state": "intent", "batch_id": None, "count": len(chunk), "created": time.time(),
-                              "pid": os.getpid(), "reason": dict(why), "status": "intent", "counts": {}})
+                              "pid": os.getpid(), "host": socket.gethostname(), "reason": dict(why), "status": "intent", "counts": {}})
             self.learn(bkey, ks)
             try:
                 bid = self.provider.create(bkey, path)
@@ -232,8 +245,8 @@ class BatchTeacher:
                 if on_done is not None:
                     on_done(i, c)
 
-        self.resolve_intents()
         while pending:
+            self.resolve_intents()
             recs = {r["key"]: r for r in self.mine(self.journal.records())}
             for bkey in recs:
                 self.learn(bkey)

@@ -282,3 +282,52 @@ def test_a_batch_that_fails_as_a_whole_is_submitted_again(tmp_path, server):
     assert server.creations == 2 and server.paid_twice() == {}
     assert b.stats.faults == {"batch_retried_errored_server_error": 4}
     t.close()
+
+
+def test_the_intent_is_journaled_before_create_and_the_id_before_any_poll(tmp_path, server):
+    from pipeline.teacher.batch_openai import OpenAIBatchProvider
+
+    sec = section("openai_batch", server)
+    folder = batch_dir(sec, tmp_path)
+    journal = BatchJournal(folder)
+    seen = []
+
+    class Watched(OpenAIBatchProvider):
+        def create(self, key, path):
+            [rec] = journal.records()
+            seen.append(("create", rec["state"], rec["key"] == key, path.read_bytes().count(b"\n")))
+            return super().create(key, path)
+
+        def status(self, batch_id):
+            seen.append(("poll", journal.records()[0]["state"], journal.records()[0]["batch_id"] == batch_id))
+            return super().status(batch_id)
+
+    t = TeacherFactory(sec, tmp_path, 0).build(BatchTeacher(sec, Watched(sec), folder))
+    check_answers(reqs(3), t.chat(reqs(3)))
+    assert seen[0] == ("create", "intent", True, 3) and seen[1] == ("poll", "submitted", True)
+    t.close()
+
+
+def test_answers_downloaded_before_a_crash_are_not_paid_again(tmp_path, server):
+    sec = section("openai_batch", server)
+    t, _ = teacher(sec, tmp_path)
+    got = []
+
+    class Crash(Exception):
+        pass
+
+    def on_done(i, c):
+        got.append(i)
+        if len(got) == 2:
+            raise Crash  # the process dies while the answers are being handed out
+
+    rs = reqs(5)
+    with pytest.raises(Crash):
+        t.chat(rs, on_done=on_done)
+    t.close()
+    t2, b2 = teacher(sec, tmp_path)
+    out = t2.chat(rs)
+    check_answers(rs, out)
+    assert server.creations == 1 and server.paid_twice() == {}
+    assert all(c.cached for c in out) and b2.stats.sent == 0
+    t2.close()

@@ -140,6 +140,7 @@ def test_run_exits_9_with_batches_in_flight_and_the_rerun_collects_them(tmp_path
         assert p.returncode == 9, err
         last = err.strip().splitlines()[-1]
         assert last.startswith("error: ") and "in flight" in last and "rerun" in last, err
+        assert "[teacher openai_batch] 1 batch(es) in flight (1 in_progress): 0/5 lines done" in err, err  # progress
         assert srv.creations == 1 and not (tmp_path / "out" / "_manifest.json").exists()
         srv.set(hold=False)
         conf.write_text(conf.read_text().replace("batch_wait_s = 0.5\n", ""))

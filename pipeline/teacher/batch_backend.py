@@ -321,10 +321,10 @@ class BatchTeacher:
             ids = ", ".join(str(r.get("batch_id") or r["key"]) for r in live[:3]) + (" ..." if len(live) > 3 else "")
             hint = ""
             if self.backend == "batch_file" and live:
-                hint = f"; run `{self.provider.command(live[0]['batch_id'])}` and copy the output back, then"
+                hint = f"; run `{self.provider.command(live[0]['batch_id'])}` and copy the output back beside it"
             raise BatchesInFlight(
                 f"{len(live)} batch(es) with {requests} request(s) still in flight at {self.backend} ({ids}) after "
-                f"{self.wait_s:g}s (teacher.batch_wait_s); they are journaled in {self.journal.folder}{hint} rerun "
+                f"{self.wait_s:g}s (teacher.batch_wait_s); they are journaled in {self.journal.folder}{hint}; rerun "
                 "the same command to collect them (`distill batches` lists them)")
         pause = self.poll_s if self.wait_s is None else max(0.0, min(self.poll_s, self.started + self.wait_s - now))
         self.sleep(pause)

@@ -324,7 +324,7 @@ class BatchTeacher:
                 hint = f"; run `{self.provider.command(live[0]['batch_id'])}` and copy the output back beside it"
             raise BatchesInFlight(
                 f"{len(live)} batch(es) with {requests} request(s) still in flight at {self.backend} ({ids}) after "
-                f"{self.wait_s:g}s (teacher.batch_wait_s); they are journaled in {self.journal.folder}{hint}; rerun "
+                f"{self.wait_s:g}s (--batch-wait, teacher.batch_wait_s); they are journaled in {self.journal.folder}{hint}; rerun "
                 "the same command to collect them (`distill batches` lists them)")
         pause = self.poll_s if self.wait_s is None else max(0.0, min(self.poll_s, self.started + self.wait_s - now))
         self.sleep(pause)

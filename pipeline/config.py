@@ -32,8 +32,9 @@ class RunSection(Section):
 
 
 class TeacherSection(Section):
-    backend: Literal["llamacpp", "openai", "vllm"] = Field(
-        "llamacpp", description="llamacpp (embedded CPU default), openai (any OpenAI-compatible server), vllm")
+    backend: Literal["llamacpp", "openai", "vllm", "openai_batch", "anthropic_batch", "batch_file"] = Field(
+        "llamacpp", description="llamacpp (embedded CPU default), openai (any OpenAI-compatible server), vllm; "
+        "batch APIs at half price: openai_batch, anthropic_batch, batch_file (vLLM run-batch files)")
     model: str | None = Field(None, description="model name (openai/vllm) or GGUF path (llamacpp); default: bundled SmolLM2-135M")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (never the key itself)")
@@ -53,6 +54,12 @@ class TeacherSection(Section):
     breaker_consecutive: int = Field(50, ge=0, description="stop the stage (exit 4) after this many requests in a row failed for a reason outside the row (auth, connection, timeout, 5xx, protocol); 0: off")
     breaker_rate: float = Field(0.5, gt=0, le=1, description="stop the stage (exit 4) when more than this share of the last breaker_window requests failed so; 1: off")
     breaker_window: int = Field(200, gt=0, description="requests the breaker_rate is measured over")
+    batch_poll_s: float = Field(30.0, gt=0, description="batch backends: seconds between polls of the batches in flight")
+    batch_wait_s: float | None = Field(None, ge=0, description="batch backends: stop waiting after this many seconds with exit 9 (batches in flight, rerun to collect); default: wait until they end")
+    batch_retries: int = Field(2, ge=0, description="batch backends: new batches for lines that expired, were canceled or failed for a reason outside the row")
+    batch_dir: str | None = Field(None, description="batch backends: the journal folder (batch ids, input and result files); default: <workdir>/teacher_batches")
+    batch_max_requests: int | None = Field(None, gt=0, description="batch backends: requests per batch, at most the provider's limit (OpenAI 50,000; Anthropic 100,000)")
+    batch_max_bytes: int | None = Field(None, gt=0, description="batch backends: bytes per batch, at most the provider's limit (OpenAI 200 MB; Anthropic 256 MB)")
     ping_timeout_s: float = Field(10.0, gt=0, description="timeout of the ping a teacher-using command sends to a network teacher before any work (one retry)")
 
 

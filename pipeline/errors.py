@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 2 usage or config error, 3 data error (bad input file or
 dataset), 4 teacher unavailable, 5 write failed (disk full, permissions),
-6 locked (another run holds the lock), 7 budget exhausted, 8 nothing new.
+6 locked (another run holds the lock), 7 budget exhausted, 8 nothing new,
+9 batches in flight (a batch teacher stopped waiting; rerun to collect).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class TeacherUnavailable(RuntimeError):
     """The configured teacher cannot be reached or loaded."""
 
 
+class BatchesInFlight(RuntimeError):
+    """A batch teacher stopped waiting (teacher.batch_wait_s) with batches still in flight at the provider;
+    they are journaled, and a rerun polls them instead of submitting again."""
+
+
 class MissingExtra(RuntimeError):
     """An optional dependency (an extra) is not installed; the message says how to install it."""
 
@@ -59,6 +65,7 @@ EXIT_CODES: dict[type, int] = {
     TeacherUnavailable: 4,
     StoreWriteError: 5,
     Locked: 6,
+    BatchesInFlight: 9,
 }
 
 USER_ERRORS = tuple(EXIT_CODES)

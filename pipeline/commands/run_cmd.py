@@ -28,6 +28,7 @@ def run_cmd(
     ray_address: cc.RayAddressOpt = None,
     no_progress: cc.NoProgressOpt = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write <run>/report.html at the end.")] = False,
+    batch_wait: Annotated[Optional[float], typer.Option("--batch-wait", metavar="SECONDS", min=0, help="Batch teachers: exit 9 after this many seconds with batches in flight (rerun to collect) [default: teacher.batch_wait_s, wait until they end].")] = None,
 ) -> None:
     """Run the stages in order (self-instruct ... export) from one TOML config; a rerun resumes where it stopped."""
 
@@ -37,6 +38,8 @@ def run_cmd(
                    "(write your own with `distill config init distill.toml`)", err=True)
     cfg = load(config, workdir=workdir, run_id=run_id, limit=limit, seed=seed,
                   executor=executor, ray_address=ray_address)
+    if batch_wait is not None:
+        cfg.teacher.batch_wait_s = batch_wait
     paths = resolve_run(cfg, workdir, run_id, new=new)
     summary = run_plan(cfg, paths, skip=skip or [], start=start, input=input, progress=not no_progress,
                        echo=lambda s: typer.echo(s, err=True))

@@ -116,6 +116,7 @@ def unanswered_reasons(completions) -> dict[str, int]:
 
 # the counters a shard marker records, as `teacher_<name>` (what the runner and the report read)
 MARKED = ("requests", "sent", "cache_hits", "errors", "retries", "prompt_tokens", "completion_tokens")
+MARKED_FAULTS = ("batch_",)  # fault kinds a marker also carries: batch_retried_<reason>, batch_failed_<reason>
 
 
 @dataclass
@@ -142,11 +143,18 @@ class TeacherUsage:
 
     def delta(self, before: "TeacherUsage | None") -> "TeacherUsage":
         """The counters' growth since `before` (all of them when there was no teacher before)."""
-        return TeacherUsage(**{k: getattr(self, k) - (getattr(before, k) if before else 0) for k in MARKED})
+        d = TeacherUsage(**{k: getattr(self, k) - (getattr(before, k) if before else 0) for k in MARKED})
+        d.faults = {k: v - (before.faults.get(k, 0) if before else 0) for k, v in self.faults.items()
+                    if k.startswith(MARKED_FAULTS)}
+        return d
 
     def marker(self, *names: str) -> dict[str, int]:
-        """The counters (all of MARKED, or `names`) under their marker names, `teacher_<name>`."""
-        return {f"teacher_{k}": int(getattr(self, k)) for k in names or MARKED}
+        """The counters (all of MARKED, or `names`) under their marker names, `teacher_<name>`; with no
+        `names`, also the MARKED_FAULTS counts (a batch teacher's retries and failures by reason)."""
+        m = {f"teacher_{k}": int(getattr(self, k)) for k in names or MARKED}
+        if not names:
+            m.update({f"teacher_{k}": int(v) for k, v in self.faults.items() if k.startswith(MARKED_FAULTS) and v})
+        return m
 
     @classmethod
     def from_marker(cls, marker: Mapping[str, Any]) -> "TeacherUsage":

@@ -5,7 +5,8 @@ picklable recipe (the [teacher] section, workdir, run seed, and optionally a
 shared limiter and budget), so a Ray worker builds its own teacher the same
 way (pipeline/executors/teacher.py adds the cluster's limiter). The layers:
 
-    backend   openai, llamacpp (embedded server children) or vllm
+    backend   openai, llamacpp (embedded server children) or vllm; or a batch API
+              (batch_backend.py: openai_batch, anthropic_batch, batch_file)
     limiter   the openai backend's: the section's rpm / tpm, or `limiter`
     breaker   `BreakerTeacher` (breaker.py): stops the stage with exit 4 when the
               teacher keeps failing (section.breaker_consecutive / breaker_rate /
@@ -33,6 +34,8 @@ from .guard import LengthGuard
 from .limits import Limiter
 
 CACHE_FILE = "teacher_cache.sqlite"
+BATCH_DIR = "teacher_batches"
+BATCH_BACKENDS = ("openai_batch", "anthropic_batch", "batch_file")
 # A network teacher's context window when teacher.context_tokens is not set: the largest common one, so only
 # a request no server would take is refused unsent (set it to your model's window).
 DEFAULT_CONTEXT_TOKENS = 131072
@@ -50,9 +53,12 @@ def context_tokens(section) -> int:
     return DEFAULT_CONTEXT_TOKENS
 
 
-def make_backend(section, *, seed: int = 0, workdir: Path | None = None, limiter: Limiter | None = None):
+def make_backend(section, *, seed: int = 0, workdir: Path | None = None, limiter: Limiter | None = None,
+                 reserve=None):
     """The bare backend named by `section.backend` (no budget, no cache); `workdir` holds the embedded
-    server logs. Imported when built: only the configured backend's dependencies are loaded."""
+    server logs and the batch journal. `reserve(requests)`: a batch backend's hook before each batch is
+    created (batch_backend.py; default: no reservation). Imported when built: only the configured backend's
+    dependencies are loaded."""
     if section.backend == "openai":
         from .openai_backend import OpenAIBackend
         return OpenAIBackend(section, seed=seed, limiter=limiter)
@@ -62,7 +68,18 @@ def make_backend(section, *, seed: int = 0, workdir: Path | None = None, limiter
     if section.backend == "vllm":
         from .vllm_backend import VLLMBackend
         return VLLMBackend(section, seed=seed)
+    if section.backend in BATCH_BACKENDS:
+        from .batch_backend import BatchTeacher
+        from .batch_providers import make_provider
+        folder = batch_dir(section, workdir or Path("."))
+        return BatchTeacher(section, make_provider(section, folder), folder, seed=seed, reserve=reserve)
     raise ValueError(f"unknown teacher backend {section.backend!r}")
+
+
+def batch_dir(section, workdir: Path) -> Path:
+    """A batch backend's journal folder: `section.batch_dir`, else <workdir>/teacher_batches (beside the
+    response cache: like it, it is shared by the workdir's runs, so a new run never repays a live batch)."""
+    return Path(section.batch_dir) if section.batch_dir else Path(workdir) / BATCH_DIR
 
 
 def cache_path(section, workdir: Path) -> Path:

@@ -27,7 +27,6 @@ from .stages.score import cli as score_cli
 from .stages.select import cli as select_cli
 from .stages.self_instruct import cli as self_instruct_cli
 from .stages.semdedup import cli as semdedup_cli
-from .stages.verify import cli as verify_cli
 from .store import explain_os_error
 from .teacher import cli as teacher_cli
 
@@ -69,7 +68,6 @@ def _register() -> None:
     app.command("self-instruct", help=self_instruct_cli.self_instruct_cmd.__doc__)(self_instruct_cli.self_instruct_cmd)
     app.command("evol-instruct", help=evol_cli.evol_instruct_cmd.__doc__)(evol_cli.evol_instruct_cmd)
     app.add_typer(orca_cli.app, name="orca")
-    app.command("verify", help=verify_cli.verify_cmd.__doc__)(verify_cli.verify_cmd)
     app.command("minhash", help=minhash_cli.minhash_cmd.__doc__)(minhash_cli.minhash_cmd)
     app.command("semdedup", help=semdedup_cli.semdedup_cmd.__doc__)(semdedup_cli.semdedup_cmd)
     app.command("score", help=score_cli.score_cmd.__doc__)(score_cli.score_cmd)

@@ -12,8 +12,8 @@ from pipeline.config import TeacherSection
 from pipeline.context import RunContext
 from pipeline.errors import ConfigError, TeacherUnavailable, exit_code_for
 from pipeline.records import get_meta, new_row
-from pipeline.stages.verify import VerifyConfig, run_verify
-from pipeline.stages.verify.extract import (
+from pipeline.stages.orca.verify import VerifyConfig, run_verify
+from pipeline.stages.orca.verify.extract import (
     agrees,
     answer_kind,
     final_span,
@@ -23,8 +23,8 @@ from pipeline.stages.verify.extract import (
     normalize_text,
     options,
 )
-from pipeline.stages.verify.stage import sample_id
-from pipeline.stages.verify.vote import vote
+from pipeline.stages.orca.verify.stage import sample_id
+from pipeline.stages.orca.verify.vote import vote
 from pipeline.store import Dataset, DatasetWriter
 from pipeline.teacher import TeacherFactory
 from pipeline.teacher.base import TeacherError, derive_seed
@@ -251,12 +251,12 @@ def test_cli_verify(tmp_path, monkeypatch):
     from pipeline.cli import app
 
     make_input(tmp_path / "in")
-    r = CliRunner().invoke(app, ["verify", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+    r = CliRunner().invoke(app, ["orca", "verify", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
                                  "--workdir", str(tmp_path / "w"), "--samples", "4", "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "verify: 5 rows in, 6 verified traces kept from 16 samples (agreement 38%)" in r.output
     assert "targets: reference=2, majority=1, none=1; not checkable: 1" in r.output
-    r = CliRunner().invoke(app, ["verify", str(tmp_path / "in"), "--out", str(tmp_path / "o2"),
+    r = CliRunner().invoke(app, ["orca", "verify", str(tmp_path / "in"), "--out", str(tmp_path / "o2"),
                                  "--workdir", str(tmp_path / "w"), "--keep", "most"])
     assert isinstance(r.exception, ConfigError) and exit_code_for(r.exception) == 2
     assert "[verify] keep: Input should be 'all' or 'first'" in str(r.exception)

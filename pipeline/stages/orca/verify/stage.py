@@ -16,9 +16,11 @@ disagrees_with_majority, no_majority (no reference and no answer above the major
 (keep = "first"). A row whose requests failed for a reason outside it is left unanswered (asked again on
 the next run), as everywhere.
 
-Why a stage of its own and not an Orca option: Orca answers each row once and keeps its id (1 row in, 1 out);
-this samples n answers and keeps 0..n, needs a reference (or a vote) and a prompt that asks for a stated
-final answer, and its drops are per sample. It reuses Orca's answer checks.
+Why a stage of its own (under `distill orca`, as `distill orca verify`) and not an option of `distill orca
+generate`: Orca answers each row once and keeps its id (1 row in, 1 out); this samples n answers and keeps
+0..n, needs a reference (or a vote) and a prompt that asks for a stated final answer, and its drops are per
+sample. It reuses Orca's answer checks. It is not a step of `distill run`: a general instruction pool has
+few checkable rows, and verify drops the rest (not_checkable).
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ...context import RunContext
-from ...prompts import load_template
-from ...records import build_messages, make_id, now_utc, rejected_row, set_meta
-from ...runner import ShardResult, run_shards
-from ...store import Dataset
-from ...teacher.base import ChatRequest, Completion, Sampling, unanswered_reasons
-from ..orca.answers import check_answer
+from ....context import RunContext
+from ....prompts import load_template
+from ....records import build_messages, make_id, now_utc, rejected_row, set_meta
+from ....runner import ShardResult, run_shards
+from ....store import Dataset
+from ....teacher.base import ChatRequest, Completion, Sampling, unanswered_reasons
+from ..answers import check_answer
 from .config import VerifyConfig
 from .extract import answer_kind, final_span, normalize, reference_answer, spans_kind
 from .vote import vote

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ...config import Section
+from ....config import Section
 from .extract import MAX_TEXT_WORDS
 
 

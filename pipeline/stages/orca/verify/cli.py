@@ -1,4 +1,8 @@
-"""`distill verify DATASET`: the stage's spec and its command, a thin shell over `run_verify`."""
+"""`distill orca verify DATASET`: the verify stage's spec and its command, a thin shell over `run_verify`.
+
+Not in the default plan (`distill run`): it is for datasets of checkable tasks, and drops every row that
+has no checkable answer.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ...runner import summarize_drops
-from ...stage import StageSpec, stage_command
+from ....runner import summarize_drops
+from ....stage import StageSpec, stage_command
 from .config import VerifyConfig
 from .stage import STAGE, run_verify
 

@@ -5,6 +5,7 @@ Two shapes, chosen by `mode`:
     field   what vLLM's server returns with `--reasoning-parser` (docs.vllm.ai, "Reasoning Outputs"): the
             trace in `message.reasoning_content` (`field_name="reasoning"`: vLLM >= 0.11), the answer in `content`
     think   an R1-style model behind a server without a parser: `<think>trace</think>answer` in `content`
+    cut     a reply cut off while thinking, as vLLM's parser returns it: `content` null, part of the trace
 
 Each answer is worked out from the question so tests can check both halves: for "What is A + B?" the trace
 is "To add A and B: A + B = S." and the answer "The answer is S."; anything else gets a fixed trace and
@@ -56,12 +57,16 @@ class ReasoningServer:
                 server.received += 1
                 trace, answer = solve(req["messages"][-1]["content"])
                 message = {"role": "assistant"}
-                if server.mode == "field":
+                finish = "stop"
+                if server.mode == "cut":  # vLLM's parser on a reply cut off while thinking: content null
+                    message.update({"content": None, server.field_name: trace[:12]})
+                    finish = "length"
+                elif server.mode == "field":
                     message.update({"content": answer, server.field_name: trace})
                 else:
                     message["content"] = f"<think>\n{trace}\n</think>\n\n{answer}"
                 self._send({"id": "chatcmpl-r", "object": "chat.completion", "created": 0, "model": MODEL,
-                            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                             "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

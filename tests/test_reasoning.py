@@ -75,6 +75,17 @@ def test_openai_backend_keeps_the_trace_out_of_the_answer(tmp_path, mode, field)
                                           "To add 7 and 8: 7 + 8 = 15."]
 
 
+def test_a_reply_cut_off_while_thinking_has_no_answer_and_orca_drops_it(tmp_path):
+    srv = ReasoningServer("cut")
+    try:
+        (c,) = _chat(srv.base_url, QUESTIONS[:1], tmp_path=tmp_path)
+        assert (c.text, c.reasoning, c.finish_reason, c.error) == ("", "To add 2 and", "length", None)
+        m = _orca_over(srv, tmp_path)
+    finally:
+        srv.close()
+    assert m["rows_out"] == 0 and m["drops"] == {"empty_output": 3}
+
+
 def test_the_cache_stores_the_trace_and_serves_it_back(tmp_path):
     srv = ReasoningServer("field")
     try:

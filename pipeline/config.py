@@ -71,6 +71,7 @@ class Config(Section):
     self_instruct: dict[str, Any] = Field(default_factory=dict)
     evol_instruct: dict[str, Any] = Field(default_factory=dict)
     orca: dict[str, Any] = Field(default_factory=dict)
+    verify: dict[str, Any] = Field(default_factory=dict)  # `distill orca verify`; model in pipeline/stages/orca/verify/config.py
     minhash: dict[str, Any] = Field(default_factory=dict)
     semdedup: dict[str, Any] = Field(default_factory=dict)
     score: dict[str, Any] = Field(default_factory=dict)

@@ -16,10 +16,11 @@ from pydantic import BaseModel
 from .config import Config, RunSection, TeacherSection, stage_config
 from .plan import default_plan
 from .refresh.config import RefreshConfig
+from .stages.orca.verify.config import VerifyConfig
 
 
 def section_models() -> list[tuple[str, type[BaseModel]]]:
-    """(section name, model) for run, teacher, every stage of the default plan, and refresh."""
+    """(section name, model) for run, teacher, every stage of the default plan, verify and refresh."""
 
     out: list[tuple[str, type[BaseModel]]] = [("run", RunSection), ("teacher", TeacherSection)]
     seen = {"run", "teacher"}
@@ -27,6 +28,7 @@ def section_models() -> list[tuple[str, type[BaseModel]]]:
         if step.config is not None and step.name not in seen:
             out.append((step.name, step.config))
             seen.add(step.name)
+    out.append(("verify", VerifyConfig))  # `distill orca verify`: a stage outside the default plan
     out.append(("refresh", RefreshConfig))
     return out
 

@@ -230,7 +230,7 @@ def _parquet_items(path: Path) -> tuple[Items, bool]:
     if "instruction" not in names and "messages" not in names:
         raise InputFileError(f"{path}: Parquet file has no 'instruction' or 'messages' column (columns: {names[:10]})")
 
-    full_schema = set(records.COLUMN_NAMES) <= set(names)
+    full_schema = set(records.COLUMN_NAMES) - records.LATER_COLUMNS <= set(names)
     if full_schema:
         wrong = _type_problems(pf.schema_arrow)
         if wrong:
@@ -272,6 +272,8 @@ def _same_kind(got: pa.DataType, want: pa.DataType) -> bool:
 def _type_problems(schema: pa.Schema) -> list[str]:
     out = []
     for f in records.SCHEMA:
+        if f.name not in schema.names:  # a LATER_COLUMNS column a file written before it lacks
+            continue
         got = schema.field(f.name).type
         if not (got.equals(f.type) or pa.types.is_null(got) or _same_kind(got, f.type)):
             out.append(f"'{f.name}' is {got}, expected {f.type}")

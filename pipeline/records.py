@@ -33,6 +33,7 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("instruction", pa.string(), "the task"),
     ("input", pa.string(), "optional input for the task ('' when none)"),
     ("output", pa.string(), "the answer"),
+    ("reasoning", pa.string(), "the teacher's reasoning trace, kept out of the answer (null when it gave none)"),
     ("system", pa.string(), "system message or strategy instruction used at generation time"),
     ("strategy", pa.string(), "Orca 2 strategy or system-message id used at generation time"),
     ("task_kind", pa.string(), "detected or declared kind of task (classification, math, ...)"),
@@ -63,6 +64,10 @@ DROP_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("drop_reason", pa.string(), "short machine-readable reason (e.g. rouge_l_too_similar)"),
     ("drop_detail", pa.string(), "human-readable detail (line number, similarity, duplicate id)"),
 ]
+
+# Columns added after the first release of the schema: a shard written before one existed lacks it and reads
+# as all nulls there (`schema_problems` accepts its absence, `fill_later` adds it on read).
+LATER_COLUMNS = frozenset({"reasoning"})
 
 SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COLUMNS])
 REJECTED_SCHEMA = pa.schema([pa.field(n, t) for n, t, _ in COLUMNS + DROP_COLUMNS])
@@ -178,6 +183,8 @@ def schema_problems(schema: pa.Schema, expected: pa.Schema = SCHEMA) -> list[str
     """What is wrong with `schema` compared to the record schema (empty when fine)."""
     problems = []
     for f in expected:
+        if f.name not in schema.names and f.name in LATER_COLUMNS:
+            continue
         if f.name not in schema.names:
             problems.append(f"missing column '{f.name}'")
         elif not schema.field(f.name).type.equals(f.type):
@@ -186,3 +193,26 @@ def schema_problems(schema: pa.Schema, expected: pa.Schema = SCHEMA) -> list[str
     if extra:
         problems.append(f"unexpected columns {extra}")
     return problems
+
+
+def present_columns(columns: list[str] | None, names: list[str]) -> list[str] | None:
+    """`columns` less the LATER_COLUMNS a file written before them lacks (None: all)."""
+    if columns is None:
+        return None
+    return [c for c in columns if c in names or c not in LATER_COLUMNS]
+
+
+def fill_later(data: "pa.Table | pa.RecordBatch", columns: list[str] | None = None) -> "pa.Table | pa.RecordBatch":
+    """`data` read from a shard written before a LATER_COLUMNS column existed: that column added as nulls
+    (where `columns` asks for it, or always when `columns` is None), so old and new shards concatenate."""
+    wanted = [c for c in (columns if columns is not None else SCHEMA.names) if c in LATER_COLUMNS]
+    for name in wanted:
+        if name not in data.schema.names:
+            field = SCHEMA.field(name)
+            # at its place in the schema (after the column before it), so the shard's schema equals a new one's
+            before = COLUMN_NAMES[COLUMN_NAMES.index(name) - 1]
+            at = data.schema.get_field_index(before) + 1 if before in data.schema.names else data.num_columns
+            data = data.add_column(at, field, pa.nulls(data.num_rows, field.type))
+    if columns is not None and wanted:
+        data = data.select(columns)
+    return data

@@ -6,7 +6,7 @@ rows (depth, operation mix) and the dedup stages' rejected rows (cluster
 sizes). Or a release (an export folder with `manifest.json`, a published
 version, or a releases folder whose `latest` is followed): its Parquet shards
 and the stage chain its manifest records. Writes `report.html`: the per-stage
-funnel, drops by reason, cut-off answers per answering stage, length and score distributions, evolution depth and
+funnel, drops by reason, cut-off answers per answering stage, length (reasoning traces' too) and score distributions, evolution depth and
 operations, dedup cluster sizes and token cost. Charts are inline SVG, so the
 page opens anywhere offline.
 """
@@ -90,14 +90,14 @@ def _evolution(ds: Dataset | None, max_rows: int) -> dict[str, dict[str, int]]:
 
 
 def _row_figures(batches, max_rows: int) -> tuple[dict[str, list[int]], dict[str, list[float]]]:
-    lengths: dict[str, list[int]] = {"instruction": [], "output": []}
+    lengths: dict[str, list[int]] = {"instruction": [], "output": [], "reasoning": []}
     scores: dict[str, list[float]] = {"quality": [], "complexity": [], "score": []}
     seen = 0
     for batch in batches:
         d = batch.to_pydict()
         for i in range(batch.num_rows):
             for k in lengths:
-                if k in d:
+                if k in d and (k != "reasoning" or d[k][i] is not None):  # reasoning: the rows that have one
                     lengths[k].append(len(d[k][i] or ""))
             for k in scores:
                 if k in d and d[k][i] is not None:
@@ -105,6 +105,8 @@ def _row_figures(batches, max_rows: int) -> tuple[dict[str, list[int]], dict[str
         seen += batch.num_rows
         if seen >= max_rows:
             break
+    if not lengths["reasoning"]:
+        del lengths["reasoning"]
     return lengths, scores
 
 
@@ -134,7 +136,8 @@ def build_report(run_dir: str | Path, max_rows: int = 200_000) -> dict[str, Any]
             if name.startswith(col.split("_")[0]):
                 clusters[name] = _cluster_sizes(ds, col)
     last = stages[-1][1]
-    lengths, scores = _row_figures(last.iter_batches(columns=["instruction", "output", "quality", "complexity", "score"]),
+    lengths, scores = _row_figures(last.iter_batches(columns=["instruction", "output", "reasoning", "quality", "complexity",
+                                                                    "score"]),
                                    max_rows)
     evol = dict(stages).get("evol_instruct")
     return {"kind": "run", "run_dir": str(run_dir), "funnel": funnel, "drops": drops, "tokens": tokens,
@@ -167,7 +170,7 @@ def _release_report(path: Path, max_rows: int) -> dict[str, Any]:
             if cols:
                 yield from pf.iter_batches(columns=cols)
 
-    lengths, scores = _row_figures(batches(["instruction", "output", "quality", "complexity", "score"]), max_rows)
+    lengths, scores = _row_figures(batches(["instruction", "output", "reasoning", "quality", "complexity", "score"]), max_rows)
     depth: Counter = Counter()
     ops: Counter = Counter()
     for b in batches(["origin", "round"]):
@@ -202,6 +205,10 @@ def render_html(rep: dict[str, Any]) -> str:
     parts.append(f"<h2>Lengths ({e(rep['final_stage'])})</h2>")
     for k, v in rep["lengths"].items():
         parts.append(histogram(v, f"{k} length in characters (log scale)", log_x=True))
+    if rep["lengths"].get("reasoning"):
+        r = rep["lengths"]["reasoning"]
+        parts.append(f"<p>Reasoning traces (the <code>reasoning</code> column): {len(r)} rows, "
+                     f"{sum(r) / len(r):.0f} characters on average, {max(r)} at most.</p>")
     parts.append("<h2>Scores</h2>")
     shown = [histogram(v, k) for k, v in rep["scores"].items() if v]
     parts.extend(shown or ["<p>No scores in the final stage.</p>"])

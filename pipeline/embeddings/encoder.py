@@ -23,7 +23,7 @@ from ..store import Dataset
 from .cache import EmbeddingCache, NoCache
 from .embedder import Embedder, load_embedder
 
-EMBED_FIELDS = ("instruction", "input", "output", "system")
+EMBED_FIELDS = ("instruction", "input", "output", "system", "reasoning")  # reasoning: only when configured
 
 
 class EmbeddingSection(Section):

@@ -184,7 +184,11 @@ class Dataset:
 
     def iter_batches(self, columns: list[str] | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
         for shard in self.shards:
-            batches = self.file(shard).iter_batches(batch_size=batch_size, columns=columns)
+            pf = self.file(shard)
+            names = pf.schema_arrow.names
+            old = not records.LATER_COLUMNS <= set(names)  # written before a later column existed: it reads as nulls
+            batches = pf.iter_batches(batch_size=batch_size,
+                                      columns=records.present_columns(columns, names) if old else columns)
             while True:
                 try:
                     batch = next(batches)
@@ -192,7 +196,7 @@ class Dataset:
                     break
                 except (pa.ArrowException, OSError) as e:  # a corrupt body under an intact footer
                     raise unreadable(shard, e) from None
-                yield batch
+                yield records.fill_later(batch, columns) if old else batch
 
     def iter_rows(self, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
         for batch in self.iter_batches(columns=columns, batch_size=1024):
@@ -206,7 +210,11 @@ class Dataset:
 
     def read_shard(self, shard: "Path | Location", columns: list[str] | None = None) -> pa.Table:
         try:
-            return self.file(shard).read(columns=columns)
+            pf = self.file(shard)
+            if records.LATER_COLUMNS <= set(pf.schema_arrow.names):
+                return pf.read(columns=columns)
+            return records.fill_later(pf.read(columns=records.present_columns(columns, pf.schema_arrow.names)),
+                                      columns)
         except (pa.ArrowException, OSError) as e:
             raise unreadable(shard, e) from None
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .. import records
 from ..errors import DatasetError
 from .location import Location
 
@@ -39,6 +40,12 @@ class Piece:
 
     def read_pages(self, columns: list[str] | None = None) -> pa.Table:
         pf = self.file.open_parquet()
+        if pf.schema_arrow.names and not set(records.LATER_COLUMNS) <= set(pf.schema_arrow.names):
+            read = records.present_columns(columns, pf.schema_arrow.names)
+            return records.fill_later(self.read_groups(pf, read), columns)
+        return self.read_groups(pf, columns)
+
+    def read_groups(self, pf, columns: list[str] | None) -> pa.Table:
         md = pf.metadata
         groups, first, pos = [], 0, 0
         for g in range(md.num_row_groups):

@@ -90,6 +90,7 @@ class Completion:
     cached: bool = False
     attempts: int = 1
     model: str | None = None
+    reasoning: str | None = None  # the reasoning trace, kept out of `text` (reasoning.py says where it is found)
 
     @property
     def ok(self) -> bool:

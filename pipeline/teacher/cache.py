@@ -6,7 +6,7 @@ another server with the same model name never gets these answers), model,
 messages, sampling parameters, sample index and the per-request seed. (Rows
 written before the endpoint was part of the key are not served: their keys no
 longer match.) A row holds either the
-completion (text, finish reason, usage, logprobs) or the error of the last
+completion (text, finish reason, usage, logprobs, reasoning) or the error of the last
 attempt. Only completions are served; stored errors are retried on the next
 run and their row replaced.
 
@@ -30,6 +30,7 @@ from typing import Iterable
 
 from ..errors import StoreWriteError
 from .base import ChatRequest, Completion, OnDone, TeacherLayer, Usage, derive_seed, endpoint_identity, request_key
+from .reasoning import split_think
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -44,10 +45,16 @@ CREATE TABLE IF NOT EXISTS responses (
     error_kind TEXT,
     error_message TEXT,
     attempts INTEGER,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    reasoning TEXT
 )
 """
-_PUT = "INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+# Columns added after the first cache files were written: (name, SQL type). A file without one gets it by
+# ALTER TABLE on open; its old rows read NULL there (for `reasoning`: the text is split again on read).
+_ADDED = (("reasoning", "TEXT"),)
+_COLS = ("key, model, ok, text, finish_reason, prompt_tokens, completion_tokens, logprobs, error_kind, "
+         "error_message, attempts, created_at, reasoning")
+_PUT = f"INSERT OR REPLACE INTO responses ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
 class ResponseCache:
@@ -62,6 +69,7 @@ class ResponseCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            self._migrate()
         except (sqlite3.Error, OSError) as e:
             if self._db is not None:
                 self._db.close()
@@ -69,6 +77,16 @@ class ResponseCache:
         self.batch_rows, self.batch_s = batch_rows, batch_s
         self._pending: list[tuple] = []
         self._last_flush = time.monotonic()
+
+    def _migrate(self) -> None:
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(responses)")}
+        for name, kind in _ADDED:
+            if name not in have:
+                try:
+                    self._db.execute(f"ALTER TABLE responses ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as e:
+                    if "duplicate column" not in str(e):  # another process migrated it first
+                        raise
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
@@ -89,11 +107,14 @@ class ResponseCache:
         uniq = list(dict.fromkeys(keys))
         for i in range(0, len(uniq), 500):  # SQLite's bound-parameter limit
             chunk = uniq[i:i + 500]
-            q = ("SELECT key, model, text, finish_reason, prompt_tokens, completion_tokens, logprobs "
+            q = ("SELECT key, model, text, finish_reason, prompt_tokens, completion_tokens, logprobs, reasoning "
                  f"FROM responses WHERE ok = 1 AND key IN ({','.join('?' * len(chunk))})")
-            for key, model, text, finish, pt, ct, lp in self._db.execute(q, chunk):
+            for key, model, text, finish, pt, ct, lp, reasoning in self._db.execute(q, chunk):
+                if reasoning is None and text:  # stored before the column: the tags are still in the text
+                    text, reasoning = split_think(text)
                 found[key] = Completion(text=text, finish_reason=finish, usage=Usage(pt or 0, ct or 0),
-                                        logprobs=json.loads(lp) if lp else None, cached=True, model=model)
+                                        logprobs=json.loads(lp) if lp else None, cached=True, model=model,
+                                        reasoning=reasoning)
         return found
 
     def put(self, key: str, model: str, c: Completion) -> None:
@@ -102,7 +123,7 @@ class ResponseCache:
             key, model, 0 if err is not None else 1, c.text, c.finish_reason,
             c.usage.prompt_tokens, c.usage.completion_tokens,
             json.dumps(c.logprobs, ensure_ascii=False) if c.logprobs is not None else None,
-            err.kind if err else None, err.message if err else None, c.attempts, time.time()))
+            err.kind if err else None, err.message if err else None, c.attempts, time.time(), c.reasoning))
         if len(self._pending) >= self.batch_rows or time.monotonic() - self._last_flush >= self.batch_s:
             self.flush()
 

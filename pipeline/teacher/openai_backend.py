@@ -38,6 +38,8 @@ import aiohttp
 from ..errors import TeacherUnavailable
 from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherUsage, Usage, derive_seed
 from .limits import Limiter, LocalLimiter, backoff_delay, estimate_tokens, parse_retry_after
+from .reasoning import FIELDS as REASONING_FIELDS
+from .reasoning import split_message
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +313,10 @@ class OpenAIBackend:
         try:
             data = json.loads(raw)
             choice = data["choices"][0]
-            text = choice["message"]["content"]
+            message = choice["message"]
+            text = message["content"]
+            if text is None and any(isinstance(message.get(f), str) for f in REASONING_FIELDS):
+                text = ""  # a reasoning parser's reply cut off while thinking: all reasoning, no answer
             if not isinstance(text, str):
                 raise TypeError("message content is not a string")
         except (ValueError, KeyError, IndexError, TypeError) as e:
@@ -319,8 +324,9 @@ class OpenAIBackend:
             raise _Fault("invalid_response", f"200 reply is not a chat completion ({type(e).__name__}): {snippet!r}") from None
         usage = data.get("usage") or {}
         lp = choice.get("logprobs")
+        text, reasoning = split_message(message, text)
         return Completion(
-            text=text, finish_reason=choice.get("finish_reason"),
+            text=text, reasoning=reasoning, finish_reason=choice.get("finish_reason"),
             usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
             logprobs=lp.get("content") if isinstance(lp, dict) else None,
             model=data.get("model") or self.model)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import TeacherUnavailable, import_extra
 from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherUsage, Usage, derive_seed
+from .reasoning import split_think
 
 INSTALL_HINT = "the vllm backend needs the vllm extra: pip install 'distill[vllm]' (GPU machines only)"
 
@@ -93,7 +94,8 @@ class VLLMBackend:
         usage = Usage(len(out.prompt_token_ids or ()), len(o.token_ids or ()))
         self.stats.prompt_tokens += usage.prompt_tokens
         self.stats.completion_tokens += usage.completion_tokens
-        return Completion(text=o.text, finish_reason=o.finish_reason, usage=usage,
+        text, reasoning = split_think(o.text)  # the engine runs no reasoning parser: R1-style tags, if any
+        return Completion(text=text, reasoning=reasoning, finish_reason=o.finish_reason, usage=usage,
                           logprobs=_logprobs(o), model=self.model)
 
     def close(self) -> None:

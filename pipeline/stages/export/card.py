@@ -99,6 +99,7 @@ def render_card(m: dict[str, Any], cfg) -> str:
            if score_src == "heuristic" else "."), "",
         "```json", json.dumps(m["score"], indent=2), "```", "",
         *_erasure_section(m),
+        *_reasoning_section(m),
         "## How it was made", "",
         _table(["stage", "rows in", "rows out", "rejected", "top drop reasons"],
                [[s.get("stage"), s.get("rows_in"), s.get("rows_out"), s.get("rows_rejected", 0),
@@ -140,6 +141,32 @@ def _erasure_section(m: dict[str, Any]) -> list[str]:
                 "`messages` begin with the system message its answer was generated under (`strategy` names it); "
                 "rows drawn with the empty system message have no system turn.")
     return ["## System messages", "", line, ""]
+
+
+_REASONING_FORMATS = {
+    "field": ("**field**: each row's `messages` carry the answer only; the teacher's reasoning trace is in the "
+              "`reasoning` column (null where the teacher gave none). The default, because it loses nothing and "
+              "decides nothing for the trainer: train on the answers as they are, or put the trace back in "
+              "`<think>` tags (`distill export --reasoning think_tags`) to distil the reasoning too."),
+    "think_tags": ("**think_tags**: the assistant turn of each row with a trace is `<think>\n{reasoning}\n</think>"
+                   "\n\n{answer}`, as DeepSeek-R1's distilled models were trained; there is no `reasoning` column."),
+    "answer_only": ("**answer_only**: the teacher's reasoning traces are left out; `messages` carry the answer "
+                    "only and there is no `reasoning` column."),
+}
+
+
+def _reasoning_section(m: dict[str, Any]) -> list[str]:
+    """Where the teacher's reasoning went (the `--reasoning` format) and how long the traces are."""
+    r = m.get("reasoning")
+    if not r:
+        return []
+    lines = ["## Reasoning", "", f"Reasoning format: {_REASONING_FORMATS[r['format']]}", ""]
+    if r.get("rows_with_reasoning"):
+        lines += [f"{r['rows_with_reasoning']:,} of {r['rows']:,} rows have a reasoning trace: {r['mean']:,.0f} "
+                  f"characters on average (median {r['median']:,.0f}, at most {r['max']:,}).", ""]
+    else:
+        lines += ["No row has a reasoning trace (the teacher returned none).", ""]
+    return lines
 
 
 def _versions_section(m: dict[str, Any]) -> list[str]:

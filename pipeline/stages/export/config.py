@@ -1,4 +1,4 @@
-"""The `[export]` config section: release size, shard size, held-out split, card fields, columns.
+"""The `[export]` config section: release size, shard size, held-out split, card fields, columns, reasoning.
 
 Size: `tier` ("100k", "1m", "10m") or `rows`; with neither, the whole input
 (every selected row) is released, which is what `distill run` does on the
@@ -33,6 +33,10 @@ class ExportConfig(Section):
     license: str = Field("other", description="licence field of the dataset card (e.g. apache-2.0, cc-by-4.0); check your teacher's terms")
     pretty_name: str | None = Field(None, description="dataset name on the card; default: the folder name")
     language: list[str] = Field(default_factory=lambda: ["en"], description="languages listed on the card")
+    reasoning: Literal["answer_only", "think_tags", "field"] = Field(
+        "field", description="where the teacher's reasoning goes: field (a `reasoning` column; `messages` carry the "
+        "answer only), think_tags (`<think>...</think>` before the answer in the assistant turn, as R1-distilled "
+        "models are trained; no column) or answer_only (dropped)")
     columns: list[str] = Field(default_factory=lambda: list(DEFAULT_COLUMNS),
                                description="columns written (messages is always first); any record-schema column")
 
@@ -66,3 +70,10 @@ class ExportConfig(Section):
 
     def heldout_rows(self, n: int) -> int:
         return int(self.heldout * n) if isinstance(self.heldout, float) else min(int(self.heldout), n)
+
+
+def release_columns(cfg: ExportConfig) -> list[str]:
+    """The columns written: `columns`, with `reasoning` right after `messages` in field mode and never otherwise
+    (think_tags has it inside `messages`; answer_only drops it)."""
+    cols = [c for c in cfg.columns if c != "reasoning"]
+    return cols[:1] + ["reasoning"] + cols[1:] if cfg.reasoning == "field" else cols

@@ -3,7 +3,8 @@
 Reads a dataset folder (normally the select stage's output); writes a
 release folder:
 
-    train-00000-of-000NN.parquet ...   zstd; `messages` first, then provenance and score columns
+    train-00000-of-000NN.parquet ...   zstd; `messages` first (then `reasoning` in the default field format:
+                                       reasoning.py), then provenance and score columns
     test-00000-of-000MM.parquet ...    only with a held-out split
     README.md                          dataset card with the HF Hub YAML header
     manifest.json                      sha256, rows and bytes of every shard, counts, config (written last)
@@ -37,8 +38,8 @@ from ...seeding import seed_for
 from ...store import Dataset, atomic_write_json, atomic_write_table, check_out
 from ...store.outdir import RELEASE_STARTED
 from ..select.scan import ids_to_numpy
-from . import card
-from .config import ExportConfig
+from . import card, reasoning
+from .config import ExportConfig, release_columns
 
 STAGE = "export"
 MANIFEST = "manifest.json"
@@ -173,10 +174,12 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
     # Marks the folder as ours while it has no manifest, so a rerun after a kill may finish it.
     atomic_write_json(out / RELEASE_STARTED, {"stage": STAGE, "input": str(input_path)})
     (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the new manifest exists
-    schema = pa.schema([records.SCHEMA.field(c) for c in cfg.columns])
+    columns = release_columns(cfg)
+    schema = pa.schema([records.SCHEMA.field(c) for c in columns])
     sinks = {1: _ShardSink(out, "train", n - n_test, cfg.rows_per_shard, schema),
              2: _ShardSink(out, "test", n_test, cfg.rows_per_shard, schema)}
-    read_cols = list(dict.fromkeys(cfg.columns + (["origin", "teacher_model"]) + (_BUILD_COLS if build else [])))
+    read_cols = list(dict.fromkeys(columns + ["origin", "teacher_model", "reasoning"] + (_BUILD_COLS if build else [])))
+    chars: list[np.ndarray] = []
     origins: Counter = Counter()
     teachers: Counter = Counter()
     bar = Progress(len(ids), STAGE, progress)
@@ -193,7 +196,10 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
                         part = _with_messages(t.filter(pa.array(mask))) if build else t.filter(pa.array(mask))
                         origins.update(_counts(part.column("origin")))
                         teachers.update(_counts(part.column("teacher_model")))
-                        sink.add(part.select(cfg.columns))
+                        chars.append(reasoning.lengths(part))
+                        if cfg.reasoning == "think_tags":
+                            part = reasoning.with_think_tags(part)
+                        sink.add(part.select(columns))
             bar.update(batch.num_rows)
         for sink in sinks.values():
             sink.close()
@@ -215,7 +221,8 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
         "rows_out": n,
         "splits": {"train": n - n_test, **({"test": n_test} if n_test else {})},
         "files": files,
-        "columns": cfg.columns,
+        "columns": columns,
+        "reasoning": reasoning.summary(cfg.reasoning, np.concatenate(chars) if chars else np.zeros(0, np.int64), n),
         "sources": dict(origins.most_common()),
         "teachers": dict(teachers.most_common()),
         "score": _summary(released),

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ... import records
 from ...store import Dataset, explain_os_error, tmp_name
 
 
@@ -115,8 +116,16 @@ def read_segment(pf: pq.ParquetFile, lo: int, hi: int, columns: list[str] | None
     return t.slice(lo - first, hi - lo)
 
 
+def _read_record_segment(pf: pq.ParquetFile, lo: int, hi: int, columns: list[str] | None) -> pa.Table:
+    """A segment of a record shard; a column added to the schema after the shard was written reads as nulls."""
+    names = pf.schema_arrow.names
+    if records.LATER_COLUMNS <= set(names):
+        return read_segment(pf, lo, hi, columns)
+    return records.fill_later(read_segment(pf, lo, hi, records.present_columns(columns, names)), columns)
+
+
 def read_block(block: Block, columns: list[str] | None = None) -> pa.Table:
-    parts = [read_segment(pq.ParquetFile(p), lo, hi, columns) for p, lo, hi in block.segments]
+    parts = [_read_record_segment(pq.ParquetFile(p), lo, hi, columns) for p, lo, hi in block.segments]
     if len(parts) == 1:
         return parts[0]
     return pa.concat_tables(parts).combine_chunks()

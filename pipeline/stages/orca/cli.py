@@ -2,6 +2,7 @@
 
     distill orca DATASET [--out DIR] [--strategies] ...   (short for `distill orca generate DATASET`)
     distill orca calibrate DATASET [--out FILE.toml] [--judge exact|teacher]
+    distill orca verify DATASET [--out DIR] [--samples N]   (verified traces: verify/)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ...stage import StageSpec, stage_command
 from .calibrate import calibrate
 from .config import OrcaConfig
 from .stage import OrcaStage, run_orca
+from .verify import cli as verify_cli
 
 SECTION = "orca"
 
@@ -88,6 +90,9 @@ generate_cmd = app.command("generate")(stage_command(
     overrides=lambda cfg, strategies, strategy_map, retry_truncated, **kw: dict(
         kw, strategies=True if strategy_map else strategies,
         strategy_map_file=str(strategy_map) if strategy_map else None, retry_truncated_max_tokens=retry_truncated)))
+
+
+app.command("verify", help=verify_cli.verify_cmd.__doc__)(verify_cli.verify_cmd)
 
 
 @app.command("calibrate")

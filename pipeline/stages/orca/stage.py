@@ -177,6 +177,9 @@ class OrcaStage:
                 out["messages"] = self.training_messages(row, out["output"], choice)
                 kept.append(out)
                 stats[f"strategy.{choice.label}"] += 1
+                if out["reasoning"]:  # the manifest's totals: traces kept and their length in characters
+                    stats["reasoning_rows"] += 1
+                    stats["reasoning_chars"] += len(out["reasoning"])
             else:
                 rejected.append(rejected_row(out, STAGE, *verdict))
         result.stats = dict(stats)
@@ -202,7 +205,7 @@ class OrcaStage:
         for col in _STALE:
             out[col] = None
         out.update(
-            origin="orca", output=(final.text or "").strip(), messages=None,
+            origin="orca", output=(final.text or "").strip(), reasoning=final.reasoning, messages=None,
             system=choice.system_text, strategy=choice.label, task_kind=choice.kind,
             teacher_backend=ctx.teacher.backend, teacher_model=final.model or ctx.teacher.model,
             sampling=req.sampling.to_json(), prompt_template=choice.template,

@@ -41,6 +41,10 @@ class TeacherUnavailable(RuntimeError):
     """The configured teacher cannot be reached or loaded."""
 
 
+class BudgetExhausted(RuntimeError):
+    """A spend cap (--max-cost) was reached; what was finished is kept and a rerun with more room continues."""
+
+
 class MissingExtra(RuntimeError):
     """An optional dependency (an extra) is not installed; the message says how to install it."""
 
@@ -59,6 +63,7 @@ EXIT_CODES: dict[type, int] = {
     TeacherUnavailable: 4,
     StoreWriteError: 5,
     Locked: 6,
+    BudgetExhausted: 7,
 }
 
 USER_ERRORS = tuple(EXIT_CODES)

@@ -28,6 +28,7 @@ def run_cmd(
     ray_address: cc.RayAddressOpt = None,
     no_progress: cc.NoProgressOpt = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write <run>/report.html at the end.")] = False,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="Spend cap in the [teacher] prices' currency (e.g. USD), counted from actual usage; at the cap the run stops with exit 7, keeping what is finished (a rerun continues).")] = None,
 ) -> None:
     """Run the stages in order (self-instruct ... export) from one TOML config; a rerun resumes where it stopped."""
 
@@ -39,7 +40,7 @@ def run_cmd(
                   executor=executor, ray_address=ray_address)
     paths = resolve_run(cfg, workdir, run_id, new=new)
     summary = run_plan(cfg, paths, skip=skip or [], start=start, input=input, progress=not no_progress,
-                       echo=lambda s: typer.echo(s, err=True))
+                       echo=lambda s: typer.echo(s, err=True), max_cost=max_cost)
     typer.echo(f"run {paths.run_id} finished: {summary['final_rows']} rows in {summary['final_dataset']}")
     if not no_report:
         typer.echo(f"report: {write_report(paths.run_dir)}")

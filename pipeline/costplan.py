@@ -1,0 +1,276 @@
+"""The cost planner behind `distill plan`: a small pilot of the configured stages, measured and projected.
+
+Reads the run config and the pilot's folder, `<workdir>/pilot-<fingerprint>/`
+(an ordinary run folder: each stage's manifest and `run_summary.json`);
+writes that folder (the pilot runs through `run_plan`, so it resumes and
+skips finished stages like any run) and `<pilot>/projection.json`, which
+`distill report` shows.
+
+The pilot is the config itself at a small size: `pilot_rows` new
+instructions when Self-Instruct runs first, else the first `pilot_rows`
+input rows (`run.limit`). Its fingerprint covers the whole config, the size
+and the input, so a pilot already made for the same config is reused
+without a request. It keeps its answers in its own response cache
+(`<pilot>/teacher_cache.sqlite`): every request of a first pilot is sent and
+its tokens counted, and a rerun of it costs nothing.
+
+The projection chains the stages: stage k's rows in are stage k-1's rows
+out; its requests, tokens, seconds and rows out are the pilot's per row in,
+times its projected rows in (select's `budget`, lifted in the pilot, caps
+its rows out). Wall time is the pilot's seconds per row of each stage at the
+same concurrency (`teacher.concurrency` requests in flight), at least the
+`rpm`/`tpm` limits' floor; cost is the `[teacher]` prices online, and with
+`batch_discount` off for batch, each also per kept (final) row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import Config
+from .context import RunPaths
+from .errors import ConfigError
+from .runplan import run_plan
+from .store import Dataset, atomic_write_json, fingerprint, read_json
+from .teacher.pricing import Prices
+
+TIERS = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
+PROJECTION = "projection.json"
+PILOT = "pilot.json"
+
+
+@dataclass
+class StageMeasure:
+    """One stage of the pilot: its rows in (for Self-Instruct first: its target) and what it took."""
+
+    stage: str
+    rows_in: float
+    rows_out: float
+    requests: float = 0
+    prompt_tokens: float = 0
+    completion_tokens: float = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens(self) -> float:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def yield_(self) -> float | None:
+        return self.rows_out / self.rows_in if self.rows_in else None
+
+
+def target_rows(rows: int | None, tier: str | None) -> int:
+    if (rows is None) == (tier is None):
+        raise ConfigError("distill plan: give the target size as --rows N or --tier " + "|".join(TIERS) + " (one of them)")
+    if tier is not None:
+        if tier.lower() not in TIERS:
+            raise ConfigError(f"--tier {tier}: unknown tier; tiers are {', '.join(TIERS)}")
+        return TIERS[tier.lower()]
+    return int(rows)
+
+
+def self_first(cfg: Config, skip: list[str], input: Path | None) -> bool:
+    return input is None and "self_instruct" not in skip
+
+
+def pilot_fingerprint(cfg: Config, pilot_rows: int, skip: list[str], input: Path | None) -> str:
+    """Covers everything that changes the pilot's answers or yields; not the run id."""
+    dump = cfg.model_dump(mode="json")
+    dump["run"].pop("run_id", None)
+    dump["run"].pop("limit", None)
+    dump["teacher"].pop("cache_path", None)
+    src = {"config": dump, "pilot_rows": pilot_rows, "skip": sorted(skip),
+           "input": None if input is None else [str(Path(input).resolve()), fingerprint(Dataset(input))]}
+    return hashlib.sha256(json.dumps(src, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def pilot_config(cfg: Config, pilot_dir: Path, pilot_rows: int, first_self: bool) -> Config:
+    """The config at pilot size, with its own run folder and response cache, select's budget lifted."""
+    p = cfg.model_copy(deep=True)
+    p.source = cfg.source
+    p.run.run_id = pilot_dir.name
+    if first_self:
+        p.run.limit = None
+        p.self_instruct = {**p.self_instruct, "num_instructions": pilot_rows}
+    else:
+        p.run.limit = pilot_rows
+    p.select = {k: v for k, v in p.select.items() if k != "budget"}  # a fixed budget would hide the yield
+    p.teacher.cache_path = str((pilot_dir / "teacher_cache.sqlite").resolve())
+    return p
+
+
+def run_pilot(cfg: Config, pilot_rows: int, *, input: Path | None = None, skip: list[str] | None = None,
+              progress: bool = True, echo: Callable[[str], None] = print) -> tuple[Path, bool]:
+    """The pilot's folder, made now or (True) reused: one with a finished run summary and this fingerprint."""
+    skip = list(skip or []) + list(cfg.pipeline.get("skip", []))
+    fp = pilot_fingerprint(cfg, pilot_rows, skip, input)
+    paths = RunPaths(Path(cfg.run.workdir), f"pilot-{fp}")
+    pilot_dir = paths.run_dir
+    marker = pilot_dir / PILOT
+    if (pilot_dir / "run_summary.json").exists() and marker.exists() and read_json(marker).get("fingerprint") == fp:
+        return pilot_dir, True
+    first_self = self_first(cfg, skip, input)
+    pcfg = pilot_config(cfg, pilot_dir, pilot_rows, first_self)
+    pilot_dir.mkdir(parents=True, exist_ok=True)
+    echo(f"[plan] pilot of {pilot_rows} rows -> {pilot_dir}")
+    run_plan(pcfg, paths, skip=skip, input=input, progress=progress, echo=echo)
+    atomic_write_json(marker, {"fingerprint": fp, "pilot_rows": pilot_rows, "self_instruct_first": first_self,
+                               "config": cfg.source, "input": None if input is None else str(input)})
+    return pilot_dir, False
+
+
+def measure(pilot_dir: Path) -> list[StageMeasure]:
+    """Each stage the pilot ran: rows in and out, teacher requests and tokens (shard markers, summed in
+    its manifest) and seconds (run_summary.json)."""
+    info = read_json(pilot_dir / PILOT)
+    out: list[StageMeasure] = []
+    for step in read_json(pilot_dir / "run_summary.json").get("steps", []):
+        if step.get("status") not in ("done", "already done"):
+            continue
+        folder = Path(step["out"])
+        manifest = folder / "_manifest.json"
+        totals = read_json(manifest).get("totals", {}) if manifest.exists() else {}
+        rows_out = step.get("rows_out")
+        if rows_out is None:  # export writes a release: manifest.json with its rows
+            release = folder / "manifest.json"
+            rows_out = read_json(release).get("rows", 0) if release.exists() else 0
+        rows_in = step.get("rows_in") or 0
+        if not out and info.get("self_instruct_first"):
+            rows_in = info["pilot_rows"]  # Self-Instruct's size is its target, not its seed tasks
+        out.append(StageMeasure(step["stage"], float(rows_in), float(rows_out),
+                                float(totals.get("teacher_requests", 0)), float(totals.get("teacher_prompt_tokens", 0)),
+                                float(totals.get("teacher_completion_tokens", 0)), float(step.get("seconds") or 0.0)))
+    return out
+
+
+def project(measures: list[StageMeasure], rows: int, section: Any, *, select_budget: int | None = None) -> dict[str, Any]:
+    """The whole run at `rows` from the pilot's measures, priced with `section`'s prices (when it has them)."""
+    stages: list[dict[str, Any]] = []
+    units = float(rows)
+    for m in measures:
+        scale = units / m.rows_in if m.rows_in else 0.0
+        kept = m.rows_out * scale
+        if m.stage == "select" and select_budget is not None:
+            kept = min(kept, float(select_budget))
+        stages.append({"stage": m.stage, "pilot": asdict(m), "yield": m.yield_, "rows_in": units, "rows_out": kept,
+                       "requests": m.requests * scale, "prompt_tokens": m.prompt_tokens * scale,
+                       "completion_tokens": m.completion_tokens * scale, "seconds": m.seconds * scale})
+        units = kept
+    kept_rows = units if measures else 0.0
+    prompt = sum(s["prompt_tokens"] for s in stages)
+    completion = sum(s["completion_tokens"] for s in stages)
+    requests = sum(s["requests"] for s in stages)
+    seconds = sum(s["seconds"] for s in stages)
+    floor = 0.0  # the rate limits' lower bound on the teacher's share
+    if section.rpm:
+        floor = max(floor, requests / section.rpm * 60)
+    if section.tpm:
+        floor = max(floor, (prompt + completion) / section.tpm * 60)
+    seconds = max(seconds, floor)
+    prices = Prices.of(section)
+    cost = None
+    if prices is not None:
+        online, batch = prices.cost(prompt, completion), prices.cost(prompt, completion, batch=True)
+        cost = {"prices": prices.to_dict(), "online": online, "batch": batch,
+                "online_per_kept_row": online / kept_rows if kept_rows else None,
+                "batch_per_kept_row": batch / kept_rows if kept_rows else None}
+    return {"target_rows": rows, "kept_rows": kept_rows, "requests": requests, "prompt_tokens": prompt,
+            "completion_tokens": completion, "tokens": prompt + completion,
+            "requests_per_kept_row": requests / kept_rows if kept_rows else None,
+            "wall_seconds": seconds, "rate_limit_floor_seconds": floor, "concurrency": section.concurrency,
+            "backend": section.backend, "model": section.model, "cost": cost, "stages": stages}
+
+
+def plan(cfg: Config, rows: int, *, pilot_rows: int = 100, input: Path | None = None,
+         skip: list[str] | None = None, progress: bool = True,
+         echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Pilot (or reuse one), measure, project to `rows`; writes and returns `<pilot>/projection.json`'s body."""
+    if pilot_rows > rows:
+        pilot_rows = rows
+    pilot_dir, reused = run_pilot(cfg, pilot_rows, input=input, skip=skip, progress=progress, echo=echo)
+    measures = measure(pilot_dir)
+    if not measures:
+        raise ConfigError(f"{pilot_dir}: the pilot ran no stage; check [pipeline] skip and --input")
+    budget = cfg.select.get("budget")
+    result = project(measures, rows, cfg.teacher, select_budget=int(budget) if budget else None)
+    result.update(pilot_dir=str(pilot_dir), pilot_rows=pilot_rows, pilot_reused=reused, config=cfg.source)
+    atomic_write_json(pilot_dir / PROJECTION, result)
+    return result
+
+
+def _n(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 1e9:
+        return f"{x / 1e9:.2f}G"
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.2f}M"
+    if abs(x) >= 1e4:
+        return f"{x / 1e3:.1f}k"
+    return f"{x:.0f}" if abs(x - round(x)) < 1e-9 or abs(x) >= 100 else f"{x:.1f}"
+
+
+def duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def money(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"${x:,.2f}" if x >= 1 else f"${x:.4f}" if x >= 0.0001 else f"${x:.2e}"
+
+
+def table(p: dict[str, Any]) -> str:
+    """The projection as plain text: one line per stage (pilot yield, projected rows, requests, tokens, time),
+    then the totals, time and cost."""
+    reused = "reused" if p.get("pilot_reused") else "run now"
+    lines = [f"distill plan: {_n(p['target_rows'])} rows, projected from a pilot of {p['pilot_rows']} rows "
+             f"({reused}: {p['pilot_dir']})",
+             f"teacher: {p['backend']} {p['model'] or '(default model)'}", ""]
+    head = ("stage", "yield", "rows in", "kept", "requests", "prompt tok", "compl tok", "time")
+    rows = [head]
+    for s in p["stages"]:
+        rows.append((s["stage"], "-" if s["yield"] is None else f"{100 * s['yield']:.1f}%", _n(s["rows_in"]),
+                     _n(s["rows_out"]), _n(s["requests"]), _n(s["prompt_tokens"]), _n(s["completion_tokens"]),
+                     duration(s["seconds"])))
+    rows.append(("total", "-" if not p["target_rows"] else f"{100 * p['kept_rows'] / p['target_rows']:.1f}%",
+                 _n(p["target_rows"]), _n(p["kept_rows"]), _n(p["requests"]), _n(p["prompt_tokens"]),
+                 _n(p["completion_tokens"]), duration(p["wall_seconds"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for i, r in enumerate(rows):
+        if i == len(rows) - 1:
+            lines.append("  ".join("-" * w for w in widths))
+        lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+    lines.append("")
+    rpk = p["requests_per_kept_row"]
+    lines.append(f"teacher tokens: {_n(p['tokens'])} ({_n(p['prompt_tokens'])} prompt + "
+                 f"{_n(p['completion_tokens'])} completion); {rpk:.2f} requests per kept row" if rpk is not None
+                 else f"teacher tokens: {_n(p['tokens'])}; no row kept in the pilot")
+    floor = f"; rpm/tpm allow no less than {duration(p['rate_limit_floor_seconds'])}" \
+        if p["rate_limit_floor_seconds"] else ""
+    lines.append(f"wall time: about {duration(p['wall_seconds'])} online, at the pilot's throughput with "
+                 f"teacher.concurrency = {p['concurrency']} requests in flight{floor}; "
+                 "batch: each submission returns within the provider's window (24 h)")
+    c = p["cost"]
+    if c is None:
+        lines.append("cost: set [teacher] price_prompt_per_mtok and price_completion_per_mtok to price it")
+    else:
+        pr = c["prices"]
+        lines.append(f"cost at {money(pr['prompt_per_mtok'])} / {money(pr['completion_per_mtok'])} per million "
+                     f"prompt / completion tokens:")
+        lines.append(f"  online  {money(c['online']):>12}   {money(c['online_per_kept_row'])} per kept row")
+        lines.append(f"  batch   {money(c['batch']):>12}   {money(c['batch_per_kept_row'])} per kept row "
+                     f"({100 * pr['batch_discount']:.0f}% off)")
+    return "\n".join(lines)

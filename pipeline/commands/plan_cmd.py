@@ -10,7 +10,8 @@ import typer
 from .. import cli_common as cc
 from ..assets import data_dir
 from ..context import load
-from ..costplan import PROJECTION, TIERS, plan, table, target_rows
+from ..costplan import PROJECTION, TIERS, plan, target_rows
+from ..costtable import table
 from ..report import write_report
 
 

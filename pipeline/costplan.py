@@ -33,7 +33,8 @@ from typing import Any, Callable
 
 from .config import Config
 from .context import RunPaths
-from .errors import ConfigError
+from .errors import ConfigError, DatasetError, InputFileError
+from .plan import default_plan
 from .runplan import run_plan
 from .store import Dataset, atomic_write_json, fingerprint, read_json
 from .teacher.pricing import Prices
@@ -79,11 +80,12 @@ def self_first(cfg: Config, skip: list[str], input: Path | None) -> bool:
 
 
 def pilot_fingerprint(cfg: Config, pilot_rows: int, skip: list[str], input: Path | None) -> str:
-    """Covers everything that changes the pilot's answers or yields; not the run id."""
+    """Covers everything that changes the pilot's answers or yields; not the run id, not the prices."""
     dump = cfg.model_dump(mode="json")
     dump["run"].pop("run_id", None)
     dump["run"].pop("limit", None)
-    dump["teacher"].pop("cache_path", None)
+    for key in ("cache_path", "price_prompt_per_mtok", "price_completion_per_mtok", "batch_discount"):
+        dump["teacher"].pop(key, None)  # new prices reprice the same pilot
     src = {"config": dump, "pilot_rows": pilot_rows, "skip": sorted(skip),
            "input": None if input is None else [str(Path(input).resolve()), fingerprint(Dataset(input))]}
     return hashlib.sha256(json.dumps(src, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -106,45 +108,64 @@ def pilot_config(cfg: Config, pilot_dir: Path, pilot_rows: int, first_self: bool
 
 def run_pilot(cfg: Config, pilot_rows: int, *, input: Path | None = None, skip: list[str] | None = None,
               progress: bool = True, echo: Callable[[str], None] = print) -> tuple[Path, bool]:
-    """The pilot's folder, made now or (True) reused: one with a finished run summary and this fingerprint."""
+    """The pilot's folder, made now or (True) reused: one whose pilot.json has this fingerprint (written when
+    the pilot finished, or ended early because a stage kept no rows: what follows it has nothing to do)."""
     skip = list(skip or []) + list(cfg.pipeline.get("skip", []))
     fp = pilot_fingerprint(cfg, pilot_rows, skip, input)
     paths = RunPaths(Path(cfg.run.workdir), f"pilot-{fp}")
     pilot_dir = paths.run_dir
     marker = pilot_dir / PILOT
-    if (pilot_dir / "run_summary.json").exists() and marker.exists() and read_json(marker).get("fingerprint") == fp:
+    if marker.exists() and read_json(marker).get("fingerprint") == fp:
         return pilot_dir, True
     first_self = self_first(cfg, skip, input)
     pcfg = pilot_config(cfg, pilot_dir, pilot_rows, first_self)
     pilot_dir.mkdir(parents=True, exist_ok=True)
     echo(f"[plan] pilot of {pilot_rows} rows -> {pilot_dir}")
-    run_plan(pcfg, paths, skip=skip, input=input, progress=progress, echo=echo)
+    order = [s.name for s in default_plan() if s.name not in skip]
+    ended = None
+    try:
+        run_plan(pcfg, paths, skip=skip, input=input, progress=progress, echo=echo)
+    except (DatasetError, InputFileError) as e:
+        emptied = [m.stage for m in measure_folders(pilot_dir, order, first_self, pilot_rows) if not m.rows_out]
+        if not emptied:
+            raise
+        ended = f"{emptied[0]} kept no rows, so the pilot stopped ({e})"
+        echo(f"[plan] {ended}; a larger --pilot-rows measures the stages after it")
     atomic_write_json(marker, {"fingerprint": fp, "pilot_rows": pilot_rows, "self_instruct_first": first_self,
-                               "config": cfg.source, "input": None if input is None else str(input)})
+                               "stages": order, "ended": ended, "config": cfg.source,
+                               "input": None if input is None else str(input)})
     return pilot_dir, False
 
 
 def measure(pilot_dir: Path) -> list[StageMeasure]:
-    """Each stage the pilot ran: rows in and out, teacher requests and tokens (shard markers, summed in
-    its manifest) and seconds (run_summary.json)."""
+    """Each stage the pilot finished, in order (see `measure_folders`)."""
     info = read_json(pilot_dir / PILOT)
+    return measure_folders(pilot_dir, info["stages"], info["self_instruct_first"], info["pilot_rows"])
+
+
+def measure_folders(pilot_dir: Path, order: list[str], first_self: bool, pilot_rows: int) -> list[StageMeasure]:
+    """The stages of `order` with a manifest in `pilot_dir`, up to the first without: rows in and out,
+    teacher requests and tokens (the shard markers, summed in the manifest) and seconds (run_summary.json,
+    else the manifest's own count)."""
+    summary = pilot_dir / "run_summary.json"
+    seconds = {s["stage"]: s.get("seconds") for s in read_json(summary).get("steps", [])} if summary.exists() else {}
     out: list[StageMeasure] = []
-    for step in read_json(pilot_dir / "run_summary.json").get("steps", []):
-        if step.get("status") not in ("done", "already done"):
-            continue
-        folder = Path(step["out"])
+    for name in order:
+        folder = pilot_dir / name
         manifest = folder / "_manifest.json"
-        totals = read_json(manifest).get("totals", {}) if manifest.exists() else {}
-        rows_out = step.get("rows_out")
-        if rows_out is None:  # export writes a release: manifest.json with its rows
-            release = folder / "manifest.json"
-            rows_out = read_json(release).get("rows", 0) if release.exists() else 0
-        rows_in = step.get("rows_in") or 0
-        if not out and info.get("self_instruct_first"):
-            rows_in = info["pilot_rows"]  # Self-Instruct's size is its target, not its seed tasks
-        out.append(StageMeasure(step["stage"], float(rows_in), float(rows_out),
-                                float(totals.get("teacher_requests", 0)), float(totals.get("teacher_prompt_tokens", 0)),
-                                float(totals.get("teacher_completion_tokens", 0)), float(step.get("seconds") or 0.0)))
+        release = folder / "manifest.json"  # export writes a release
+        if not manifest.exists() and not release.exists():
+            break
+        m = read_json(manifest if manifest.exists() else release)
+        totals = m.get("totals", {})
+        rows_out = m.get("rows_out", m.get("rows", 0))
+        rows_in = m.get("rows_in", out[-1].rows_out if out else 0)
+        if not out and first_self:
+            rows_in = pilot_rows  # Self-Instruct's size is its target, not its seed tasks
+        secs = seconds.get(name) or m.get("wall_seconds_this_invocation") or m.get("seconds") or 0.0
+        out.append(StageMeasure(name, float(rows_in or 0), float(rows_out or 0), float(totals.get("teacher_requests", 0)),
+                                float(totals.get("teacher_prompt_tokens", 0)),
+                                float(totals.get("teacher_completion_tokens", 0)), float(secs)))
     return out
 
 
@@ -198,6 +219,7 @@ def plan(cfg: Config, rows: int, *, pilot_rows: int = 100, input: Path | None = 
         raise ConfigError(f"{pilot_dir}: the pilot ran no stage; check [pipeline] skip and --input")
     budget = cfg.select.get("budget")
     result = project(measures, rows, cfg.teacher, select_budget=int(budget) if budget else None)
-    result.update(pilot_dir=str(pilot_dir), pilot_rows=pilot_rows, pilot_reused=reused, config=cfg.source)
+    result.update(pilot_dir=str(pilot_dir), pilot_rows=pilot_rows, pilot_reused=reused, config=cfg.source,
+                  pilot_ended=read_json(pilot_dir / PILOT).get("ended"))
     atomic_write_json(pilot_dir / PROJECTION, result)
     return result

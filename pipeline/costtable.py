@@ -43,7 +43,10 @@ def table(p: dict[str, Any]) -> str:
     reused = "reused" if p.get("pilot_reused") else "run now"
     lines = [f"distill plan: {num(p['target_rows'])} rows, projected from a pilot of {p['pilot_rows']} rows "
              f"({reused}: {p['pilot_dir']})",
-             f"teacher: {p['backend']} {p['model'] or '(default model)'}", ""]
+             f"teacher: {p['backend']} {p['model'] or '(default model)'}"]
+    if p.get("pilot_ended"):
+        lines.append(f"note: {p['pilot_ended']}; the stages after it are projected to get no rows")
+    lines.append("")
     head = ("stage", "yield", "rows in", "kept", "requests", "prompt tok", "compl tok", "time")
     rows = [head]
     for s in p["stages"]:

@@ -55,6 +55,7 @@ class StageMeasure:
     prompt_tokens: float = 0
     completion_tokens: float = 0
     seconds: float = 0.0
+    fixed_rows: float = 0  # rows out that do not grow with the size: Self-Instruct's seeds (include_seeds)
 
     @property
     def tokens(self) -> float:
@@ -82,8 +83,8 @@ def self_first(cfg: Config, skip: list[str], input: Path | None) -> bool:
 def pilot_fingerprint(cfg: Config, pilot_rows: int, skip: list[str], input: Path | None) -> str:
     """Covers everything that changes the pilot's answers or yields; not the run id, not the prices."""
     dump = cfg.model_dump(mode="json")
-    dump["run"].pop("run_id", None)
-    dump["run"].pop("limit", None)
+    for key in ("run_id", "limit", "workdir"):  # the pilot sets its own; it lives in the workdir
+        dump["run"].pop(key, None)
     for key in ("cache_path", "price_prompt_per_mtok", "price_completion_per_mtok", "batch_discount"):
         dump["teacher"].pop(key, None)  # new prices reprice the same pilot
     src = {"config": dump, "pilot_rows": pilot_rows, "skip": sorted(skip),
@@ -163,10 +164,18 @@ def measure_folders(pilot_dir: Path, order: list[str], first_self: bool, pilot_r
         if not out and first_self:
             rows_in = pilot_rows  # Self-Instruct's size is its target, not its seed tasks
         secs = seconds.get(name) or m.get("wall_seconds_this_invocation") or m.get("seconds") or 0.0
+        fixed = _seed_rows(folder) if not out and first_self else 0
         out.append(StageMeasure(name, float(rows_in or 0), float(rows_out or 0), float(totals.get("teacher_requests", 0)),
                                 float(totals.get("teacher_prompt_tokens", 0)),
-                                float(totals.get("teacher_completion_tokens", 0)), float(secs)))
+                                float(totals.get("teacher_completion_tokens", 0)), float(secs), float(fixed)))
     return out
+
+
+def _seed_rows(folder: Path) -> int:
+    if not (folder / "_manifest.json").exists():
+        return 0
+    return sum(sum(1 for o in b.column(0).to_pylist() if o == "seed")
+               for b in Dataset(folder).iter_batches(columns=["origin"]))
 
 
 def project(measures: list[StageMeasure], rows: int, section: Any, *, select_budget: int | None = None) -> dict[str, Any]:
@@ -175,7 +184,7 @@ def project(measures: list[StageMeasure], rows: int, section: Any, *, select_bud
     units = float(rows)
     for m in measures:
         scale = units / m.rows_in if m.rows_in else 0.0
-        kept = m.rows_out * scale
+        kept = (m.rows_out - m.fixed_rows) * scale + m.fixed_rows
         if m.stage == "select" and select_budget is not None:
             kept = min(kept, float(select_budget))
         stages.append({"stage": m.stage, "pilot": asdict(m), "yield": m.yield_, "rows_in": units, "rows_out": kept,

@@ -143,3 +143,26 @@ def test_target_size_and_prices_are_checked(tmp_path):
     conf.write_text("[teacher]\nprice_prompt_per_mtok = 1.0\nprice_completion_per_mtok = 2.0\nbatch_discount = 1.0\n")
     with pytest.raises(ConfigError, match="batch_discount"):
         load_config(conf)
+
+
+def test_projection_chains_the_stages_and_keeps_seeds_and_select_budget_fixed():
+    from pipeline.config import TeacherSection
+    from pipeline.costplan import StageMeasure, project
+
+    pilot = [StageMeasure("self_instruct", 10, 30, requests=20, prompt_tokens=2000, completion_tokens=1000,
+                          seconds=4.0, fixed_rows=20),   # 20 seeds written alongside 10 new tasks
+             StageMeasure("orca", 30, 15, requests=30, prompt_tokens=300, completion_tokens=600, seconds=3.0),
+             StageMeasure("select", 15, 15)]
+    section = TeacherSection(backend="openai", rpm=60, price_prompt_per_mtok=1.0, price_completion_per_mtok=2.0)
+    p = project(pilot, 1000, section, select_budget=400)
+    si, orca, sel = p["stages"]
+    assert si["rows_out"] == pytest.approx(1020)        # 1000 new tasks + the same 20 seeds
+    assert si["requests"] == pytest.approx(2000) and si["prompt_tokens"] == pytest.approx(200_000)
+    assert orca["rows_in"] == pytest.approx(1020) and orca["rows_out"] == pytest.approx(510)
+    assert orca["requests"] == pytest.approx(1020)
+    assert sel["rows_out"] == 400 and p["kept_rows"] == 400  # select's budget caps the projection
+    assert p["rate_limit_floor_seconds"] == pytest.approx(3020)  # 3,020 requests at 60 a minute
+    assert p["wall_seconds"] == pytest.approx(3020)
+    tokens_p, tokens_c = 200_000 + 10_200, 100_000 + 20_400
+    assert p["cost"]["online"] == pytest.approx((tokens_p * 1.0 + tokens_c * 2.0) / 1e6)
+    assert p["requests_per_kept_row"] == pytest.approx(3020 / 400)

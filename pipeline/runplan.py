@@ -114,8 +114,8 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
         if "cost" not in ctx.budget.hit:
             raise
         raise BudgetExhausted(f"cost cap reached: {ctx.budget.cost:.4f} of {max_cost:g} spent "
-                              f"({ctx.budget.refused} requests not sent); finished shards are kept: rerun with "
-                              "a larger --max-cost (or none) to continue, answers already paid for are cached") from None
+                              f"({ctx.budget.refused} requests not sent); finished shards are kept: rerun to continue "
+                              "(--max-cost counts each invocation's own spend; answers paid for are cached)") from None
     finally:
         teacher = ctx.teacher.stats.to_dict() if ctx.has_teacher else {}
         ctx.close()

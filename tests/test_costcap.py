@@ -31,6 +31,11 @@ def test_spend_is_counted_in_money_and_the_cap_is_a_limit():
     assert b.exhausted_by == "cost" and b.cost_left() == 0
     assert b.to_dict()["cost"] == pytest.approx(0.01) and b.to_dict()["max_cost"] == 0.01
     assert Budget().cap_cost(None, PRICES).enforced is False  # counting only
+    batch = Budget().cap_cost(1.0, PRICES, batch=True)  # a batch backend's run: counted at the batch price
+    batch.spend(1000, 500, 1)
+    assert batch.cost == pytest.approx(0.003)
+    batch.spend(1000, 500, 1, batch=False)
+    assert batch.cost == pytest.approx(0.009)
     with pytest.raises(ValueError):
         Budget().cap_cost(1.0, None)
 

@@ -32,6 +32,11 @@ case first so it cannot overshoot:
     budget.settle_cost(usd, prompt, completion, requests=n)  # release it, spend the actual at the batch price
     budget.release_cost(usd)                 # or, for a batch cancelled or never submitted: release only
 
+`settle_cost` is for a batch path that the `BudgetedTeacher` does not see.
+A batch backend *under* the `BudgetedTeacher` is already counted by it when
+its completions come back: give `cap_cost(..., batch=True)` so that counting
+is at the batch price, and only `release_cost` the reservation afterwards.
+
 A budget with `resumable` set (`distill run`'s) refuses with the kind
 `budget_paused`, an outside failure: the refused rows are unanswered, not
 dropped, their shards are not marked done and a rerun with more room asks
@@ -126,14 +131,16 @@ class Budget:
         self.own_caps = {"max_rows": max_rows, "max_requests": max_requests, "max_tokens": max_tokens}
         self.max_cost: float | None = None
         self.prices: Prices | None = None
-        self.resumable = False
+        self.resumable = self.batch_priced = False
 
-    def cap_cost(self, max_cost: float | None, prices: Prices | None, *, resumable: bool = False) -> "Budget":
+    def cap_cost(self, max_cost: float | None, prices: Prices | None, *, resumable: bool = False,
+                 batch: bool = False) -> "Budget":
         """Count spend in money at `prices` and stop at `max_cost` (None: count only). `resumable`: a run
-        that a rerun continues (see the module docstring). Returns self."""
+        that a rerun continues (see the module docstring); `batch`: the teacher is a batch backend, so
+        `spend` counts at the batch price unless told otherwise. Returns self."""
         if max_cost is not None and prices is None:
             raise ValueError("a cost cap needs prices")
-        self.max_cost, self.prices, self.resumable = max_cost, prices, resumable
+        self.max_cost, self.prices, self.resumable, self.batch_priced = max_cost, prices, resumable, batch
         return self
 
     @classmethod
@@ -282,8 +289,10 @@ class Budget:
             self.parent.note(limit)
 
     def spend(self, prompt: int = 0, completion: int = 0, requests: int = 0, rows: int = 0, *,
-              batch: bool = False) -> None:
-        """Count what was used; with prices, its cost too (online, or at the batch price)."""
+              batch: bool | None = None) -> None:
+        """Count what was used; with prices, its cost too: online, or at the batch price (`batch`; None: the
+        budget's `batch_priced`)."""
+        batch = self.batch_priced if batch is None else batch
         usd = self.prices.cost(prompt, completion, batch=batch) if self.prices is not None else 0.0
         self.ledger.spend(prompt, completion, requests, rows, usd)
 

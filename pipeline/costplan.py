@@ -146,8 +146,8 @@ def measure(pilot_dir: Path) -> list[StageMeasure]:
 
 def measure_folders(pilot_dir: Path, order: list[str], first_self: bool, pilot_rows: int) -> list[StageMeasure]:
     """The stages of `order` with a manifest in `pilot_dir`, up to the first without: rows in and out,
-    teacher requests and tokens (the shard markers, summed in the manifest) and seconds (run_summary.json,
-    else the manifest's own count)."""
+    teacher requests and tokens (the shard markers, summed in the manifest; Self-Instruct counts its
+    requests as `requests`) and seconds (run_summary.json, else the manifest's own count)."""
     summary = pilot_dir / "run_summary.json"
     seconds = {s["stage"]: s.get("seconds") for s in read_json(summary).get("steps", [])} if summary.exists() else {}
     out: list[StageMeasure] = []
@@ -165,7 +165,7 @@ def measure_folders(pilot_dir: Path, order: list[str], first_self: bool, pilot_r
             rows_in = pilot_rows  # Self-Instruct's size is its target, not its seed tasks
         secs = seconds.get(name) or m.get("wall_seconds_this_invocation") or m.get("seconds") or 0.0
         fixed = _seed_rows(folder) if not out and first_self else 0
-        out.append(StageMeasure(name, float(rows_in or 0), float(rows_out or 0), float(totals.get("teacher_requests", 0)),
+        out.append(StageMeasure(name, float(rows_in or 0), float(rows_out or 0), float(totals.get("teacher_requests", totals.get("requests", 0))),
                                 float(totals.get("teacher_prompt_tokens", 0)),
                                 float(totals.get("teacher_completion_tokens", 0)), float(secs), float(fixed)))
     return out

@@ -23,6 +23,8 @@ def test_plan_on_the_demo_prints_the_projection_table(tmp_path):
     pilot = next((tmp_path / "work").glob("pilot-*"))
     proj = json.loads((pilot / "projection.json").read_text())
     assert proj["target_rows"] == 1000 and proj["tokens"] > 0
+    first = proj["stages"][0]
+    assert first["stage"] == "self_instruct" and first["requests"] > 0 and first["pilot"]["rows_in"] == 2
     assert "Cost projection" in (pilot / "report.html").read_text()
     again = run_cli(args)
     assert again.code == 0 and "(reused:" in again.out, again.err

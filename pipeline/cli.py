@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__, logs
-from .commands import batches_cmd, config_cmd, dataset_cmds, doctor_cmd, refresh_cmd, report_cmd, run_cmd
+from .commands import batches_cmd, config_cmd, dataset_cmds, doctor_cmd, plan_cmd, refresh_cmd, report_cmd, run_cmd
 from .errors import USER_ERRORS, InputFileError, StoreWriteError, exit_code_for
 from .stages.evol_instruct import cli as evol_cli
 from .stages.export import cli as export_cli
@@ -75,6 +75,7 @@ def _register() -> None:
     app.command("export", help=export_cli.export_cmd.__doc__)(export_cli.export_cmd)
     app.command("run", help=run_cmd.run_cmd.__doc__)(run_cmd.run_cmd)
     app.command("refresh", help=refresh_cmd.refresh_cmd.__doc__)(refresh_cmd.refresh_cmd)
+    app.command("plan", help=plan_cmd.plan_cmd.__doc__)(plan_cmd.plan_cmd)
     app.command("report", help=report_cmd.report_cmd.__doc__)(report_cmd.report_cmd)
     app.add_typer(teacher_cli.app, name="teacher")
     app.command("batches", help=batches_cmd.batches_cmd.__doc__)(batches_cmd.batches_cmd)

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -61,6 +61,15 @@ class TeacherSection(Section):
     batch_max_requests: int | None = Field(None, gt=0, description="batch backends: requests per batch, at most the provider's limit (OpenAI 50,000; Anthropic 100,000)")
     batch_max_bytes: int | None = Field(None, gt=0, description="batch backends: bytes per batch, at most the provider's limit (OpenAI 200 MB; Anthropic 256 MB)")
     ping_timeout_s: float = Field(10.0, gt=0, description="timeout of the ping a teacher-using command sends to a network teacher before any work (one retry)")
+    price_prompt_per_mtok: float | None = Field(None, ge=0, description="price of a million prompt tokens (your currency, e.g. USD), for `distill plan` and --max-cost; set both prices or neither")
+    price_completion_per_mtok: float | None = Field(None, ge=0, description="price of a million completion tokens; set both prices or neither")
+    batch_discount: float = Field(0.5, ge=0, lt=1, description="share taken off both prices for batch processing (OpenAI Batch, Anthropic Message Batches: 0.5)")
+
+    @model_validator(mode="after")
+    def _prices_in_pairs(self) -> "TeacherSection":
+        if (self.price_prompt_per_mtok is None) != (self.price_completion_per_mtok is None):
+            raise ValueError("set both price_prompt_per_mtok and price_completion_per_mtok, or neither")
+        return self
 
 
 class Config(Section):

@@ -47,6 +47,10 @@ class BatchesInFlight(RuntimeError):
     they are journaled, and a rerun polls them instead of submitting again."""
 
 
+class BudgetExhausted(RuntimeError):
+    """A spend cap (--max-cost) was reached; what was finished is kept and a rerun with more room continues."""
+
+
 class MissingExtra(RuntimeError):
     """An optional dependency (an extra) is not installed; the message says how to install it."""
 
@@ -65,6 +69,7 @@ EXIT_CODES: dict[type, int] = {
     TeacherUnavailable: 4,
     StoreWriteError: 5,
     Locked: 6,
+    BudgetExhausted: 7,
     BatchesInFlight: 9,
 }
 

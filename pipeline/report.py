@@ -7,8 +7,9 @@ sizes). Or a release (an export folder with `manifest.json`, a published
 version, or a releases folder whose `latest` is followed): its Parquet shards
 and the stage chain its manifest records. Writes `report.html`: the per-stage
 funnel, drops by reason, cut-off answers per answering stage, length (reasoning traces' too) and score distributions, evolution depth and
-operations, dedup cluster sizes and token cost. Charts are inline SVG, so the
-page opens anywhere offline.
+operations, dedup cluster sizes and token cost, and the cost projection when
+the folder holds one (`projection.json`, written by `distill plan` into its
+pilot folder). Charts are inline SVG, so the page opens anywhere offline.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from .costtable import table as projection_table
 from .errors import DatasetError
 from .report_svg import bar_chart, histogram, table
 from .store import Dataset, atomic_write_bytes, read_json
@@ -142,7 +144,8 @@ def build_report(run_dir: str | Path, max_rows: int = 200_000) -> dict[str, Any]
     evol = dict(stages).get("evol_instruct")
     return {"kind": "run", "run_dir": str(run_dir), "funnel": funnel, "drops": drops, "tokens": tokens,
             "clusters": clusters, "lengths": lengths, "scores": scores, "final_stage": stages[-1][0],
-            "evolution": _evolution(evol, max_rows), "truncation": cut}
+            "evolution": _evolution(evol, max_rows), "truncation": cut,
+            "projection": read_json(run_dir / "projection.json") if (run_dir / "projection.json").is_file() else None}
 
 
 def _release_report(path: Path, max_rows: int) -> dict[str, Any]:
@@ -234,6 +237,9 @@ def render_html(rep: dict[str, Any]) -> str:
         t = [{"stage": "-", "prompt": 0, "completion": 0}]
     parts.append(bar_chart([s["stage"] for s in t], [s["prompt"] + s["completion"] for s in t], "teacher tokens per stage"))
     parts.append(table(["stage", "prompt tokens", "completion tokens"], [[s["stage"], s["prompt"], s["completion"]] for s in t]))
+    if rep.get("projection"):
+        parts.append("<h2>Cost projection</h2>")
+        parts.append(f"<pre>{e(projection_table(rep['projection']))}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -23,13 +23,14 @@ from typing import Any, Callable
 from . import logs
 from .config import Config
 from .context import RunPaths, make_context
-from .errors import ConfigError
+from .errors import BudgetExhausted, ConfigError, TeacherUnavailable
 from .plan import check_first_input, check_steps, default_plan
 from .records import now_utc
 from .stage import StageSpec
 from .store import Dataset, RunLock, atomic_write_json, fingerprint, read_json, require_finished, set_aside
 from .store.lock import LOCK_NAME
 from .teacher.ping import preflight
+from .teacher.pricing import Prices
 
 
 def _check_names(plan: list[StageSpec], names: list[str], flag: str) -> None:
@@ -41,8 +42,12 @@ def _check_names(plan: list[StageSpec], names: list[str], flag: str) -> None:
 
 def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str | None = None,
              input: Path | None = None, progress: bool = True,
-             echo: Callable[[str], None] = print, plan: list[StageSpec] | None = None) -> dict[str, Any]:
+             echo: Callable[[str], None] = print, plan: list[StageSpec] | None = None,
+             max_cost: float | None = None) -> dict[str, Any]:
+    """`max_cost`: the run's spend cap in the teacher's prices (`--max-cost`; ConfigError without prices)."""
     plan = default_plan() if plan is None else plan
+    if max_cost is not None:
+        Prices.required(cfg.teacher, "--max-cost", cfg.source)
     if not plan:
         raise ConfigError("no stages are installed in this version; nothing to run")
     skip = list(skip) + list(cfg.pipeline.get("skip", []))
@@ -52,16 +57,20 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
                    hint="wait for it to finish, or start another with --new or --run-id").acquire()
     try:
         return run_steps(cfg, paths, plan, skip, start, current, progress, echo,
-                         ping=any(s.needs_teacher for s in to_do))
+                         ping=any(s.needs_teacher for s in to_do), max_cost=max_cost)
     finally:
         lock.release()
 
 
 def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[str], start: str | None,
               current: Path | None, progress: bool, echo: Callable[[str], None], *,
-              ping: bool = False) -> dict[str, Any]:
+              ping: bool = False, max_cost: float | None = None) -> dict[str, Any]:
     """The steps of `run_plan`, under the run's lock; `ping`: a step with work to do needs the teacher."""
     ctx = make_context(cfg, paths, progress=progress)
+    if max_cost is not None:  # refused requests are unanswered (budget.py), so the rerun continues them
+        ctx.budget = ctx.executor.budget().cap_cost(max_cost, Prices.required(cfg.teacher, "--max-cost", cfg.source),
+                                                    resumable=True)
+        ctx.teacher_factory = ctx.teacher_factory.with_budget(ctx.budget)
     if ping:
         try:
             preflight(ctx.teacher_factory)  # once, before the first stage: a dead teacher is exit 4 in seconds
@@ -101,6 +110,12 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
                  f"{manifest.get('rows_rejected', 0)} rejected")
             logs.event("stage_end", f"{step.name} {status}", **steps[-1])
             current = out
+    except TeacherUnavailable:
+        if "cost" not in ctx.budget.hit:
+            raise
+        raise BudgetExhausted(f"cost cap reached: {ctx.budget.cost:.4f} of {max_cost:g} spent "
+                              f"({ctx.budget.refused} requests not sent); finished shards are kept: rerun to continue "
+                              "(--max-cost counts each invocation's own spend; answers paid for are cached)") from None
     finally:
         teacher = ctx.teacher.stats.to_dict() if ctx.has_teacher else {}
         ctx.close()
@@ -110,6 +125,7 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
         "seconds": round(time.monotonic() - t_run, 2),
         "steps": steps,
         "teacher": teacher,
+        **({"budget": ctx.budget.to_dict()} if max_cost is not None else {}),
         "final_dataset": str(current) if current else None,
         "final_rows": _final_rows(current),
     }

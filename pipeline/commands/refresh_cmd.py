@@ -21,6 +21,7 @@ def refresh_cmd(
     max_rows: Annotated[Optional[int], typer.Option("--max-rows", min=1, help="Budget: at most this many generated rows tonight.")] = None,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=1, help="Budget: teacher tokens sent tonight (cache hits are free).")] = None,
     max_seconds: Annotated[Optional[float], typer.Option("--max-seconds", min=0.001, help="Budget: send no teacher request after this many seconds.")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="Budget: spend at most this much tonight, in the [teacher] prices' currency (needs price_prompt_per_mtok and price_completion_per_mtok).")] = None,
     keep: Annotated[Optional[int], typer.Option("--keep", min=1, help="Published versions to keep (default: config refresh.keep_versions, 3).")] = None,
     executor: cc.ExecutorOpt = None,
     ray_address: cc.RayAddressOpt = None,
@@ -46,7 +47,7 @@ def refresh_cmd(
                    "(write your own with `distill config init distill.toml`)", err=True)
     cfg = load(config, workdir=workdir, executor=executor, ray_address=ray_address)
     result = refresh(cfg, publish_dir=publish_dir, seed=seed, max_rows=max_rows, max_tokens=max_tokens,
-                     max_seconds=max_seconds, keep=keep, progress=not no_progress,
+                     max_seconds=max_seconds, max_cost=max_cost, keep=keep, progress=not no_progress,
                      echo=lambda s: typer.echo(s, err=True))
     typer.echo(f"{result.status}: {result.message}", err=result.exit_code != 0)
     typer.echo(f"summary: {Path(cfg.run.workdir) / result.run_id / 'refresh_summary.json'}", err=True)

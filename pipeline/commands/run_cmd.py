@@ -29,6 +29,7 @@ def run_cmd(
     no_progress: cc.NoProgressOpt = False,
     no_report: Annotated[bool, typer.Option("--no-report", help="Do not write <run>/report.html at the end.")] = False,
     batch_wait: Annotated[Optional[float], typer.Option("--batch-wait", metavar="SECONDS", min=0, help="Batch teachers: exit 9 after this many seconds with batches in flight (rerun to collect) [default: teacher.batch_wait_s, wait until they end].")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="Spend cap in the [teacher] prices' currency (e.g. USD), counted from actual usage; at the cap the run stops with exit 7, keeping what is finished (a rerun continues).")] = None,
 ) -> None:
     """Run the stages in order (self-instruct ... export) from one TOML config; a rerun resumes where it stopped."""
 
@@ -42,7 +43,7 @@ def run_cmd(
         cfg.teacher.batch_wait_s = batch_wait
     paths = resolve_run(cfg, workdir, run_id, new=new)
     summary = run_plan(cfg, paths, skip=skip or [], start=start, input=input, progress=not no_progress,
-                       echo=lambda s: typer.echo(s, err=True))
+                       echo=lambda s: typer.echo(s, err=True), max_cost=max_cost)
     typer.echo(f"run {paths.run_id} finished: {summary['final_rows']} rows in {summary['final_dataset']}")
     if not no_report:
         typer.echo(f"report: {write_report(paths.run_dir)}")

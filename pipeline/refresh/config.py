@@ -30,6 +30,10 @@ class RefreshConfig(Section):
     max_seconds: float | None = Field(
         None, gt=0, description="budget: no teacher request is sent after this many seconds of the night "
                                 "(counted from the teacher ping); requests in flight finish")
+    max_cost: float | None = Field(
+        None, ge=0, description="budget: spend per night in the [teacher] prices' currency, counted from actual usage "
+                                "(needs [teacher] price_prompt_per_mtok and price_completion_per_mtok); checked "
+                                "like max_tokens, every teacher.concurrency requests")
     ping_max_tokens: int = Field(8, gt=0, description="answer length of the teacher ping sent before any work")
     prompt_cost_per_million: float = Field(
         0.0, ge=0, description="cost estimate: currency units per million prompt tokens (0: the embedded teacher is free)")

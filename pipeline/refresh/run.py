@@ -44,6 +44,7 @@ from ..store import Dataset, RunLock
 from ..teacher import ping
 from ..teacher.base import TeacherUsage
 from ..teacher.factory import TeacherFactory
+from ..teacher.pricing import Prices
 from . import publish as pub
 from .config import RefreshConfig
 from .known import drop_known_ids
@@ -81,7 +82,7 @@ class RefreshResult:
 
 def refresh(cfg: Config, *, publish_dir: Path | None = None, seed: int | None = None,
             max_rows: int | None = None, max_tokens: int | None = None, max_seconds: float | None = None,
-            keep: int | None = None, progress: bool = True, echo: Callable[[str], None] = print,
+            max_cost: float | None = None, keep: int | None = None, progress: bool = True, echo: Callable[[str], None] = print,
             backend: Any = None, now: datetime | None = None) -> RefreshResult:
     """Run one nightly refresh; returns the outcome (0, 7, 8) or raises the error (exit 2-6).
 
@@ -89,7 +90,10 @@ def refresh(cfg: Config, *, publish_dir: Path | None = None, seed: int | None = 
     one); `now` replaces the clock that names the run and derives the seed.
     """
     rcfg = stage_config(cfg, "refresh", RefreshConfig, publish_dir=str(publish_dir) if publish_dir else None,
-                        keep_versions=keep, max_rows=max_rows, max_tokens=max_tokens, max_seconds=max_seconds)
+                        keep_versions=keep, max_rows=max_rows, max_tokens=max_tokens, max_seconds=max_seconds,
+                        max_cost=max_cost)
+    if rcfg.max_cost is not None:
+        Prices.required(cfg.teacher, "max_cost (--max-cost or [refresh] max_cost)", cfg.source)
     _validate_first(cfg)
     out = Path(rcfg.publish_dir) if rcfg.publish_dir else Path(cfg.run.workdir) / "release"
     out.mkdir(parents=True, exist_ok=True)
@@ -181,6 +185,7 @@ class _Night:
             self.ctx = make_context(self.cfg, self.paths, progress=self.progress)
             r = self.rcfg
             self.budget = self.ctx.executor.budget(r.max_tokens, max_seconds=r.max_seconds, max_rows=r.max_rows)
+            self.budget.cap_cost(r.max_cost, Prices.of(self.cfg.teacher))
         except BaseException:
             inner.close()
             raise

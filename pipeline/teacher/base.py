@@ -53,7 +53,7 @@ class Usage:
 
 ERROR_KINDS = (
     "timeout", "rate_limited", "server_error", "connection", "invalid_response", "auth",
-    "bad_request", "too_long", "unavailable", "budget_exhausted",
+    "bad_request", "too_long", "unavailable", "budget_exhausted", "budget_paused",
 )
 
 # Failures whose cause lies outside the row: the teacher is down, refuses the key, stalls, or does not
@@ -62,9 +62,10 @@ ERROR_KINDS = (
 # and the next run asks again. Everything else (bad_request: 400/413/422, too_long: over the context
 # window, and the stages' own verdicts: refusal, truncation, parse failures, filters) is the row's own
 # doing and a drop with a reason. `budget_exhausted` (a refresh night's cap, see budget.py) stays a drop:
-# a night is never resumed, and it publishes what its budget made.
+# a night is never resumed, and it publishes what its budget made. `budget_paused` (`distill run`'s
+# --max-cost) is outside: the rerun with more room asks again.
 OUTSIDE_KINDS = frozenset({"auth", "connection", "unavailable", "timeout", "rate_limited", "server_error",
-                           "invalid_response"})
+                           "invalid_response", "budget_paused"})
 
 
 @dataclass

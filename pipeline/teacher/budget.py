@@ -19,6 +19,28 @@ clocks are per process). Two things spend it:
 
 `exhausted_by` is the limit used up now; `hit` the limits that stopped or
 refused something (`note`), in order.
+
+Money (`cap_cost`, `distill run/refresh --max-cost`): with the teacher's
+prices (teacher/pricing.py) every `spend` is also counted in currency, and
+`cost` is one more limit, checked like tokens (before each wave, so one wave
+may overshoot). A batch, paid after it is submitted, reserves its worst
+case first so it cannot overshoot:
+
+    usd = budget.worst_case_cost(requests)   # estimated prompt + max_tokens per request, batch price
+    budget.reserve_cost(usd)                 # BudgetExhausted (exit 7) when spent + reserved + usd > cap
+    ...                                      # submit; when its results are in:
+    budget.settle_cost(usd, prompt, completion, requests=n)  # release it, spend the actual at the batch price
+    budget.release_cost(usd)                 # or, for a batch cancelled or never submitted: release only
+
+`settle_cost` is for a batch path that the `BudgetedTeacher` does not see.
+A batch backend *under* the `BudgetedTeacher` is already counted by it when
+its completions come back: give `cap_cost(..., batch=True)` so that counting
+is at the batch price, and only `release_cost` the reservation afterwards.
+
+A budget with `resumable` set (`distill run`'s) refuses with the kind
+`budget_paused`, an outside failure: the refused rows are unanswered, not
+dropped, their shards are not marked done and a rerun with more room asks
+again. A refresh night's refusals stay `budget_exhausted` drops.
 """
 
 from __future__ import annotations
@@ -26,7 +48,10 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from ..errors import BudgetExhausted
 from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherLayer
+from .limits import estimate_tokens
+from .pricing import Prices
 
 
 class Ledger:
@@ -34,13 +59,30 @@ class Ledger:
 
     def __init__(self) -> None:
         self.prompt = self.completion = self.requests = self.rows = self.refused = 0
+        self.usd = self.reserved = 0.0
         self.hit: list[str] = []
 
-    def spend(self, prompt: int = 0, completion: int = 0, requests: int = 0, rows: int = 0) -> None:
+    def spend(self, prompt: int = 0, completion: int = 0, requests: int = 0, rows: int = 0,
+              usd: float = 0.0) -> None:
         self.prompt += prompt
         self.completion += completion
         self.requests += requests
         self.rows += rows
+        self.usd += usd
+
+    def reserve(self, usd: float, cap: float | None) -> bool:
+        """Hold `usd` unless spent + reserved + usd would pass `cap`; one step, so two workers cannot both pass."""
+        if cap is not None and self.usd + self.reserved + usd > cap + 1e-12:
+            return False
+        self.reserved += usd
+        return True
+
+    def release(self, usd: float) -> None:
+        self.reserved = max(self.reserved - usd, 0.0)
+
+    def money(self) -> tuple[float, float]:
+        """(spent, reserved), in the prices' currency."""
+        return self.usd, self.reserved
 
     def refuse(self, requests: int) -> None:
         self.refused += requests
@@ -62,7 +104,7 @@ class RayLedger:
     def __init__(self, actor: Any):
         self.actor = actor
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:  # spend, refuse, note, state
+    def __getattr__(self, name: str) -> Callable[..., Any]:  # spend, refuse, note, state, reserve, release, money
         if name.startswith("_") or "actor" not in self.__dict__:  # unpickling looks before state is set
             raise AttributeError(name)
         import ray
@@ -87,6 +129,19 @@ class Budget:
         self.parent = parent
         # the caps this budget was given itself, before a parent's room narrowed them (see `child`)
         self.own_caps = {"max_rows": max_rows, "max_requests": max_requests, "max_tokens": max_tokens}
+        self.max_cost: float | None = None
+        self.prices: Prices | None = None
+        self.resumable = self.batch_priced = False
+
+    def cap_cost(self, max_cost: float | None, prices: Prices | None, *, resumable: bool = False,
+                 batch: bool = False) -> "Budget":
+        """Count spend in money at `prices` and stop at `max_cost` (None: count only). `resumable`: a run
+        that a rerun continues (see the module docstring); `batch`: the teacher is a batch backend, so
+        `spend` counts at the batch price unless told otherwise. Returns self."""
+        if max_cost is not None and prices is None:
+            raise ValueError("a cost cap needs prices")
+        self.max_cost, self.prices, self.resumable, self.batch_priced = max_cost, prices, resumable, batch
+        return self
 
     @classmethod
     def on_ray(cls, ray: Any, max_tokens: int | None = None, max_seconds: float | None = None, *,
@@ -147,7 +202,61 @@ class Budget:
 
     @property
     def enforced(self) -> bool:
-        return self.max_tokens is not None or self.max_seconds is not None
+        return self.max_tokens is not None or self.max_seconds is not None or self.max_cost is not None
+
+    @property
+    def cost(self) -> float:
+        """Spent so far in the prices' currency (0 without prices)."""
+        return self.ledger.money()[0]
+
+    @property
+    def reserved_cost(self) -> float:
+        return self.ledger.money()[1]
+
+    def cost_left(self) -> float | None:
+        if self.max_cost is None:
+            return None
+        spent, reserved = self.ledger.money()
+        return max(self.max_cost - spent - reserved, 0.0)
+
+    def worst_case_cost(self, requests: list[ChatRequest], *, batch: bool = True) -> float:
+        """The most `requests` can cost: estimated prompt tokens (about four characters a token) plus
+        max_tokens each, at the batch price (`batch`) or the online one; 0 without prices."""
+        if self.prices is None:
+            return 0.0
+        prompt = sum(estimate_tokens(r.messages, 0) for r in requests)
+        return self.prices.cost(prompt, sum(r.sampling.max_tokens for r in requests), batch=batch)
+
+    def reserve_cost(self, usd: float) -> None:
+        """Hold `usd` of the cost cap for a batch about to be submitted; BudgetExhausted (exit 7, nothing
+        held, `cost` noted) when spent + reserved + usd would pass the cap. Without a cap it only counts."""
+        if not self.ledger.reserve(float(usd), self.max_cost):
+            self.note("cost")
+            spent, reserved = self.ledger.money()
+            raise BudgetExhausted(f"cost cap {self.max_cost:.4f}: a batch whose worst case is {usd:.4f} does not fit "
+                                  f"({spent:.4f} spent, {reserved:.4f} held by batches in flight); nothing was "
+                                  "submitted; rerun with a larger --max-cost to continue")
+
+    def release_cost(self, usd: float) -> None:
+        """Give back a reservation (a batch cancelled, expired unpaid, or never submitted)."""
+        self.ledger.release(float(usd))
+
+    def settle_cost(self, reserved_usd: float, prompt: int, completion: int, requests: int = 0) -> None:
+        """A batch's results are in: release its reservation and spend what it used, at the batch price."""
+        self.ledger.release(float(reserved_usd))
+        self.spend(prompt, completion, requests, batch=True)
+
+    def refusal_detail(self, limit: str) -> str:
+        """What ran out, for a refused request's message."""
+        if limit == "cost":
+            return f"{self.cost:.4f} of {self.max_cost:g} cost spent"
+        if limit == "tokens":
+            return f"{self.tokens} of {self.max_tokens} tokens spent"
+        return f"{self.elapsed():.0f} of {self.max_seconds:g} seconds used"
+
+    @property
+    def refusal_kind(self) -> str:
+        return "budget_paused" if self.resumable else "budget_exhausted"
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -160,12 +269,15 @@ class Budget:
 
     @property
     def exhausted_by(self) -> str | None:
-        """The limit used up now: 'rows', 'requests', 'tokens' or 'seconds' (checked in that order)."""
+        """The limit used up now: 'rows', 'requests', 'tokens', 'cost' or 'seconds' (checked in that order).
+        Reservations count against the cost cap."""
         prompt, completion, requests, rows, _, _ = self.counters()
         for limit, used, cap in (("rows", rows, self.max_rows), ("requests", requests, self.max_requests),
                                  ("tokens", prompt + completion, self.max_tokens)):
             if cap is not None and used >= cap:
                 return limit
+        if self.max_cost is not None and sum(self.ledger.money()) >= self.max_cost:
+            return "cost"
         if self.max_seconds is not None and self.elapsed() >= self.max_seconds:
             return "seconds"
         return None
@@ -176,8 +288,13 @@ class Budget:
         if limit == "tokens" and self.parent is not None and self.parent.max_tokens is not None:
             self.parent.note(limit)
 
-    def spend(self, prompt: int = 0, completion: int = 0, requests: int = 0, rows: int = 0) -> None:
-        self.ledger.spend(prompt, completion, requests, rows)
+    def spend(self, prompt: int = 0, completion: int = 0, requests: int = 0, rows: int = 0, *,
+              batch: bool | None = None) -> None:
+        """Count what was used; with prices, its cost too: online, or at the batch price (`batch`; None: the
+        budget's `batch_priced`)."""
+        batch = self.batch_priced if batch is None else batch
+        usd = self.prices.cost(prompt, completion, batch=batch) if self.prices is not None else 0.0
+        self.ledger.spend(prompt, completion, requests, rows, usd)
 
     def refuse(self, requests: int) -> None:
         self.ledger.refuse(requests)
@@ -187,9 +304,12 @@ class Budget:
 
     def to_dict(self) -> dict[str, Any]:
         prompt, completion, _, _, refused, hit = self.counters()
-        return {"max_rows": self.max_rows, "max_tokens": self.max_tokens, "max_seconds": self.max_seconds,
-                "tokens_sent": prompt + completion, "seconds": round(self.elapsed(), 3),
-                "requests_refused": refused, "exhausted": bool(hit), "exhausted_by": list(hit)}
+        out = {"max_rows": self.max_rows, "max_tokens": self.max_tokens, "max_seconds": self.max_seconds,
+               "tokens_sent": prompt + completion, "seconds": round(self.elapsed(), 3),
+               "requests_refused": refused, "exhausted": bool(hit), "exhausted_by": list(hit)}
+        if self.prices is not None:
+            out.update(max_cost=self.max_cost, cost=round(self.cost, 6), cost_reserved=round(self.reserved_cost, 6))
+        return out
 
 
 class BudgetedTeacher(TeacherLayer):
@@ -202,10 +322,9 @@ class BudgetedTeacher(TeacherLayer):
 
     def _refusal(self, limit: str) -> Completion:
         b = self.budget
-        detail = (f"{b.tokens} of {b.max_tokens} tokens spent" if limit == "tokens"
-                  else f"{b.elapsed():.0f} of {b.max_seconds:g} seconds used")
+        detail = b.refusal_detail(limit)
         return Completion(text=None, model=self.model, error=TeacherError(
-            kind="budget_exhausted", message=f"refresh budget exhausted ({detail}); not sent",
+            kind=b.refusal_kind, message=f"budget exhausted ({detail}); not sent",
             attempts=0, retryable=False))
 
     def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:

@@ -63,6 +63,7 @@ class Config(Section):
     # section with its own model (see `stage_config`), so a stage owns its knobs.
     self_instruct: dict[str, Any] = Field(default_factory=dict)
     evol_instruct: dict[str, Any] = Field(default_factory=dict)
+    hard: dict[str, Any] = Field(default_factory=dict)
     orca: dict[str, Any] = Field(default_factory=dict)
     minhash: dict[str, Any] = Field(default_factory=dict)
     semdedup: dict[str, Any] = Field(default_factory=dict)

@@ -7,7 +7,7 @@ row, and `easy_ratio` times as many from easy rows drawn with the round's seed. 
 post-processing, as verdicts with a reason: a cut-off reply, three words or fewer, a reply that opens
 with punctuation or a non-ASCII character, one that talks about the prompt itself, and (ours, besides
 Lion's ROUGE-L) one whose id is already in the shard. A new row has `origin = "hard:<parent id>"`, the
-parent's lineage, no answer (orca answers it) and meta.hard = {"generated_as", "round", "parent_gap"}.
+parent's lineage, no answer (orca answers it) and meta.hard = {"generated_as", "generated_in_round", "parent_gap"}.
 """
 
 from __future__ import annotations
@@ -91,6 +91,6 @@ def new_instruction(ask: Ask, text: str, comp: Completion, req: ChatRequest, rou
                   prompt_hash=template.hash, finish_reason=comp.finish_reason,
                   prompt_tokens=comp.usage.prompt_tokens, completion_tokens=comp.usage.completion_tokens)
     row["output"] = None  # no answer yet: orca (or the next round) answers it
-    set_meta(row, "hard", {"generated_as": ask.kind, "round": round_no,
+    set_meta(row, "hard", {"generated_as": ask.kind, "generated_in_round": round_no,
                            "parent_gap": (get_meta(ask.parent, "hard", {}) or {}).get("student_gap")})
     return row

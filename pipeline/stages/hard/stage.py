@@ -169,7 +169,7 @@ class HardStage:
                 stats["judged"] += 1
                 stats["hard" if v.hard else "easy"] += 1
                 judged.append(row)
-            set_meta(row, STAGE, info)
+            set_meta(row, STAGE, {**(get_meta(row, STAGE, {}) or {}), **info})  # a new row keeps its origin
         return judged
 
     def generate(self, judged: list[dict[str, Any]], round_no: int, ctx: RunContext, stats: Counter,

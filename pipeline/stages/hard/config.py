@@ -18,9 +18,9 @@ from ...config import Section, TeacherSection
 class HardConfig(Section):
     enabled: bool = Field(False, description="run this stage in `distill run` (between evol_instruct and orca); "
                                              "`distill hard` always runs it")
-    student: TeacherSection = Field(default_factory=TeacherSection,
-                                    description="the student, configured like [teacher]: the embedded SmolLM2-135M "
-                                                "by default, or any OpenAI-compatible / vLLM model (your checkpoint)")
+    student: TeacherSection | None = Field(
+        None, description="[hard.student], configured like [teacher]: any OpenAI-compatible or vLLM model (your "
+                          "checkpoint); unset: the embedded SmolLM2-135M (a [teacher] section's defaults)")
     judge_teacher: TeacherSection | None = Field(
         None, description="the referee; default: [score.judge_teacher] when set, else the run's [teacher]")
     threshold: float = Field(1.0, ge=0, le=9, description="a row is hard when teacher score - student score "
@@ -39,3 +39,7 @@ class HardConfig(Section):
                                                                     "(Lion: 1.0)")
     generate_max_words_factor: int = Field(4, gt=0, description="token budget of a new instruction: this x the "
                                                                 "words of its parent (Lion: 4), at least 64")
+
+    def student_section(self) -> TeacherSection:
+        """The student's [teacher]-like section (the embedded default when unset)."""
+        return self.student if self.student is not None else TeacherSection()

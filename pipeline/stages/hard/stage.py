@@ -71,7 +71,7 @@ class HardStage:
 
     def settings(self) -> dict[str, Any]:
         s = self.cfg.model_dump(mode="json", exclude={"student", "judge_teacher", "enabled"})
-        st, jt = self.cfg.student, self.cfg.judge_teacher
+        st, jt = self.cfg.student_section(), self.cfg.judge_teacher
         s["student"] = {"backend": st.backend, "model": st.model, "base_url": st.base_url}
         s["judge_teacher"] = {"backend": jt.backend, "model": jt.model, "base_url": jt.base_url} if jt else "run teacher"
         s["prompts"] = {t: load_template(t).hash for t in (referee.TEMPLATE, *generate.TEMPLATES.values())}
@@ -221,11 +221,11 @@ def run_hard(input: str | Path, out: str | Path, cfg: HardConfig, ctx: RunContex
     or by each Ray worker."""
     ds = Dataset(input, require_complete=True)
     workdir = Path(ctx.workdir).resolve()
-    for section in (cfg.student, cfg.judge_teacher):  # a dead student or referee is exit 4 before the first shard
+    for section in (cfg.student_section(), cfg.judge_teacher):  # a dead student or referee is exit 4 before the first shard
         if section is not None:
             preflight(TeacherFactory(section, workdir, ctx.seed))
     with ExitStack() as stack:
-        side = stack.enter_context(ctx.executor.side_teacher(TeacherFactory(cfg.student, workdir, ctx.seed)))
+        side = stack.enter_context(ctx.executor.side_teacher(TeacherFactory(cfg.student_section(), workdir, ctx.seed)))
         extra: dict[str, Any] = {"student": side.info, "judge_teacher": "run teacher"}
         judge = judge_factory = None
         if cfg.judge_teacher is not None:

@@ -250,3 +250,17 @@ def test_distill_run_skips_hard_unless_enabled_and_it_inherits_the_score_judge()
     assert inherited(cfg) == {"judge_teacher": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1"}}
     cfg2 = load_config(None, {"score": {"judge_teacher": {"backend": "openai"}}, "hard": {"judge_teacher": {"backend": "vllm"}}})
     assert inherited(cfg2) == {}
+
+
+def test_inspect_shows_the_gaps_the_flags_and_the_new_instructions_with_their_parents(tmp_path):
+    src = _dataset(tmp_path / "in", _rows())
+    stage = HardStage(HardConfig(easy_ratio=0), student=_student())
+    run_shards(stage, Dataset(src, require_complete=True), tmp_path / "out", _ctx(_teacher(), tmp_path))
+    r = CliRunner().invoke(app, ["inspect", str(tmp_path / "out"), "--rows", "3"])
+    assert r.exit_code == 0, r.output
+    out = r.output
+    assert "hard examples: 3 hard, 1 easy, 0 unparseable reviews, 0 not judged; 3 new instructions" in out
+    assert "student_gap (teacher - student, 1-10, both orders): min 0.0, mean 1.25, max 3.0" in out
+    assert "gap +3.0 (9.0 vs 6.0) hard=true" in out and "Explain photosynthesis." in out
+    parent = _rows()[0]
+    assert "new (hard, round 1) " in out and f"<- parent {parent['id']}: Explain photosynthesis." in out

@@ -139,6 +139,7 @@ def test_an_unparseable_review_leaves_the_row_without_a_flag():
     for r in res.kept:
         m = get_meta(r, "hard")
         assert m["verdict"] == "unparseable" and "hard" not in m and "student_gap" not in m
+        assert m["review_ends"] == {"student_first": "They are both fine.", "teacher_first": "Assistant 1: 9\nAssistant 2: 1"}
     assert res.stats["referee_unparseable"] == 2 and "judged" not in res.stats
 
 
@@ -264,3 +265,25 @@ def test_inspect_shows_the_gaps_the_flags_and_the_new_instructions_with_their_pa
     assert "gap +3.0 (9.0 vs 6.0) hard=true" in out and "Explain photosynthesis." in out
     parent = _rows()[0]
     assert "new (hard, round 1) " in out and f"<- parent {parent['id']}: Explain photosynthesis." in out
+
+
+def test_distill_run_runs_hard_only_when_enabled(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.context import resolve_run
+    from pipeline.runplan import run_plan
+    from pipeline.stages.hard.cli import SPEC
+
+    src = _dataset(tmp_path / "in", _rows())
+    with FaultServer() as srv:
+        net = {"backend": "openai", "base_url": srv.base_url, "model": "fault-model", "max_retries": 0, "cache": False}
+        for enabled in (False, True):
+            cfg = load_config(None, {"run": {"workdir": str(tmp_path / "w"), "run_id": f"r{enabled}"}, "teacher": net,
+                                     "hard": {"enabled": enabled, "student": net}})
+            summary = run_plan(cfg, resolve_run(cfg, None, None), plan=[SPEC], input=src, progress=False,
+                               echo=lambda s: None)
+            [step] = summary["steps"]
+            assert step["status"] == ("done" if enabled else "skipped")
+    rows = Dataset(tmp_path / "w" / "rTrue" / "hard").read().to_pylist()
+    # the loopback teacher echoes: no review has two scores, so no row is flagged and nothing is generated
+    assert len(rows) == 4 and all(get_meta(r, "hard")["verdict"] == "unparseable" for r in rows)
+    assert all(get_meta(r, "hard")["student_model"] == "fault-model" for r in rows)

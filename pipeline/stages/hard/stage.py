@@ -6,7 +6,7 @@ Reads: any dataset folder. A row with an answer (`output`) is the teacher's answ
 instructions (`origin = "hard:<parent id>"`, parent_id / root_id of their parent). A judged row gets
 meta.hard = {round, student_model, student_answer_sha256, referee_model, first_order, teacher_score,
 student_score, student_gap, hard, scores_by_order}; a row whose two reviews did not both give two scores
-gets {round, student_answer_sha256, verdict: "unparseable"} and no flag. A row without an answer passes
+gets {round, student_answer_sha256, verdict: "unparseable", review_ends} and no flag. A row without an answer passes
 through untouched.
 
 One round per `rounds`, all inside the shard, against the same student (the pipeline does not train it;
@@ -162,7 +162,8 @@ class HardStage:
                                     "student_answer_sha256": sha(answer),
                                     "referee_model": reviews[2 * i].model or judge.model, "first_order": orders[0]}
             if v is None:
-                info["verdict"] = "unparseable"
+                info["verdict"] = "unparseable"  # the reviews' ends say why (a referee too weak for the format)
+                info["review_ends"] = {o: (t or "")[-120:] for o, t in texts.items()}
                 stats["referee_unparseable"] += 1
             else:
                 info.update(v.to_meta())

@@ -287,3 +287,20 @@ def test_distill_run_runs_hard_only_when_enabled(tmp_path):
     # the loopback teacher echoes: no review has two scores, so no row is flagged and nothing is generated
     assert len(rows) == 4 and all(get_meta(r, "hard")["verdict"] == "unparseable" for r in rows)
     assert all(get_meta(r, "hard")["student_model"] == "fault-model" for r in rows)
+
+
+def test_orca_answers_the_new_instructions_and_keeps_the_verdicts(tmp_path):
+    """The next stage reads what hard wrote: every row answered, the new ones included, meta.hard kept."""
+    from pipeline.stages.orca import OrcaConfig, run_orca
+
+    src = _dataset(tmp_path / "in", _rows())
+    run_shards(HardStage(HardConfig(), student=_student()), Dataset(src, require_complete=True), tmp_path / "hard",
+               _ctx(_teacher(), tmp_path))
+    answers = FakeTeacher(lambda req: f"A careful answer to: {req.messages[-1]['content'][:40]}")
+    m = run_orca(tmp_path / "hard", tmp_path / "orca", _ctx(answers, tmp_path), OrcaConfig())
+    rows = Dataset(tmp_path / "orca").read().to_pylist()
+    assert m["rows_in"] == 10 and len(rows) == 10 and m["rows_rejected"] == 0
+    new = [r for r in rows if get_meta(r, "orca")["input_origin"].startswith("hard:")]
+    assert len(new) == 6 and all(r["output"].startswith("A careful answer") and r["messages"] for r in new)
+    assert all(get_meta(r, "hard")["generated_as"] in ("hard", "easy") for r in new)
+    assert sum(1 for r in rows if (get_meta(r, "hard") or {}).get("hard")) == 3

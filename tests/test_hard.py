@@ -176,6 +176,17 @@ def test_generated_instructions_that_fail_lions_filters_are_dropped_with_a_reaso
     assert "ROUGE-L" in next(r["drop_detail"] for r in res.rejected if r["drop_reason"] == "too_similar")
 
 
+@pytest.mark.parametrize("text,finish,reason", [
+    ("Here's a new example: Imagine you were to start running.", "stop", "mentions_prompt"),  # SmolLM2's lead-in
+    ("Write a poem about the sea in four lines.", "length", "truncated"),
+    ("¿Qué hora es en Madrid ahora mismo?", "stop", "non_ascii_start"),
+    ("Write a poem about the sea in four lines.", "stop", None)])
+def test_lions_filters_on_one_reply(text, finish, reason):
+    from pipeline.stages.hard import generate
+    drop = generate.check(generate.clean(text), finish)
+    assert (drop.reason if drop else None) == reason
+
+
 def test_two_rounds_answer_judge_and_extend_the_new_instructions():
     teacher = _teacher()
     res = HardStage(HardConfig(rounds=2, easy_ratio=0), student=_student()).process(_rows(), _ctx(teacher))

@@ -23,7 +23,7 @@ from ...teacher.base import ChatRequest, Completion, Sampling
 
 TEMPLATES = {"hard": "hard/create_hard.txt", "easy": "hard/create_easy.txt"}
 MIN_TOKENS = 64
-_PROMPT_WORDS = ("example task", "new task", "given task", "===")
+_PROMPT_WORDS = ("example task", "new task", "given task", "new example", "===")  # Lion drops "instruction"
 
 
 @dataclass(frozen=True)

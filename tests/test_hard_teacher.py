@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pipeline.records import get_meta, new_row
+from pipeline.records import get_meta, make_id, new_row
 from pipeline.stages.hard.strata import stratum
 from pipeline.store import Dataset, DatasetWriter
 
@@ -28,7 +28,7 @@ def test_one_round_on_20_dolly_rows_with_the_embedded_teacher_as_student_and_jud
     w.write_shard(0, [new_row(r["instruction"], r["input"], r["output"], origin="import", task_kind=r["category"])
                       for r in picked])
     w.write_manifest()
-    section = f'backend = "openai"\nbase_url = "{teacher_server}"\nmodel = "smollm2-135m-instruct"\ncache = false\n'
+    section = f'backend = "openai"\nbase_url = "{teacher_server}"\nmodel = "smollm2-135m-instruct"\ncache = false\nping_timeout_s = 120\nconcurrency = 2\ntimeout_s = 600\n'
     (tmp_path / "c.toml").write_text(
         f"[run]\nworkdir = \"{tmp_path / 'w'}\"\n[teacher]\n{section}"
         "[hard]\nanswer_max_tokens = 48\nreferee_max_tokens = 48\n"
@@ -81,7 +81,7 @@ def test_the_embedded_teacher_writes_new_instructions_after_the_rows_a_scripted_
     w = DatasetWriter(tmp_path / "in", "import")
     w.write_shard(0, [new_row(r["instruction"], "", r["output"], origin="import") for r in picked])
     w.write_manifest()
-    hard_ids = {new_row(r["instruction"], "").get("id") for r in picked[:3]}
+    hard_ids = {make_id(r["instruction"], "") for r in picked[:3]}
 
     def referee(req):  # the first three rows: the teacher wins by 5; the others: a tie
         hard = req.record_id in hard_ids

@@ -21,6 +21,7 @@ from .commands import batches_cmd, config_cmd, dataset_cmds, doctor_cmd, plan_cm
 from .errors import USER_ERRORS, InputFileError, StoreWriteError, exit_code_for
 from .stages.evol_instruct import cli as evol_cli
 from .stages.export import cli as export_cli
+from .stages.hard import cli as hard_cli
 from .stages.minhash import cli as minhash_cli
 from .stages.orca import cli as orca_cli
 from .stages.score import cli as score_cli
@@ -67,6 +68,7 @@ def _register() -> None:
     # -- stage commands (each stage issue adds its line here) --
     app.command("self-instruct", help=self_instruct_cli.self_instruct_cmd.__doc__)(self_instruct_cli.self_instruct_cmd)
     app.command("evol-instruct", help=evol_cli.evol_instruct_cmd.__doc__)(evol_cli.evol_instruct_cmd)
+    app.command("hard", help=hard_cli.hard_cmd.__doc__)(hard_cli.hard_cmd)
     app.add_typer(orca_cli.app, name="orca")
     app.command("minhash", help=minhash_cli.minhash_cmd.__doc__)(minhash_cli.minhash_cmd)
     app.command("semdedup", help=semdedup_cli.semdedup_cmd.__doc__)(semdedup_cli.semdedup_cmd)

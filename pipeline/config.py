@@ -79,6 +79,7 @@ class Config(Section):
     # section with its own model (see `stage_config`), so a stage owns its knobs.
     self_instruct: dict[str, Any] = Field(default_factory=dict)
     evol_instruct: dict[str, Any] = Field(default_factory=dict)
+    hard: dict[str, Any] = Field(default_factory=dict)
     orca: dict[str, Any] = Field(default_factory=dict)
     verify: dict[str, Any] = Field(default_factory=dict)  # `distill orca verify`; model in pipeline/stages/orca/verify/config.py
     minhash: dict[str, Any] = Field(default_factory=dict)

@@ -17,6 +17,7 @@ from . import records
 from .errors import DatasetError
 from .logs import one_line
 from .stages.evol_instruct.lineage import evolution_chain
+from .stages.hard.report import summary as hard_summary
 from .store import Dataset
 
 _SAMPLE_COLUMNS = ["id", "parent_id", "origin", "round", "task_kind", "instruction", "input", "output",
@@ -106,6 +107,8 @@ def describe(path: str | Path, sample: int = 3, rejected: bool = False, chain: s
     source = rej if rejected else ds
     info["sample"] = _sample(source, sample) if source is not None else []
     info["rounds"], deepest = _rounds(ds)
+    if info["stage"] == "hard" and ds.shards:  # gaps, flags, new instructions beside their parents
+        info["hard"] = hard_summary(ds, max(sample, 3))
     if chain or deepest:
         # Lineage spans the folders of one run: look in this folder's siblings too.
         siblings = [p for p in ds.path.parent.iterdir() if p.is_dir() and _is_dataset(p)]

@@ -23,6 +23,7 @@ from .errors import InputFileError
 from .stage import StageSpec
 from .stages.evol_instruct.cli import SPEC as EVOL_INSTRUCT
 from .stages.export.cli import SPEC as EXPORT
+from .stages.hard.cli import SPEC as HARD
 from .stages.minhash.cli import SPEC as MINHASH
 from .stages.orca.cli import SPEC as ORCA
 from .stages.score.cli import SPEC as SCORE
@@ -35,6 +36,7 @@ def default_plan() -> list[StageSpec]:
     return [
         SELF_INSTRUCT,  # always first: reads the seeds
         EVOL_INSTRUCT,
+        HARD,           # optional ([hard] enabled): needs answers; its new instructions are answered by orca
         ORCA,
         MINHASH,
         SEMDEDUP,       # after minhash: embeddings of fewer rows

@@ -51,6 +51,7 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
     if not plan:
         raise ConfigError("no stages are installed in this version; nothing to run")
     skip = list(skip) + list(cfg.pipeline.get("skip", []))
+    skip += [s.name for s in plan if s.optional and not getattr(cfg, s.name, {}).get("enabled")]  # off unless asked
     current: Path | None = Path(input) if input else None
     to_do = _validate_first(cfg, paths, plan, skip, start, current)
     lock = RunLock(paths.run_dir / LOCK_NAME, holder="another `distill run` is running this run",

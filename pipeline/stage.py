@@ -82,12 +82,15 @@ class StageSpec:
     # names, read as the stage will read them; `distill run` and `refresh` call it before any work (plan.check_steps)
     check: Callable[[Config, Any, Path | None], None] | None = None
     release: bool = False                                         # writes a release folder (export), not a dataset
+    optional: bool = False                                        # `distill run` runs it only when [section] enabled = true
+    inherits: Callable[[Config], dict[str, Any]] | None = None    # values its section takes from others (hard: a judge)
 
     def run_step(self, cfg: Config, input: Path | None, out: Path, ctx: RunContext) -> Manifest:
         """`distill run`'s step: this stage's [section] over the previous step's folder."""
         if input is None and self.needs_input:
             raise InputFileError(f"{self.name} needs {self.missing_input}")
-        section = stage_config(cfg, self.name, self.config) if self.config is not None else None
+        inherited = self.inherits(cfg) if self.inherits is not None else {}
+        section = stage_config(cfg, self.name, self.config, **inherited) if self.config is not None else None
         return self.run_section(cfg, input, out, section, ctx)
 
     def run_section(self, cfg: Config, input: Path | None, out: Path, section: Any, ctx: RunContext, *,

@@ -14,6 +14,7 @@ from ..context import load, resolve_run
 from ..importer import import_file
 from ..inspection import describe
 from ..stages.evol_instruct.lineage import format_chain
+from ..stages.hard.report import format_summary as format_hard
 from ..store import check_out, clear_out, folder_lock, input_inside
 
 
@@ -86,6 +87,8 @@ def _print_human(info: dict[str, Any], schema: bool) -> None:
         echo("rows by evolution round and origin:")
         for rnd, origins in info["rounds"].items():
             echo(f"  round {rnd}: " + ", ".join(f"{o}={n:,}" for o, n in sorted(origins.items())))
+    if info.get("hard"):
+        echo(format_hard(info["hard"]))
     if info.get("chain"):
         echo("evolution chain, root first" + ("" if info.get("chain_of") == "asked"
                                              else " (a row of the deepest round; any row's: --chain ID)") + ":")

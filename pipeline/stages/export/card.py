@@ -15,6 +15,7 @@ from typing import Any
 
 from ...lineage import upstream
 from ...store import atomic_write_bytes, read_json
+from ..hard.strata import share
 
 _SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
           (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
@@ -33,6 +34,8 @@ def upstream_chain(path: str | Path, max_depth: int = 20) -> list[dict[str, Any]
         chain.append({k: m.get(k) for k in ("stage", "rows_in", "rows_out", "rows_rejected", "drops", "teacher",
                                             "score_source", "judge_teacher", "system_message_erasure", "run_id")
                       if m.get(k) is not None})
+        if m.get("stage") == "hard":  # the card's hard share (pipeline/stages/hard)
+            chain[-1]["hard_share"] = share(m.get("totals") or {})
     return list(reversed(chain))
 
 
@@ -100,6 +103,7 @@ def render_card(m: dict[str, Any], cfg) -> str:
         "```json", json.dumps(m["score"], indent=2), "```", "",
         *_erasure_section(m),
         *_reasoning_section(m),
+        *_hard_section(m),
         "## How it was made", "",
         _table(["stage", "rows in", "rows out", "rejected", "top drop reasons"],
                [[s.get("stage"), s.get("rows_in"), s.get("rows_out"), s.get("rows_rejected", 0),
@@ -118,6 +122,18 @@ def render_card(m: dict[str, Any], cfg) -> str:
         "```json", json.dumps(m["config"], indent=2), "```", "",
     ]
     return "\n".join(parts)
+
+
+def _hard_section(m: dict[str, Any]) -> list[str]:
+    """The hard share `distill hard` found upstream (Lion), when it ran."""
+    h = next((s["hard_share"] for s in reversed(m["upstream"]) if s.get("hard_share")), None)
+    if h is None:
+        return []
+    pct = f" ({100 * h['hard'] / h['judged']:.0f}%)" if h["judged"] else ""
+    return ["## Hard examples", "", f"Hard share: {h['hard']:,} of {h['judged']:,} judged rows{pct} were hard for the "
+            "student (the referee scored the teacher's answer at least the threshold above the student's, both orders "
+            f"averaged); the teacher wrote {h['generated_hard']:,} new instructions after hard rows and "
+            f"{h['generated_easy']:,} after easy ones (`origin` hard:<parent id>, meta.hard).", ""]
 
 
 def _erasure_section(m: dict[str, Any]) -> list[str]:

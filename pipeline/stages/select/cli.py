@@ -81,7 +81,7 @@ select_cmd = stage_command(
     options={
         "budget": (Annotated[Optional[int], typer.Option("--budget", "-n", min=1, help="Rows to select (default: config; none = every row that passes).")], None),
         "threshold": (Annotated[Optional[float], typer.Option("--threshold", help="Reject a row whose cosine to a selected row is above this (default 0.9).")], None),
-        "quota_by": (Annotated[Optional[str], typer.Option("--quota-by", help="Stratify by task_kind or origin.")], None),
+        "quota_by": (Annotated[Optional[str], typer.Option("--quota-by", help="Stratify by task_kind, origin, or hard (the `distill hard` flag: hard, easy, none).")], None),
         "quota": (Annotated[Optional[list[str]], typer.Option("--quota", help="STRATUM=COUNT or STRATUM=SHARE (repeatable; '*' for the rest).")], None),
         "min_score": (Annotated[Optional[float], typer.Option("--min-score", help="Drop rows whose combined score is below this.")], None),
         "min_accuracy": (Annotated[Optional[float], typer.Option("--min-accuracy", help="Drop rows whose accuracy is below this (AlpaGasus: 4.5).")], None),

@@ -23,7 +23,8 @@ class SelectConfig(EmbeddingSection):
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where the full model runs: cpu, cuda, or auto (cuda when present)")
     budget: int | None = Field(None, gt=0, description="rows to select; default: every row that passes the walk")
     threshold: float = Field(0.9, gt=0, le=1, description="reject a row whose cosine to an already-selected row is above this (Deita 0.9)")
-    quota_by: Literal["task_kind", "origin"] | None = Field(None, description="stratify by this column (LIMA): see quotas")
+    quota_by: Literal["task_kind", "origin", "hard"] | None = Field(
+        None, description="stratify by this column (LIMA), or by `distill hard`'s flag (strata hard, easy, none): see quotas")
     quotas: dict[str, int | float] = Field(
         default_factory=dict,
         description="per stratum: an int is a row count, a float in (0, 1] a share of the budget; '*' applies to strata not listed "

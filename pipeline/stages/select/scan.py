@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...store import Dataset
+from ..hard.strata import stratum
 from .config import SelectConfig
 
 NOT_REACHED, UNSCORED, BELOW_MIN_SCORE, BELOW_MIN_QUALITY, BELOW_MIN_ACCURACY = 0, 4, 5, 6, 7
@@ -69,7 +70,8 @@ def _floats(col) -> np.ndarray:
 
 
 def scan(ds: Dataset, cfg: SelectConfig) -> Scan:
-    cols = ["id", "score", "quality", "accuracy"] + ([cfg.quota_by] if cfg.quota_by else [])
+    by = "meta" if cfg.quota_by == "hard" else cfg.quota_by  # the hard stratum is meta.hard's flag
+    cols = ["id", "score", "quality", "accuracy"] + ([by] if by else [])
     ids, score, quality, accuracy, strata = [], [], [], [], []
     names: dict[str, int] = {}
     for batch in ds.iter_batches(columns=cols, batch_size=262_144):
@@ -78,7 +80,8 @@ def scan(ds: Dataset, cfg: SelectConfig) -> Scan:
         quality.append(_floats(batch.column("quality")))
         accuracy.append(_floats(batch.column("accuracy")))
         if cfg.quota_by:
-            enc = pc.fill_null(batch.column(cfg.quota_by), "none").dictionary_encode()
+            col = batch.column(by) if by != "meta" else pa.array([stratum(m) for m in batch.column("meta").to_pylist()])
+            enc = pc.fill_null(col, "none").dictionary_encode()
             local = np.array([names.setdefault(v, len(names)) for v in enc.dictionary.to_pylist()] or [0], np.int32)
             strata.append(local[enc.indices.to_numpy()])
         else:

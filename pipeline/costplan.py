@@ -34,7 +34,7 @@ from typing import Any, Callable
 from .config import Config
 from .context import RunPaths
 from .errors import ConfigError, DatasetError, InputFileError
-from .plan import default_plan
+from .plan import default_plan, optional_off
 from .runplan import run_plan
 from .store import Dataset, atomic_write_json, fingerprint, read_json
 from .teacher.pricing import Prices
@@ -111,7 +111,7 @@ def run_pilot(cfg: Config, pilot_rows: int, *, input: Path | None = None, skip: 
               progress: bool = True, echo: Callable[[str], None] = print) -> tuple[Path, bool]:
     """The pilot's folder, made now or (True) reused: one whose pilot.json has this fingerprint (written when
     the pilot finished, or ended early because a stage kept no rows: what follows it has nothing to do)."""
-    skip = list(skip or []) + list(cfg.pipeline.get("skip", []))
+    skip = list(skip or []) + list(cfg.pipeline.get("skip", [])) + optional_off(cfg, default_plan())
     fp = pilot_fingerprint(cfg, pilot_rows, skip, input)
     paths = RunPaths(Path(cfg.run.workdir), f"pilot-{fp}")
     pilot_dir = paths.run_dir

@@ -46,6 +46,11 @@ def default_plan() -> list[StageSpec]:
     ]
 
 
+def optional_off(cfg: Config, plan: list[StageSpec]) -> list[str]:
+    """The optional steps of `plan` this config does not turn on (`[section] enabled = true`)."""
+    return [s.name for s in plan if s.optional and not getattr(cfg, s.name, {}).get("enabled")]
+
+
 def check_steps(cfg: Config, steps: list[StageSpec], *, input: Path | None = None,
                 files_of: Container[str] | None = None) -> dict[str, Any]:
     """Fail before any work when a step cannot run; returns each step's validated section by name.

@@ -24,7 +24,7 @@ from . import logs
 from .config import Config
 from .context import RunPaths, make_context
 from .errors import BudgetExhausted, ConfigError, TeacherUnavailable
-from .plan import check_first_input, check_steps, default_plan
+from .plan import check_first_input, check_steps, default_plan, optional_off
 from .records import now_utc
 from .stage import StageSpec
 from .store import Dataset, RunLock, atomic_write_json, fingerprint, read_json, require_finished, set_aside
@@ -51,7 +51,7 @@ def run_plan(cfg: Config, paths: RunPaths, *, skip: list[str] = (), start: str |
     if not plan:
         raise ConfigError("no stages are installed in this version; nothing to run")
     skip = list(skip) + list(cfg.pipeline.get("skip", []))
-    skip += [s.name for s in plan if s.optional and not getattr(cfg, s.name, {}).get("enabled")]  # off unless asked
+    skip += optional_off(cfg, plan)
     current: Path | None = Path(input) if input else None
     to_do = _validate_first(cfg, paths, plan, skip, start, current)
     lock = RunLock(paths.run_dir / LOCK_NAME, holder="another `distill run` is running this run",

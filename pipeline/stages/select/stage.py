@@ -185,7 +185,8 @@ def run_select(input_path: str | Path, out: str | Path, cfg: SelectConfig, *, wo
         if scan.n_candidates:
             t0 = time.monotonic()
             threshold = resolve_threshold(scan, cfg, source, budget)
-            threshold["seconds"] = round(time.monotonic() - t0, 3)
+            if threshold["mode"] == "quantile":
+                threshold["seconds"] = round(time.monotonic() - t0, 3)
             info = walk_phase(scan, cfg, source, cfg.window_rows, against_source, budget=budget,
                               threshold=threshold["value"])
         else:

@@ -1,9 +1,9 @@
 """The `[select]` config section: budget, diversity threshold, quotas, score floors, embeddings (EmbeddingSection's keys).
 
-Defaults follow METHODS.md 4.3 (Deita's repr filter: walk by combined score,
-reject a row too similar to an already-selected one) and 4.2 (LIMA
-stratification as optional quotas per task kind or origin), with the
-departures docs/DEPARTURES.md lists:
+Defaults follow Deita's repr filter (walk by combined score, reject a row
+too similar to an already-selected one) and LIMA (stratification as
+optional quotas per task kind or origin), with the departures
+docs/DEPARTURES.md lists:
 
 - the embedded text is the whole conversation (`text = "conversation"`), as
   Deita embeds it, cut to the embedder's window (`text_chars`);
@@ -33,6 +33,9 @@ DEFAULT_BUDGET = 10_000
 class SelectConfig(EmbeddingSection):
     # The embedder keys are EmbeddingSection's; select's full model defaults to the CPU.
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where the full model runs: cpu, cuda, or auto (cuda when present)")
+    fields: list[str] = Field(default_factory=lambda: ["instruction", "input"],
+                              description="with text = 'fields': the columns joined into the embedded text (semdedup's, so "
+                                          "select reuses its cached and stored embeddings)")
     budget: int | Literal["all"] | None = Field(
         None, description="rows to select; default: [export] tier/rows when the config names one, else 10,000 (Deita's 10k); "
                           "'all': every row that passes the walk")

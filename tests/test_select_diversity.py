@@ -143,7 +143,7 @@ def test_the_manifest_records_the_threshold_and_the_budget(tmp_path):
     assert m["threshold"]["mode"] == "quantile" and m["threshold"]["value"] == pytest.approx(want, abs=1e-5)
     assert m["budget"] == DEFAULT_BUDGET and m["budget_source"] == "default" and not m["budget_met"]
     rej = Dataset(tmp_path / "out").rejected().read().to_pylist()
-    assert rej and all(f"> {m['threshold']['value']}" in r["drop_detail"] for r in rej if r["drop_reason"] == "too_similar")
+    assert rej and all(f"> {m['threshold']['value']:.6g}" in r["drop_detail"] for r in rej if r["drop_reason"] == "too_similar")
     again = run_select(path, tmp_path / "out", SelectConfig(), source=ArraySource(vecs), progress=False)
     assert again["walk_resumed"] and again["threshold"] == m["threshold"]
     m = run_select(path, tmp_path / "q", SelectConfig(threshold_quantile=0.5, budget="all"), source=ArraySource(vecs),

@@ -54,4 +54,4 @@ def resolve(source, reach: np.ndarray, quantile: float, rows: int) -> dict[str, 
     nn = nearest_neighbour_cosines(np.ascontiguousarray(source.fetch(pos), dtype=np.float32))
     value = float(np.quantile(nn, quantile))
     pct = {f"p{int(q * 100)}": round(float(np.quantile(nn, q)), 4) for q in (0.1, 0.5, 0.9, 0.99)}
-    return dict(info, value=round(min(value, 1.0), 6), nn_cosine=pct)
+    return dict(info, value=min(value, 1.0), nn_cosine=pct)  # unrounded: a rounded-down value would prune the top pair

@@ -14,7 +14,7 @@ The sample is at most `rows` rows, and no more than the budget: the walk
 compares each candidate with the selected set, which is at most the budget
 in size, and a nearest neighbour in a larger set is closer. Reads vectors
 from the walk's source (with the embedding cache, the walk then finds them
-there); writes nothing.
+there; with `cache = false` the sample is embedded twice); writes nothing.
 """
 
 from __future__ import annotations

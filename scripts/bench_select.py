@@ -115,7 +115,9 @@ def run_select_child(pool: str, emb: str, budget: int, out: str) -> dict:
     from pipeline.stages.select.stage import run_select
 
     t0 = time.monotonic()
-    m = run_select(pool, out, SelectConfig(budget=budget, embeddings=emb), shard_rows=100_000, progress=False)
+    # The absolute 0.9, as the baseline walk and the audit use: the benchmark measures the walk, not the threshold.
+    m = run_select(pool, out, SelectConfig(budget=budget, embeddings=emb, threshold=0.9), shard_rows=100_000,
+                   progress=False)
     return {"seconds": round(time.monotonic() - t0, 2), "peak_rss_gib": round(peak_rss_gib(), 2),
             "selected": m["selected"], "examined": m["examined"], "walk": m["walk"], "phase_seconds": m["phase_seconds"],
             "drops": m["drops"]}

@@ -211,9 +211,10 @@ def test_two_nights_on_the_embedded_teacher(teacher_server, tmp_path):
     sem = json.loads((work / v2.name / "semdedup" / "_manifest.json").read_text())
     mh = json.loads((work / v2.name / "minhash" / "_manifest.json").read_text())
     assert sem["against"]["path"] == mh["against"][0] == str(v1 / "pool")
-    # selection counted v1's rows as already selected, from the embeddings stored with the pool
+    # selection counted v1's rows as already selected; it embeds their whole conversations (the pool stores
+    # semdedup's instruction + input vectors, another text), served by the embedding cache on later nights
     sel = json.loads((work / v2.name / "select" / "_manifest.json").read_text())
-    assert sel["walk"]["against"] == {"dataset": str(v1 / "pool"), "rows": len(ids1), "vectors": "stored"}
+    assert sel["walk"]["against"] == {"dataset": str(v1 / "pool"), "rows": len(ids1), "vectors": "embedded"}
     print(f"\nnight 1 {t1 - t0:.1f}s ({len(ids1)} rows), night 2 {t2 - t1:.1f}s (+{len(new)} rows), "
           f"locked third exited in {third_s:.1f}s, reader made {reader.reads} reads")
 

@@ -1,4 +1,4 @@
-"""Selection: the 0.9 rule against a row-at-a-time reference, determinism, ties, budget, quotas, floors, resume, CLI."""
+"""Selection: the walk at an absolute threshold (Deita's 0.9) against a row-at-a-time reference, determinism, ties, budget, quotas, floors, resume, CLI."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_matches_the_row_at_a_time_reference(tmp_path, budget):
     n = 600
     vecs = clustered(n, spread=0.3)
     path, rows = make_pool(tmp_path, n)
-    m = run_select(path, tmp_path / "out", SelectConfig(budget=budget, block=64), source=ArraySource(vecs),
+    m = run_select(path, tmp_path / "out", SelectConfig(threshold=0.9, budget=budget, block=64), source=ArraySource(vecs),
                    shard_rows=128, progress=False)
     ids = [r["id"] for r in rows]
     want = reference_walk(vecs, [r["score"] for r in rows], ids, 0.9, budget)
@@ -87,7 +87,7 @@ def test_matches_the_row_at_a_time_reference(tmp_path, budget):
 def test_too_similar_detail_names_the_selected_row_and_the_cosine(tmp_path):
     vecs = unit([[1, 0, 0], [0.96, 0.28, 0], [0.8, 0.6, 0], [0, 0, 1]])  # cos(0,1)=0.96, cos(0,2)=0.8
     path, rows = make_pool(tmp_path, 4, scores=np.array([9.0, 8.0, 7.0, 6.0]))
-    run_select(path, tmp_path / "out", SelectConfig(), source=ArraySource(vecs), progress=False)
+    run_select(path, tmp_path / "out", SelectConfig(threshold=0.9), source=ArraySource(vecs), progress=False)
     assert selected_ids(tmp_path / "out") == {rows[0]["id"], rows[2]["id"], rows[3]["id"]}
     rej = Dataset(tmp_path / "out").rejected().read().to_pylist()
     assert [r["drop_reason"] for r in rej] == ["too_similar"]
@@ -104,8 +104,8 @@ def test_deterministic_across_input_order_and_shard_size_with_ties_by_id(tmp_pat
     a, rows = make_pool(tmp_path, n, scores=scores, shard=50, name="a")
     perm = np.random.default_rng(7).permutation(n)
     b, rows_b = make_pool(tmp_path, n, scores=scores, shard=77, name="b", order=perm)
-    run_select(a, tmp_path / "oa", SelectConfig(budget=60), source=ArraySource(vecs), progress=False)
-    run_select(b, tmp_path / "ob", SelectConfig(budget=60), source=ArraySource(vecs[perm]), shard_rows=33, progress=False)
+    run_select(a, tmp_path / "oa", SelectConfig(threshold=0.9, budget=60), source=ArraySource(vecs), progress=False)
+    run_select(b, tmp_path / "ob", SelectConfig(threshold=0.9, budget=60), source=ArraySource(vecs[perm]), shard_rows=33, progress=False)
     assert selected_ids(tmp_path / "oa") == selected_ids(tmp_path / "ob")
     ranks = sorted((get_meta(r, "select")["rank"], r["score"], r["id"]) for r in Dataset(tmp_path / "oa").read().to_pylist())
     assert [(s, i) for _, s, i in ranks] == sorted([(s, i) for _, s, i in ranks], key=lambda t: (-t[0], t[1]))
@@ -126,7 +126,7 @@ def test_block_walk_equals_the_embedding_modules_greedy_walk():
 def test_budget_stops_the_walk_and_the_rest_is_budget_reached(tmp_path):
     path, _ = make_pool(tmp_path, 200)
     src = ArraySource(unit(np.eye(200, dtype=np.float32)))  # all orthogonal: nothing too similar
-    m = run_select(path, tmp_path / "out", SelectConfig(budget=25), source=src, progress=False)
+    m = run_select(path, tmp_path / "out", SelectConfig(threshold=0.9, budget=25), source=src, progress=False)
     assert m["selected"] == 25 and m["budget_met"] and m["drops"] == {"budget_reached": 175}
     assert m["examined"] == 25
 
@@ -136,14 +136,14 @@ def test_quotas_cap_strata_with_counts_shares_and_a_default(tmp_path):
     kinds = np.array(["coding", "math", "open_qa"])[np.arange(n) % 3]
     path, _ = make_pool(tmp_path, n, kinds=list(kinds))
     src = ArraySource(unit(np.eye(n, dtype=np.float32)))
-    cfg = SelectConfig(budget=100, quota_by="task_kind", quotas={"coding": 10, "math": 0.2, "*": 5})
+    cfg = SelectConfig(threshold=0.9, budget=100, quota_by="task_kind", quotas={"coding": 10, "math": 0.2, "*": 5})
     m = run_select(path, tmp_path / "out", cfg, source=src, progress=False)
     assert m["selected_per_stratum"] == {"coding": 10, "math": 20, "open_qa": 5}
     assert m["drops"]["quota_full"] == n - 35 and not m["budget_met"]
     rej = Dataset(tmp_path / "out").rejected().read().to_pylist()
     assert any(r["drop_detail"] == "task_kind 'math' quota full" for r in rej)
     with pytest.raises(Exception, match="share"):
-        run_select(path, tmp_path / "o2", SelectConfig(quota_by="task_kind", quotas={"math": 0.5}), source=src, progress=False)
+        run_select(path, tmp_path / "o2", SelectConfig(budget="all", quota_by="task_kind", quotas={"math": 0.5}), source=src, progress=False)
 
 
 def test_floors_and_unscored_rows(tmp_path):
@@ -166,12 +166,12 @@ def test_rerun_resumes_and_other_settings_start_fresh(tmp_path):
     path, _ = make_pool(tmp_path, 120)
     vecs = clustered(120, spread=0.3)
     src = ArraySource(vecs)
-    m1 = run_select(path, tmp_path / "out", SelectConfig(budget=30), source=src, progress=False)
+    m1 = run_select(path, tmp_path / "out", SelectConfig(threshold=0.9, budget=30), source=src, progress=False)
     fetched = src.fetched
-    m2 = run_select(path, tmp_path / "out", SelectConfig(budget=30), source=src, progress=False)
+    m2 = run_select(path, tmp_path / "out", SelectConfig(threshold=0.9, budget=30), source=src, progress=False)
     assert m2["walk_resumed"] and src.fetched == fetched and m2["shards_skipped_on_resume"] == 1
     assert selected_ids(tmp_path / "out") and m2["selected"] == m1["selected"]
-    m3 = run_select(path, tmp_path / "out", SelectConfig(budget=10), source=src, progress=False)
+    m3 = run_select(path, tmp_path / "out", SelectConfig(threshold=0.9, budget=10), source=src, progress=False)
     assert not m3["walk_resumed"] and m3["selected"] == 10 and len(selected_ids(tmp_path / "out")) == 10
 
 
@@ -179,8 +179,8 @@ def test_approximate_search_past_exact_limit_agrees_with_exact(tmp_path):
     n = 3000
     vecs = clustered(n, dim=32, centres=300, spread=0.2, seed=9)
     path, _ = make_pool(tmp_path, n, shard=1000)
-    run_select(path, tmp_path / "exact", SelectConfig(), source=ArraySource(vecs), shard_rows=1000, progress=False)
-    m = run_select(path, tmp_path / "hnsw", SelectConfig(exact_limit=200), source=ArraySource(vecs), shard_rows=1000,
+    run_select(path, tmp_path / "exact", SelectConfig(threshold=0.9), source=ArraySource(vecs), shard_rows=1000, progress=False)
+    m = run_select(path, tmp_path / "hnsw", SelectConfig(threshold=0.9, exact_limit=200), source=ArraySource(vecs), shard_rows=1000,
                    progress=False)
     assert m["walk"]["approximate_search"]
     a, b = selected_ids(tmp_path / "exact"), selected_ids(tmp_path / "hnsw")
@@ -218,12 +218,12 @@ def test_real_embedder_rejects_paraphrases(tmp_path):
     w = DatasetWriter(tmp_path / "in", "score")
     w.write_shard(0, rows)
     w.write_manifest()
-    m = run_select(tmp_path / "in", tmp_path / "out", SelectConfig(), workdir=tmp_path / "w", progress=False)
+    m = run_select(tmp_path / "in", tmp_path / "out", SelectConfig(threshold=0.9), workdir=tmp_path / "w", progress=False)
     assert m["drops"] == {"too_similar": 1}
     rej = Dataset(tmp_path / "out").rejected().read().to_pylist()
     assert rej[0]["instruction"] == texts[1] and rows[0]["id"] in rej[0]["drop_detail"]
     assert m["walk"]["embedding_cache"]["misses"] == 4
-    m2 = run_select(tmp_path / "in", tmp_path / "out2", SelectConfig(), workdir=tmp_path / "w", progress=False)
+    m2 = run_select(tmp_path / "in", tmp_path / "out2", SelectConfig(threshold=0.9), workdir=tmp_path / "w", progress=False)
     assert m2["walk"]["embedding_cache"] == {"hits": 4, "misses": 0}
 
 
@@ -242,7 +242,7 @@ def test_against_counts_published_rows_as_selected(tmp_path):
     pub_path, pub_rows = make_pool(tmp_path, 100, name="published")
     path, rows = make_pool(tmp_path, 200, name="tonight", scores=np.arange(200, 0, -1).astype(float))
     pub_vecs, new_vecs = vecs[:100], vecs[100:]
-    m = run_select(path, tmp_path / "out", SelectConfig(against=str(pub_path)), source=ArraySource(new_vecs),
+    m = run_select(path, tmp_path / "out", SelectConfig(threshold=0.9, against=str(pub_path)), source=ArraySource(new_vecs),
                    against_source=AgainstArray(pub_vecs, [r["id"] for r in pub_rows]), progress=False)
     # the definition: published rows are in the set first; tonight's rows are walked best first
     chosen = list(range(100))
@@ -263,7 +263,7 @@ def test_against_counts_published_rows_as_selected(tmp_path):
         v = new_vecs[[x["id"] for x in rows].index(r["id"])]
         assert float(pub_vecs[[x["id"] for x in pub_rows].index(named)] @ v) > 0.9
     # without `against`, those rows would have been taken
-    alone = run_select(path, tmp_path / "alone", SelectConfig(), source=ArraySource(new_vecs), progress=False)
+    alone = run_select(path, tmp_path / "alone", SelectConfig(threshold=0.9), source=ArraySource(new_vecs), progress=False)
     assert alone["selected"] > m["selected"]
 
 
@@ -274,7 +274,7 @@ def test_against_rejects_precomputed_embeddings_and_resumes(tmp_path):
     vecs = clustered(120, seed=4)
     pub_path, pub_rows = make_pool(tmp_path, 40, name="published")
     path, _ = make_pool(tmp_path, 80, name="tonight")
-    cfg = SelectConfig(against=str(pub_path))
+    cfg = SelectConfig(threshold=0.9, against=str(pub_path))
     src = AgainstArray(vecs[:40], [r["id"] for r in pub_rows])
     m1 = run_select(path, tmp_path / "out", cfg, source=ArraySource(vecs[40:]), against_source=src, progress=False)
     rej1 = Dataset(tmp_path / "out").rejected().read(columns=["id", "drop_detail"]).to_pylist()
@@ -306,7 +306,7 @@ def test_real_embedder_against_a_published_dataset_text_and_stored_vectors(tmp_p
     w.write_manifest()
     run_semdedup(tmp_path / "pub", tmp_path / "pub_dedup", SemdedupConfig(), workdir=tmp_path / "w", progress=False)
     for name, against, vectors in (("text", tmp_path / "pub", "embedded"), ("stored", tmp_path / "pub_dedup", "stored")):
-        m = run_select(tmp_path / "in", tmp_path / name, SelectConfig(against=str(against)),
+        m = run_select(tmp_path / "in", tmp_path / name, SelectConfig(threshold=0.9, text="fields", against=str(against)),
                        workdir=tmp_path / f"w-{name}", progress=False)
         assert m["walk"]["against"]["vectors"] == vectors and m["drops"] == {"too_similar": 1}
         rej = Dataset(tmp_path / name).rejected().read().to_pylist()

@@ -119,6 +119,13 @@ class Embedder:
         raise NotImplementedError
 
 
+def max_tokens(embedder) -> int | None:
+    """How many tokens of a text the embedder reads (the rest is cut off); None when it does not say."""
+    model = getattr(embedder, "model", None)
+    n = getattr(embedder, "max_length", None) or getattr(model, "max_seq_length", None)
+    return int(n) if n else None
+
+
 class TransformerEmbedder(Embedder):
     """A sentence-transformers model (MiniLM by default) on cpu or cuda, batch size auto-tuned."""
 

@@ -69,8 +69,11 @@ def text_of(table: pa.Table | pa.RecordBatch, fields: list[str]) -> list[str]:
     return ["\n\n".join(v for v in vals if v) for vals in zip(*cols)]
 
 
-def texts_at(ds: Dataset, positions: np.ndarray, fields: list[str], batch_rows: int = 65536) -> list[str]:
-    """The embedded text of the rows at `positions` (any order, repeats allowed), in one pass over the input."""
+def texts_at(ds: Dataset, positions: np.ndarray, fields: list[str], batch_rows: int = 65536,
+             build: Callable[[pa.Table], list[str]] | None = None) -> list[str]:
+    """The embedded text of the rows at `positions` (any order, repeats allowed), in one pass over the input.
+
+    `build` makes the texts from a table of the `fields` columns (default: `text_of`)."""
     positions = np.asarray(positions, np.int64)
     out = [""] * len(positions)
     if not len(positions):
@@ -81,7 +84,8 @@ def texts_at(ds: Dataset, positions: np.ndarray, fields: list[str], batch_rows: 
     for batch in ds.iter_batches(columns=fields, batch_size=batch_rows):
         lo, hi = np.searchsorted(sp, [offset, offset + batch.num_rows])
         if hi > lo:
-            for o, text in zip(order[lo:hi], text_of(batch.take(pa.array(sp[lo:hi] - offset)), fields)):
+            rows = batch.take(pa.array(sp[lo:hi] - offset))
+            for o, text in zip(order[lo:hi], build(rows) if build else text_of(rows, fields)):
                 out[o] = text
         offset += batch.num_rows
         if offset > sp[-1]:

@@ -1,12 +1,22 @@
 """The `[select]` config section: budget, diversity threshold, quotas, score floors, embeddings (EmbeddingSection's keys).
 
-Defaults follow METHODS.md 4.3 (Deita's repr filter: walk by combined score,
-reject a row whose cosine similarity to an already-selected row exceeds 0.9)
-and 4.2 (LIMA stratification as optional quotas per task kind or origin).
+Defaults follow Deita's repr filter (walk by combined score, reject a row
+too similar to an already-selected one) and LIMA (stratification as
+optional quotas per task kind or origin), with the departures
+docs/DEPARTURES.md lists:
 
-`budget = None` (the default) selects every row that passes: the walk then
-only removes rows too similar to better-scored ones. Set a budget (Deita:
-6,000 or 10,000; LIMA: 1,000) for a fixed-size release.
+- the embedded text is the whole conversation (`text = "conversation"`), as
+  Deita embeds it, cut to the embedder's window (`text_chars`);
+- the threshold is relative to the embedder: by default the
+  `threshold_quantile` (0.9) of the pool's own nearest-neighbour cosines,
+  resolved per run on a sample and recorded in the manifest; an absolute
+  `threshold = 0.9` (Deita's number, in Deita's space) stays possible;
+- the budget defaults to the release size: `[export] tier` or `rows` when
+  the config names one (in `distill run` and `distill select` alike, unless
+  selecting `against` a published pool, where the tier sizes the whole
+  release, not tonight's rows), else DEFAULT_BUDGET (10,000, the larger of
+  Deita's released sets). `budget = "all"` selects every row that passes.
+  A budget larger than the pool selects every row that passes the walk.
 """
 
 from __future__ import annotations
@@ -17,12 +27,31 @@ from pydantic import Field, field_validator, model_validator
 
 from ...embeddings.encoder import EmbeddingSection
 
+DEFAULT_BUDGET = 10_000
+
 
 class SelectConfig(EmbeddingSection):
     # The embedder keys are EmbeddingSection's; select's full model defaults to the CPU.
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where the full model runs: cpu, cuda, or auto (cuda when present)")
-    budget: int | None = Field(None, gt=0, description="rows to select; default: every row that passes the walk")
-    threshold: float = Field(0.9, gt=0, le=1, description="reject a row whose cosine to an already-selected row is above this (Deita 0.9)")
+    fields: list[str] = Field(default_factory=lambda: ["instruction", "input"],
+                              description="with text = 'fields': the columns joined into the embedded text (semdedup's, so "
+                                          "select reuses its cached and stored embeddings)")
+    budget: int | Literal["all"] | None = Field(
+        None, description="rows to select; default: [export] tier/rows when the config names one, else 10,000 (Deita's 10k); "
+                          "'all': every row that passes the walk")
+    threshold: float | None = Field(
+        None, gt=0, le=1, description="absolute cosine: reject a row whose cosine to an already-selected row is above this "
+                                      "(Deita's 0.9 was set in LLaMA space); default: relative, see threshold_quantile")
+    threshold_quantile: float = Field(
+        0.9, gt=0, lt=1, description="with no absolute threshold: the threshold is this quantile of the pool's own "
+                                     "nearest-neighbour cosines (measured per run on a sample; the value is in the manifest)")
+    calibration_rows: int = Field(10_000, ge=2, description="rows sampled (seeded) to measure that distribution; at most the budget")
+    text: Literal["conversation", "fields"] = Field(
+        "conversation", description="what is embedded: the whole conversation (messages, else instruction, input and output; "
+                                    "system turns left out), as Deita; 'fields': the `fields` columns (semdedup's text)")
+    text_chars: int | None = Field(
+        None, gt=0, description="conversation text cut to this many characters, shared fairly between turns (short turns whole, "
+                                "each long turn's head); default: the embedder's token window x 4 (MiniLM: 1,024)")
     quota_by: Literal["task_kind", "origin", "hard"] | None = Field(
         None, description="stratify by this column (LIMA), or by `distill hard`'s flag (strata hard, easy, none): see quotas")
     quotas: dict[str, int | float] = Field(
@@ -43,6 +72,19 @@ class SelectConfig(EmbeddingSection):
     exact_limit: int = Field(50_000, gt=0, description="the selected set is searched exactly up to this size (Deita exactly), then through a FAISS IVF index")
     nprobe: int = Field(16, gt=0, description="IVF cells searched per candidate past exact_limit (recall vs time)")
     block: int = Field(1024, gt=0, description="candidates decided per block (the result equals the row-at-a-time walk)")
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, bool) or (isinstance(v, int) and v <= 0):
+            raise ValueError(f"budget is a row count > 0 or 'all', got {v!r}")
+        return v
+
+    def budget_rows(self) -> int | None:
+        """The walk's budget: None ('all') walks every candidate; unset means DEFAULT_BUDGET."""
+        if self.budget == "all":
+            return None
+        return DEFAULT_BUDGET if self.budget is None else int(self.budget)
 
     @model_validator(mode="after")
     def _against_needs_text(self) -> "SelectConfig":

@@ -6,9 +6,11 @@ The walk asks for one window of candidates at a time (the best-scored rows
 it has not seen yet), so only the rows it can reach are ever embedded or
 held in memory: selecting 1M rows from a 10M pool touches ~1M vectors.
 
-Text is built and embedded as semdedup does it (`embeddings.encoder`: same
-text, same encoder, same cache keyed by embedder name and text hash), so
-every row semdedup embedded is a cache hit here.
+Text is the whole conversation by default (`text.conversation_texts`), or
+with `text = "fields"` the columns semdedup embeds. Either way it goes
+through the shared encoder and cache, keyed by embedder name and the hash
+of the text itself: a change of embedded text is a new key, and with
+`text = "fields"` every row semdedup embedded is a cache hit here.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from typing import Callable
 
 import numpy as np
 
-from ...embeddings.embedder import unit_rows
+from ...embeddings.embedder import max_tokens, unit_rows
 from ...embeddings.encoder import make_encoder, texts_at
 from ...embeddings.store import stored_for
 from ...errors import InputFileError
 from ...store import Dataset
 from .scan import ids_to_numpy
+from .text import COLUMNS, conversation_texts, window_chars
 
 ENCODE_CHUNK = 8192
 
@@ -33,15 +36,35 @@ class TextSource:
     """Embeds the rows' text with `encode` (an embedder or the embedding cache's `encode`)."""
 
     def __init__(self, ds: Dataset, fields: list[str], encode: Callable[[list[str]], np.ndarray],
-                 name: str, batch_rows: int = 65536):
+                 name: str, batch_rows: int = 65536, max_chars: int | None = None):
         self.ds = ds
         self.fields = fields
         self.encode = encode
         self.name = name
         self.batch_rows = batch_rows
+        self.max_chars = max_chars  # None: the `fields` text; else the conversation cut to this many characters
+
+    @property
+    def text(self) -> dict:
+        """What is embedded, for the manifest."""
+        if self.max_chars is None:
+            return {"mode": "fields", "fields": list(self.fields)}
+        return {"mode": "conversation", "max_chars": self.max_chars}
+
+    @property
+    def text_tag(self) -> list[str]:
+        """The embedded text as stored embeddings name it (their `fields`): conversation vectors never match
+        semdedup's instruction + input ones."""
+        return list(self.fields) if self.max_chars is None else [f"conversation:{self.max_chars}"]
+
+    def texts(self, positions: np.ndarray) -> list[str]:
+        if self.max_chars is None:
+            return texts_at(self.ds, positions, self.fields, self.batch_rows)
+        w = self.max_chars
+        return texts_at(self.ds, positions, COLUMNS, self.batch_rows, build=lambda t: conversation_texts(t, w))
 
     def fetch(self, positions: np.ndarray) -> np.ndarray:
-        texts = texts_at(self.ds, positions, self.fields, self.batch_rows)
+        texts = self.texts(positions)
         parts = [unit_rows(self.encode(texts[a:a + ENCODE_CHUNK]), in_place=True)
                  for a in range(0, len(texts), ENCODE_CHUNK)]
         return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
@@ -87,7 +110,8 @@ def make_source(ds: Dataset, cfg, workdir: Path, n_rows: int):
     if cfg.embeddings:
         return NpySource(cfg.embeddings, n_rows)
     enc = make_encoder(cfg, workdir)
-    src = TextSource(ds, list(cfg.fields), enc.encode, enc.embedder.name)
+    chars = None if cfg.text == "fields" else (cfg.text_chars or window_chars(max_tokens(enc.embedder)))
+    src = TextSource(ds, list(cfg.fields), enc.encode, enc.embedder.name, max_chars=chars)
     src.cache = enc  # hits/misses for the manifest
     return src
 
@@ -97,20 +121,21 @@ class AgainstSource(TextSource):
 
     A published release pool keeps the embeddings semdedup made of its rows
     (or an upstream semdedup folder does, found as semdedup's own `--against`
-    finds them); when they are this embedder's, over these fields, for every
+    finds them); when they are this embedder's, over this text, for every
     row, they are used as stored (`origin` "stored") instead of embedding the
-    text again.
+    text again. Semdedup stores instruction + input, so that holds with
+    `text = "fields"`; the conversation text is embedded (and cached).
     """
 
     def __init__(self, ds: Dataset, like: TextSource):
-        super().__init__(ds, like.fields, like.encode, like.name, like.batch_rows)
+        super().__init__(ds, like.fields, like.encode, like.name, like.batch_rows, like.max_chars)
         self.ids = ids_to_numpy(ds.read(columns=["id"]).column("id"))
         self.rows = len(self.ids)
         self.stored = self._stored()
         self.origin = "stored" if self.stored is not None else "embedded"
 
     def _stored(self) -> np.ndarray | None:
-        found = stored_for(self.ds.path, [i.decode() for i in self.ids.tolist()], self.name, list(self.fields))
+        found = stored_for(self.ds.path, [i.decode() for i in self.ids.tolist()], self.name, self.text_tag)
         if found is None:
             return None
         where = {i.encode(): k for k, i in enumerate(found[0].tolist())}

@@ -35,9 +35,9 @@ def _details(scan: Scan, pos: np.ndarray, cfg: SelectConfig) -> list[str]:
         if code == TOO_SIMILAR:
             nn = scan.nn_pos[p]
             if nn >= 0:
-                out.append(f"cosine {scan.nn_sim[p]:.4f} > {cfg.threshold} to selected row {scan.ids[nn].decode()}")
+                out.append(f"cosine {scan.nn_sim[p]:.4f} > {cfg.threshold:.6g} to selected row {scan.ids[nn].decode()}")
             else:
-                out.append(f"cosine {scan.nn_sim[p]:.4f} > {cfg.threshold} to published row "
+                out.append(f"cosine {scan.nn_sim[p]:.4f} > {cfg.threshold:.6g} to published row "
                            f"{scan.against_ids[-2 - nn].decode()} in {cfg.against}")
         elif code == 3:
             out.append(f"{cfg.quota_by} '{scan.strata_names[scan.strata[p]]}' quota full")

@@ -55,14 +55,14 @@ def deita_softmax_score(top: list[tuple[str, float]]) -> float:
     return float((p * np.arange(1, 7)).sum())
 
 
-def _dataset(path, rows=ROWS):
+def scored_dataset(path, rows=ROWS):
     w = DatasetWriter(path, "import")
     w.write_shard(0, [new_row(i, inp, out, origin="seed") for i, inp, out in rows])
     w.write_manifest()
     return path
 
 
-def _cfg(quality: DeitaStandIn, complexity: DeitaStandIn, **kw) -> ScoreConfig:
+def deita_cfg(quality: DeitaStandIn, complexity: DeitaStandIn, **kw) -> ScoreConfig:
     return ScoreConfig(
         gates=["empty"],
         judge_teacher=TeacherSection(backend="openai", base_url=quality.base_url, model=quality.model,
@@ -70,14 +70,14 @@ def _cfg(quality: DeitaStandIn, complexity: DeitaStandIn, **kw) -> ScoreConfig:
         judge_overrides={"complexity": {"base_url": complexity.base_url, "model": complexity.model}}, **kw)
 
 
-def _ctx(tmp_path) -> RunContext:
+def deita_ctx(tmp_path) -> RunContext:
     return RunContext(run_id="d", workdir=tmp_path / "work", progress=False)
 
 
 def test_deita_scorers_get_deitas_exact_prompt_and_one_token_and_the_score_is_deitas_expected_value(tmp_path):
     with DeitaStandIn("hkust-nlp/deita-quality-scorer", lambda p: QUALITY_TOP) as q, \
             DeitaStandIn("hkust-nlp/deita-complexity-scorer", lambda p: COMPLEXITY_TOP) as c:
-        m = run_score(_dataset(tmp_path / "in"), tmp_path / "out", _cfg(q, c), _ctx(tmp_path))
+        m = run_score(scored_dataset(tmp_path / "in"), tmp_path / "out", deita_cfg(q, c), deita_ctx(tmp_path))
     assert m["score_source"] == "deita"  # judge = "auto" with Deita scorer models
     assert set(m["judge_teacher"]) == {"quality", "complexity"}
     # only text completions were sent (a chat request would have been a 400), each as Deita sends it
@@ -112,7 +112,7 @@ def test_top_k_missing_score_tokens_renormalise_and_none_present_leaves_the_row_
         return QUALITY_TOP
     with DeitaStandIn("deita-quality-scorer", quality) as q, DeitaStandIn("deita-complexity-scorer",
                                                                         lambda p: COMPLEXITY_TOP) as c:
-        m = run_score(_dataset(tmp_path / "in"), tmp_path / "out", _cfg(q, c), _ctx(tmp_path))
+        m = run_score(scored_dataset(tmp_path / "in"), tmp_path / "out", deita_cfg(q, c), deita_ctx(tmp_path))
     rows = {r["output"]: r for r in Dataset(tmp_path / "out").read().to_pylist()}
     p4, p6 = math.exp(-0.2), math.exp(-1.7)
     assert rows["Bonjour"]["quality"] == pytest.approx((4 * p4 + 6 * p6) / (p4 + p6), abs=1e-4)
@@ -128,13 +128,13 @@ def test_a_scorer_that_fails_outside_the_row_leaves_the_shard_unanswered_and_a_r
     with DeitaStandIn("deita-quality-scorer", lambda p: QUALITY_TOP,
                       fail=lambda p: 503 if down["on"] and "Bonjour" in p else None) as q, \
             DeitaStandIn("deita-complexity-scorer", lambda p: COMPLEXITY_TOP) as c:
-        src, out = _dataset(tmp_path / "in"), tmp_path / "out"
+        src, out = scored_dataset(tmp_path / "in"), tmp_path / "out"
         with pytest.raises(TeacherUnavailable, match="1 rows in 1 shard.*unanswered .server_error: 1"):
-            run_score(src, out, _cfg(q, c), _ctx(tmp_path))  # exit 4, and the row is no drop
+            run_score(src, out, deita_cfg(q, c), deita_ctx(tmp_path))  # exit 4, and the row is no drop
         assert not (out / "_done" / "part-00000.json").exists() and not (out / "rejected").exists()
         down["on"] = False
         before = len(q.bodies) + len(c.bodies)
-        m = run_score(src, out, _cfg(q, c), _ctx(tmp_path))
+        m = run_score(src, out, deita_cfg(q, c), deita_ctx(tmp_path))
         assert m["rows_out"] == 3
         # answered requests came from the response cache: only the failed one (and the two pings) was sent again
         assert len(q.bodies) + len(c.bodies) - before == 3
@@ -203,7 +203,7 @@ def test_text_completions_with_logprobs_against_llamacpp(tmp_path, teacher_serve
         teacher.close()
     assert c.ok and c.usage.completion_tokens <= 1 and len(c.logprobs) == 1
     assert len(c.logprobs[0]["top_logprobs"]) >= 20
-    m = run_score(_dataset(tmp_path / "in"), tmp_path / "out", cfg, _ctx(tmp_path))
+    m = run_score(scored_dataset(tmp_path / "in"), tmp_path / "out", cfg, deita_ctx(tmp_path))
     assert m["score_source"] == "deita"
     for r in Dataset(tmp_path / "out").read().to_pylist():
         for name in ("quality", "complexity"):

@@ -192,7 +192,8 @@ def test_deita_with_the_embedded_backend_is_a_config_error_before_any_work():
 def test_text_completions_with_logprobs_against_llamacpp(tmp_path, teacher_server):
     """The whole path for real: llama.cpp's /v1/completions answers Deita's prompt with one token and
     top-20 logprobs; the score is the expected value over the digits among them, or unscored with a reason."""
-    jt = TeacherSection(backend="openai", base_url=teacher_server, model="smollm2-135m-instruct", timeout_s=120)
+    jt = TeacherSection(backend="openai", base_url=teacher_server, model="smollm2-135m-instruct", timeout_s=120,
+                        ping_timeout_s=120)  # the one server may still be busy with an earlier test
     cfg = ScoreConfig(judge="deita", gates=["empty"], judge_teacher=jt)
     factory = TeacherFactory(jt, tmp_path, 0)
     teacher = factory.build()

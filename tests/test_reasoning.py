@@ -266,7 +266,11 @@ def test_the_judge_and_the_heuristic_never_see_the_reasoning(tmp_path):
     assert judge.seen and not any(MARK in m["content"] for r in judge.seen for m in r.messages)
     run_score(tmp_path / "in", tmp_path / "heur", ScoreConfig(judge="none"), RunContext(run_id="r", progress=False))
     scores = {r["instruction"]: r["score"] for r in Dataset(tmp_path / "heur").iter_rows()}
-    assert len(set(scores.values())) == 1  # a long trace buys no score: same answer, same score
+    # the same rows with no trace at all score the same: a long trace buys nothing
+    _with_traces(tmp_path / "bare", [dict(r, reasoning=None) for r in rows])
+    run_score(tmp_path / "bare", tmp_path / "heur_bare", ScoreConfig(judge="none"), RunContext(run_id="r", progress=False))
+    bare = {r["instruction"]: r["score"] for r in Dataset(tmp_path / "heur_bare").iter_rows()}
+    assert scores == bare
 
 
 def test_minhash_dedups_on_the_answer_unless_configured(tmp_path):

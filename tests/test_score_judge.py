@@ -176,7 +176,7 @@ def test_real_judge_run_against_the_embedded_teacher(tmp_path, openai_teacher_co
         m = run_score(tmp_path / "in", tmp_path / "out", cfg, ctx)
     finally:
         ctx.close()
-    assert m["score_source"] == "judge" and m["teacher"]["model"] == "smollm2-135m-instruct"
+    assert m["score_source"] == "rubric" and m["teacher"]["model"] == "smollm2-135m-instruct"
     rows = Dataset(tmp_path / "out").read().to_pylist()
     assert len(rows) == 3
     for r in rows:

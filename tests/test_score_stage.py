@@ -41,14 +41,15 @@ def _dataset(path, rows):
 def test_heuristic_run_scores_kept_rows_and_records_drops(tmp_path):
     src = _dataset(tmp_path / "in", _pool())
     m = run_score(src, tmp_path / "out", ScoreConfig(), RunContext(run_id="r1", progress=False), shard_rows=4)
-    assert m["score_source"] == "heuristic" and m["settings"]["heuristic"] == "len-v1"
+    assert m["score_source"] == "heuristic" and m["settings"]["heuristic_version"] == "len-rel-v1"
     assert m["rows_in"] == 6 and m["rows_out"] == 3
     assert m["drops"] == {"ai_disclaimer": 1, "empty_output": 1, "unseen_attachment": 1}
     out = {r["instruction"]: r for r in Dataset(tmp_path / "out").read().to_pylist()}
     for r in out.values():
-        assert r["score"] == heuristic_score(r)[0]
+        meta = get_meta(r, "score")
+        assert 0 < meta["relevance"] <= 1 and r["score"] == heuristic_score(r, meta["relevance"])[0]
         assert r["quality"] is None and r["complexity"] is None  # no judge, no judge columns
-        assert get_meta(r, "score")["score_source"] == "heuristic"
+        assert meta["score_source"] == "heuristic"
     ranked = sorted(out.values(), key=lambda r: -r["score"])
     assert ranked[0]["instruction"].startswith("Explain how vaccines")  # long answer to a detailed prompt first
     assert ranked[-1]["instruction"] == "What is 2 + 2?"

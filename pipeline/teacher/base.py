@@ -1,5 +1,11 @@
 """The Teacher protocol: a list of chat requests in, completions out in the same order.
 
+A request may instead carry a raw `prompt` (`completion_request`): a text
+completion, sent to `/v1/completions` (openai) or `LLM.generate` (vllm), for
+models that were trained on a plain prompt format (score's Deita scorers).
+Its `messages` then hold the same text as one user turn, so every layer that
+measures a request (length guard, limiter, budget) reads it unchanged.
+
 Every backend (openai, llamacpp, vllm, the scripted fake used in unit tests)
 and every layer around one (budget, cache) implements `Teacher.chat`. A
 completion either carries text, finish reason and token usage, or a typed
@@ -43,6 +49,13 @@ class ChatRequest:
     record_id: str = ""   # the row the request serves: part of the per-request seed
     purpose: str = ""     # e.g. "answer", "evolve:deepening", "judge:quality"
     sample_index: int = 0  # distinguishes repeated samples of one prompt
+    prompt: str | None = None  # a raw text-completion prompt instead of a chat (see `completion_request`)
+
+
+def completion_request(prompt: str, sampling: Sampling, record_id: str = "", purpose: str = "") -> ChatRequest:
+    """A text completion of `prompt`, as-is (no chat template); `messages` mirror it for the layers."""
+    return ChatRequest(messages=({"role": "user", "content": prompt},), sampling=sampling, record_id=record_id,
+                       purpose=purpose, prompt=prompt)
 
 
 @dataclass
@@ -202,12 +215,13 @@ def derive_seed(run_seed: int, record_id: str, purpose: str, sample_index: int =
 
 def request_key(model: str, req: ChatRequest, seed: int | None, endpoint: str = "") -> str:
     """Cache key: a hash of the endpoint's identity (`endpoint_identity`), model, messages, sampling
-    params, sample index and seed: another server with the same model name never shares answers."""
-    payload = json.dumps(
-        {"endpoint": endpoint, "model": model, "messages": list(req.messages), "sampling": req.sampling.to_dict(),
-         "sample_index": req.sample_index, "seed": seed},
-        sort_keys=True, ensure_ascii=False,
-    )
+    params, sample index and seed: another server with the same model name never shares answers. A text
+    completion's `prompt` is part of it too (only when set: the keys of chat requests stay what they were)."""
+    fields: dict[str, Any] = {"endpoint": endpoint, "model": model, "messages": list(req.messages),
+                              "sampling": req.sampling.to_dict(), "sample_index": req.sample_index, "seed": seed}
+    if req.prompt is not None:
+        fields["prompt"] = req.prompt
+    payload = json.dumps(fields, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 

@@ -1,5 +1,10 @@
 """The `openai` backend: any OpenAI-compatible chat-completions server.
 
+A request with a raw `prompt` (base.completion_request) goes to the same
+server's `/v1/completions` instead, with `logprobs` as the legacy integer; its
+legacy logprobs (tokens, token_logprobs, top_logprobs as {token: logprob}) come
+back in the chat shape (`logprobs.content`), so a caller reads one shape.
+
 Transport: aiohttp with one shared ClientSession (one keep-alive connection
 pool of `concurrency` connections) on a private event loop, driven by the
 synchronous `chat()`. We do not use the `openai` SDK here: per request it
@@ -183,15 +188,21 @@ class OpenAIBackend:
     def _body(self, req: ChatRequest, seed: int) -> bytes:
         s = req.sampling
         body: dict[str, Any] = {
-            "model": self.model, "messages": list(req.messages), "temperature": s.temperature,
-            "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": seed}
+            "model": self.model, "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
+            "seed": seed}
+        if req.prompt is not None:
+            body["prompt"] = req.prompt
+        else:
+            body["messages"] = list(req.messages)
         if s.presence_penalty:
             body["presence_penalty"] = s.presence_penalty
         if s.frequency_penalty:
             body["frequency_penalty"] = s.frequency_penalty
         if s.stop:
             body["stop"] = list(s.stop)
-        if s.logprobs is not None:
+        if s.logprobs is not None and req.prompt is not None:
+            body["logprobs"] = s.logprobs  # /v1/completions: the legacy integer
+        elif s.logprobs is not None:
             body["logprobs"] = True
             body["top_logprobs"] = s.logprobs
         body.update(self.extra_body)
@@ -246,7 +257,8 @@ class OpenAIBackend:
                 return Completion(text=None, error=TeacherError("unavailable", "every server is gone", 0, False),
                                   attempts=0, model=self.model)
             endpoint = live[endpoint % len(live)]
-        url = self.endpoints[endpoint] + "/chat/completions"
+        text_completion = req.prompt is not None
+        url = self.endpoints[endpoint] + ("/completions" if text_completion else "/chat/completions")
         lim = self.limiter
         est = estimate_tokens(req.messages, req.sampling.max_tokens) if lim is not None and lim.needs_tokens else 0
         attempt = 0
@@ -257,7 +269,7 @@ class OpenAIBackend:
             c: Completion | None = None
             fault: _Fault | None = None
             try:
-                c = await self._post(session, body, url)
+                c = await self._post(session, body, url, text_completion)
             except _Fault as f:
                 fault = f
             finally:  # before any backoff: a waiting request holds no permit
@@ -281,7 +293,8 @@ class OpenAIBackend:
             self.stats.completion_tokens += c.usage.completion_tokens
             return c
 
-    async def _post(self, session: aiohttp.ClientSession, body: bytes, url: str) -> Completion:
+    async def _post(self, session: aiohttp.ClientSession, body: bytes, url: str,
+                    text_completion: bool = False) -> Completion:
         try:
             async with session.post(url, data=body) as resp:
                 raw = await resp.read()
@@ -294,7 +307,7 @@ class OpenAIBackend:
         except (aiohttp.ClientError, OSError) as e:  # dropped connection, broken payload
             raise _Fault("connection", self._scrub(f"{type(e).__name__}: {e}")) from None
         if status == 200:
-            return self._parse(raw)
+            return self._parse(raw, text_completion)
         detail = self._scrub(f"HTTP {status}: {raw[:300].decode('utf-8', 'replace')}")
         if status == 429:
             raise _Fault("rate_limited", detail, retry_after=parse_retry_after(headers))
@@ -309,24 +322,39 @@ class OpenAIBackend:
                          retryable=False)
         raise _Fault("bad_request", detail, retryable=False)
 
-    def _parse(self, raw: bytes) -> Completion:
+    def _parse(self, raw: bytes, text_completion: bool = False) -> Completion:
+        what = "text completion" if text_completion else "chat completion"
         try:
             data = json.loads(raw)
             choice = data["choices"][0]
-            message = choice["message"]
-            text = message["content"]
+            message = {} if text_completion else choice["message"]
+            text = choice["text"] if text_completion else message["content"]
             if text is None and any(isinstance(message.get(f), str) for f in REASONING_FIELDS):
                 text = ""  # a reasoning parser's reply cut off while thinking: all reasoning, no answer
             if not isinstance(text, str):
-                raise TypeError("message content is not a string")
-        except (ValueError, KeyError, IndexError, TypeError) as e:
+                raise TypeError(f"{what} text is not a string")
+            lp = choice.get("logprobs")
+            logprobs = legacy_logprobs(lp) if text_completion else lp.get("content") if isinstance(lp, dict) else None
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             snippet = self._scrub(raw[:120].decode("utf-8", "replace"))
-            raise _Fault("invalid_response", f"200 reply is not a chat completion ({type(e).__name__}): {snippet!r}") from None
+            raise _Fault("invalid_response", f"200 reply is not a {what} ({type(e).__name__}): {snippet!r}") from None
         usage = data.get("usage") or {}
-        lp = choice.get("logprobs")
         text, reasoning = split_message(message, text)
         return Completion(
             text=text, reasoning=reasoning, finish_reason=choice.get("finish_reason"),
             usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
-            logprobs=lp.get("content") if isinstance(lp, dict) else None,
-            model=data.get("model") or self.model)
+            logprobs=logprobs, model=data.get("model") or self.model)
+
+
+def legacy_logprobs(lp: Any) -> list[dict[str, Any]] | None:
+    """/v1/completions logprobs ({tokens, token_logprobs, top_logprobs: [{token: logprob}]}) in the chat
+    shape, one {token, logprob, top_logprobs: [{token, logprob}]} per generated position."""
+    if not lp:
+        return None
+    tops = lp.get("top_logprobs") or []
+    out = []
+    for i, (token, logprob) in enumerate(zip(lp["tokens"], lp["token_logprobs"])):
+        top = tops[i] if i < len(tops) and tops[i] else {}
+        out.append({"token": token, "logprob": logprob,
+                    "top_logprobs": [{"token": t, "logprob": v} for t, v in top.items()]})
+    return out

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TeacherUnavailable
-from .base import ChatRequest, Completion, Sampling
+from .base import ChatRequest, Completion, Sampling, completion_request
 from .factory import TeacherFactory, make_backend
 
 PING_RETRIES = 1
@@ -32,10 +32,12 @@ def where(section: Any) -> str:
 
 
 def ask(teacher: Any, section: Any, *, max_tokens: int = 8, record_id: str = "ping", purpose: str = "ping",
-        prompt: str = PING_PROMPT) -> Completion:
-    """One request; its completion, or TeacherUnavailable in one line when it failed."""
-    [c] = teacher.chat([ChatRequest(messages=[{"role": "user", "content": prompt}],
-                                    sampling=Sampling(temperature=0.0, max_tokens=max_tokens),
+        prompt: str = PING_PROMPT, text_completion: bool = False) -> Completion:
+    """One request (`text_completion`: to /v1/completions, as score's Deita scorers are asked); its
+    completion, or TeacherUnavailable in one line when it failed."""
+    sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
+    [c] = teacher.chat([completion_request(prompt, sampling, record_id, purpose) if text_completion else
+                        ChatRequest(messages=[{"role": "user", "content": prompt}], sampling=sampling,
                                     record_id=record_id, purpose=purpose)])
     if c.error is not None:
         raise TeacherUnavailable(f"{teacher.backend} teacher{where(section)} did not answer the ping: "

@@ -3,7 +3,8 @@
 vllm is imported only when this backend is built, so the rest of the project
 never needs it. One `chat()` call hands the whole list to `LLM.chat` with one
 `SamplingParams` per request (each carries its per-request seed), which lets
-vLLM batch them continuously; outputs come back in input order.
+vLLM batch them continuously; outputs come back in input order. Requests with
+a raw `prompt` (base.completion_request) go to `LLM.generate` instead, as-is.
 
 vLLM validates a batch as a whole (e.g. one prompt longer than the model's
 context raises for the call). Then we run the requests one by one, so only
@@ -81,8 +82,20 @@ class VLLMBackend:
 
     def _generate(self, requests: list[ChatRequest]):
         self.stats.sent += len(requests)
-        return self.llm.chat([list(r.messages) for r in requests],
-                             sampling_params=[self._params(r) for r in requests], use_tqdm=False)
+        raw = [i for i, r in enumerate(requests) if r.prompt is not None]
+        chats = [i for i, r in enumerate(requests) if r.prompt is None]
+        outs: list[Any] = [None] * len(requests)
+        if raw:
+            got = self.llm.generate([requests[i].prompt for i in raw],
+                                    sampling_params=[self._params(requests[i]) for i in raw], use_tqdm=False)
+            for i, o in zip(raw, got):
+                outs[i] = o
+        if chats:
+            got = self.llm.chat([list(requests[i].messages) for i in chats],
+                                sampling_params=[self._params(requests[i]) for i in chats], use_tqdm=False)
+            for i, o in zip(chats, got):
+                outs[i] = o
+        return outs
 
     def _fail(self, kind: str, message: str) -> Completion:
         self.stats.errors += 1

@@ -32,7 +32,8 @@ def upstream_chain(path: str | Path, max_depth: int = 20) -> list[dict[str, Any]
         if not m:
             break
         chain.append({k: m.get(k) for k in ("stage", "rows_in", "rows_out", "rows_rejected", "drops", "teacher",
-                                            "score_source", "judge_teacher", "system_message_erasure", "run_id")
+                                            "score_source", "heuristic", "judge_teacher", "system_message_erasure",
+                                            "run_id")
                       if m.get(k) is not None})
         if m.get("stage") == "hard":  # the card's hard share (pipeline/stages/hard)
             chain[-1]["hard_share"] = share(m.get("totals") or {})
@@ -76,10 +77,25 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(out)
 
 
+# What each score source means, in the card's words (pipeline/stages/score/config.py).
+SCORE_SOURCES = {
+    "deita": "Quality and complexity are Deita's trained scorers (hkust-nlp/deita-quality-scorer, "
+             "deita-complexity-scorer) in their own prompt format, each the expected value over the 1-6 tokens "
+             "at the first generated token; the combined score is their product, as in Deita.",
+    "rubric": "Quality and complexity are zero-shot rubric ratings by a general judge model (the direct-scoring "
+              "baseline Deita compares against), not Deita's trained scorers.",
+    "heuristic": "These are not quality scores: no judge rated the rows (the embedded demo teacher cannot). "
+                 "The score ranks by answer and prompt length times the answer's relevance to the request "
+                 "(MiniLM similarity); the judge columns are empty.",
+    "judge": "Quality and complexity are ratings by a judge model (an older run: zero-shot rubric prompts).",
+}
+
+
 def render_card(m: dict[str, Any], cfg) -> str:
     name = m["pretty_name"]
     score_src = next((s.get("score_source") for s in reversed(m["upstream"]) if s.get("score_source")), None)
     judge = next((s.get("judge_teacher") for s in reversed(m["upstream"]) if s.get("judge_teacher")), None)
+    heuristic = next((s.get("heuristic") for s in reversed(m["upstream"]) if s.get("heuristic")), None)
     parts = [
         _yaml_header(m, cfg), "",
         f"# {name}", "",
@@ -97,9 +113,8 @@ def render_card(m: dict[str, Any], cfg) -> str:
         _table(["teacher model", "rows"], [[k, f"{v:,}"] for k, v in m["teachers"].items()]), "",
         "## Scores", "",
         f"Combined score source: **{score_src or 'unknown'}**"
-        + (f" (judge: {json.dumps(judge)})" if judge else "")
-        + (". With the heuristic, the score ranks by answer and prompt length only; the judge columns are empty."
-           if score_src == "heuristic" else "."), "",
+        + (f" (judge: {json.dumps(judge)})" if judge else "") + ". " + SCORE_SOURCES.get(score_src, "")
+        + (" Here without the relevance factor: length only." if heuristic == "length" else ""), "",
         "```json", json.dumps(m["score"], indent=2), "```", "",
         *_erasure_section(m),
         *_reasoning_section(m),

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ...config import Config, referenced_path
+from ...errors import ConfigError
 from ...runner import summarize_drops
 from ...stage import StageSpec, stage_command
 from .config import ScoreConfig
@@ -34,6 +35,13 @@ def run(input: Path, out: Path, cfg: ScoreConfig, ctx) -> dict[str, Any]:
 
 
 def check(cfg: Config, section: ScoreConfig, input: Path | None) -> None:
+    if section.judge == "deita" or (section.judge == "auto" and section.deita_scorers()):
+        for j in section.judges:
+            if (section.teacher_for(j) or cfg.teacher).backend == "llamacpp":
+                raise ConfigError(
+                    f"[score] judge = 'deita': the {j} scorer is read from the first token's logprobs, which the "
+                    "embedded llamacpp backend does not return; serve the Deita scorers with vLLM and set "
+                    "[score.judge_teacher] backend = 'openai' (README: Scoring with Deita's scorers)")
     for f in section.decontaminate:
         read_eval_items(referenced_path(cfg, STAGE, "decontaminate", f))
 
@@ -45,9 +53,9 @@ SPEC = StageSpec(STAGE, ScoreConfig, run, summary,
 
 score_cmd = stage_command(
     SPEC, dataset_help="Dataset folder to score (e.g. the semdedup output).",
-    help="Gate (LIMA hygiene rules, decontamination) and score every row: teacher-judged quality x complexity, or a documented heuristic.",
+    help="Gate (LIMA hygiene rules, decontamination) and score every row: quality x complexity by Deita's scorers or a rubric judge, or a documented heuristic.",
     options={
-        "judge": (Annotated[Optional[str], typer.Option("--judge", help="'teacher': the (judge) teacher rates quality/complexity/accuracy; 'none': length heuristic (default: config, none).")], None),
+        "judge": (Annotated[Optional[str], typer.Option("--judge", help="'deita': Deita's trained scorers; 'rubric': a zero-shot rubric to a general judge; 'heuristic': length x relevance (not a quality score); 'auto' (default): deita for a Deita scorer judge teacher, rubric for another capable teacher, heuristic for the embedded one.")], None),
         "decontaminate": (Annotated[Optional[list[Path]], typer.Option("--decontaminate", help="Evaluation file (JSON/JSONL/Parquet/text); rows sharing an n-gram with it are dropped. Repeat for several.")], None),
         "decontam_n": (Annotated[Optional[int], typer.Option("--decontam-n", min=3, help="n-gram length in words: 13 (default) or 8.")], None),
     },

@@ -12,15 +12,28 @@ answer). List kinds in `long_form_kinds` (e.g. ["open_qa", "general_qa"]) to
 apply `long_form_chars` to them. `length_bounds` sets a band per kind and
 wins over both.
 
-Judging is off by default (`judge = "none"`): the embedded SmolLM2-135M cannot
-judge, and judging costs one teacher request per score per row. With the judge
-off the combined score is the documented length heuristic (see `combine.py`)
-and every manifest and row says `score_source = "heuristic"`.
+Who scores (`judge`, resolved once per run by `judge_mode`; the manifest,
+every row's meta and the dataset card name the result as `score_source`):
+
+- "deita": Deita's trained scorers (hkust-nlp/deita-complexity-scorer,
+  deita-quality-scorer) through a text-completions endpoint, in their own
+  prompt format, as the expected value over the "1".."6" tokens (deita.py).
+- "rubric": a zero-shot rubric prompt to a general model (the "direct
+  scoring" baseline Deita compares against); the fallback for judges that
+  are not Deita's scorers.
+- "heuristic": no teacher: answer length x prompt length x answer relevance
+  (combine.py). Ranks; is not a quality score. Only for the embedded demo
+  teacher (SmolLM2-135M cannot rate).
+- "auto" (default): "deita" when [score.judge_teacher] (or a
+  [score.judge_overrides.<score>]) names a Deita scorer model, "rubric" with any
+  other judge teacher or a network/vLLM run teacher, "heuristic" with the
+  embedded (llamacpp) run teacher or none. "teacher" and "none" are the older
+  names of "rubric" and "heuristic".
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -32,6 +45,9 @@ GATES = ("empty", "echo", "refusal", "ai_disclaimer", "truncated", "language_swi
          "unseen_attachment", "other_answer_reference", "first_person_anecdote", "url_html", "length")
 
 JUDGES = ("quality", "complexity", "accuracy")
+JUDGE_MODES = ("auto", "deita", "rubric", "heuristic", "teacher", "none")
+OLD_NAMES = {"teacher": "rubric", "none": "heuristic"}
+DEITA_SCORES = ("quality", "complexity")  # Deita trained a scorer for each; accuracy is AlpaGasus's rubric
 
 # combine -> the judge scores it needs.
 COMBINE = {
@@ -56,10 +72,22 @@ class ScoreConfig(Section):
                                                       description="per task kind [min, max] characters; wins over the two above")
     default_language: str = Field("en", description="language assumed for a Latin-script prompt too short to detect")
 
-    judge: Literal["none", "teacher"] = Field(
-        "none", description="'teacher': ask the (judge) teacher for scores; 'none': documented length heuristic")
+    judge: Literal["auto", "deita", "rubric", "heuristic", "teacher", "none"] = Field(
+        "auto", description="'deita': Deita's trained scorers (a completions endpoint); 'rubric': a zero-shot rubric to a "
+                            "general judge; 'heuristic': length x relevance, not a quality score; 'auto': deita when the "
+                            "judge teacher is a Deita scorer, rubric with any other capable teacher, heuristic with the "
+                            "embedded one ('teacher'/'none': older names of rubric/heuristic)")
     judge_teacher: TeacherSection | None = Field(
-        None, description="a separate [score.judge_teacher] for judging; default: the run's [teacher]")
+        None, description="a separate [score.judge_teacher] for judging (recommended: not the model that wrote the data); "
+                          "default: the run's [teacher]")
+    judge_overrides: dict[Literal["quality", "complexity", "accuracy"], dict[str, Any]] = Field(
+        default_factory=dict, description="[score.judge_overrides.<score>]: fields of judge_teacher that differ for one "
+                                          "score, e.g. complexity's model and base_url (Deita's two scorers are two models)")
+    heuristic: Literal["length*relevance", "length"] = Field(
+        "length*relevance", description="judge-less score: answer x prompt length ramps, times the answer's relevance "
+                                        "(MiniLM cosine of request and answer), or the length ramps alone")
+    relevance_model: str = Field("minilm", description="sentence-transformers model of the heuristic's relevance "
+                                                      "('minilm': the bundled all-MiniLM-L6-v2)")
     judges: list[Literal["quality", "complexity", "accuracy"]] = Field(
         default_factory=lambda: ["quality", "complexity"],
         description="scores to ask for: quality 1-6, complexity 1-6 (Deita), accuracy 0-5 (AlpaGasus)")
@@ -101,13 +129,41 @@ class ScoreConfig(Section):
                 raise ValueError(f"{kind}: need 0 <= min <= max, got {list(band)}")
         return {normalize_kind(k): b for k, b in v.items()}
 
+    @field_validator("judge")
+    @classmethod
+    def _new_names(cls, v: str) -> str:
+        return OLD_NAMES.get(v, v)
+
     @model_validator(mode="after")
     def _judges_cover_combine(self) -> "ScoreConfig":
-        if self.judge == "teacher":
+        if self.judge != "heuristic":
             missing = [j for j in COMBINE[self.combine] if j not in self.judges]
             if missing:
                 raise ValueError(f"combine = '{self.combine}' needs judges {missing}; add them to judges")
+        if self.judge == "deita" and (other := [j for j in self.judges if j not in DEITA_SCORES]):
+            raise ValueError(f"judge = 'deita' has scorers for {list(DEITA_SCORES)} only, not {other}; "
+                             "remove them from judges or use judge = 'rubric'")
+        if self.judge_overrides and self.judge_teacher is None:
+            raise ValueError("judge_overrides change fields of [score.judge_teacher]; add that section first")
+        for j in self.judges:
+            sec = self.teacher_for(j)  # a bad override is a config error now, not at the first shard
+            other = next((o for o in DEITA_SCORES if o != j), "")
+            if (self.judge in ("auto", "deita") and sec is not None and is_deita_scorer(sec.model)
+                    and other in sec.model.lower() and j not in sec.model.lower()):
+                raise ValueError(f"{j} would be scored by {sec.model}, Deita's {other} scorer; set "
+                                 f"[score.judge_overrides.{j}] model = 'hkust-nlp/deita-{j}-scorer' (and its base_url)")
         return self
+
+    def teacher_for(self, judge: str) -> TeacherSection | None:
+        """The teacher section that gives score `judge`: judge_teacher with its overrides, or None (the run's)."""
+        if self.judge_teacher is None:
+            return None
+        over = self.judge_overrides.get(judge)
+        return TeacherSection.model_validate({**self.judge_teacher.model_dump(), **over}) if over else self.judge_teacher
+
+    def deita_scorers(self) -> bool:
+        """Whether the judge teacher of any score names a Deita scorer model (what judge = 'auto' looks at)."""
+        return any(is_deita_scorer(sec.model) for j in self.judges if (sec := self.teacher_for(j)) is not None)
 
     def bounds_for(self, task_kind: str | None) -> tuple[tuple[int, int], str]:
         """([min, max] characters, which rule gave them) for a row's task kind."""
@@ -117,6 +173,21 @@ class ScoreConfig(Section):
         if kind and kind in {normalize_kind(k) for k in self.long_form_kinds}:
             return self.long_form_chars, "long_form"
         return self.default_chars, "default"
+
+
+def is_deita_scorer(model: str | None) -> bool:
+    """A Deita scorer by its name: hkust-nlp/deita-quality-scorer, a local folder deita-complexity-scorer, ..."""
+    name = (model or "").lower()
+    return "deita" in name and "scorer" in name
+
+
+def judge_mode(cfg: ScoreConfig, run_backend: str | None) -> str:
+    """'deita', 'rubric' or 'heuristic' for `cfg.judge`; `run_backend`: the run teacher's backend (None: no teacher)."""
+    if cfg.judge != "auto":
+        return cfg.judge
+    if cfg.judge_teacher is not None:
+        return "deita" if cfg.deita_scorers() else "rubric"
+    return "heuristic" if run_backend in (None, "llamacpp") else "rubric"
 
 
 def normalize_kind(kind: str | None) -> str:

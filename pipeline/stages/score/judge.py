@@ -1,7 +1,14 @@
 """Teacher-judged scores: quality 1-6, complexity 1-6 (Deita), accuracy 0-5 (AlpaGasus).
 
-One request per (row, score); all of a shard's requests go to the teacher in
-one `chat` call. A judgment becomes a number in one of two ways:
+One request per (row, score); all of a shard's requests to one teacher go in
+one `chat` call (Deita's two scorers are two teachers: one call each).
+
+Mode "deita" (deita.py): a raw text completion in the scorer's own format,
+max_tokens 1, and the expected value over "1".."6" at the first token
+(method `deita`); no usable logprobs is `unparseable`, with the reason.
+
+Mode "rubric": a zero-shot rubric prompt as a chat. A judgment becomes a
+number in one of two ways:
 
 - `logprobs`: the reply's text holds a valid score and the backend returned
   top-k logprobs: the score is the expected value over the score tokens at
@@ -24,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...prompts import load_template
-from ...teacher.base import ChatRequest, Completion, Sampling
+from ...teacher.base import ChatRequest, Completion, Sampling, completion_request
+from . import deita
 from .config import ScoreConfig
 
 # judge -> (template, lowest, highest score)
@@ -48,7 +56,7 @@ _OUT_OF = re.compile(_NUM + r"\s*(?:/|out of)\s*(\d+)\b", re.I)
 @dataclass
 class Judgment:
     value: float | None
-    method: str          # logprobs | parsed | unparseable | error | unanswered (an outside failure)
+    method: str          # deita | logprobs | parsed | unparseable | error | unanswered (an outside failure)
     reason: str = ""     # why unparseable / the error
     raw: str = ""        # the reply, cut to 200 characters
 
@@ -122,7 +130,7 @@ def expected_score(logprobs: list[dict[str, Any]] | None, digit: str, lo: int, h
     return None
 
 
-def parse_judgment(completion: Completion, judge: str) -> Judgment:
+def parse_judgment(completion: Completion, judge: str, mode: str = "rubric") -> Judgment:
     _, lo, hi = SCALES[judge]
     if completion.unanswered:  # the teacher's fault, not the row's: the row is asked again on the next run
         err = completion.error
@@ -131,6 +139,9 @@ def parse_judgment(completion: Completion, judge: str) -> Judgment:
         err = completion.error
         return Judgment(None, "error", f"{err.kind}: {err.message}" if err else "no text", "")
     raw = (completion.text or "")[:200]
+    if mode == "deita":
+        ev, why = deita.expected_value(completion.logprobs)
+        return Judgment(None, "unparseable", why, raw) if ev is None else Judgment(round(ev, 4), "deita", "", raw)
     value, reason = parse_score_text(completion.text, lo, hi)
     if value is None:
         return Judgment(None, "unparseable", reason, raw)
@@ -145,11 +156,15 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + " [...]"
 
 
-def build_request(row: dict[str, Any], judge: str, cfg: ScoreConfig) -> ChatRequest:
+def build_request(row: dict[str, Any], judge: str, cfg: ScoreConfig, mode: str = "rubric") -> ChatRequest:
     template, _, _ = SCALES[judge]
-    tpl = load_template(template)
     ins, inp, out = (row.get("instruction") or ""), (row.get("input") or ""), (row.get("output") or "")
     request = _cut(ins if not inp else f"{ins}\n\n{inp}", cfg.judge_max_chars)
+    if mode == "deita":  # one token; its logprobs are the score. Temperature 0: raw logprobs on every server
+        text = deita.render_prompt(judge, request, _cut(out, cfg.judge_max_chars))
+        sampling = Sampling(temperature=0.0, top_p=1.0, max_tokens=1, logprobs=cfg.judge_logprobs or 20)
+        return completion_request(text, sampling, record_id=row["id"], purpose=f"deita:{judge}")
+    tpl = load_template(template)
     if judge == "quality":
         text = tpl.render(request=request, answer=_cut(out, cfg.judge_max_chars))
     elif judge == "complexity":
@@ -163,22 +178,27 @@ def build_request(row: dict[str, Any], judge: str, cfg: ScoreConfig) -> ChatRequ
                        record_id=row["id"], purpose=f"judge:{judge}")
 
 
-def template_hashes(judges: list[str]) -> dict[str, str]:
-    return {j: load_template(SCALES[j][0]).hash for j in judges}
+def template_hashes(judges: list[str], mode: str = "rubric") -> dict[str, str]:
+    return {j: load_template(deita.TEMPLATES[j] if mode == "deita" else SCALES[j][0]).hash for j in judges}
 
 
-def judge_rows(rows: list[dict[str, Any]], teacher: Any, cfg: ScoreConfig) -> list[dict[str, Judgment]]:
-    """Judgments per row for every configured judge: one teacher call for the whole list."""
-    requests = [build_request(r, j, cfg) for r in rows for j in cfg.judges]
-    completions = teacher.chat(requests) if requests else []
-    if len(completions) != len(requests):
-        raise RuntimeError(f"teacher returned {len(completions)} completions for {len(requests)} requests")
-    out: list[dict[str, Judgment]] = []
-    k = 0
-    for _ in rows:
-        per: dict[str, Judgment] = {}
-        for j in cfg.judges:
-            per[j] = parse_judgment(completions[k], j)
-            k += 1
-        out.append(per)
-    return out
+def judge_rows(rows: list[dict[str, Any]], teacher: Any, cfg: ScoreConfig, mode: str = "rubric") -> list[dict[str, Judgment]]:
+    """Judgments per row for every configured judge. `teacher`: one teacher for every score, or a function of
+    the score's name giving its teacher; one call per distinct teacher with all of its requests."""
+    teacher_of = teacher if callable(teacher) and not hasattr(teacher, "chat") else (lambda _j: teacher)
+    by_teacher: dict[int, tuple[Any, list[str]]] = {}
+    for j in cfg.judges:
+        t = teacher_of(j)
+        by_teacher.setdefault(id(t), (t, []))[1].append(j)
+    out: list[dict[str, Judgment]] = [{} for _ in rows]
+    for t, names in by_teacher.values():
+        requests = [build_request(r, j, cfg, mode) for r in rows for j in names]
+        completions = t.chat(requests) if requests else []
+        if len(completions) != len(requests):
+            raise RuntimeError(f"teacher returned {len(completions)} completions for {len(requests)} requests")
+        k = 0
+        for per in out:
+            for j in names:
+                per[j] = parse_judgment(completions[k], j, mode)
+                k += 1
+    return [{j: per[j] for j in cfg.judges} for per in out]

@@ -15,6 +15,7 @@ and the refresh's seams (`against`: published datasets to dedup against,
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,7 @@ from .teacher.budget import Budget
 from .teacher.factory import TeacherFactory
 
 CURRENT = "CURRENT"
+_BUILDING = threading.RLock()  # overlapping shards' threads: the run's teacher is built once
 
 
 @dataclass
@@ -123,9 +125,11 @@ class RunContext:
     @property
     def teacher(self):
         if self._teacher is None:
-            if self.teacher_factory is None:
-                raise RuntimeError("this stage needs a teacher but none was configured")
-            self._teacher = self.teacher_factory()
+            with _BUILDING:
+                if self._teacher is None:
+                    if self.teacher_factory is None:
+                        raise RuntimeError("this stage needs a teacher but none was configured")
+                    self._teacher = self.teacher_factory()
         return self._teacher
 
     @teacher.setter
@@ -142,6 +146,10 @@ class RunContext:
 
     def with_executor(self, name: str) -> "RunContext":
         return self if name == self.executor.name else dataclasses.replace(self, executor=name)
+
+    def with_teacher_view(self, view: Callable[[Any], Any]) -> "RunContext":
+        """A copy whose teacher is `view(self.teacher)`, made on first use (the runner's per-shard counts)."""
+        return dataclasses.replace(self, teacher_factory=lambda: view(self.teacher), _teacher=None)
 
     def for_worker(self) -> "RunContext":
         """The copy a Ray worker gets: no teacher yet (it builds its own), no progress bar, runs where it is."""

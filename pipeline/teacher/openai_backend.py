@@ -58,6 +58,7 @@ class _Fault(Exception):
 
 class OpenAIBackend:
     backend = "openai"
+    concurrent_calls = True  # one loop and one set of request slots for every calling thread
 
     def __init__(self, section, *, seed: int = 0, backoff_base: float = 0.5, backoff_cap: float = 30.0,
                  endpoints: list[str] | None = None, revive: Callable[[int], bool] | None = None,

@@ -178,8 +178,13 @@ def shard_lookahead() -> int:
 
 def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -> tuple[StagedShard | None, dict[str, Any]]:
     """The per-shard body, the same in every executor's process: read, process, account, stage.
-    A shard with unanswered rows is not staged: (None, stats with UNANSWERED). Safe to run for
-    several shards at once on one `ctx`: the shard's teacher counts are its own (TallyTeacher)."""
+    A shard with unanswered rows is not staged: (None, stats with UNANSWERED)."""
+    return stage_result(stage, spec, out, *compute_shard(stage, spec, ctx))
+
+
+def compute_shard(stage: ShardStage, spec: ShardSpec, ctx: Any) -> tuple[ShardResult, dict[str, Any]]:
+    """Read, process and account one shard, writing nothing. Safe to run for several shards at once on
+    one `ctx` (the local executor's overlap): the shard's teacher counts are its own (TallyTeacher)."""
     rows = spec.read_rows()
     view = ctx.with_teacher_view(TallyTeacher)
     ts = time.monotonic()
@@ -197,6 +202,13 @@ def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -
             raise ValueError(f"stage {stage.name}: rejected row {r.get('id')} has no drop_reason")
     if result.unanswered:
         stats[UNANSWERED] = {"rows": result.unanswered, "reasons": dict(result.unanswered_reasons)}
+    return result, stats
+
+
+def stage_result(stage: ShardStage, spec: ShardSpec, out: Location, result: ShardResult,
+                 stats: dict[str, Any]) -> tuple[StagedShard | None, dict[str, Any]]:
+    """`compute_shard`'s result under temporary names for the commit; None when rows were left unanswered."""
+    if result.unanswered:
         return None, stats
     return stage_shard(out, spec.index, result.kept, result.rejected, stage=stage.name), stats
 

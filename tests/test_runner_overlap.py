@@ -9,6 +9,7 @@ makes one shard slow without timing anything.
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 
@@ -274,3 +275,47 @@ def test_budgeted_teacher_window_overshoots_by_at_most_what_is_in_flight(tmp_pat
     sent = sum(srv.received.values())
     assert 5 <= sent <= 5 + 4 and sum(c.ok for c in out) == sent
     assert all(c.error.kind == "budget_exhausted" for c in out if not c.ok) and budget.refused == 40 - sent
+
+
+def test_sigkill_with_overlapping_shards_repeats_only_the_request_in_flight(tmp_path):
+    """Shard 2 waits on a held answer while shards 3 and 4 are answered; SIGKILL then. Nothing after
+    shard 1 was committed (in order), nothing was staged for the waiting shards, and the rerun asks
+    the teacher only for what was never answered: the held request and the rows after it."""
+    from test_teacher_kill import N, run_stage
+
+    src, out, wd = tmp_path / "in", tmp_path / "out", tmp_path / "work"
+    w = DatasetWriter(src, "seed")
+    rows = [records.new_row(f"task {i}", origin="seed") for i in range(N)]   # 5 shards of 5 (the last 3)
+    w.write_shard(0, rows)
+    w.write_manifest()
+    hold = "task 12"  # the third row of shard 2
+    plan = lambda content, attempt: "hold" if content == hold and attempt == 1 else "ok"  # noqa: E731
+    with FaultServer(plan, delay=0.01) as srv:
+        args = [str(src), str(out), str(wd), srv.base_url, "4"]
+        proc = run_stage(args, lookahead="8")
+        try:
+            wait_for(lambda: proc.poll() is not None or (srv.holding.is_set() and len(srv.answered) == 12 + 8
+                                                          and (out / "_done" / "part-00001.json").exists()),
+                     "shards 0-1 committed, rows 10-11 and shards 3-4 answered", 120)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == -signal.SIGKILL
+        srv.release()
+        names = [p.name for p in out.rglob("*")]
+        assert not [n for n in names if ".tmp-" in n], names
+        assert sorted(p.stem for p in (out / "_done").glob("part-*.json")) == ["part-00000", "part-00001"]
+        assert not (out / "_manifest.json").exists()
+
+        rerun = run_stage(args, lookahead="8")
+        log = rerun.communicate(timeout=120)[0]
+        assert rerun.returncode == 0, log.decode(errors="replace")
+    ds = Dataset(out, require_complete=True)
+    got = ds.read(columns=["id", "instruction", "output"]).to_pylist()
+    assert sorted(r["id"] for r in got) == sorted(r["id"] for r in rows)
+    assert all(r["output"] == "echo:" + r["instruction"] for r in got)
+    assert all(v == 1 for v in srv.answered.values()) and len(srv.answered) == N
+    assert sum(srv.received.values()) == N + 1 and srv.received[hold] == 2
+    assert ds.manifest()["totals"]["teacher_cache_hits"] == 2 + 8  # rows 10-11, shards 3 and 4

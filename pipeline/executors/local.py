@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 
 from ..lifecycle import die_with_parent, started_from_main_thread
-from ..runner import process_shard
+from ..runner import compute_shard, process_shard, stage_result
 from ..teacher.budget import Budget
 
 
@@ -67,8 +67,9 @@ class LocalExecutor:
                 staged, stats = process_shard(stage, spec, out, ctx)
                 on_shard(spec, staged, stats)
             return {}
-        overlapped(todo, lambda spec: process_shard(stage, spec, out, ctx),
-                   lambda spec, res: on_shard(spec, *res), lookahead)
+        # staged only when its turn to commit comes: a kill leaves no files of shards that wait their turn
+        overlapped(todo, lambda spec: compute_shard(stage, spec, ctx),
+                   lambda spec, res: on_shard(spec, *stage_result(stage, spec, out, *res)), lookahead)
         return {}
 
     def pool(self, workers: int, warm: Callable[[], Any] | None = None) -> "Pool":

@@ -23,7 +23,8 @@ committed strictly in index order (a reorder buffer), so done markers,
 progress and a stage's spend come in the same order as without overlap, and
 at most 1 + lookahead shards' rows are held at once. A stage whose own budget
 caps are set runs its shards one after the other (each cap is checked before
-each shard starts, exactly). Each shard's `teacher_*` counters are counted
+each shard starts, exactly), and so does a run whose teacher cannot take
+concurrent calls (`teacher_overlaps`). Each shard's `teacher_*` counters are counted
 from its own completions (teacher/tally.py). $DISTILL_SHARD_LOOKAHEAD sets
 the lookahead (default 8; 0: one shard at a time).
 
@@ -176,6 +177,16 @@ def shard_lookahead() -> int:
     return value
 
 
+def teacher_overlaps(ctx: Any) -> bool:
+    """Whether shards may overlap: the run's teacher takes concurrent calls (`concurrent_calls` on a built
+    one; before it is built, a configured backend other than vLLM's one in-process engine). A live teacher
+    that does not (a scripted test teacher) gets its shards one at a time, in the order they were always asked."""
+    if ctx.has_teacher:
+        return bool(getattr(ctx.teacher, "concurrent_calls", False))
+    section = getattr(ctx.teacher_factory, "section", None)
+    return section is not None and section.backend != "vllm"
+
+
 def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -> tuple[StagedShard | None, dict[str, Any]]:
     """The per-shard body, the same in every executor's process: read, process, account, stage.
     A shard with unanswered rows is not staged: (None, stats with UNANSWERED)."""
@@ -233,7 +244,8 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
     Only an `ordered` executor can keep such caps; others refuse them.
 
     `lookahead`: shards started ahead of the next to commit (default
-    `shard_lookahead()`); none while such a cap is set.
+    `shard_lookahead()`); none while such a cap is set, or when the teacher
+    cannot take concurrent calls (`teacher_overlaps`).
     """
     if executor is not None:
         ctx = ctx.with_executor(executor)
@@ -241,6 +253,8 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
         budget.max_rows, budget.max_requests, budget.max_tokens, budget.max_seconds))
     in_order = capped and ctx.executor.ordered
     ahead = shard_lookahead() if lookahead is None else max(int(lookahead), 0)
+    if not teacher_overlaps(ctx):
+        ahead = 0
     caps = "" if budget is None else " / ".join(f"{k} {v}" for k, v in budget.own_caps.items() if v is not None)
     if budget is not None and not in_order and caps:
         raise ConfigError(f"{stage.name}: its own budget ({caps}) is counted shard by shard in order, which the "

@@ -43,7 +43,7 @@ def main(src: str, out: str, workdir: str, base_url: str, concurrency: str = "1"
     wd = Path(workdir)
     sec = TeacherSection(backend="openai", base_url=base_url, model="fault-model", concurrency=int(concurrency))
     ctx = RunContext(run_id="kill", seed=7, workdir=wd, progress=False,
-                       teacher_factory=lambda: TeacherFactory(sec, wd, 7).build())
+                       teacher_factory=TeacherFactory(sec, wd, 7))
     try:
         run_shards(AskOnce(), Dataset(src), out, ctx, shard_rows=SHARD_ROWS)
     finally:

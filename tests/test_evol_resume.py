@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -77,9 +76,7 @@ def test_sigkill_mid_round_then_rerun_repeats_no_teacher_call(tmp_path):
     # judge call of shard 1: shard 0 is done, shard 1's evolutions were answered.
     script = CHILD.format(tests=str(TESTS), kill_at=5, log=str(log), cache=str(cache), seed=SEED,
                           src=str(src), out=str(out), cfg=CFG, shard_rows=SHARD_ROWS)
-    # one shard at a time, so that call 5 is shard 1's judge call (the kill with overlap: test_runner_overlap.py)
-    env = dict(os.environ, DISTILL_SHARD_LOOKAHEAD="0")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     answered = [tuple(json.loads(line)) for line in log.read_text().splitlines()]
     assert len(answered) == 2 + 2 + 2 + 2          # shard 0: evolve, judge, answer; shard 1: evolve

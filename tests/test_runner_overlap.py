@@ -46,6 +46,11 @@ def section(url, **kw):
                           **{"concurrency": 8, "max_retries": 1, "timeout_s": 30, **kw})
 
 
+def recipe(tmp_path):
+    """A configured teacher the teacher-free stages below never build (shards overlap for such a run)."""
+    return TeacherFactory(section("http://127.0.0.1:9/v1"), tmp_path, 0)
+
+
 def wait_for(cond, what, limit=30.0):
     """Poll until `cond()` (a deadlock guard, not a timing assert)."""
     end = time.monotonic() + limit
@@ -98,8 +103,8 @@ def test_shards_commit_in_order_when_a_later_shard_finishes_first(tmp_path, monk
     make_input(tmp_path / "in")
     order = commits(monkeypatch)
     stage = Gate()
-    m = run_shards(stage, Dataset(tmp_path / "in"), tmp_path / "out", RunContext(run_id="r", progress=False),
-                   shard_rows=SHARD, lookahead=3)
+    ctx = RunContext(run_id="r", progress=False, teacher_factory=recipe(tmp_path))
+    m = run_shards(stage, Dataset(tmp_path / "in"), tmp_path / "out", ctx, shard_rows=SHARD, lookahead=3)
     assert stage.finished.index(1) < stage.finished.index(0)      # shard 1 was done before shard 0
     assert order == [0, 1, 2, 3] and m["rows_out"] == ROWS
     assert [r["instruction"] for r in Dataset(tmp_path / "out").iter_rows()] == [f"task number {i}" for i in range(ROWS)]
@@ -199,7 +204,7 @@ class Crashing:
 def test_resume_after_an_exception_mid_run_redoes_only_the_failed_shard(tmp_path, monkeypatch):
     make_input(tmp_path / "in")
     ds_in = Dataset(tmp_path / "in")
-    ctx = RunContext(run_id="r", progress=False)
+    ctx = RunContext(run_id="r", progress=False, teacher_factory=recipe(tmp_path))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_shards(Crashing(crash_on=1), ds_in, tmp_path / "out", ctx, shard_rows=SHARD, lookahead=8)
     assert marker(tmp_path / "out", 1) is None            # the others were delivered, in order
@@ -216,7 +221,7 @@ def test_a_stage_budget_cap_runs_its_shards_one_at_a_time(tmp_path):
     make_input(tmp_path / "in")
     stage = Gate()
     budget = Budget().child(max_rows=100)
-    ctx = RunContext(run_id="r", progress=False)
+    ctx = RunContext(run_id="r", progress=False, teacher_factory=recipe(tmp_path))
     run_shards(stage, Dataset(tmp_path / "in"), tmp_path / "out", ctx, shard_rows=SHARD, lookahead=3,
                budget=budget, spend=lambda b, marker: b.spend(rows=marker["rows_out"]))
     assert stage.finished == [0, 1, 2, 3] and budget.rows == ROWS  # shard 0 waited out its guard alone
@@ -319,3 +324,16 @@ def test_sigkill_with_overlapping_shards_repeats_only_the_request_in_flight(tmp_
     assert all(v == 1 for v in srv.answered.values()) and len(srv.answered) == N
     assert sum(srv.received.values()) == N + 1 and srv.received[hold] == 2
     assert ds.manifest()["totals"]["teacher_cache_hits"] == 2 + 8  # rows 10-11, shards 3 and 4
+
+
+def test_a_teacher_without_concurrent_calls_gets_its_shards_one_at_a_time(tmp_path):
+    """A scripted teacher answers in the caller's thread: overlapping would only reorder its calls."""
+    from pipeline.teacher.fake import FakeTeacher
+
+    make_input(tmp_path / "in")
+    threads = set()
+    teacher = FakeTeacher(lambda req: threads.add(threading.current_thread().name) or "answer")
+    ctx = RunContext(run_id="r", progress=False, teacher_factory=lambda: teacher)
+    run_orca(tmp_path / "in", tmp_path / "out", ctx, OrcaConfig(), shard_rows=SHARD)
+    assert threads == {threading.current_thread().name}            # no shard thread asked it
+    assert [r.messages[-1]["content"] for r in teacher.seen] == [f"task number {i}" for i in range(ROWS)]

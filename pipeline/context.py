@@ -15,6 +15,7 @@ and the refresh's seams (`against`: published datasets to dedup against,
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,7 @@ from .teacher.budget import Budget
 from .teacher.factory import TeacherFactory
 
 CURRENT = "CURRENT"
+_BUILDING = threading.RLock()  # overlapping shards' threads: the run's teacher is built once
 
 
 @dataclass
@@ -96,6 +98,22 @@ def load(config: Path | None, *, workdir: Path | None = None, run_id: str | None
     return load_config(config, overrides)
 
 
+class ViewFactory:
+    """The teacher factory of a `with_teacher_view` copy: builds the view around the run's teacher, and
+    reads as the run's factory otherwise (its section: the teacher's context window)."""
+
+    def __init__(self, ctx: "RunContext", view: Callable[[Any], Any]):
+        self.ctx, self.view, self.base = ctx, view, ctx.teacher_factory
+
+    def __call__(self) -> Any:
+        return self.view(self.ctx.teacher)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or "base" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
 @dataclass
 class RunContext:
     """What a stage may use besides its rows. `executor` may be given by name ("local", "ray")."""
@@ -123,9 +141,11 @@ class RunContext:
     @property
     def teacher(self):
         if self._teacher is None:
-            if self.teacher_factory is None:
-                raise RuntimeError("this stage needs a teacher but none was configured")
-            self._teacher = self.teacher_factory()
+            with _BUILDING:
+                if self._teacher is None:
+                    if self.teacher_factory is None:
+                        raise RuntimeError("this stage needs a teacher but none was configured")
+                    self._teacher = self.teacher_factory()
         return self._teacher
 
     @teacher.setter
@@ -142,6 +162,10 @@ class RunContext:
 
     def with_executor(self, name: str) -> "RunContext":
         return self if name == self.executor.name else dataclasses.replace(self, executor=name)
+
+    def with_teacher_view(self, view: Callable[[Any], Any]) -> "RunContext":
+        """A copy whose teacher is `view(self.teacher)`, made on first use (the runner's per-shard counts)."""
+        return dataclasses.replace(self, teacher_factory=ViewFactory(self, view), _teacher=None)
 
     def for_worker(self) -> "RunContext":
         """The copy a Ray worker gets: no teacher yet (it builds its own), no progress bar, runs where it is."""

@@ -14,12 +14,27 @@ commit), and at the end no manifest is written and TeacherUnavailable (exit
 4) names the count. What did come back is in the response cache, so the
 rerun pays only for the rest.
 
+Shards overlap (`lookahead`): on the local executor up to 1 + lookahead
+shards run `process` at once (threads), so the next shard's requests fill
+the teacher's window while an earlier shard waits for its slowest answers;
+the teacher's `concurrency` still caps all requests in flight together
+(teacher/slots.py: the earliest shard's requests go first). Shards are
+committed strictly in index order (a reorder buffer), so done markers,
+progress and a stage's spend come in the same order as without overlap, and
+at most 1 + lookahead shards' rows are held at once. A stage whose own budget
+caps are set runs its shards one after the other (each cap is checked before
+each shard starts, exactly), and so does a run whose teacher cannot take
+concurrent calls (`teacher_overlaps`). Each shard's `teacher_*` counters are counted
+from its own completions (teacher/tally.py). $DISTILL_SHARD_LOOKAHEAD sets
+the lookahead (default 8; 0: one shard at a time).
+
 Global stages (MinHash, embedding dedup, selection) do not use this loop; they
 run explicit phases over `store.Dataset` and write with `store.DatasetWriter`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -33,6 +48,8 @@ from .errors import TeacherUnavailable
 from .store import Dataset, DatasetWriter, Location, ShardSpec, StagedShard, fingerprint, stage_shard
 from .teacher.base import TeacherUsage
 from .teacher.budget import Budget
+from .teacher.slots import first_by
+from .teacher.tally import TallyTeacher
 
 
 @dataclass
@@ -142,16 +159,53 @@ def teacher_usage(ctx: Any) -> TeacherUsage | None:
 UNANSWERED = "unanswered"  # the stats key of a shard that is not staged: {"rows": n, "reasons": {kind: n}}
 
 
+DEFAULT_LOOKAHEAD = 8
+
+
+def shard_lookahead() -> int:
+    """Shards started ahead of the next one to commit: $DISTILL_SHARD_LOOKAHEAD, default 8 (0: none)."""
+    raw = os.environ.get("DISTILL_SHARD_LOOKAHEAD", "").strip()
+    if not raw:
+        return DEFAULT_LOOKAHEAD
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"DISTILL_SHARD_LOOKAHEAD={raw!r} is not a whole number of shards (e.g. 8; 0: "
+                          "one shard at a time)") from None
+    if value < 0:
+        raise ConfigError(f"DISTILL_SHARD_LOOKAHEAD={raw!r} must be 0 or more shards")
+    return value
+
+
+def teacher_overlaps(ctx: Any) -> bool:
+    """Whether shards may overlap: the run's teacher takes concurrent calls (`concurrent_calls` on a built
+    one; before it is built, a configured backend other than vLLM's one in-process engine). A live teacher
+    that does not (a scripted test teacher) gets its shards one at a time, in the order they were always asked."""
+    if ctx.has_teacher:
+        return bool(getattr(ctx.teacher, "concurrent_calls", False))
+    section = getattr(ctx.teacher_factory, "section", None)
+    return section is not None and section.backend != "vllm"
+
+
 def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -> tuple[StagedShard | None, dict[str, Any]]:
     """The per-shard body, the same in every executor's process: read, process, account, stage.
     A shard with unanswered rows is not staged: (None, stats with UNANSWERED)."""
+    return stage_result(stage, spec, out, *compute_shard(stage, spec, ctx))
+
+
+def compute_shard(stage: ShardStage, spec: ShardSpec, ctx: Any) -> tuple[ShardResult, dict[str, Any]]:
+    """Read, process and account one shard, writing nothing. Safe to run for several shards at once on
+    one `ctx` (the local executor's overlap): the shard's teacher counts are its own (TallyTeacher)."""
     rows = spec.read_rows()
-    before = teacher_usage(ctx)
+    view = ctx.with_teacher_view(TallyTeacher)
     ts = time.monotonic()
-    result = stage.process(rows, ctx)
+    with first_by(spec.index):  # its requests before later shards' (teacher/slots.py)
+        result = stage.process(rows, view)
     stats: dict[str, Any] = {"rows_in": len(rows), "seconds": round(time.monotonic() - ts, 3)}
-    if (after := teacher_usage(ctx)) is not None:
-        stats.update(after.delta(before).marker())
+    if view.has_teacher:
+        stats.update(view.teacher.stats.marker())
+    elif ctx.has_teacher:
+        stats.update(TeacherUsage().marker())
     for k, v in result.stats.items():
         stats[k] = stats.get(k, 0) + v
     for r in result.rejected:  # filtering stages must account for every row: kept, or rejected with a reason
@@ -159,6 +213,13 @@ def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -
             raise ValueError(f"stage {stage.name}: rejected row {r.get('id')} has no drop_reason")
     if result.unanswered:
         stats[UNANSWERED] = {"rows": result.unanswered, "reasons": dict(result.unanswered_reasons)}
+    return result, stats
+
+
+def stage_result(stage: ShardStage, spec: ShardSpec, out: Location, result: ShardResult,
+                 stats: dict[str, Any]) -> tuple[StagedShard | None, dict[str, Any]]:
+    """`compute_shard`'s result under temporary names for the commit; None when rows were left unanswered."""
+    if result.unanswered:
         return None, stats
     return stage_shard(out, spec.index, result.kept, result.rejected, stage=stage.name), stats
 
@@ -167,7 +228,8 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
                shard_rows: int = 1000, limit: int | None = None, executor: str | None = None,
                manifest_extra: dict[str, Any] | None = None, plan: dict[str, Any] | None = None,
                budget: Budget | None = None,
-               spend: Callable[[Budget, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+               spend: Callable[[Budget, dict[str, Any]], None] | None = None,
+               lookahead: int | None = None) -> dict[str, Any]:
     """Run `stage` over every not-yet-done shard of `input_ds` on `ctx.executor`; return the manifest.
 
     The one shard loop: plan, skip done, commit as results arrive, manifest
@@ -180,10 +242,19 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
     `budget.exhausted_by` names stops the loop, noted, with no manifest (a
     rerun with more room continues) and `{"stopped_by": limit}` returned.
     Only an `ordered` executor can keep such caps; others refuse them.
+
+    `lookahead`: shards started ahead of the next to commit (default
+    `shard_lookahead()`); none while such a cap is set, or when the teacher
+    cannot take concurrent calls (`teacher_overlaps`).
     """
     if executor is not None:
         ctx = ctx.with_executor(executor)
-    in_order = budget is not None and ctx.executor.ordered
+    capped = budget is not None and any(v is not None for v in (
+        budget.max_rows, budget.max_requests, budget.max_tokens, budget.max_seconds))
+    in_order = capped and ctx.executor.ordered
+    ahead = shard_lookahead() if lookahead is None else max(int(lookahead), 0)
+    if not teacher_overlaps(ctx):
+        ahead = 0
     caps = "" if budget is None else " / ".join(f"{k} {v}" for k, v in budget.own_caps.items() if v is not None)
     if budget is not None and not in_order and caps:
         raise ConfigError(f"{stage.name}: its own budget ({caps}) is counted shard by shard in order, which the "
@@ -213,7 +284,7 @@ def run_shards(stage: ShardStage, input_ds: Dataset, out: str | Path | Location,
     stopped = None
     try:
         if not in_order:
-            extra = ctx.executor.map_shards(stage, todo, writer.loc, ctx, commit)
+            extra = ctx.executor.map_shards(stage, todo, writer.loc, ctx, commit, lookahead=0 if capped else ahead)
         else:
             extra = {}
             for spec in todo:

@@ -3,7 +3,7 @@
 Each row asks the teacher once (one `chat()` per row, so every answer is in
 the cache before the next request goes out) and keeps the answer as output.
 
-    python tests/teacher_kill_stage.py INPUT OUT WORKDIR BASE_URL
+    python tests/teacher_kill_stage.py INPUT OUT WORKDIR BASE_URL [CONCURRENCY]
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ class AskOnce:
         return ShardResult(kept=kept)
 
 
-def main(src: str, out: str, workdir: str, base_url: str) -> None:
+def main(src: str, out: str, workdir: str, base_url: str, concurrency: str = "1") -> None:
     wd = Path(workdir)
-    sec = TeacherSection(backend="openai", base_url=base_url, model="fault-model", concurrency=1)
+    sec = TeacherSection(backend="openai", base_url=base_url, model="fault-model", concurrency=int(concurrency))
     ctx = RunContext(run_id="kill", seed=7, workdir=wd, progress=False,
-                       teacher_factory=lambda: TeacherFactory(sec, wd, 7).build())
+                       teacher_factory=TeacherFactory(sec, wd, 7))
     try:
         run_shards(AskOnce(), Dataset(src), out, ctx, shard_rows=SHARD_ROWS)
     finally:

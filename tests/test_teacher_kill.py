@@ -27,8 +27,11 @@ N = 23          # 5 shards of 5 rows (the last one 3)
 HOLD_AT = "task 12"  # third shard, third row
 
 
-def run_stage(args: list[str]) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+def run_stage(args: list[str], lookahead: str = "0") -> subprocess.Popen:
+    """One shard at a time unless `lookahead` (the layout asserted below is the sequential one; with
+    overlapping shards: test_runner_overlap.py)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
+               DISTILL_SHARD_LOOKAHEAD=lookahead)
     return subprocess.Popen([sys.executable, str(HERE / "teacher_kill_stage.py"), *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

@@ -1,8 +1,11 @@
 """The local executor: shards in this process, per-block phase tasks on worker processes.
 
-`LocalExecutor.map_shards` runs a per-shard stage's shards here, one after
-the other (a teacher-bound stage is concurrent inside its teacher, not
-across shards). `LocalExecutor.pool(workers)` is the `map`/`imap` that global
+`LocalExecutor.map_shards` runs a per-shard stage's shards here: one after
+the other, or with `lookahead` up to 1 + lookahead shards at once on
+threads (`overlapped`), so a teacher-bound stage's next shard fills the
+teacher's window while the previous one's slowest answers finish (the
+teacher's own concurrency caps the requests of all of them together); each
+shard is still handed to `on_shard` (committed) in order. `LocalExecutor.pool(workers)` is the `map`/`imap` that global
 stages (MinHash) hand their per-block tasks to: worker processes, and the
 calling process works too.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -29,7 +33,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 
 from ..lifecycle import die_with_parent, started_from_main_thread
-from ..runner import process_shard
+from ..runner import compute_shard, process_shard, stage_result
 from ..teacher.budget import Budget
 
 
@@ -51,15 +55,21 @@ class SideTeacher:
 
 class LocalExecutor:
     name = "local"
-    ordered = True       # shards one after the other, each committed before the next starts
+    ordered = True       # shards committed in order (with lookahead 0, each before the next starts)
     distributed = False  # everything runs in this process or its worker processes
 
     def map_shards(self, stage: Any, todo: list[Any], out: Any, ctx: Any,
-                   on_shard: Callable[[Any, Any, dict[str, Any]], None]) -> dict[str, Any]:
-        """Run `stage` over `todo` here; `on_shard(spec, staged, stats)` commits each. Returns manifest extras."""
-        for spec in todo:
-            staged, stats = process_shard(stage, spec, out, ctx)
-            on_shard(spec, staged, stats)
+                   on_shard: Callable[[Any, Any, dict[str, Any]], None], lookahead: int = 0) -> dict[str, Any]:
+        """Run `stage` over `todo` here; `on_shard(spec, staged, stats)` commits each, in order.
+        `lookahead`: shards started ahead of the next one to commit. Returns manifest extras."""
+        if lookahead <= 0 or len(todo) <= 1:
+            for spec in todo:
+                staged, stats = process_shard(stage, spec, out, ctx)
+                on_shard(spec, staged, stats)
+            return {}
+        # staged only when its turn to commit comes: a kill leaves no files of shards that wait their turn
+        overlapped(todo, lambda spec: compute_shard(stage, spec, ctx),
+                   lambda spec, res: on_shard(spec, *stage_result(stage, spec, out, *res)), lookahead)
         return {}
 
     def pool(self, workers: int, warm: Callable[[], Any] | None = None) -> "Pool":
@@ -85,6 +95,47 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
+
+
+def overlapped(todo: list[Any], work: Callable[[Any], Any], deliver: Callable[[Any, Any], None],
+               lookahead: int) -> None:
+    """`work(item)` for every item of `todo` on threads, at most 1 + `lookahead` items started and not yet
+    delivered; `deliver(item, result)` here, in `todo` order (a reorder buffer).
+
+    An item that raises: no new item starts, the ones started are waited for and the others delivered,
+    then the first exception (in `todo` order) is raised; what was delivered stays delivered (a rerun
+    resumes after it, as without overlap). An exception in `deliver` (or Ctrl-C) is raised at once: the
+    threads are daemons and their staged files are temporaries the next run clears."""
+    done: dict[int, tuple[bool, Any]] = {}
+    cond = threading.Condition()
+
+    def run(pos: int, item: Any) -> None:
+        try:
+            res = (True, work(item))
+        except BaseException as e:  # re-raised by the delivering thread, in order
+            res = (False, e)
+        with cond:
+            done[pos] = res
+            cond.notify_all()
+
+    started = nxt = 0
+    error: BaseException | None = None
+    while nxt < started or (error is None and nxt < len(todo)):
+        with cond:
+            while error is None and started < len(todo) and started <= nxt + lookahead:
+                threading.Thread(target=run, args=(started, todo[started]), daemon=True,
+                                 name=f"shard-{started}").start()
+                started += 1
+            while nxt not in done:
+                cond.wait()
+            ok, res = done.pop(nxt)
+        item, nxt = todo[nxt], nxt + 1
+        if not ok:
+            error = error or res
+        else:
+            deliver(item, res)
+    if error is not None:
+        raise error
 
 
 class Pool:

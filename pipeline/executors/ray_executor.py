@@ -58,8 +58,9 @@ class RayExecutor:
         self.max_restarts = max_restarts
 
     def map_shards(self, stage: Any, todo: list[ShardSpec], out: Location, ctx: Any,
-                   on_shard: Callable[[ShardSpec, Any, dict[str, Any]], None]) -> dict[str, Any]:
-        """Run `stage` over `todo` on worker actors; `on_shard(spec, staged, stats)` commits each."""
+                   on_shard: Callable[[ShardSpec, Any, dict[str, Any]], None], lookahead: int = 0) -> dict[str, Any]:
+        """Run `stage` over `todo` on worker actors; `on_shard(spec, staged, stats)` commits each.
+        `lookahead` is the local executor's; here the actors' queues keep the shards overlapping."""
         ray = connect(self.address)
         extra: dict[str, Any] = {"executor": "ray", "ray_workers": 0}
         if not todo:

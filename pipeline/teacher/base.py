@@ -202,6 +202,7 @@ class TeacherLayer:
         self.model = inner.model
         self.endpoint = getattr(inner, "endpoint", None)
         self.stats = inner.stats
+        self.concurrent_calls = getattr(inner, "concurrent_calls", False)  # chat may be called from threads at once
 
     def close(self) -> None:
         self.inner.close()

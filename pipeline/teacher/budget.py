@@ -6,10 +6,14 @@ worker's copy. Time counts from its start, wall-clock on Ray (monotonic
 clocks are per process). Two things spend it:
 
 - `BudgetedTeacher`, the teacher layer between the response cache and the
-  backend, so cache hits cost nothing and are always served. It sends
-  requests in waves of `wave` (the teacher's concurrency) and, before each,
-  checks the token and time limits; once one is reached every further
-  request comes back as a `budget_exhausted` error without being sent.
+  backend, so cache hits cost nothing and are always served. While a limit
+  is enforced it keeps `wave` (the teacher's concurrency) requests in flight
+  and checks the token and time limits before each one is sent, so a slow
+  answer never idles the window and the budget is overshot by at most what
+  is in flight (a backend that cannot take concurrent calls, `concurrent_calls`
+  false, gets waves of `wave` with the check before each); once one is
+  reached every further request comes back as a `budget_exhausted` error
+  without being sent.
   Stages treat a failed completion as a dropped row with its reason, so a
   budget that runs out mid-stage leaves every unanswered row accounted for.
 - a stage's own caps (max_tokens_total, max_requests, max_rows): a `child`
@@ -45,6 +49,7 @@ again. A refresh night's refusals stay `budget_exhausted` drops.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable
 
@@ -52,6 +57,7 @@ from ..errors import BudgetExhausted
 from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherLayer
 from .limits import estimate_tokens
 from .pricing import Prices
+from .slots import caller_rank, first_by
 
 
 class Ledger:
@@ -329,6 +335,8 @@ class BudgetedTeacher(TeacherLayer):
 
     def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
         b = self.budget
+        if b.enforced and len(requests) > 1 and getattr(self.inner, "concurrent_calls", False):
+            return self._windowed(requests, on_done)
         step = self.wave if b.enforced else max(len(requests), 1)
         out: list[Completion] = []
         for start in range(0, len(requests), step):
@@ -349,3 +357,45 @@ class BudgetedTeacher(TeacherLayer):
                         len(sent))
             out.extend(got)
         return out
+
+    def _windowed(self, requests: list[ChatRequest], on_done: OnDone | None) -> list[Completion]:
+        """`wave` senders, each checking the limits before each request it sends: the window stays full."""
+        b, out = self.budget, [None] * len(requests)
+        todo, lock, failed = iter(range(len(requests))), threading.Lock(), []
+        rank = caller_rank()
+
+        def sender() -> None:
+            with first_by(rank):
+                while not failed:
+                    with lock:
+                        i = next(todo, None)
+                        if i is None:
+                            return
+                        limit = b.exhausted_by
+                        if limit is not None:
+                            b.note(limit)
+                            b.refuse(1)
+                    if limit is not None:
+                        c = out[i] = self._refusal(limit)
+                        if on_done is not None:
+                            on_done(i, c)
+                        continue
+                    try:
+                        (c,) = self.inner.chat([requests[i]], on_done=None if on_done is None else
+                                               lambda _, c, i=i: on_done(i, c))
+                    except BaseException as e:  # a tripped breaker: raised in the caller
+                        failed.append(e)
+                        return
+                    out[i] = c
+                    if not c.cached:
+                        with lock:
+                            b.spend(c.usage.prompt_tokens, c.usage.completion_tokens, 1)
+
+        threads = [threading.Thread(target=sender, daemon=True) for _ in range(min(self.wave, len(requests)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failed:
+            raise failed[0]
+        return out  # type: ignore[return-value]

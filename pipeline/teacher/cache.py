@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Iterable
@@ -77,6 +78,7 @@ class ResponseCache:
         self.batch_rows, self.batch_s = batch_rows, batch_s
         self._pending: list[tuple] = []
         self._last_flush = time.monotonic()
+        self._lock = threading.RLock()  # overlapping shards' threads share the one connection and batch
 
     def _migrate(self) -> None:
         have = {r[1] for r in self._db.execute("PRAGMA table_info(responses)")}
@@ -98,7 +100,8 @@ class ResponseCache:
     def get_many(self, keys: list[str]) -> dict[str, Completion]:
         """The stored completions among `keys` (errors are not served)."""
         try:
-            return self._get_many(keys)
+            with self._lock:
+                return self._get_many(keys)
         except sqlite3.Error as e:
             raise self._failed("cannot be read", e) from None
 
@@ -118,6 +121,10 @@ class ResponseCache:
         return found
 
     def put(self, key: str, model: str, c: Completion) -> None:
+        with self._lock:
+            self._put(key, model, c)
+
+    def _put(self, key: str, model: str, c: Completion) -> None:
         err = c.error
         self._pending.append((
             key, model, 0 if err is not None else 1, c.text, c.finish_reason,
@@ -125,9 +132,13 @@ class ResponseCache:
             json.dumps(c.logprobs, ensure_ascii=False) if c.logprobs is not None else None,
             err.kind if err else None, err.message if err else None, c.attempts, time.time(), c.reasoning))
         if len(self._pending) >= self.batch_rows or time.monotonic() - self._last_flush >= self.batch_s:
-            self.flush()
+            self._flush()
 
     def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         self._last_flush = time.monotonic()
         if not self._pending:
             return
@@ -144,7 +155,8 @@ class ResponseCache:
             raise self._failed("cannot be written", e) from None
 
     def counts(self) -> dict[str, int]:
-        ok, err = self._db.execute("SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0) FROM responses").fetchone()
+        with self._lock:
+            ok, err = self._db.execute("SELECT COALESCE(SUM(ok), 0), COALESCE(SUM(1 - ok), 0) FROM responses").fetchone()
         return {"ok": int(ok), "errors": int(err)}
 
     def close(self) -> None:

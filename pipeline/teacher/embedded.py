@@ -62,6 +62,7 @@ def plan_replicas(n_threads: int | None, replicas: int | None) -> tuple[int, int
 
 class EmbeddedTeacher:
     backend = "llamacpp"
+    concurrent_calls = True  # its client is an openai backend (one loop, shared request slots)
 
     def __init__(self, section, *, seed: int = 0, workdir: Path | None = None,
                  request_log: Path | None = None, ready_timeout_s: float = 180.0):

@@ -14,7 +14,10 @@ and parsing the reply with `json.loads` (see scripts/bench_teacher.py for the
 side-by-side figures). At thousands of requests a shard that CPU is the
 client's ceiling.
 
-`chat()` runs `concurrency` workers over the request list; each request is
+`chat()` runs `concurrency` workers over the request list, on the backend's
+one event loop (a thread of its own), so several threads may call `chat` at
+once (the runner's overlapping shards): all calls share `concurrency` request
+slots (slots.py), the oldest call's requests first. Each request is
 retried with full-jitter exponential backoff on 429 (Retry-After honoured),
 5xx, timeouts, dropped connections and 200 replies that are not a chat
 completion. A request that still fails comes back as a Completion carrying a
@@ -31,6 +34,7 @@ is never stored on the object under a printable attribute or in its repr.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -45,6 +49,7 @@ from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherUsage, U
 from .limits import Limiter, LocalLimiter, backoff_delay, estimate_tokens, parse_retry_after
 from .reasoning import FIELDS as REASONING_FIELDS
 from .reasoning import split_message
+from .slots import Slots, caller_rank
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,7 @@ class _Fault(Exception):
 
 class OpenAIBackend:
     backend = "openai"
+    concurrent_calls = True  # one loop and one set of request slots for every calling thread
 
     def __init__(self, section, *, seed: int = 0, backoff_base: float = 0.5, backoff_cap: float = 30.0,
                  endpoints: list[str] | None = None, revive: Callable[[int], bool] | None = None,
@@ -93,6 +99,9 @@ class OpenAIBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._slots: Slots | None = None  # `concurrency` request slots shared by every chat call (slots.py)
+        self._calls = itertools.count()   # call order: an older call's requests get freed slots first
         try:
             self.model = section.model or self._discover_model()
         except BaseException:
@@ -116,27 +125,21 @@ class OpenAIBackend:
         return text.replace(key, "***") if key else text
 
     def _run(self, coro):
+        """Run `coro` on the backend's one event loop (its own thread) and wait for it: several threads
+        may call `chat` at once and share the session, its connections and the request slots."""
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                return self._loop.run_until_complete(coro)
-            # Called from inside someone else's event loop: run ours on a helper thread.
-            box: dict[str, Any] = {}
-
-            def target():
-                try:
-                    box["v"] = self._loop.run_until_complete(coro)
-                except BaseException as e:  # re-raised in the caller's thread
-                    box["e"] = e
-            t = threading.Thread(target=target)
-            t.start()
-            t.join()
-            if "e" in box:
-                raise box["e"]
-            return box["v"]
+                self._thread = threading.Thread(target=self._loop.run_forever, name="openai-backend", daemon=True)
+                self._thread.start()
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("OpenAIBackend.chat called from its own event loop (an on_done callback?)")
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()  # the caller gave up (Ctrl-C, a raise): its requests must not run on unattended
+            raise
 
     async def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -175,9 +178,14 @@ class OpenAIBackend:
 
     def close(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
-            if self._session is not None:
-                self._run(self._session.close())
-            self._loop.close()
+            try:
+                if self._session is not None:
+                    self._run(self._session.close())
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(10)
+                if not self._loop.is_running():
+                    self._loop.close()
         self._session = None
 
     # -- requests -----------------------------------------------------------
@@ -212,13 +220,16 @@ class OpenAIBackend:
         """Completions in request order; `on_done(i, completion)` is called as each one finishes."""
         if not requests:
             return []
-        out = self._run(self._chat(requests, on_done))
+        out = self._run(self._chat(requests, on_done, caller_rank()))
         if all(c.error is not None and c.error.kind == "unavailable" and c.error.retryable for c in out):
             raise TeacherUnavailable(self._unreachable(out[0].error.message))
         return out
 
-    async def _chat(self, requests: list[ChatRequest], on_done: OnDone | None) -> list[Completion]:
+    async def _chat(self, requests: list[ChatRequest], on_done: OnDone | None, rank: int = 0) -> list[Completion]:
         session = await self._ensure_session()
+        if self._slots is None:
+            self._slots = Slots(self.concurrency)
+        slots, priority = self._slots, (rank, next(self._calls))
         out: list[Completion | None] = [None] * len(requests)
         todo = iter(range(len(requests)))
         self.stats.requests += len(requests)
@@ -226,7 +237,8 @@ class OpenAIBackend:
         async def worker(endpoint: int) -> None:
             for i in todo:
                 try:
-                    c = await self._send(session, requests[i], endpoint)
+                    async with slots.hold(priority):
+                        c = await self._send(session, requests[i], endpoint)
                 except Exception as e:  # a bug must not take the other requests down
                     log.exception("unexpected error in teacher request %d", i)
                     c = Completion(text=None, error=TeacherError("invalid_response", self._scrub(repr(e)), 1, False))
@@ -241,8 +253,8 @@ class OpenAIBackend:
         try:
             await asyncio.gather(*tasks)
         except BaseException:
-            # `on_done` raised (a tripped breaker): the requests still in flight are abandoned, not left
-            # running on the loop to call back later.
+            # `on_done` raised (a tripped breaker), or the caller gave up: the requests still in flight are
+            # abandoned, not left running on the loop to call back later.
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -13,6 +13,7 @@ the bad request gets a typed error and the others still get answers.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ..errors import TeacherUnavailable, import_extra
@@ -38,6 +39,7 @@ class VLLMBackend:
         self.endpoint = section.model  # the model path or hub name the engine loaded
         self.run_seed = seed
         self.stats = TeacherUsage()
+        self._lock = threading.Lock()  # one engine: overlapping shards' calls take turns
         args: dict[str, Any] = {"seed": seed, **section.vllm_args}
         try:
             self.llm = vllm.LLM(model=section.model, **args)
@@ -56,7 +58,8 @@ class VLLMBackend:
             seed=derive_seed(self.run_seed, req.record_id, req.purpose, req.sample_index))
 
     def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
-        out = self._chat(requests)
+        with self._lock:
+            out = self._chat(requests)
         for i, c in enumerate(out if on_done is not None else ()):  # one engine batch: all final at once
             on_done(i, c)
         return out

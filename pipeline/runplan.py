@@ -29,6 +29,7 @@ from .records import now_utc
 from .stage import StageSpec
 from .store import Dataset, RunLock, atomic_write_json, fingerprint, read_json, require_finished, set_aside
 from .store.lock import LOCK_NAME
+from .teacher.factory import BATCH_BACKENDS
 from .teacher.ping import preflight
 from .teacher.pricing import Prices
 
@@ -70,7 +71,7 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
     ctx = make_context(cfg, paths, progress=progress)
     if max_cost is not None:  # refused requests are unanswered (budget.py), so the rerun continues them
         ctx.budget = ctx.executor.budget().cap_cost(max_cost, Prices.required(cfg.teacher, "--max-cost", cfg.source),
-                                                    resumable=True)
+                                                    resumable=True, batch=cfg.teacher.backend in BATCH_BACKENDS)
         ctx.teacher_factory = ctx.teacher_factory.with_budget(ctx.budget)
     if ping:
         try:

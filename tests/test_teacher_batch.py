@@ -199,6 +199,32 @@ def test_reserve_is_called_before_create_and_may_refuse_the_batch(tmp_path, serv
     t.close()
 
 
+def test_a_cost_cap_reserves_each_batch_through_the_factory_and_refuses_one_that_does_not_fit(tmp_path, server):
+    from pipeline.errors import BudgetExhausted
+    from pipeline.teacher.budget import Budget
+    from pipeline.teacher.pricing import Prices
+
+    sec = section("openai_batch", server, batch_max_requests=3, cache=False, price_prompt_per_mtok=1000.0,
+                  price_completion_per_mtok=1000.0)
+    prices = Prices.of(sec)
+    rs = reqs(3)
+    budget = Budget().cap_cost(1e9, prices, resumable=True, batch=True)
+    worst = budget.worst_case_cost(rs)
+    # room for one batch of 3 at its worst case, and not for a second next to what the first spent
+    budget = Budget().cap_cost(worst * 1.000001, prices, resumable=True, batch=True)
+    factory = TeacherFactory(sec, tmp_path, 0, budget=budget)
+    t = factory.build()
+    check_answers(rs, t.chat(rs))
+    assert server.creations == 1 and budget.reserved_cost == 0  # the hold is given back once the batch is in
+    spent = budget.cost
+    assert 0 < spent <= worst  # what it used, at the batch price, never more than its worst case
+    assert spent > worst * 0.000001
+    with pytest.raises(BudgetExhausted, match="does not fit"):
+        t.chat(reqs(3, "r"))
+    assert server.creations == 1 and budget.reserved_cost == 0  # nothing submitted, nothing held
+    t.close()
+
+
 def test_file_mode_writes_vllm_run_batch_input_and_reads_its_output(tmp_path):
     sec = section("batch_file", None, batch_wait_s=0)
     t, _ = teacher(sec, tmp_path)

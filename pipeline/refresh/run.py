@@ -43,7 +43,7 @@ from ..stages.semdedup import SemdedupConfig
 from ..store import Dataset, RunLock
 from ..teacher import ping
 from ..teacher.base import TeacherUsage
-from ..teacher.factory import TeacherFactory
+from ..teacher.factory import BATCH_BACKENDS, TeacherFactory
 from ..teacher.pricing import Prices
 from . import publish as pub
 from .config import RefreshConfig
@@ -185,7 +185,7 @@ class _Night:
             self.ctx = make_context(self.cfg, self.paths, progress=self.progress)
             r = self.rcfg
             self.budget = self.ctx.executor.budget(r.max_tokens, max_seconds=r.max_seconds, max_rows=r.max_rows)
-            self.budget.cap_cost(r.max_cost, Prices.of(self.cfg.teacher))
+            self.budget.cap_cost(r.max_cost, Prices.of(self.cfg.teacher), batch=self.cfg.teacher.backend in BATCH_BACKENDS)
         except BaseException:
             inner.close()
             raise

@@ -318,13 +318,44 @@ class Budget:
         return out
 
 
+class BatchReservations:
+    """A batch backend's `reserve` hook under a cost cap (factory.py wires it): each batch's worst case is
+    held before the batch is created (BudgetExhausted, exit 7, when it does not fit), and the holds of one
+    chat() call are given back when the call returns, after `BudgetedTeacher` has spent what was used."""
+
+    def __init__(self, budget: Budget):
+        self.budget = budget
+        self.local = threading.local()  # the holds of the chat() call running in this thread
+
+    def held(self) -> list[float]:
+        if not hasattr(self.local, "held"):
+            self.local.held = []
+        return self.local.held
+
+    def __call__(self, requests: list[ChatRequest]) -> None:
+        usd = self.budget.worst_case_cost(requests)
+        self.budget.reserve_cost(usd)
+        self.held().append(usd)
+
+    def release(self) -> None:
+        held = self.held()
+        while held:
+            self.budget.release_cost(held.pop())
+
+
 class BudgetedTeacher(TeacherLayer):
     """A Teacher that stops sending once the budget's token or time limit is reached."""
 
-    def __init__(self, inner: Any, budget: Budget, wave: int = 64):
+    def __init__(self, inner: Any, budget: Budget, wave: int = 64, reservations: BatchReservations | None = None):
+        """`reservations`: the hook of a batch backend below, which holds each batch's worst case itself:
+        such a teacher gets each call whole (its batches), not in waves."""
         super().__init__(inner)
         self.budget = budget
+        self.reservations = reservations
         self.wave = max(int(wave), 1)
+        # `wave` requests past the limit check at a time over every call: overlapping shards (runner.py)
+        # each run their own senders, and the overshoot must stay one window, not one per shard
+        self.window = threading.BoundedSemaphore(self.wave)
 
     def _refusal(self, limit: str) -> Completion:
         b = self.budget
@@ -335,9 +366,18 @@ class BudgetedTeacher(TeacherLayer):
 
     def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
         b = self.budget
+        if self.reservations is not None:
+            try:
+                return self._waves(requests, on_done, max(len(requests), 1))
+            finally:
+                self.reservations.release()
         if b.enforced and len(requests) > 1 and getattr(self.inner, "concurrent_calls", False):
             return self._windowed(requests, on_done)
-        step = self.wave if b.enforced else max(len(requests), 1)
+        return self._waves(requests, on_done, self.wave if b.enforced else max(len(requests), 1))
+
+    def _waves(self, requests: list[ChatRequest], on_done: OnDone | None, step: int) -> list[Completion]:
+        """Waves of `step` requests, the limits checked before each."""
+        b = self.budget
         out: list[Completion] = []
         for start in range(0, len(requests), step):
             limit = b.exhausted_by
@@ -364,32 +404,39 @@ class BudgetedTeacher(TeacherLayer):
         todo, lock, failed = iter(range(len(requests))), threading.Lock(), []
         rank = caller_rank()
 
+        def send_one() -> bool:
+            """One request checked, sent and spent; False when there is nothing left to send."""
+            with lock:
+                i = next(todo, None)
+                if i is None:
+                    return False
+                limit = b.exhausted_by
+                if limit is not None:
+                    b.note(limit)
+                    b.refuse(1)
+            if limit is not None:
+                c = out[i] = self._refusal(limit)
+                if on_done is not None:
+                    on_done(i, c)
+                return True
+            try:
+                (c,) = self.inner.chat([requests[i]], on_done=None if on_done is None else
+                                       lambda _, c, i=i: on_done(i, c))
+            except BaseException as e:  # a tripped breaker: raised in the caller
+                failed.append(e)
+                return False
+            out[i] = c
+            if not c.cached:
+                with lock:
+                    b.spend(c.usage.prompt_tokens, c.usage.completion_tokens, 1)
+            return True
+
         def sender() -> None:
             with first_by(rank):
                 while not failed:
-                    with lock:
-                        i = next(todo, None)
-                        if i is None:
+                    with self.window:
+                        if not send_one():
                             return
-                        limit = b.exhausted_by
-                        if limit is not None:
-                            b.note(limit)
-                            b.refuse(1)
-                    if limit is not None:
-                        c = out[i] = self._refusal(limit)
-                        if on_done is not None:
-                            on_done(i, c)
-                        continue
-                    try:
-                        (c,) = self.inner.chat([requests[i]], on_done=None if on_done is None else
-                                               lambda _, c, i=i: on_done(i, c))
-                    except BaseException as e:  # a tripped breaker: raised in the caller
-                        failed.append(e)
-                        return
-                    out[i] = c
-                    if not c.cached:
-                        with lock:
-                            b.spend(c.usage.prompt_tokens, c.usage.completion_tokens, 1)
 
         threads = [threading.Thread(target=sender, daemon=True) for _ in range(min(self.wave, len(requests)))]
         for t in threads:

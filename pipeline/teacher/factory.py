@@ -28,7 +28,7 @@ from typing import Any
 
 from .base import Teacher
 from .breaker import Breaker, BreakerTeacher
-from .budget import Budget, BudgetedTeacher
+from .budget import BatchReservations, Budget, BudgetedTeacher
 from .cache import CachedTeacher, ResponseCache
 from .guard import LengthGuard
 from .limits import Limiter
@@ -103,10 +103,13 @@ class TeacherFactory:
         teacher = backend if backend is not None else self.backend()
         try:
             sec = self.section
+            reservations = None
+            if self.budget is not None and self.budget.max_cost is not None and sec.backend in BATCH_BACKENDS:
+                reservations = teacher.reserve = BatchReservations(self.budget)  # a batch cannot pass the cap
             teacher = BreakerTeacher(teacher, Breaker(sec.breaker_consecutive, sec.breaker_rate, sec.breaker_window))
             teacher = LengthGuard(teacher, context_tokens(sec))
             if self.budget is not None:
-                teacher = BudgetedTeacher(teacher, self.budget, wave=self.section.concurrency)
+                teacher = BudgetedTeacher(teacher, self.budget, wave=sec.concurrency, reservations=reservations)
             if self.section.cache:
                 teacher = CachedTeacher(teacher, ResponseCache(cache_path(self.section, self.workdir)), self.seed)
         except BaseException:

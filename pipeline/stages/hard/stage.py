@@ -25,6 +25,7 @@ unanswered for the next run, as in every stage; what came back is in the respons
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -68,6 +69,15 @@ class HardStage:
         self.cfg = cfg
         self.student, self.student_factory = student, student_factory
         self.judge, self.judge_factory = judge, judge_factory
+        self.building = threading.Lock()  # overlapping shards (runner.py) share one student and one judge
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("building")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, building=threading.Lock())
 
     def settings(self) -> dict[str, Any]:
         s = self.cfg.model_dump(mode="json", exclude={"student", "judge_teacher", "enabled"})
@@ -78,10 +88,11 @@ class HardStage:
         return s
 
     def teachers(self, ctx: RunContext) -> tuple[Any, Any]:
-        if self.student is None:
-            self.student = self.student_factory()
-        if self.judge is None and self.judge_factory is not None:
-            self.judge = self.judge_factory()
+        with self.building:
+            if self.student is None:
+                self.student = self.student_factory()
+            if self.judge is None and self.judge_factory is not None:
+                self.judge = self.judge_factory()
         return self.student, self.judge if self.judge is not None else ctx.teacher
 
     def process(self, rows: list[dict[str, Any]], ctx: RunContext) -> ShardResult:

@@ -17,6 +17,7 @@ show how often the judge failed.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -52,11 +53,17 @@ class ScoreStage:
         self.judge_teacher = judge_teacher
         self.judge_factory = judge_factory
         self.encoder: Any = None  # the heuristic's relevance encoder, built where the stage runs
+        self.building = threading.Lock()  # overlapping shards (runner.py) share one encoder and one judge teacher
         self.decontam = Decontaminator(cfg.decontaminate, n=cfg.decontam_n, min_tokens=cfg.decontam_min_tokens,
                                        fields=tuple(cfg.decontam_fields)) if cfg.decontaminate else None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "encoder": None}  # a Ray worker loads its own
+        state = {**self.__dict__, "encoder": None}  # a Ray worker loads its own
+        state.pop("building")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, building=threading.Lock())
 
     def settings(self) -> dict[str, Any]:
         s = self.cfg.model_dump(mode="json", exclude={"judge_teacher", "judge_overrides"})
@@ -96,9 +103,10 @@ class ScoreStage:
         else:
             rel: list[Any] = [None] * len(kept)
             if self.cfg.heuristic == "length*relevance" and kept:
-                if self.encoder is None:
-                    self.encoder = make_encoder(EmbeddingSection(model=self.cfg.relevance_model), ctx.workdir)
-                rel = relevances(kept, self.encoder)
+                with self.building:  # one model load, and one shard at a time through the encoder and its cache
+                    if self.encoder is None:
+                        self.encoder = make_encoder(EmbeddingSection(model=self.cfg.relevance_model), ctx.workdir)
+                    rel = relevances(kept, self.encoder)
             for row, r in zip(kept, rel):
                 score, parts = heuristic_score(row, r)
                 row.update(score=score, quality=None, complexity=None, accuracy=None,
@@ -112,9 +120,10 @@ class ScoreStage:
 
     def _judge(self, kept: list[dict[str, Any]], ctx: RunContext, stats: Counter, result: ShardResult) -> None:
         """Judge `kept` in place; a row whose judge request failed for an outside reason leaves it, unanswered."""
-        if self.judge_teacher is None and self.judge_factory is not None:
-            f = self.judge_factory
-            self.judge_teacher = {j: g() for j, g in f.items()} if isinstance(f, dict) else f()
+        with self.building:
+            if self.judge_teacher is None and self.judge_factory is not None:
+                f = self.judge_factory
+                self.judge_teacher = {j: g() for j, g in f.items()} if isinstance(f, dict) else f()
         given = self.judge_teacher
 
         def teacher(judge: str) -> Any:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Iterable
@@ -69,6 +70,7 @@ class ResponseCache:
         self.batch_rows, self.batch_s = batch_rows, batch_s
         self._pending: list[tuple] = []
         self._last_flush = time.monotonic()
+        self._lock = threading.RLock()  # one connection, chat() calls from several threads (one transaction at a time)
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"
@@ -80,7 +82,8 @@ class ResponseCache:
     def get_many(self, keys: list[str]) -> dict[str, Completion]:
         """The stored completions among `keys` (errors are not served)."""
         try:
-            return self._get_many(keys)
+            with self._lock:
+                return self._get_many(keys)
         except sqlite3.Error as e:
             raise self._failed("cannot be read", e) from None
 
@@ -97,6 +100,10 @@ class ResponseCache:
         return found
 
     def put(self, key: str, model: str, c: Completion) -> None:
+        with self._lock:
+            self._put(key, model, c)
+
+    def _put(self, key: str, model: str, c: Completion) -> None:
         err = c.error
         self._pending.append((
             key, model, 0 if err is not None else 1, c.text, c.finish_reason,
@@ -107,6 +114,10 @@ class ResponseCache:
             self.flush()
 
     def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         self._last_flush = time.monotonic()
         if not self._pending:
             return

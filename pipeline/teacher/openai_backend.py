@@ -2,7 +2,8 @@
 
 Transport: aiohttp with one shared ClientSession (one keep-alive connection
 pool of `concurrency` connections) on a private event loop, driven by the
-synchronous `chat()`. We do not use the `openai` SDK here: per request it
+synchronous `chat()` (the loop runs in a thread of its own, so chat() calls from
+several threads overlap: Self-Instruct's in-flight window). We do not use the `openai` SDK here: per request it
 builds pydantic models for the request and the reply and goes through httpx,
 which costs several times the client CPU of posting pre-serialised JSON bytes
 and parsing the reply with `json.loads` (see scripts/bench_teacher.py for the
@@ -86,6 +87,7 @@ class OpenAIBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
         try:
             self.model = section.model or self._discover_model()
         except BaseException:
@@ -109,27 +111,19 @@ class OpenAIBackend:
         return text.replace(key, "***") if key else text
 
     def _run(self, coro):
+        """Run `coro` on the backend's own loop, in a daemon thread: chat() calls from several threads
+        overlap there and share the connector's `concurrency` connections."""
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                return self._loop.run_until_complete(coro)
-            # Called from inside someone else's event loop: run ours on a helper thread.
-            box: dict[str, Any] = {}
-
-            def target():
-                try:
-                    box["v"] = self._loop.run_until_complete(coro)
-                except BaseException as e:  # re-raised in the caller's thread
-                    box["e"] = e
-            t = threading.Thread(target=target)
-            t.start()
-            t.join()
-            if "e" in box:
-                raise box["e"]
-            return box["v"]
+                self._thread = threading.Thread(target=self._loop.run_forever, name="openai-teacher", daemon=True)
+                self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return fut.result()
+        except BaseException:
+            fut.cancel()  # an interrupted caller: its requests are abandoned, not left running on the loop
+            raise
 
     async def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -167,10 +161,15 @@ class OpenAIBackend:
             "embedded one) or fix teacher.base_url")
 
     def close(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            if self._session is not None:
-                self._run(self._session.close())
-            self._loop.close()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                if self._session is not None:
+                    self._run(self._session.close())
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                self._thread.join(10)
+                loop.close()
         self._session = None
 
     # -- requests -----------------------------------------------------------

@@ -16,7 +16,8 @@ teacher's (and the response cache's) would be; only its latency varies:
 
 Latency: `latency` seconds, plus a uniform share of `jitter` seconds drawn from
 an rng seeded by (`jitter_seed`, the request), so two servers with different
-jitter seeds answer the same requests in different orders. Counters (GET /stats):
+jitter seeds answer the same requests in different orders. Counters (GET /stats; GET /reset
+returns them and starts them again):
 requests, peak (most requests in flight at once), peak_by_kind, mixed (bootstrap
 requests that arrived while a classification or instance request was in flight), and busy (the integral of the
 number in flight over time, in request-seconds), first and last (monotonic
@@ -133,6 +134,9 @@ class StandIn:
                     out = {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
                 elif path.endswith("/stats"):
                     out = self.stats()
+                elif path.endswith("/reset"):
+                    out = self.stats()
+                    self.reset()
                 else:
                     out = await self._complete(json.loads(body))
                 data = json.dumps(out).encode()

@@ -57,12 +57,11 @@ class SelfInstructConfig(Section):
     seeds: str | None = Field(None, description="seed file or dataset folder; default: the team's data/seed_tasks.jsonl")
     num_instructions: int = Field(20, gt=0, description="target size of the machine-generated pool")
     schedule: Literal["window", "paper"] = Field(
-        "window", description="window: keep `window` requests in flight, each bootstrap prompt built from the pool "
-                              "as it stood once the reply `window` requests before it was filtered, replies filtered in "
-                              "request order, classification and instances in the same window; paper: batches of "
-                              "request_batch_size, each waiting for all its replies, classification and instances per shard")
+        "window", description="window: `window` requests in flight, bootstrap prompts built from pool snapshots, replies "
+                              "filtered in request order, classification and instances in the same window; paper: "
+                              "batches of request_batch_size, each waiting for all its replies (docs/DEPARTURES.md)")
     window: int | None = Field(None, gt=0, description="schedule = window: requests in flight; default: the teacher's "
-                                                       "concurrency (the accepted set depends on it, never on timing)")
+                                                       "concurrency (with the seed it fixes the accepted set, reply timing never does)")
     request_batch_size: int = Field(5, gt=0, description="schedule = paper: bootstrap prompts sent together (built from one pool state)")
     num_prompt_instructions: int = Field(8, gt=1, description="in-context instructions per bootstrap prompt")
     num_machine_instructions: int = Field(2, ge=0, description="of which machine-generated, when available")

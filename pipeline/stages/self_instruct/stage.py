@@ -370,6 +370,9 @@ class _Windowed:
         k = self.next
         if self.done or k - self.folded >= self.size or r._stop_reason() is not None:
             return False
+        cap = r.cfg.max_requests
+        if cap is not None and r.counters.budget.requests + self.window.in_flight >= cap:
+            return False   # the requests out count: max_requests is not overshot by a whole window
         unfolded = k - self.folded
         if unfolded and self.folded > self.start:
             expect = self.accepted / (self.folded - self.start)

@@ -133,3 +133,37 @@ def test_a_run_stopped_mid_way_resumes_to_the_same_set_repeating_at_most_the_win
     assert m["accepted_instructions"] == straight["accepted_instructions"] == 80
     assert pool(out) == pool(tmp_path / "straight") and everything(out) == everything(tmp_path / "straight")
     assert m["totals"]["batches"] == straight["totals"]["batches"]
+
+
+def test_a_teacher_whose_calls_cannot_overlap_gets_one_call_at_a_time_with_every_ready_request(tmp_path):
+    """vLLM's in-process engine: never two chat() calls at once; each call carries what the window has ready."""
+    import threading
+    import time
+
+    from self_instruct_support import world
+
+    from pipeline.teacher.fake import FakeTeacher
+
+    class Engine(FakeTeacher):
+        backend = "vllm"
+
+        def __init__(self):
+            super().__init__(world)
+            self.lock, self.running, self.most, self.sizes = threading.Lock(), 0, 0, []
+
+        def chat(self, requests, on_done=None):
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+                self.sizes.append(len(requests))
+            time.sleep(0.005)   # let another thread try to come in
+            try:
+                return super().chat(requests, on_done)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+    engine = Engine()
+    ctx = RunContext(run_id="v", seed=0, teacher_factory=lambda: engine, progress=False)
+    m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=30, window=8))
+    assert m["accepted_instructions"] == 30 and engine.most == 1 and max(engine.sizes) == 8

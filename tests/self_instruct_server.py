@@ -186,6 +186,12 @@ class StandIn:
             ready.set()
             loop.run_forever()
             srv.close()
+            # end the connections' coroutines on this loop: left to the garbage collector they would
+            # run their `finally` on a closed loop
+            tasks = asyncio.all_tasks(loop)
+            for t in tasks:
+                t.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             loop.close()
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()

@@ -58,8 +58,8 @@ class OpenAIBackend:
     def __init__(self, section, *, seed: int = 0, backoff_base: float = 0.5, backoff_cap: float = 30.0,
                  endpoints: list[str] | None = None, revive: Callable[[int], bool] | None = None,
                  extra_body: dict[str, Any] | None = None, limiter: Limiter | None = None):
-        """`endpoints`: several servers of one model (default: `section.base_url`); request
-        worker k posts to endpoint k mod n. `revive(k)`, for supervised server children, is
+        """`endpoints`: several servers of one model (default: `section.base_url`); each request
+        worker posts to the endpoint with the fewest workers (k mod n within one call). `revive(k)`, for supervised server children, is
         called after every failed attempt on endpoint k: it restarts a dead child and says
         whether the endpoint can still answer (False: give up on it, do not retry).
         `extra_body`: server-specific fields added to every request body. `limiter`: replaces
@@ -74,6 +74,7 @@ class OpenAIBackend:
         self.revive = revive
         self.extra_body = dict(extra_body or {})
         self.gone: set[int] = set()  # endpoints whose server `revive` gave up on
+        self._busy = [0] * len(self.endpoints)  # request workers per endpoint (on the loop)
         self.api_key_env = section.api_key_env
         self.concurrency = section.concurrency
         self.max_retries = section.max_retries
@@ -209,7 +210,18 @@ class OpenAIBackend:
         todo = iter(range(len(requests)))
         self.stats.requests += len(requests)
 
-        async def worker(endpoint: int) -> None:
+        busy = self._busy
+
+        async def worker() -> None:
+            # the least busy server, over every chat() call running (one per worker of a single call, in turn)
+            endpoint = min(range(len(busy)), key=busy.__getitem__)
+            busy[endpoint] += 1
+            try:
+                await work(endpoint)
+            finally:
+                busy[endpoint] -= 1
+
+        async def work(endpoint: int) -> None:
             for i in todo:
                 try:
                     c = await self._send(session, requests[i], endpoint)
@@ -222,8 +234,7 @@ class OpenAIBackend:
                 if on_done is not None:
                     on_done(i, c)
 
-        n = len(self.endpoints)
-        tasks = [asyncio.ensure_future(worker(k % n)) for k in range(min(self.concurrency, len(requests)))]
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(requests)))]
         try:
             await asyncio.gather(*tasks)
         except BaseException:

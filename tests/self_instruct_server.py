@@ -191,7 +191,10 @@ class StandIn:
             tasks = asyncio.all_tasks(loop)
             for t in tasks:
                 t.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+            async def finish() -> None:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            loop.run_until_complete(finish())
             loop.close()
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()

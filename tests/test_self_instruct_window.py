@@ -167,3 +167,19 @@ def test_a_teacher_whose_calls_cannot_overlap_gets_one_call_at_a_time_with_every
     ctx = RunContext(run_id="v", seed=0, teacher_factory=lambda: engine, progress=False)
     m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=30, window=8))
     assert m["accepted_instructions"] == 30 and engine.most == 1 and max(engine.sizes) == 8
+
+
+def test_the_window_spreads_over_the_teachers_servers(tmp_path):
+    """Two servers of one model (the embedded teacher's children): the window's single-request calls
+    go to the least busy one, two in flight at each, not all four at the first."""
+    from pipeline.teacher.openai_backend import OpenAIBackend
+    with StandIn(latency=0.05) as a, StandIn(latency=0.05) as b:
+        sec = TeacherSection(backend="openai", model=MODEL, concurrency=4, cache=False)
+        backend = OpenAIBackend(sec, endpoints=[a.base_url, b.base_url])
+        ctx = RunContext(run_id="e", seed=0, teacher_factory=lambda: backend, progress=False)
+        try:
+            m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=30))
+        finally:
+            ctx.close()
+        assert m["window"] == 4 and m["accepted_instructions"] == 30
+        assert (a.peak, b.peak) == (2, 2) and a.requests > 10 and b.requests > 10

@@ -183,3 +183,18 @@ def test_the_window_spreads_over_the_teachers_servers(tmp_path):
             ctx.close()
         assert m["window"] == 4 and m["accepted_instructions"] == 30
         assert (a.peak, b.peak) == (2, 2) and a.requests > 10 and b.requests > 10
+
+
+def test_max_requests_counts_the_requests_out(tmp_path):
+    """A window of 8 under max_requests = 4 sends 4 bootstrap requests, not a window's worth."""
+    from self_instruct_support import make_ctx, world
+
+    from pipeline.stages.self_instruct.seeds import load_seeds
+    seeds = [t.instruction for t in load_seeds().tasks]
+
+    def responder(req):   # only ever repeats seed tasks: nothing is novel
+        return "9. " + "\n10. ".join(seeds[:3]) if req.purpose.endswith("bootstrap") else world(req)
+
+    ctx, fake = make_ctx(responder)
+    m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=5, window=8, max_requests=4))
+    assert m["stop_reason"] == "max_requests" and len(fake.seen) == 4

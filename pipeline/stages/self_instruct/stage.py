@@ -363,15 +363,16 @@ class _Windowed:
         self._open()
 
     # -- sending ------------------------------------------------------------------
-    def _bootstrap_ok(self) -> bool:
-        """Whether request `next` may go now: the reply `size` requests before it was filtered, no stop
-        reason holds, and the replies in flight are not already expected to reach the target."""
+    def _bootstrap_ok(self, going: int = 0) -> bool:
+        """Whether request `next` may go now (with `going` other requests): the reply `size` requests before
+        it was filtered, no stop reason holds, and the replies in flight are not already expected to reach
+        the target."""
         r = self.run_
         k = self.next
         if self.done or k - self.folded >= self.size or r._stop_reason() is not None:
             return False
         cap = r.cfg.max_requests
-        if cap is not None and r.counters.budget.requests + self.window.in_flight >= cap:
+        if cap is not None and r.counters.budget.requests + self.window.in_flight + going >= cap:
             return False   # the requests out count: max_requests is not overshot by a whole window
         unfolded = k - self.folded
         if unfolded and self.folded > self.start:
@@ -391,7 +392,7 @@ class _Windowed:
         while room > 0:
             if self.tasks:
                 items.append(self.tasks.popleft())
-            elif self._bootstrap_ok():
+            elif self._bootstrap_ok(len(items)):
                 items.append((("b", self.next), self._bootstrap(self.next)))
                 self.next += 1
             else:

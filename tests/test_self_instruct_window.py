@@ -56,7 +56,8 @@ def key(r: dict) -> tuple:
 
 def everything(path: Path) -> list[tuple]:
     ds = Dataset(path)
-    return [key(r) for r in ds.iter_rows()] + sorted(key(r) for r in ds.rejected().iter_rows())
+    rej = ds.rejected()
+    return [key(r) for r in ds.iter_rows()] + sorted(key(r) for r in (rej.iter_rows() if rej is not None else ()))
 
 
 def test_the_accepted_set_does_not_depend_on_reply_timing(tmp_path):
@@ -198,3 +199,14 @@ def test_max_requests_counts_the_requests_out(tmp_path):
     ctx, fake = make_ctx(responder)
     m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=5, window=8, max_requests=4))
     assert m["stop_reason"] == "max_requests" and len(fake.seen) == 4
+
+
+def test_a_max_requests_stop_does_not_depend_on_reply_timing(tmp_path):
+    cfg = SelfInstructConfig(num_instructions=1000, window=8, max_requests=90)
+    got = []
+    for jitter_seed in (1, 2):
+        with StandIn(latency=0.01, jitter=0.2, jitter_seed=jitter_seed) as server:
+            m = run(server, tmp_path, f"j{jitter_seed}", cfg, cache=False)
+        assert m["stop_reason"] == "max_requests"
+        got.append((pool(tmp_path / f"j{jitter_seed}"), everything(tmp_path / f"j{jitter_seed}"), m["totals"]["requests"]))
+    assert got[0] == got[1] and 30 < len(got[0][0]) < 60

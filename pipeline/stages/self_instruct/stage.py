@@ -322,6 +322,7 @@ class _Windowed:
         self.tasks: deque[tuple[Any, ChatRequest]] = deque()   # classification / instance requests ready
         self.shards: deque[_Shard] = deque()
         self.done = False                                 # the target or patience was reached, in request order
+        self.capped = ""                                  # why max_requests stopped the bootstrap
         self._open()
 
     # -- shards -------------------------------------------------------------------
@@ -363,17 +364,20 @@ class _Windowed:
         self._open()
 
     # -- sending ------------------------------------------------------------------
-    def _bootstrap_ok(self, going: int = 0) -> bool:
-        """Whether request `next` may go now (with `going` other requests): the reply `size` requests before
-        it was filtered, no stop reason holds, and the replies in flight are not already expected to reach
-        the target."""
+    def _bootstrap_ok(self) -> bool:
+        """Whether request `next` may go now: the reply `size` requests before it was filtered, no stop
+        rule holds, and the replies in flight are not already expected to reach the target."""
         r = self.run_
         k = self.next
-        if self.done or k - self.folded >= self.size or r._stop_reason() is not None:
+        if self.done or k - self.folded >= self.size:
             return False
         cap = r.cfg.max_requests
-        if cap is not None and r.counters.budget.requests + self.window.in_flight + going >= cap:
-            return False   # the requests out count: max_requests is not overshot by a whole window
+        if cap is not None and (due := self._due(k)) >= cap:
+            self.capped = f"about {due} requests made or due (limit {cap})"
+            return False
+        b = r.counters.budget
+        if b.max_tokens is not None and b.tokens >= b.max_tokens:
+            return False
         unfolded = k - self.folded
         if unfolded and self.folded > self.start:
             expect = self.accepted / (self.folded - self.start)
@@ -381,10 +385,33 @@ class _Windowed:
                 return False
         return True
 
+    def _due(self, k: int) -> int:
+        """The requests made or due once request k is out: k bootstrap requests and two per task, the tasks
+        extrapolated from those of the replies k's pool holds (a count of what is back by now would depend on
+        the timing; this is the same on every rerun)."""
+        read = k - self.size + 1
+        return k + (round(2 * self._seen(k) * k / read) if read > 0 else 0)
+
+    def _seen(self, k: int) -> int:
+        """Machine instructions in request k's pool: those made by the replies before k - size + 1."""
+        return bisect.bisect_left(self.run_.made_by, k - self.size + 1)
+
     def _bootstrap(self, k: int) -> ChatRequest:
         r = self.run_
-        seen = bisect.bisect_left(r.made_by, k - self.size + 1)   # the pool once reply k - size was filtered
-        return r.bootstrap_request(f"request{k:07d}", r.machine[:seen])
+        return r.bootstrap_request(f"request{k:07d}", r.machine[:self._seen(k)])
+
+    def stop_reason(self) -> tuple[str, str]:
+        r, c = self.run_, self.run_.counters
+        b = c.budget
+        if len(r.machine) >= r.cfg.num_instructions:
+            return "target_reached", f"{len(r.machine)} instructions"
+        if c.idle >= r.cfg.patience:
+            return "no_progress", f"{c.idle} bootstrap requests in a row accepted no instruction"
+        if self.capped:
+            b.note("requests")
+            return "max_requests", self.capped
+        b.note("tokens")
+        return "max_tokens_total", f"{b.tokens} tokens used (limit {b.max_tokens})"
 
     def _fill(self) -> None:
         items = []
@@ -392,7 +419,7 @@ class _Windowed:
         while room > 0:
             if self.tasks:
                 items.append(self.tasks.popleft())
-            elif self._bootstrap_ok(len(items)):
+            elif self._bootstrap_ok():
                 items.append((("b", self.next), self._bootstrap(self.next)))
                 self.next += 1
             else:
@@ -433,8 +460,10 @@ class _Windowed:
     def _arrived(self, tag: tuple, comp: Completion) -> None:
         r = self.run_
         if tag[0] == "b":
-            if self.done:   # sent ahead, past the target or patience: paid for, not filtered
-                self._count(self.shards[-1], comp, "bootstrap")
+            if self.done:   # sent ahead, past the target or patience: paid for, never filtered
+                u = comp.usage
+                r.counters.budget.spend(u.prompt_tokens, u.completion_tokens, requests=1)
+                self.shards[-1].extra["bootstrap_unused"] = self.shards[-1].extra.get("bootstrap_unused", 0) + 1
                 return
             self.buffer[tag[1]] = comp
             while not self.done and self.folded in self.buffer:
@@ -479,5 +508,4 @@ class _Windowed:
         last.closed, self.done = True, False
         if last.tasks or last.rejected or last.raw or last.usage[0]:
             self._write_ready()
-        stop = r._stop_reason()
-        return stop if stop is not None else ("no_progress", "nothing left to send")
+        return self.stop_reason()

@@ -2,9 +2,10 @@
 provenance; and read back for a resume.
 
 Reads nothing but the done shards of the stage's own folder (`restore`, for
-resume). `ShardBuilder.build` sends the classification and instance requests
-for one shard's tasks (one teacher call each, so a real backend runs them
-concurrently) and returns kept rows and rejected rows with their reasons.
+resume). `ShardBuilder` builds each task's classification and instance
+requests and turns their replies into kept and rejected rows with their
+reasons: task by task for the window schedule (`classified`, `instanced`),
+or for a whole shard in one teacher call per step (`build`, the paper schedule).
 """
 
 from __future__ import annotations

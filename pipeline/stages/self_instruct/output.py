@@ -137,6 +137,7 @@ class ShardBuilder:
                  counters: "Counters", shards_done: int = 0):
         self.cfg, self.ctx, self.templates, self.counters = cfg, ctx, templates, counters
         self.shards_done = shards_done
+        self._sampling_memo: dict[bool | None, str] = {}
 
     @staticmethod
     def templates(cfg: SelfInstructConfig) -> list[str]:
@@ -153,6 +154,11 @@ class ShardBuilder:
 
     # -- teacher calls ------------------------------------------------------------
     def _sampling_json(self, is_clf: bool | None) -> str:
+        if is_clf not in self._sampling_memo:   # one string per kind of row, not one json.dumps per row
+            self._sampling_memo[is_clf] = self._sampling_dump(is_clf)
+        return self._sampling_memo[is_clf]
+
+    def _sampling_dump(self, is_clf: bool | None) -> str:
         cfg = self.cfg
         if cfg.mode == "alpaca":
             return json.dumps({"alpaca": cfg.alpaca.sampling(alpaca.stop_sequences(cfg)).to_dict()}, sort_keys=True)

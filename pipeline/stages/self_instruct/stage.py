@@ -500,6 +500,7 @@ class _Windowed:
                     break
                 for tag, comp in self.window.take():
                     self._arrived(tag, comp)
+                self._fill()   # before a shard is written: the teacher works while the disk does
                 self._write_ready()
         finally:
             self.window.close()

@@ -2,13 +2,13 @@
 
 Transport: aiohttp with one shared ClientSession (one keep-alive connection
 pool of `concurrency` connections) on a private event loop, driven by the
-synchronous `chat()` (the loop runs in a thread of its own, so chat() calls from
-several threads overlap: Self-Instruct's in-flight window). We do not use the `openai` SDK here: per request it
-builds pydantic models for the request and the reply and goes through httpx,
-which costs several times the client CPU of posting pre-serialised JSON bytes
-and parsing the reply with `json.loads` (see scripts/bench_teacher.py for the
-side-by-side figures). At thousands of requests a shard that CPU is the
-client's ceiling.
+synchronous `chat()`; the loop runs in a thread of its own, so chat() calls
+from several threads overlap (Self-Instruct's in-flight window). We do not
+use the `openai` SDK here: per request it builds pydantic models for the
+request and the reply and goes through httpx, which costs several times the
+client CPU of posting pre-serialised JSON bytes and parsing the reply with
+`json.loads` (see scripts/bench_teacher.py for the side-by-side figures). At
+thousands of requests a shard that CPU is the client's ceiling.
 
 `chat()` runs `concurrency` workers over the request list; each request is
 retried with full-jitter exponential backoff on 429 (Retry-After honoured),
@@ -59,7 +59,8 @@ class OpenAIBackend:
                  endpoints: list[str] | None = None, revive: Callable[[int], bool] | None = None,
                  extra_body: dict[str, Any] | None = None, limiter: Limiter | None = None):
         """`endpoints`: several servers of one model (default: `section.base_url`); each request
-        worker posts to the endpoint with the fewest workers (k mod n within one call). `revive(k)`, for supervised server children, is
+        worker posts to the endpoint with the fewest workers, over every call running (within one
+        call: worker k to endpoint k mod n). `revive(k)`, for supervised server children, is
         called after every failed attempt on endpoint k: it restarts a dead child and says
         whether the endpoint can still answer (False: give up on it, do not retry).
         `extra_body`: server-specific fields added to every request body. `limiter`: replaces

@@ -500,8 +500,7 @@ class _Windowed:
                     break
                 for tag, comp in self.window.take():
                     self._arrived(tag, comp)
-                self._fill()   # before a shard is written: the teacher works while the disk does
-                self._write_ready()
+                self._write_ready()   # before more is sent: a kill repeats no more than it must
         finally:
             self.window.close()
             r.peak_in_flight = self.window.peak

@@ -17,6 +17,17 @@ too slow to run for whole builds, so its build time is extrapolated from its
 measured per-pair time and the pool size at each candidate (said so in the output).
 
     flock /tmp/distill-heavy.lock python scripts/bench_self_instruct.py [--sizes 5000,50000]
+
+`--utilisation` benchmarks the stage's scheduling instead: the whole stage
+(openai backend, response cache, ROUGE-L filter, shards) against the loopback
+stand-in teacher tests/self_instruct_server.py, run as a separate process,
+answering every request after `--latency` seconds with `--concurrency`
+connections. It prints the requests in flight averaged over each run (the
+stand-in integrates the number in flight over time) as a share of the
+concurrency, for schedule = "window" and schedule = "paper" side by side, at
+each size:
+
+    python scripts/bench_self_instruct.py --utilisation [--sizes 1000,10000] [--paper-sizes 1000]
 """
 
 from __future__ import annotations
@@ -25,8 +36,11 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -116,8 +130,68 @@ def side_by_side(idx: RougeIndex, cands: list[str], args) -> dict:
             "per_pair_us": t_base / len(pool) * 1e6, "per_pair_pretok_us": t_pre / len(pool) * 1e6}
 
 
+def run_stage(base_url: str, schedule: str, size: int, concurrency: int) -> dict:
+    """One Self-Instruct run of `size` instructions against the stand-in; the stand-in's counters of it."""
+    from pipeline.config import TeacherSection
+    from pipeline.context import RunContext
+    from pipeline.stages.self_instruct import SelfInstructConfig, run_self_instruct
+    from pipeline.teacher.factory import TeacherFactory
+    get = lambda what: json.loads(urllib.request.urlopen(base_url + "/" + what).read())  # noqa: E731
+    with tempfile.TemporaryDirectory(prefix="bench-si-") as tmp:
+        sec = TeacherSection(backend="openai", base_url=base_url, model="standin-model", concurrency=concurrency,
+                             cache_path=str(Path(tmp) / "cache.sqlite"))
+        ctx = RunContext(run_id="bench", workdir=Path(tmp), teacher_factory=TeacherFactory(sec, Path(tmp), 0).build,
+                         progress=False)
+        get("reset")
+        t = time.monotonic()
+        try:
+            m = run_self_instruct(Path(tmp) / "out", ctx, SelfInstructConfig(num_instructions=size, schedule=schedule))
+        finally:
+            ctx.close()
+        wall = time.monotonic() - t
+        st = get("reset")
+    span = st["last"] - st["first"]
+    return {"schedule": schedule, "size": size, "accepted": m["accepted_instructions"], "requests": st["requests"],
+            "wall_s": wall, "in_flight": st["busy"] / span, "share": st["busy"] / span / concurrency,
+            "peak": st["peak"]}
+
+
+def utilisation(args) -> None:
+    server = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parents[1] / "tests" / "self_instruct_server.py"),
+                               "--latency", str(args.latency)], stdout=subprocess.PIPE, text=True)
+    try:
+        base_url = f"http://127.0.0.1:{server.stdout.readline().strip()}/v1"
+        print(f"stand-in teacher {base_url}: every answer after {args.latency:g} s; concurrency {args.concurrency}")
+        print(f"{'schedule':>8} {'target':>7} {'accepted':>8} {'requests':>8} {'wall s':>7} {'in flight':>9} "
+              f"{'share':>6} {'peak':>5}")
+        run_stage(base_url, "window", 20, args.concurrency)   # imports and the ROUGE-L kernels' load, untimed
+        paper = {int(x) for x in args.paper_sizes.split(",")} if args.paper_sizes else None
+        results = []
+        for size in (int(x) for x in args.sizes.split(",")):
+            for schedule in ("window", "paper"):
+                if schedule == "paper" and paper is not None and size not in paper:
+                    continue
+                r = run_stage(base_url, schedule, size, args.concurrency)
+                results.append(r)
+                print(f"{r['schedule']:>8} {r['size']:>7,} {r['accepted']:>8,} {r['requests']:>8,} {r['wall_s']:>7.1f} "
+                      f"{r['in_flight']:>9.1f} {r['share']:>6.3f} {r['peak']:>5}", flush=True)
+        for size in sorted({r["size"] for r in results}):
+            got = {r["schedule"]: r for r in results if r["size"] == size}
+            if len(got) == 2:
+                w, p = got["window"], got["paper"]
+                print(f"at {size:,}: window keeps {w['share']:.3f} of the concurrency busy, paper {p['share']:.3f} "
+                      f"(x{w['share'] / p['share']:.2f}); wall time x{p['wall_s'] / w['wall_s']:.2f} shorter")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--utilisation", action="store_true", help="benchmark the schedules instead (see above)")
+    ap.add_argument("--latency", type=float, default=0.5, help="--utilisation: the stand-in's seconds per answer")
+    ap.add_argument("--concurrency", type=int, default=64, help="--utilisation: teacher.concurrency")
+    ap.add_argument("--paper-sizes", default=None, help="--utilisation: sizes the paper schedule runs at (default: all)")
     ap.add_argument("--data", default=os.environ.get("DISTILL_SHARED_DATA",
                                                     str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     ap.add_argument("--sizes", default="5000,50000", help="machine-pool sizes to build to")
@@ -125,6 +199,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sample-large", type=int, default=4, help="candidates checked against rouge-score at the last size")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.utilisation:
+        if args.sizes == "5000,50000":
+            args.sizes = "1000,10000"
+        return utilisation(args)
     sizes = [int(s) for s in args.sizes.split(",")]
     seeds, real = load_real(Path(args.data))
     rng = random.Random(args.seed)

@@ -59,7 +59,7 @@ def make_ctx(responder=world, seed: int = 0) -> tuple[RunContext, FakeTeacher]:
     return RunContext(run_id="test-run", seed=seed, teacher_factory=lambda: fake, progress=False), fake
 
 
-def _child(out: str, kill_at: str) -> None:
+def _child(out: str, kill_at: str, schedule: str = "window") -> None:
     """Run the stage and SIGKILL this process when the bootstrap request `kill_at` arrives."""
     from pipeline.stages.self_instruct import run_self_instruct
 
@@ -69,14 +69,18 @@ def _child(out: str, kill_at: str) -> None:
         return world(req)
 
     ctx, _ = make_ctx(responder)
-    run_self_instruct(out, ctx, kill_config())
+    run_self_instruct(out, ctx, kill_config(schedule))
 
 
-def kill_config():
+def kill_config(schedule: str = "window"):
     from pipeline.stages.self_instruct import SelfInstructConfig
-    return SelfInstructConfig(num_instructions=16, request_batch_size=1, shard_tasks=4)
+    return SelfInstructConfig(num_instructions=16, request_batch_size=1, shard_tasks=4, schedule=schedule)
+
+
+# the third bootstrap request's id under each schedule
+THIRD_REQUEST = {"paper": "batch000002-0", "window": "request0000002"}
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    _child(sys.argv[1], sys.argv[2])
+    _child(*sys.argv[1:4])

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from self_instruct_support import bootstrap_reply, kill_config, make_ctx, novel_instruction, world
+from self_instruct_support import THIRD_REQUEST, bootstrap_reply, kill_config, make_ctx, novel_instruction, world
 from typer.testing import CliRunner
 
 from pipeline import records
@@ -25,6 +25,7 @@ from pipeline.store import Dataset, DatasetError, DatasetWriter
 from pipeline.teacher.base import TeacherError
 
 HERE = Path(__file__).resolve().parent
+PAPER = {"schedule": "paper"}   # tests of the paper's batches (request_batch_size prompts from one pool state)
 
 
 def rows(path: Path) -> list[dict]:
@@ -42,7 +43,7 @@ def meta(row: dict) -> dict:
 
 def test_grows_the_pool_to_the_target_with_full_provenance(tmp_path):
     ctx, fake = make_ctx()
-    cfg = SelfInstructConfig(num_instructions=12, request_batch_size=2)
+    cfg = SelfInstructConfig(num_instructions=12, request_batch_size=2, **PAPER)
     m = run_self_instruct(tmp_path / "out", ctx, cfg)
     assert m["stop_reason"] == "target_reached" and m["accepted_instructions"] == 12
     kept = rows(tmp_path / "out")
@@ -81,7 +82,7 @@ def test_grows_the_pool_to_the_target_with_full_provenance(tmp_path):
 def test_prompts_hold_six_seeds_and_two_machine_instructions(tmp_path):
     ctx, fake = make_ctx()
     seeds = {t.instruction.strip().rstrip(":") for t in load_seeds().tasks}
-    run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=20, request_batch_size=2))
+    run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=20, request_batch_size=2, **PAPER))
     boot = [r for r in fake.seen if r.purpose == "self_instruct:bootstrap"]
     assert len(boot) == 4
     for i, req in enumerate(boot):
@@ -135,7 +136,7 @@ def test_chat_lead_ins_and_closing_remarks_do_not_become_tasks(tmp_path):
         return world(req)
 
     ctx, fake = make_ctx(responder)
-    m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=7, request_batch_size=2))
+    m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=7, request_batch_size=2, **PAPER))
     assert m["stop_reason"] == "target_reached"
     assert sorted({r["instruction"] for r in rows(tmp_path / "out")}) == sorted(tasks)   # all seven, no chatter
     rej = rejected(tmp_path / "out")
@@ -289,19 +290,20 @@ def test_an_outside_teacher_failure_stops_the_run_resumably_and_drops_nothing(tm
     assert [key(r) for r in rows(tmp_path / "out")] == [key(r) for r in rows(tmp_path / "straight")]
 
 
-def test_killed_run_resumes_without_losing_or_repeating_work(tmp_path):
+@pytest.mark.parametrize("schedule", ["window", "paper"])
+def test_killed_run_resumes_without_losing_or_repeating_work(tmp_path, schedule):
     """SIGKILL mid-run (after two shards), rerun: same output as an uninterrupted run, no batch asked twice."""
     out = tmp_path / "killed"
-    child = subprocess.run([sys.executable, str(HERE / "self_instruct_support.py"), str(out), "batch000002-0"],
-                           capture_output=True, text=True, cwd=HERE.parent)
+    child = subprocess.run([sys.executable, str(HERE / "self_instruct_support.py"), str(out), THIRD_REQUEST[schedule],
+                            schedule], capture_output=True, text=True, cwd=HERE.parent)
     assert child.returncode == -9, child.stderr
     assert not (out / "_manifest.json").exists() and len(list((out / "_done").glob("*.json"))) == 2
     ctx, fake = make_ctx()
-    m = run_self_instruct(out, ctx, kill_config())
+    m = run_self_instruct(out, ctx, kill_config(schedule))
     asked = [r.record_id for r in fake.seen if r.purpose.endswith("bootstrap")]
-    assert asked == ["batch000002-0"]           # batches 0 and 1 came back from the done shards
+    assert asked == [THIRD_REQUEST[schedule]]   # batches 0 and 1 came back from the done shards
     ctx2, _ = make_ctx()
-    ref = run_self_instruct(tmp_path / "straight", ctx2, kill_config())
+    ref = run_self_instruct(tmp_path / "straight", ctx2, kill_config(schedule))
     key = lambda r: (r["instruction"], r["input"], r["output"])  # noqa: E731
     assert [key(r) for r in rows(out)] == [key(r) for r in rows(tmp_path / "straight")]
     assert sorted(key(r) for r in rejected(out)) == sorted(key(r) for r in rejected(tmp_path / "straight"))
@@ -309,15 +311,21 @@ def test_killed_run_resumes_without_losing_or_repeating_work(tmp_path):
     assert m["totals"]["batches"] == ref["totals"]["batches"] == 3
 
 
-def test_rerun_with_other_settings_is_refused_but_a_bigger_target_extends(tmp_path):
+@pytest.mark.parametrize("schedule", ["window", "paper"])
+def test_rerun_with_other_settings_is_refused_but_a_bigger_target_extends(tmp_path, schedule):
     ctx, _ = make_ctx()
-    run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=3, request_batch_size=1))
+    run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=3, request_batch_size=1, schedule=schedule))
     with pytest.raises(DatasetError, match="different settings"):
         run_self_instruct(tmp_path / "out", make_ctx()[0], SelfInstructConfig(
-            num_instructions=3, request_batch_size=1, bootstrap={"temperature": 0.9}))
+            num_instructions=3, request_batch_size=1, bootstrap={"temperature": 0.9}, schedule=schedule))
+    other = "paper" if schedule == "window" else "window"
+    with pytest.raises(DatasetError, match="different settings"):
+        run_self_instruct(tmp_path / "out", make_ctx()[0], SelfInstructConfig(
+            num_instructions=3, request_batch_size=1, schedule=other))
     ctx, fake = make_ctx()
-    m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=9, request_batch_size=1))
-    assert m["accepted_instructions"] == 9 and [r.record_id for r in fake.seen if r.purpose.endswith("bootstrap")] == ["batch000001-0"]
+    m = run_self_instruct(tmp_path / "out", ctx, SelfInstructConfig(num_instructions=9, request_batch_size=1, schedule=schedule))
+    second = {"paper": "batch000001-0", "window": "request0000001"}[schedule]
+    assert m["accepted_instructions"] == 9 and [r.record_id for r in fake.seen if r.purpose.endswith("bootstrap")] == [second]
 
 
 def test_include_seeds_and_dataset_seeds(tmp_path):

@@ -7,12 +7,13 @@ back in the chat shape (`logprobs.content`), so a caller reads one shape.
 
 Transport: aiohttp with one shared ClientSession (one keep-alive connection
 pool of `concurrency` connections) on a private event loop, driven by the
-synchronous `chat()`. We do not use the `openai` SDK here: per request it
-builds pydantic models for the request and the reply and goes through httpx,
-which costs several times the client CPU of posting pre-serialised JSON bytes
-and parsing the reply with `json.loads` (see scripts/bench_teacher.py for the
-side-by-side figures). At thousands of requests a shard that CPU is the
-client's ceiling.
+synchronous `chat()`; the loop runs in a thread of its own, so chat() calls
+from several threads overlap (Self-Instruct's in-flight window). We do not
+use the `openai` SDK here: per request it builds pydantic models for the
+request and the reply and goes through httpx, which costs several times the
+client CPU of posting pre-serialised JSON bytes and parsing the reply with
+`json.loads` (see scripts/bench_teacher.py for the side-by-side figures). At
+thousands of requests a shard that CPU is the client's ceiling.
 
 `chat()` runs `concurrency` workers over the request list, on the backend's
 one event loop (a thread of its own), so several threads may call `chat` at
@@ -70,8 +71,9 @@ class OpenAIBackend:
     def __init__(self, section, *, seed: int = 0, backoff_base: float = 0.5, backoff_cap: float = 30.0,
                  endpoints: list[str] | None = None, revive: Callable[[int], bool] | None = None,
                  extra_body: dict[str, Any] | None = None, limiter: Limiter | None = None):
-        """`endpoints`: several servers of one model (default: `section.base_url`); request
-        worker k posts to endpoint k mod n. `revive(k)`, for supervised server children, is
+        """`endpoints`: several servers of one model (default: `section.base_url`); each request
+        worker posts to the endpoint with the fewest workers, over every call running (within one
+        call: worker k to endpoint k mod n). `revive(k)`, for supervised server children, is
         called after every failed attempt on endpoint k: it restarts a dead child and says
         whether the endpoint can still answer (False: give up on it, do not retry).
         `extra_body`: server-specific fields added to every request body. `limiter`: replaces
@@ -86,6 +88,7 @@ class OpenAIBackend:
         self.revive = revive
         self.extra_body = dict(extra_body or {})
         self.gone: set[int] = set()  # endpoints whose server `revive` gave up on
+        self._busy = [0] * len(self.endpoints)  # request workers per endpoint (on the loop)
         self.api_key_env = section.api_key_env
         self.concurrency = section.concurrency
         self.max_retries = section.max_retries
@@ -234,7 +237,18 @@ class OpenAIBackend:
         todo = iter(range(len(requests)))
         self.stats.requests += len(requests)
 
-        async def worker(endpoint: int) -> None:
+        busy = self._busy
+
+        async def worker() -> None:
+            # the least busy server, over every chat() call running (one per worker of a single call, in turn)
+            endpoint = min(range(len(busy)), key=busy.__getitem__)
+            busy[endpoint] += 1
+            try:
+                await work(endpoint)
+            finally:
+                busy[endpoint] -= 1
+
+        async def work(endpoint: int) -> None:
             for i in todo:
                 try:
                     async with slots.hold(priority):
@@ -248,8 +262,7 @@ class OpenAIBackend:
                 if on_done is not None:
                     on_done(i, c)
 
-        n = len(self.endpoints)
-        tasks = [asyncio.ensure_future(worker(k % n)) for k in range(min(self.concurrency, len(requests)))]
+        tasks = [asyncio.ensure_future(worker()) for _ in range(min(self.concurrency, len(requests)))]
         try:
             await asyncio.gather(*tasks)
         except BaseException:

@@ -5,7 +5,8 @@ row per generated instance (origin `self_instruct`) with every dropped
 candidate in `rejected/`. `stage.py` is the loop, `bootstrap.py` the prompt,
 parser and filters, `rouge.py` the exact and fast ROUGE-L novelty filter,
 `instances.py` classification and instance generation, `alpaca.py` the
-Alpaca variant, `output.py` rows and resume, `seeds.py` seed files.
+Alpaca variant, `output.py` rows and resume, `seeds.py` seed files, `window.py`
+the in-flight window of the default schedule.
 """
 
 from .config import SelfInstructConfig

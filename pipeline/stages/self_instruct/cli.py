@@ -72,19 +72,21 @@ def check(cfg: Config, section: SelfInstructConfig, input: Path | None) -> None:
 SPEC = StageSpec(SECTION, SelfInstructConfig, run, summary,
                  "grow new tasks from the seed pool with the teacher (Self-Instruct)", needs_teacher=True,
                  needs_input=False,
-                 local_only="its bootstrap loop is sequential: every batch is built from the pool the previous one grew",
+                 local_only="its bootstrap filters every reply in request order against the whole pool it grew",
                  check=check)
 
 self_instruct_cmd = stage_command(
     SPEC, help="""Grow new tasks from a seed pool with the teacher (Self-Instruct): bootstrap, filter, ROUGE-L novelty, classify, generate instances; a rerun resumes.
 
-    Runs in this process by design, also in `distill run --executor ray`: each bootstrap batch is built from the pool the previous batch grew.""",
+    Runs in this process by design, also in `distill run --executor ray`: every bootstrap reply is filtered, in request order, against the pool the earlier ones grew. The default schedule keeps teacher.concurrency requests in flight; --schedule paper sends the paper's batches of 5.""",
     shared=("config", "workdir", "run_id", "seed", "no_progress"),
     options={
         "seeds": (Annotated[Optional[Path], typer.Option("--seeds", help="Seed tasks: Self-Instruct seed JSONL, Alpaca JSON, plain JSONL, or a dataset folder [default: the team's data/seed_tasks.jsonl].")], None),
         "num_instructions": (Annotated[Optional[int], typer.Option("--num-instructions", "--target", min=1, help="Grow the machine-generated pool to this many instructions [default: 20].")], None),
         "mode": (Annotated[Optional[str], typer.Option("--mode", help="self_instruct (the paper's bootstrap loop) or alpaca (whole tasks per call).")], None),
-        "batch_size": (Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Bootstrap prompts per batch [default: 5].")], None),
+        "schedule": (Annotated[Optional[str], typer.Option("--schedule", help="window (requests in flight from pool snapshots, replies filtered in request order) or paper (batches of --batch-size, each waiting for all its replies) [default: window].")], None),
+        "window": (Annotated[Optional[int], typer.Option("--window", min=1, help="--schedule window: requests in flight [default: teacher.concurrency].")], None),
+        "batch_size": (Annotated[Optional[int], typer.Option("--batch-size", min=1, help="--schedule paper: bootstrap prompts per batch [default: 5].")], None),
         "temperature": (Annotated[Optional[float], typer.Option("--temperature", help="Bootstrap sampling temperature [default: 0.7; alpaca 1.0].")], None),
         "top_p": (Annotated[Optional[float], typer.Option("--top-p", help="Bootstrap top_p [default: 0.5; alpaca 1.0].")], None),
         "presence_penalty": (Annotated[Optional[float], typer.Option("--presence-penalty", help="Bootstrap presence penalty [default: 2; alpaca 0].")], None),

@@ -56,7 +56,13 @@ class SelfInstructConfig(Section):
         "self_instruct", description="self_instruct: the paper's bootstrap loop; alpaca: one call yields whole tasks")
     seeds: str | None = Field(None, description="seed file or dataset folder; default: the team's data/seed_tasks.jsonl")
     num_instructions: int = Field(20, gt=0, description="target size of the machine-generated pool")
-    request_batch_size: int = Field(5, gt=0, description="bootstrap prompts sent together (built from one pool state)")
+    schedule: Literal["window", "paper"] = Field(
+        "window", description="window: `window` requests in flight, bootstrap prompts built from pool snapshots, replies "
+                              "filtered in request order, classification and instances in the same window; paper: "
+                              "batches of request_batch_size, each waiting for all its replies (docs/DEPARTURES.md)")
+    window: int | None = Field(None, gt=0, description="schedule = window: requests in flight; default: the teacher's "
+                                                       "concurrency (with the seed it fixes the accepted set, reply timing never does)")
+    request_batch_size: int = Field(5, gt=0, description="schedule = paper: bootstrap prompts sent together (built from one pool state)")
     num_prompt_instructions: int = Field(8, gt=1, description="in-context instructions per bootstrap prompt")
     num_machine_instructions: int = Field(2, ge=0, description="of which machine-generated, when available")
     last_item: int = Field(15, description="the teacher stops before item last_item + 1")

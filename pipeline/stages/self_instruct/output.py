@@ -2,9 +2,10 @@
 provenance; and read back for a resume.
 
 Reads nothing but the done shards of the stage's own folder (`restore`, for
-resume). `ShardBuilder.build` sends the classification and instance requests
-for one shard's tasks (one teacher call each, so a real backend runs them
-concurrently) and returns kept rows and rejected rows with their reasons.
+resume). `ShardBuilder` builds each task's classification and instance
+requests and turns their replies into kept and rejected rows with their
+reasons: task by task for the window schedule (`classified`, `instanced`),
+or for a whole shard in one teacher call per step (`build`, the paper schedule).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class Restored:
     machine: list[str] = field(default_factory=list)
     batches: int = 0
     usage: TeacherUsage = field(default_factory=TeacherUsage)  # requests and tokens of every completion
+    requests: list[int] = field(default_factory=list)  # per pool item: the bootstrap request that made it (window)
 
 
 def marker_stats(now: tuple[int, TeacherUsage], mark: tuple[int, TeacherUsage]) -> dict[str, int]:
@@ -110,19 +112,23 @@ def restore(writer: DatasetWriter) -> Restored:
     state.usage = TeacherUsage(requests=sum(u.requests for u in used), prompt_tokens=sum(u.prompt_tokens for u in used),
                                completion_tokens=sum(u.completion_tokens for u in used))
     pool: dict[int, str] = {}
+    made_by: dict[int, int] = {}
     for i in range(state.shards):
         for path in (writer.path / shard_name(i), writer.path / REJECTED_DIR / shard_name(i)):
             if not path.exists():
                 continue
             table = pq.read_table(path, columns=["instruction", "meta"])
             for text, meta in zip(table.column("instruction").to_pylist(), table.column("meta").to_pylist()):
-                pos = json.loads(meta).get(STAGE, {}).get("pool_index") if meta else None
+                m = json.loads(meta).get(STAGE, {}) if meta else {}
+                pos = m.get("pool_index")
                 if pos is not None:
                     pool.setdefault(pos, text)
+                    made_by.setdefault(pos, int(m.get("request", 0)))
     if sorted(pool) != list(range(len(pool))):
         raise DatasetError(f"{writer.path}: the accepted-instruction pool in the done shards has gaps; "
                            "write to a new --out")
     state.machine = [pool[i] for i in range(len(pool))]
+    state.requests = [made_by[i] for i in range(len(pool))]
     return state
 
 
@@ -131,6 +137,7 @@ class ShardBuilder:
                  counters: "Counters", shards_done: int = 0):
         self.cfg, self.ctx, self.templates, self.counters = cfg, ctx, templates, counters
         self.shards_done = shards_done
+        self._sampling_memo: dict[bool | None, str] = {}
 
     @staticmethod
     def templates(cfg: SelfInstructConfig) -> list[str]:
@@ -147,6 +154,11 @@ class ShardBuilder:
 
     # -- teacher calls ------------------------------------------------------------
     def _sampling_json(self, is_clf: bool | None) -> str:
+        if is_clf not in self._sampling_memo:   # one string per kind of row, not one json.dumps per row
+            self._sampling_memo[is_clf] = self._sampling_dump(is_clf)
+        return self._sampling_memo[is_clf]
+
+    def _sampling_dump(self, is_clf: bool | None) -> str:
         cfg = self.cfg
         if cfg.mode == "alpaca":
             return json.dumps({"alpaca": cfg.alpaca.sampling(alpaca.stop_sequences(cfg)).to_dict()}, sort_keys=True)
@@ -164,58 +176,80 @@ class ShardBuilder:
     def _task_id(self, task: "Task") -> str:
         return records.make_id(task.instruction)
 
+    def classify_request(self, t: "Task") -> ChatRequest:
+        return ChatRequest(messages=[{"role": "user", "content": inst.classify_prompt(t.instruction)}],
+                           sampling=self.cfg.classify.sampling(inst.classify_stop()),
+                           record_id=self._task_id(t), purpose=f"{STAGE}:classify")
+
+    def instances_request(self, t: "Task", clf: bool) -> ChatRequest:
+        return ChatRequest(messages=[{"role": "user", "content": inst.instance_prompt(t.instruction, clf)}],
+                           sampling=self._instance_sampling(clf), record_id=self._task_id(t),
+                           purpose=f"{STAGE}:instances")
+
+    def classified(self, t: "Task", c: Completion) -> tuple[bool, str] | dict[str, Any]:
+        """The classification reply of `t`: (is classification, answer), or the task's rejected row."""
+        t.tokens[0] += c.usage.prompt_tokens
+        t.tokens[1] += c.usage.completion_tokens
+        if not c.ok:
+            return self._task_reject(t, error_reason(c), f"classification: {c.error.kind}: {c.error.message}")
+        verdict = inst.classification_verdict(c.text)
+        self.counters.bump("classification_unclear", 1 if verdict == "unclear" else 0)
+        return verdict == "yes", c.text
+
+    def instanced(self, t: "Task", clf: bool, answer: str,
+                  g: Completion) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The instance reply of `t`: its kept rows and rejected rows."""
+        self.counters.bump("classification_tasks", 1 if clf else 0)
+        t.tokens[0] += g.usage.prompt_tokens
+        t.tokens[1] += g.usage.completion_tokens
+        if not g.ok:
+            return [], [self._task_reject(t, error_reason(g), f"instances: {g.error.kind}: {g.error.message}",
+                                          is_clf=clf)]
+        parsed = inst.parse_classification(g.text) if clf else inst.parse_generation(g.text)
+        rng = self.ctx.rng(self._task_id(t), f"{STAGE}:instances")
+        good, dropped = inst.filter_instances(parsed, g.truncated, self.cfg.instances.max_instances, rng)
+        meta = {"classification_answer": answer, "instances_raw": g.text}
+        rows, dup = self._rows(t, [(i.input, i.output) for i in good], clf, meta, g)
+        rejected = []
+        for d in dropped + [inst.Dropped(inst.Instance(*p), "duplicate_input", "same normalised input as a kept instance")
+                            for p in dup]:
+            rejected.append(self._instance_reject(t, d, clf, meta))
+        if not rows:
+            reasons = sorted({d.reason for d in dropped}) or ["none parsed"]
+            rejected.append(self._task_reject(t, "no_valid_instances", "instances: " + ", ".join(reasons),
+                                              is_clf=clf, extra=meta))
+        return rows, rejected
+
     def build(self, tasks: list["Task"]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Classify and make instances for a shard's `tasks`, one teacher call per step (the paper schedule)."""
         if not tasks:
             return [], []
         if self.cfg.mode == "alpaca":
             return self._alpaca_rows(tasks), []
         teacher = self.ctx.teacher
-        cls = teacher.chat([ChatRequest(
-            messages=[{"role": "user", "content": inst.classify_prompt(t.instruction)}],
-            sampling=self.cfg.classify.sampling(inst.classify_stop()),
-            record_id=self._task_id(t), purpose=f"{STAGE}:classify") for t in tasks])
+        cls = teacher.chat([self.classify_request(t) for t in tasks])
         stop_if_unanswered(cls, "classification", self.shards_done)
         self.counters.count(cls, "classify")
         kept: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
         todo = []
         for t, c in zip(tasks, cls):
-            t.tokens[0] += c.usage.prompt_tokens
-            t.tokens[1] += c.usage.completion_tokens
-            if not c.ok:
-                rejected.append(self._task_reject(t, error_reason(c), f"classification: {c.error.kind}: {c.error.message}"))
+            got = self.classified(t, c)
+            if isinstance(got, dict):
+                rejected.append(got)
             else:
-                verdict = inst.classification_verdict(c.text)
-                self.counters.bump("classification_unclear", 1 if verdict == "unclear" else 0)
-                todo.append((t, verdict == "yes", c.text))
-        gens = teacher.chat([ChatRequest(
-            messages=[{"role": "user", "content": inst.instance_prompt(t.instruction, clf)}],
-            sampling=self._instance_sampling(clf), record_id=self._task_id(t),
-            purpose=f"{STAGE}:instances") for t, clf, _ in todo])
+                todo.append((t, *got))
+        gens = teacher.chat([self.instances_request(t, clf) for t, clf, _ in todo])
         stop_if_unanswered(gens, "instances", self.shards_done)
         self.counters.count(gens, "instances")
         for (t, clf, answer), g in zip(todo, gens):
-            self.counters.bump("classification_tasks", 1 if clf else 0)
-            t.tokens[0] += g.usage.prompt_tokens
-            t.tokens[1] += g.usage.completion_tokens
-            if not g.ok:
-                rejected.append(self._task_reject(t, error_reason(g), f"instances: {g.error.kind}: {g.error.message}",
-                                                  is_clf=clf))
-                continue
-            parsed = inst.parse_classification(g.text) if clf else inst.parse_generation(g.text)
-            rng = self.ctx.rng(self._task_id(t), f"{STAGE}:instances")
-            good, dropped = inst.filter_instances(parsed, g.truncated, self.cfg.instances.max_instances, rng)
-            meta = {"classification_answer": answer, "instances_raw": g.text}
-            rows, dup = self._rows(t, [(i.input, i.output) for i in good], clf, meta, g)
+            rows, rej = self.instanced(t, clf, answer, g)
             kept += rows
-            for d in dropped + [inst.Dropped(inst.Instance(*p), "duplicate_input", "same normalised input as a kept instance")
-                                for p in dup]:
-                rejected.append(self._instance_reject(t, d, clf, meta))
-            if not rows:
-                reasons = sorted({d.reason for d in dropped}) or ["none parsed"]
-                rejected.append(self._task_reject(t, "no_valid_instances", "instances: " + ", ".join(reasons),
-                                                  is_clf=clf, extra=meta))
+            rejected += rej
         return kept, rejected
+
+    def alpaca_rows(self, t: "Task") -> list[dict[str, Any]]:
+        return self._rows(t, [t.triple], None, {})[0]
 
     # -- rows -------------------------------------------------------------------
     def _meta(self, t: "Task", is_clf: bool | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:

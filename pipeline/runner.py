@@ -48,6 +48,7 @@ from .errors import TeacherUnavailable
 from .store import Dataset, DatasetWriter, Location, ShardSpec, StagedShard, fingerprint, stage_shard
 from .teacher.base import TeacherUsage
 from .teacher.budget import Budget
+from .teacher.factory import CONCURRENT_BACKENDS
 from .teacher.slots import first_by
 from .teacher.tally import TallyTeacher
 
@@ -179,12 +180,12 @@ def shard_lookahead() -> int:
 
 def teacher_overlaps(ctx: Any) -> bool:
     """Whether shards may overlap: the run's teacher takes concurrent calls (`concurrent_calls` on a built
-    one; before it is built, a configured backend other than vLLM's one in-process engine). A live teacher
+    one; before it is built, a configured backend in CONCURRENT_BACKENDS). A live teacher
     that does not (a scripted test teacher) gets its shards one at a time, in the order they were always asked."""
     if ctx.has_teacher:
         return bool(getattr(ctx.teacher, "concurrent_calls", False))
     section = getattr(ctx.teacher_factory, "section", None)
-    return section is not None and section.backend != "vllm"
+    return section is not None and section.backend in CONCURRENT_BACKENDS
 
 
 def process_shard(stage: ShardStage, spec: ShardSpec, out: Location, ctx: Any) -> tuple[StagedShard | None, dict[str, Any]]:

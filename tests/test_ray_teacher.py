@@ -256,7 +256,8 @@ def test_score_with_a_separate_judge_teacher_on_ray_equals_local(tmp_path, ray_,
     local, _, local_seeds = run("local", "local")
     m, peak, seeds = run("ray", "ray")
     assert m["executor"] == "ray" and m["ray_workers"] == 2
-    assert m["judge_teacher"] == local["judge_teacher"] == {"backend": "openai", "model": "count-model"}
+    assert m["judge_teacher"] == local["judge_teacher"] == {
+        j: {"backend": "openai", "model": "count-model"} for j in ("quality", "complexity")}  # one per score
     assert seeds == local_seeds and len(seeds) == 2 * 16  # quality and complexity of every row, same seeds
     assert peak <= 2, f"{peak} judge requests in flight with a cluster-wide concurrency of 2"
     assert {k: v for k, v in m["totals"].items() if k != "seconds"} == \

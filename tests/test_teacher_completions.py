@@ -8,6 +8,7 @@ output objects; tests/test_teacher_vllm.py runs the real engine where vllm impor
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 
 from pipeline.teacher.base import ChatRequest, Sampling, TeacherUsage, completion_request
@@ -39,6 +40,7 @@ def test_vllm_sends_raw_prompts_to_generate_and_chats_to_chat_in_request_order()
     b = VLLMBackend.__new__(VLLMBackend)
     b.model, b.endpoint, b.run_seed, b.stats = "m", "m", 0, TeacherUsage()
     b._SamplingParams = lambda **kw: kw
+    b._lock = threading.Lock()
     b.llm = EngineStandIn()
     s = Sampling(temperature=0.0, max_tokens=1, logprobs=20)
     reqs = [completion_request("##Query: a  \n##Complexity: ", s, "a", "deita:complexity"),

@@ -36,6 +36,9 @@ from .limits import Limiter
 CACHE_FILE = "teacher_cache.sqlite"
 BATCH_DIR = "teacher_batches"
 BATCH_BACKENDS = ("openai_batch", "anthropic_batch", "batch_file")
+# backends whose chat() may be called from several threads at once (one event loop, shared request slots):
+# not vLLM's one in-process engine, and not a batch teacher (one journal, its calls wait for their batches)
+CONCURRENT_BACKENDS = ("openai", "llamacpp")
 # A network teacher's context window when teacher.context_tokens is not set: the largest common one, so only
 # a request no server would take is refused unsent (set it to your model's window).
 DEFAULT_CONTEXT_TOKENS = 131072

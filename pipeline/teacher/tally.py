@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ChatRequest, Completion, OnDone, TeacherUsage
+from .base import MARKED_FAULTS, ChatRequest, Completion, OnDone, TeacherUsage
 
 
 class TallyTeacher:
@@ -31,9 +31,17 @@ class TallyTeacher:
         return getattr(self.inner, name)
 
     def chat(self, requests: list[ChatRequest], on_done: OnDone | None = None) -> list[Completion]:
+        # A batch teacher's retries and failures by reason are counted on the teacher, not on completions; its
+        # calls never overlap (no `concurrent_calls`), so the growth of its marked faults is this call's.
+        shared = getattr(self.inner, "stats", None)
+        before = None if shared is None or getattr(self.inner, "concurrent_calls", False) else dict(shared.faults)
         out = self.inner.chat(requests, on_done) if on_done is not None else self.inner.chat(requests)
         for c in out:
             self.count(c)
+        if before is not None:
+            for k, v in shared.faults.items():
+                if k.startswith(MARKED_FAULTS) and v != before.get(k, 0):
+                    self.stats.faults[k] = self.stats.faults.get(k, 0) + v - before.get(k, 0)
         return out
 
     def count(self, c: Completion) -> None:

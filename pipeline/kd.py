@@ -56,13 +56,15 @@ def vocab_bytes(tokenizer: Any) -> dict[bytes, int]:
     vocab = tokenizer.get_vocab()
     added = set(getattr(tokenizer, "get_added_vocab", dict)())
     dec = _byte_decoder()
+    # One scheme per tokenizer: SentencePiece pieces such as '▁café' are UTF-8, not GPT-2's byte alphabet.
+    byte_level = not any("▁" in p for p in vocab if p not in added)
     out: dict[bytes, int] = {}
     for piece, i in vocab.items():
         if piece in added:
             b = piece.encode("utf-8")
         elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
             b = bytes([int(piece[3:5], 16)])
-        elif all(c in dec for c in piece):
+        elif byte_level and all(c in dec for c in piece):
             b = bytes(dec[c] for c in piece)
         else:
             b = piece.replace("▁", " ").encode("utf-8")

@@ -153,3 +153,26 @@ def decode_side_row(row: dict[str, Any]) -> tuple[list[bytes], np.ndarray, list[
         return None
     return (row["token"], dequantise(row["logprob"]), row["top_token"],
             [dequantise(np.cumsum(np.asarray(q, dtype=np.int64))) for q in row["top_logprob"]])
+
+
+def measure(raws: list[Any], k: int = 20) -> dict[str, Any]:
+    """Size and accuracy of the side file for raw `logprobs.content` lists (one per answer), against that raw JSON:
+    bytes per token of each, the largest logprob error (nats) over the kept tokens, and how many positions keep
+    the raw best token first."""
+    lps = [compact(r, k) for r in raws]
+    table = side_table([f"r{i}" for i in range(len(raws))], [json.dumps({"m": {"logprobs": x}}) for x in lps])
+    tokens = positions(table)
+    err, top1 = 0.0, 0
+    for row, raw in zip(table.to_pylist(), raws):
+        content = raw["content"] if isinstance(raw, dict) else raw
+        _, lp, top_tokens, top_lps = decode_side_row(row)
+        for p, chosen, toks, vals in zip(content, lp, top_tokens, top_lps):
+            want = {token_bytes(_identity(q)): float(q["logprob"]) for q in p.get("top_logprobs") or []}
+            err = max(err, abs(float(chosen) - float(p["logprob"])),
+                      *(abs(float(v) - want[t]) for t, v in zip(toks, vals)))
+            top1 += bool(toks) and toks[0] == max(want, key=want.get)
+    size = len(side_bytes(table))
+    raw_size = sum(len(json.dumps(r, ensure_ascii=False).encode("utf-8")) for r in raws)
+    return {"k": k, "tokens": tokens, "bytes_per_token": size / tokens if tokens else None,
+            "raw_json_bytes_per_token": raw_size / tokens if tokens else None,
+            "max_error_nats": err, "top1_agree": top1}

@@ -166,3 +166,27 @@ def test_vocab_bytes_reads_byte_level_and_sentencepiece_pieces():
     assert v[b" the"] == 5 and v[bytes([0xE2, 0x80])] == 7 and v[b"<|im_end|>"] == 8 and v["über".encode()] == 9
     v = vocab_bytes(Tok({"▁the": 5, "<0x0A>": 6, "▁über": 9, "é": 10}))  # SentencePiece
     assert v[b" the"] == 5 and v[b"\n"] == 6 and v[" über".encode()] == 9 and v["é".encode()] == 10
+
+
+def run_kd_example(release, *args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    return subprocess.run([sys.executable, str(root / "scripts" / "kd_example.py"), str(release), *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_kd_example_trains_a_student_on_the_soft_targets_and_the_loss_falls(tmp_path):
+    pytest.importorskip("torch")
+    make_pool(tmp_path / "pool", 4, stand_in(4, 30, seed=3))
+    run_export(tmp_path / "pool", tmp_path / "rel", ExportConfig(with_logprobs=True), progress=False)
+    r = run_kd_example(tmp_path / "rel", "--steps", "6")
+    assert r.returncode == 0, r.stderr
+    losses = [float(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("step")]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    run_export(tmp_path / "pool", tmp_path / "plain", ExportConfig(), progress=False)
+    r = run_kd_example(tmp_path / "plain")
+    assert r.returncode == 3 and "--with-logprobs" in r.stderr and "Traceback" not in r.stderr

@@ -190,3 +190,36 @@ def test_kd_example_trains_a_student_on_the_soft_targets_and_the_loss_falls(tmp_
     run_export(tmp_path / "pool", tmp_path / "plain", ExportConfig(), progress=False)
     r = run_kd_example(tmp_path / "plain")
     assert r.returncode == 3 and "--with-logprobs" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_evol_answers_keep_logprobs_when_asked_and_export_them(tmp_path):
+    from evol_support import make_input, responder
+
+    from pipeline.context import RunContext
+    from pipeline.records import get_meta
+    from pipeline.stages.evol_instruct import EvolConfig, run_evol_instruct
+    from pipeline.store import Dataset
+    from pipeline.teacher.fake import FakeTeacher
+
+    asked = []
+
+    class LogprobTeacher(FakeTeacher):
+        def chat(self, requests):
+            out = super().chat(requests)
+            for req, c in zip(requests, out):
+                if req.sampling.logprobs:
+                    asked.append(req.purpose)
+                    c.logprobs = stand_in(1, 5, k=req.sampling.logprobs, seed=len(asked))[0]
+            return out
+
+    src = make_input(tmp_path / "in", ["Summarise the text.", "Name a colour."])
+    ctx = RunContext(run_id="r", seed=3, teacher_factory=lambda: LogprobTeacher(responder), progress=False)
+    run_evol_instruct(src, tmp_path / "evol", ctx, EvolConfig(rounds=1, logprobs=3))
+    assert asked and set(asked) == {"evol:answer"}  # the answers, not the evolving or judging calls
+    evolved = [r for r in Dataset(tmp_path / "evol").iter_rows() if r["round"] == 1]
+    assert evolved and all(len(get_meta(r, "evol_instruct")["logprobs"]) == 5 for r in evolved)
+    assert all(len(p[2]) == 3 for r in evolved for p in get_meta(r, "evol_instruct")["logprobs"])
+    run_export(tmp_path / "evol", tmp_path / "rel", ExportConfig(with_logprobs=True), progress=False)
+    targets = load_soft_targets(tmp_path / "rel", teacher_vocab(tmp_path / "rel"))
+    assert {t.id for t in targets} == {r["id"] for r in evolved}  # the round-0 inputs have none
+    assert all(t.top_ids.shape == (5, 3) for t in targets)

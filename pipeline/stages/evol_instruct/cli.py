@@ -50,4 +50,5 @@ evol_instruct_cmd = stage_command(
         "rounds": (Annotated[Optional[int], typer.Option("--rounds", min=1, help="Evolution rounds M (default: the config's, else 4).")], None),
         "max_rows": (Annotated[Optional[int], typer.Option("--max-rows", min=1, help="Stop after this many accepted evolutions.")], None),
         "max_tokens_total": (Annotated[Optional[int], typer.Option("--max-tokens-total", min=1, help="Stop once the teacher has spent this many tokens.")], None),
+        "logprobs": (Annotated[Optional[int], typer.Option("--logprobs", min=1, max=20, help="Keep the top-K token logprobs of each answer in meta.evol_instruct.logprobs (backends that return them).")], None),
     })

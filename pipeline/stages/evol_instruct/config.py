@@ -57,6 +57,8 @@ class EvolConfig(Section):
     evolve_max_tokens: int = Field(512, gt=0, description="max tokens of an evolved instruction")
     answer_max_tokens: int = Field(2048, gt=0, description="max tokens of the teacher's answer (WizardLM's code: 2048), "
                                                         "lowered per request to what the teacher's context window leaves")
+    logprobs: int | None = Field(None, ge=1, le=20, description="keep the top-K token logprobs of each answer "
+                                 "(backends that return them) in meta.evol_instruct.logprobs, for export --with-logprobs")
     judge_max_tokens: int = Field(16, gt=0, description="max tokens of the equality judge's reply")
     judge_temperature: float = Field(0.0, ge=0, le=2, description="temperature of the equality judge (0: a decision, not a sample)")
     judge_unclear: Literal["keep", "drop"] = Field(

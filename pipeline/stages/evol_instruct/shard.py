@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ... import records
+from ... import logprobs, records
 from ...context import RunContext
 from ...errors import TeacherUnavailable
 from ...records import Drop
@@ -128,7 +128,7 @@ class ShardEvolver:
         self.evolve_sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
                                         max_tokens=cfg.evolve_max_tokens)
         self.answer_sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
-                                        max_tokens=cfg.answer_max_tokens)
+                                        max_tokens=cfg.answer_max_tokens, logprobs=cfg.logprobs)
         self.judge_sampling = Sampling(temperature=cfg.judge_temperature, top_p=1.0,
                                        max_tokens=cfg.judge_max_tokens)
 
@@ -256,5 +256,7 @@ class ShardEvolver:
             "judge_sampling": self.judge_sampling.to_dict(),
             "answer_attempts": len(cand.answer_tries),
             "first_answer_finish": cand.answer_tries[0].finish_reason if len(cand.answer_tries) > 1 else None,
+            **({"logprobs": logprobs.compact(cand.answer.logprobs, self.cfg.logprobs)}
+               if self.cfg.logprobs and answer else {}),
         })
         return row

@@ -118,6 +118,7 @@ def render_card(m: dict[str, Any], cfg) -> str:
         "```json", json.dumps(m["score"], indent=2), "```", "",
         *_erasure_section(m),
         *_reasoning_section(m),
+        *_logprobs_section(m),
         *_hard_section(m),
         "## How it was made", "",
         _table(["stage", "rows in", "rows out", "rejected", "top drop reasons"],
@@ -198,6 +199,20 @@ def _reasoning_section(m: dict[str, Any]) -> list[str]:
     else:
         lines += ["No row has a reasoning trace (the teacher returned none).", ""]
     return lines
+
+
+def _logprobs_section(m: dict[str, Any]) -> list[str]:
+    """The teacher's top-k logprobs side files (`--with-logprobs`): what they hold and how to read them."""
+    lp = m.get("logprobs")
+    if not lp:
+        return []
+    bpt = f", {lp['bytes_per_token']} bytes per token" if lp.get("bytes_per_token") else ""
+    return ["## Teacher logprobs", "",
+            f"`logprobs-<shard>.parquet` next to each shard holds the teacher's top-k token logprobs of each answer, "
+            f"one row per shard row in the same order (`id` to check): {lp['tokens']:,} tokens in {lp['bytes']:,} "
+            f"bytes{bpt}. Columns `token`, `logprob`, `top_token`, `top_logprob`; tokens are the teacher's token "
+            f"bytes; {lp['encoding']}. Read them with `pipeline.kd.load_soft_targets(release, tokenizer)`, which "
+            "maps them to a student tokenizer with the same vocabulary (null rows: the teacher gave none).", ""]
 
 
 def _versions_section(m: dict[str, Any]) -> list[str]:

@@ -37,6 +37,8 @@ class ExportConfig(Section):
         "field", description="where the teacher's reasoning goes: field (a `reasoning` column; `messages` carry the "
         "answer only), think_tags (`<think>...</think>` before the answer in the assistant turn, as R1-distilled "
         "models are trained; no column) or answer_only (dropped)")
+    with_logprobs: bool = Field(False, description="also write the teacher's top-k token logprobs (kept by a generation "
+                                "stage's `logprobs` option) as logprobs-<shard>.parquet, row-aligned with each shard")
     columns: list[str] = Field(default_factory=lambda: list(DEFAULT_COLUMNS),
                                description="columns written (messages is always first); any record-schema column")
 

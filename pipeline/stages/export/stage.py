@@ -32,10 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ... import __version__, records
+from ... import logprobs as lpstore
 from ...errors import DatasetError
 from ...runner import Progress
 from ...seeding import seed_for
-from ...store import Dataset, atomic_write_json, atomic_write_table, check_out
+from ...store import Dataset, atomic_write_bytes, atomic_write_json, atomic_write_table, check_out
 from ...store.outdir import RELEASE_STARTED
 from ..select.scan import ids_to_numpy
 from . import card, reasoning
@@ -107,8 +108,11 @@ def _with_messages(t: pa.Table) -> pa.Table:
 class _ShardSink:
     """Buffers one split's rows and writes full shards as they fill."""
 
-    def __init__(self, out: Path, split: str, total_rows: int, per_shard: int, schema: pa.Schema):
+    def __init__(self, out: Path, split: str, total_rows: int, per_shard: int, schema: pa.Schema,
+                 with_logprobs: bool = False):
         self.out, self.split, self.per_shard, self.schema = out, split, per_shard, schema
+        self.with_logprobs = with_logprobs
+        self.side: list[dict[str, Any]] = []
         self.total = max(1, math.ceil(total_rows / per_shard)) if total_rows else 0
         self.parts: list[pa.Table] = []
         self.held = 0
@@ -131,21 +135,40 @@ class _ShardSink:
         head, rest = table.slice(0, n), table.slice(n)
         name = shard_file(self.split, self.index, self.total)
         path = self.out / name
-        atomic_write_table(path, head.cast(self.schema).combine_chunks())
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        atomic_write_table(path, head.select(self.schema.names).cast(self.schema).combine_chunks())
         self.files.append({"path": name, "split": self.split, "rows": head.num_rows,
-                           "bytes": path.stat().st_size, "sha256": digest.hexdigest()})
+                           "bytes": path.stat().st_size, "sha256": _sha256(path)})
+        if self.with_logprobs:
+            side = lpstore.side_table(head.column("id").to_pylist(), head.column("meta").to_pylist())
+            side_path = self.out / lpstore.side_file(name)
+            atomic_write_bytes(side_path, lpstore.side_bytes(side))
+            self.side.append({"path": side_path.name, "shard": name, "rows": head.num_rows,
+                              "tokens": lpstore.positions(side), "bytes": side_path.stat().st_size,
+                              "sha256": _sha256(side_path)})
         self.index += 1
         self.parts, self.held = ([rest] if rest.num_rows else []), rest.num_rows
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _clean(out: Path, keep: set[str]) -> None:
     for p in out.glob("*.parquet"):
-        if (p.name.startswith("train-") or p.name.startswith("test-")) and p.name not in keep:
+        if p.name.startswith(("train-", "test-", lpstore.SIDE_PREFIX)) and p.name not in keep:
             p.unlink()
+
+
+def _logprobs_summary(side: list[dict[str, Any]]) -> dict[str, Any]:
+    tokens, size = sum(f["tokens"] for f in side), sum(f["bytes"] for f in side)
+    return {"files": side, "tokens": tokens, "bytes": size,
+            "bytes_per_token": round(size / tokens, 2) if tokens else None,
+            "encoding": f"token bytes (dictionary-encoded); logprobs as uint16 steps of {lpstore.STEP} nat, "
+                        "top-k lists as step differences; zstd"}
 
 
 def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, seed: int = 0,
@@ -176,9 +199,10 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
     (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the new manifest exists
     columns = release_columns(cfg)
     schema = pa.schema([records.SCHEMA.field(c) for c in columns])
-    sinks = {1: _ShardSink(out, "train", n - n_test, cfg.rows_per_shard, schema),
-             2: _ShardSink(out, "test", n_test, cfg.rows_per_shard, schema)}
-    read_cols = list(dict.fromkeys(columns + ["origin", "teacher_model", "reasoning"] + (_BUILD_COLS if build else [])))
+    sinks = {1: _ShardSink(out, "train", n - n_test, cfg.rows_per_shard, schema, cfg.with_logprobs),
+             2: _ShardSink(out, "test", n_test, cfg.rows_per_shard, schema, cfg.with_logprobs)}
+    carried = list(dict.fromkeys(columns + (["id", "meta"] if cfg.with_logprobs else [])))  # the side file reads these
+    read_cols = list(dict.fromkeys(carried + ["origin", "teacher_model", "reasoning"] + (_BUILD_COLS if build else [])))
     chars: list[np.ndarray] = []
     origins: Counter = Counter()
     teachers: Counter = Counter()
@@ -199,14 +223,15 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
                         chars.append(reasoning.lengths(part))
                         if cfg.reasoning == "think_tags":
                             part = reasoning.with_think_tags(part)
-                        sink.add(part.select(columns))
+                        sink.add(part.select(carried))
             bar.update(batch.num_rows)
         for sink in sinks.values():
             sink.close()
     finally:
         bar.close()
     files = sinks[1].files + sinks[2].files
-    _clean(out, {f["path"] for f in files})
+    side = sinks[1].side + sinks[2].side
+    _clean(out, {f["path"] for f in files + side})
     released = scores[split > 0]
     manifest = {
         "stage": STAGE,
@@ -222,6 +247,7 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
         "splits": {"train": n - n_test, **({"test": n_test} if n_test else {})},
         "files": files,
         "columns": columns,
+        **({"logprobs": _logprobs_summary(side)} if cfg.with_logprobs else {}),
         "reasoning": reasoning.summary(cfg.reasoning, np.concatenate(chars) if chars else np.zeros(0, np.int64), n),
         "sources": dict(origins.most_common()),
         "teachers": dict(teachers.most_common()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ... import logprobs
 from ...records import Drop
 from ...teacher.base import Completion
 
@@ -54,39 +55,6 @@ def check_answer(c: Completion, *, truncated: str = "drop", drop_refusals: bool 
     return None
 
 
-def _num(x: Any) -> float | None:
-    try:
-        return round(float(x), 4)
-    except (TypeError, ValueError):
-        return None
-
-
 def compact_logprobs(raw: Any, k: int) -> list[list[Any]] | None:
-    """[[token, logprob, [[alt, logprob], ...top k]], ...] from what a backend returned.
-
-    Accepts the OpenAI chat shape (a list of {token, logprob, top_logprobs: [{token,
-    logprob}]}, or an object with such a `content` list) and the legacy
-    completions shape ({tokens, token_logprobs, top_logprobs: [{token: logprob}]}).
-    """
-    if raw is None:
-        return None
-    if isinstance(raw, dict) and "content" in raw:
-        raw = raw["content"]
-    if isinstance(raw, dict) and "tokens" in raw:
-        tops = raw.get("top_logprobs") or [None] * len(raw["tokens"])
-        raw = [{"token": t, "logprob": lp, "top_logprobs": top}
-               for t, lp, top in zip(raw["tokens"], raw.get("token_logprobs") or [], tops)]
-    if not isinstance(raw, list):
-        return None
-    out: list[list[Any]] = []
-    for item in raw:
-        if not isinstance(item, dict):
-            continue
-        top = item.get("top_logprobs") or []
-        if isinstance(top, dict):
-            alts = [[t, _num(lp)] for t, lp in top.items()]
-        else:
-            alts = [[a.get("token"), _num(a.get("logprob"))] for a in top if isinstance(a, dict)]
-        alts.sort(key=lambda a: -(a[1] if a[1] is not None else float("-inf")))
-        out.append([item.get("token"), _num(item.get("logprob")), alts[:k]])
-    return out
+    """[[token, logprob, [[alt, logprob], ...top k]], ...]: `pipeline.logprobs.compact`, kept here for callers."""
+    return logprobs.compact(raw, k)

@@ -78,7 +78,7 @@ def run_curve(run_dir: str | Path) -> list[dict[str, Any]]:
     if not dedup:
         return []
     recorded = (dedup[0][1].manifest() or {}).get("input")
-    source = _dataset(Path(recorded)) if recorded else None
+    source = _dataset(Path(recorded)) if recorded else _before(run_dir, dedup[0][0])
     if source is None:
         return []
     maps = [_cluster_map(ds, f"{name}_cluster") for name, ds in dedup]
@@ -133,12 +133,27 @@ def run_curve(run_dir: str | Path) -> list[dict[str, Any]]:
     return points
 
 
+def _before(run_dir: Path, stage: str) -> Dataset | None:
+    """The step before `stage` in the run summary's order (a manifest that records no input)."""
+    names = _step_names(run_dir)
+    i = names.index(stage) if stage in names else 0
+    for name in reversed(names[:i]):
+        if (ds := _dataset(run_dir / name)) is not None:
+            return ds
+    return None
+
+
+def _step_names(run_dir: Path) -> list[str]:
+    for name, key in (("run_summary.json", "steps"), ("refresh_summary.json", "stages")):
+        if (run_dir / name).is_file():
+            return [s["stage"] for s in read_json(run_dir / name).get(key, []) if "stage" in s]
+    return []
+
+
 def _last_dataset(run_dir: Path) -> Dataset | None:
-    summary = run_dir / "run_summary.json"
-    names = [s["stage"] for s in read_json(summary).get("steps", []) if s.get("out")] if summary.is_file() else []
-    for name in reversed(names or ["select", "score", "semdedup", "minhash"]):
+    for name in reversed(_step_names(run_dir) or ["minhash", "semdedup", "score", "select"]):
         ds = _dataset(run_dir / name)
-        if ds is not None:
+        if ds is not None and (run_dir / name / "_manifest.json").is_file():  # export writes a release, not a dataset
             return ds
     return None
 

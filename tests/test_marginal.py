@@ -69,3 +69,18 @@ def test_refresh_nights_are_points_of_the_curve(tmp_path):
     assert [p["rows_generated"] for p in pts] == [1000, 2000, 4000]
     assert [p["novel_per_1k"] for p in pts] == [800, 400, 100]
     assert abs(marginal.fit(pts)["b"] - (-1.5)) < 1e-9  # least squares over log2: (0, 3), (1, 2), (2, 0)
+
+
+def test_a_run_s_report_shows_the_marginal_return_section(tmp_path):
+    from pipeline.report import build_report, write_report
+
+    run = _pool(tmp_path)
+    (run / "run_summary.json").write_text(json.dumps({"steps": [{"stage": "orca"}, {"stage": "minhash"}]}))
+    rep = build_report(run)
+    assert [p["novel"] for p in rep["marginal"]["shards"]] == [100, 80, 50, 20]
+    page = write_report(run).read_text()
+    section = page[page.index("Marginal return"):]
+    assert "Novel rows per 1k generated went from 1000 to 200" in section
+    for title in ("novel rows per 1k generated", "yield (kept / generated)", "diversity: entropy of task kinds"):
+        assert f'aria-label="{title}' in section, title
+    assert section.count("<polyline") == 4  # novel per 1k, yield, two entropies (no scores, no hard flags here)

@@ -14,7 +14,7 @@ SHARD = 100
 DUP_SHARE = [0.0, 0.2, 0.5, 0.8]  # shard k: this share of its rows copies a row of an earlier shard
 
 
-def _pool(tmp_path, seed=0):
+def pool_rows(seed=0):
     """Shards of SHARD rows; in shard k, DUP_SHARE[k] of them are exact or near copies of earlier rows."""
     rng = np.random.default_rng(seed)
     rows, texts = [], []
@@ -30,7 +30,11 @@ def _pool(tmp_path, seed=0):
                 text = " ".join(words(rng, 80))
             texts.append(text) if i >= n_dup else None
             rows.append(row(f"task {k}-{i}", text, task_kind="open_qa" if i % 2 else "math"))
-    src = write_dataset(tmp_path / "run" / "orca", rows, shard_rows=SHARD)
+    return rows
+
+
+def _pool(tmp_path, seed=0):
+    src = write_dataset(tmp_path / "run" / "orca", pool_rows(seed), shard_rows=SHARD)
     run_minhash(src, tmp_path / "run" / "minhash", MinhashConfig(threshold=0.7, keep_by=["length"]), progress=False)
     return tmp_path / "run"
 

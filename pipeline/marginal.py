@@ -71,8 +71,21 @@ def _hard_flag(meta: str | None) -> bool | None:
     return bool(h.get("hard")) if isinstance(h, dict) and "hard" in h else None
 
 
-def run_curve(run_dir: str | Path) -> list[dict[str, Any]]:
-    """One point per shard of the dataset the first dedup stage read; [] when the run has no dedup stage yet."""
+def _pieces(source: Dataset, chunk_rows: int | None):
+    """(label, table) in generation order: each shard, or (`chunk_rows`) slices of that many rows."""
+    cols = ["id", "origin", "task_kind", "meta"]  # the records schema has them all
+    if chunk_rows is None:
+        for k, loc in enumerate(source.shards):
+            yield f"shard {k}", source.read_shard(loc, columns=cols)
+        return
+    t = source.read(columns=cols)
+    for at in range(0, t.num_rows, chunk_rows):
+        yield f"rows {at}-{min(at + chunk_rows, t.num_rows) - 1}", t.slice(at, chunk_rows)
+
+
+def run_curve(run_dir: str | Path, chunk_rows: int | None = None) -> list[dict[str, Any]]:
+    """One point per shard (or `chunk_rows` rows) of the dataset the first dedup stage read; [] when the run
+    has no finished dedup stage."""
     run_dir = Path(run_dir)
     dedup = [(n, ds) for n in DEDUP if (ds := _dataset(run_dir / n)) is not None and ds.complete]
     if not dedup:
@@ -98,8 +111,7 @@ def run_curve(run_dir: str | Path) -> list[dict[str, Any]]:
     origins: Counter = Counter()
     points: list[dict[str, Any]] = []
     total = 0
-    for k, loc in enumerate(source.shards):
-        t = source.read_shard(loc, columns=["id", "origin", "task_kind", "meta"])  # the records schema has them all
+    for label, t in _pieces(source, chunk_rows):
         d = t.to_pydict()
         n = t.num_rows
         novel = kept = 0
@@ -123,7 +135,7 @@ def run_curve(run_dir: str | Path) -> list[dict[str, Any]]:
             if flag is not None:
                 hard.append(flag)
         total += n
-        points.append({"point": f"shard {k}", "generated": n, "rows_generated": total, "novel": novel,
+        points.append({"point": label, "generated": n, "rows_generated": total, "novel": novel,
                        "novel_per_1k": round(1000 * novel / n, 1) if n else 0.0,
                        "yield": round(kept / n, 4) if n else 0.0,
                        "entropy_task_kind": round(entropy(kinds), 3), "entropy_origin": round(entropy(origins), 3),
@@ -215,7 +227,17 @@ def sentence(points: list[dict[str, Any]]) -> str:
             f"(to {2 * n:,} rows generated) to add about {expected_novel(f, n, 2 * n):,.0f} novel rows.")
 
 
-def next_tier(points: list[dict[str, Any]], tier: int) -> float | None:
-    """Novel rows per 1k generated that the fitted trend expects at `tier` rows generated."""
-    f = fit(points)
-    return None if f is None else f["a"] * tier ** f["b"]
+
+
+def projection(run_dir: str | Path, targets: dict[str, int], points_wanted: int = 5) -> dict[str, Any] | None:
+    """Novel rows per 1k generated that a (pilot) run's trend expects at each of `targets` (name -> rows
+    generated), from its curve cut in `points_wanted` slices; None when no trend can be fitted."""
+    pts = run_curve(run_dir)
+    total = pts[-1]["rows_generated"] if pts else 0
+    if len(pts) < points_wanted and total >= 2 * points_wanted:
+        pts = run_curve(run_dir, chunk_rows=-(-total // points_wanted))
+    f = fit(pts)
+    if f is None:
+        return None
+    return {"pilot_rows_generated": total, "pilot_novel_per_1k": pts[-1]["novel_per_1k"], "exponent": round(f["b"], 3),
+            "novel_per_1k_at": {name: round(min(1000.0, f["a"] * n ** f["b"]), 1) for name, n in targets.items()}}

@@ -88,3 +88,29 @@ def test_a_run_s_report_shows_the_marginal_return_section(tmp_path):
     for title in ("novel rows per 1k generated", "yield (kept / generated)", "diversity: entropy of task kinds"):
         assert f'aria-label="{title}' in section, title
     assert section.count("<polyline") == 4  # novel per 1k, yield, two entropies (no scores, no hard flags here)
+
+
+def test_a_pilot_with_few_shards_is_cut_in_slices_for_the_projection(tmp_path):
+    run = _pool(tmp_path)
+    pts = marginal.run_curve(run, chunk_rows=80)
+    # rows 0-99 new; shard k's first DUP_SHARE[k] * 100 rows copies: counted by hand per 80-row slice
+    assert [p["novel_per_1k"] for p in pts] == [1000, 750, 500, 625, 250]
+    pr = marginal.projection(run, {"target": 800, "1m": 1_000_000})
+    assert pr["pilot_rows_generated"] == 400 and pr["pilot_novel_per_1k"] == 250 and pr["exponent"] < 0
+    f = marginal.fit(pts)
+    assert pr["novel_per_1k_at"]["1m"] == round(f["a"] * 1_000_000 ** f["b"], 1) < pr["novel_per_1k_at"]["target"] < 1000
+
+
+def test_distill_plan_s_table_prints_the_expected_novelty_at_the_next_tier(tmp_path):
+    from pipeline.costtable import table
+
+    run = _pool(tmp_path)
+    p = {"target_rows": 100_000, "pilot_rows": 400, "pilot_reused": True, "pilot_dir": str(run), "backend": "openai",
+         "model": "m", "kept_rows": 4.0, "requests": 20.0, "prompt_tokens": 100.0, "completion_tokens": 50.0,
+         "tokens": 150.0, "requests_per_kept_row": 5.0, "wall_seconds": 3.0, "rate_limit_floor_seconds": 0.0,
+         "concurrency": 4, "cost": None, "stages": [],
+         "novelty": marginal.projection(run, {"target": 100_000, "1m": 1_000_000, "10m": 10_000_000})}
+    line = next(ln for ln in table(p).splitlines() if ln.startswith("novelty:"))
+    at = p["novelty"]["novel_per_1k_at"]
+    assert line == (f"novelty: the pilot's last rows added 250 novel rows per 1k generated; its trend expects "
+                    f"{at['target']:g} at the target, {at['1m']:g} at 1m, {at['10m']:g} at 10m")

@@ -114,3 +114,19 @@ def test_distill_plan_s_table_prints_the_expected_novelty_at_the_next_tier(tmp_p
     at = p["novelty"]["novel_per_1k_at"]
     assert line == (f"novelty: the pilot's last rows added 250 novel rows per 1k generated; its trend expects "
                     f"{at['target']:g} at the target, {at['1m']:g} at 1m, {at['10m']:g} at 10m")
+
+
+def test_a_refresh_night_s_report_shows_the_curve_over_the_nights_of_its_workdir(tmp_path):
+    from pipeline.report import write_report
+    from tests.test_report import _run
+
+    run = _run(tmp_path)  # work/r1, with a minhash stage
+    for name, gen, after in (("r0", 1000, 700), ("r1", 1000, 300)):
+        (run.parent / name).mkdir(exist_ok=True)
+        (run.parent / name / "refresh_summary.json").write_text(json.dumps(
+            {"run_id": name, "finished_at": f"2026-01-0{name[1]}T01:00:00", "stages": [{"stage": "minhash"}],
+             "rows": {"generated": gen, "after_dedup": after, "added": after}}))
+    page = write_report(run).read_text()
+    section = page[page.index("Per refresh night"):]
+    assert "Novel rows per 1k generated went from 700 to 300 over the last 2,000 rows" in section
+    assert section.count("<polyline") == 2  # novel per 1k and yield: what a night's summary records

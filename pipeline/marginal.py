@@ -58,7 +58,7 @@ def _cluster_map(ds: Dataset, column: str) -> tuple[dict[str, str], set[str]]:
 
 def entropy(counts: Counter) -> float:
     n = sum(counts.values())
-    return -sum(c / n * math.log2(c / n) for c in counts.values() if c) if n else 0.0
+    return max(0.0, -sum(c / n * math.log2(c / n) for c in counts.values() if c)) if n else 0.0  # never -0.0
 
 
 def _hard_flag(meta: str | None) -> bool | None:
@@ -126,7 +126,9 @@ def run_curve(run_dir: str | Path, chunk_rows: int | None = None) -> list[dict[s
                 kinds[(d.get("task_kind") or [None] * n)[i] or "?"] += 1
                 origins[((d.get("origin") or [None] * n)[i] or "?").split(":")[0]] += 1
             seen_roots.add(root)
-            kept += rid in final_ids
+            if rid in final_ids:  # exact copies share their content id: the first one is the kept one
+                kept += 1
+                final_ids.discard(rid)
             if rid in scores:
                 qq, cc = scores[rid]
                 q += [qq] if qq is not None else []

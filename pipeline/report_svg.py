@@ -68,7 +68,7 @@ def line_chart(xs: list[float], ys: list[float | None], title: str, width: int =
     if not pts:
         return f"<p><em>{_esc(title)}: no data</em></p>"
     x_lo, x_hi = min(x for x, _ in pts), max(x for x, _ in pts)
-    y_lo, y_hi = min(0.0, min(y for _, y in pts)), max(y for _, y in pts)
+    y_lo, y_hi = min(0.0, min(y for _, y in pts)) + 0.0, max(y for _, y in pts) + 0.0  # + 0.0: no "-0" label
     xs_span, ys_span = (x_hi - x_lo) or 1.0, (y_hi - y_lo) or 1.0
     left, top, plot_w, plot_h = 60, 22, width - 80, height - 40
 

@@ -130,3 +130,13 @@ def test_a_refresh_night_s_report_shows_the_curve_over_the_nights_of_its_workdir
     section = page[page.index("Per refresh night"):]
     assert "Novel rows per 1k generated went from 700 to 300 over the last 2,000 rows" in section
     assert section.count("<polyline") == 2  # novel per 1k and yield: what a night's summary records
+
+
+def test_exact_copies_share_their_id_and_count_once_in_novelty_and_yield(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [row(f"task {i}", " ".join(words(rng, 60)), task_kind="math") for i in range(SHARD)]
+    src = write_dataset(tmp_path / "run" / "orca", rows + [dict(r) for r in rows], shard_rows=SHARD)
+    run_minhash(src, tmp_path / "run" / "minhash", MinhashConfig(), progress=False)
+    pts = marginal.run_curve(tmp_path / "run")
+    assert [(p["novel"], p["yield"]) for p in pts] == [(SHARD, 1.0), (0, 0.0)]
+    assert pts[1]["entropy_task_kind"] == 0.0 and str(pts[1]["entropy_task_kind"]) == "0.0"

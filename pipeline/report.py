@@ -153,7 +153,9 @@ def build_report(run_dir: str | Path, max_rows: int = 200_000) -> dict[str, Any]
 def _marginal(run_dir: Path) -> dict[str, Any]:
     shards = marginal.run_curve(run_dir)
     nights = marginal.refresh_curve(run_dir.parent) if (run_dir / "refresh_summary.json").is_file() else []
-    return {"shards": shards, "shards_sentence": marginal.sentence(shards) if shards else "",
+    summary = run_dir / "run_summary.json"
+    stopped = read_json(summary).get("stopped") if summary.is_file() else None
+    return {"shards": shards, "shards_sentence": marginal.sentence(shards) if shards else "", "stopped": stopped,
             "nights": nights, "nights_sentence": marginal.sentence(nights) if nights else ""}
 
 
@@ -260,6 +262,10 @@ _CURVES = [("novel_per_1k", "novel rows per 1k generated"), ("yield", "yield (ke
 
 def _render_marginal(m: dict[str, Any]) -> list[str]:
     parts = ["<h2 id='marginal'>Marginal return</h2>"]
+    if m.get("stopped"):
+        st = m["stopped"]
+        parts.append(f"<p class='marginal-stop'><strong>This run stopped after {html.escape(st['after'])}</strong>: "
+                     f"{html.escape(st['message'])}</p>")
     for key, what in (("shards", "per shard of generated rows (the first dedup stage's input)"),
                       ("nights", "per refresh night of this workdir")):
         pts = m.get(key) or []
@@ -275,7 +281,7 @@ def _render_marginal(m: dict[str, Any]) -> list[str]:
         parts.append(table(["point", "generated", "rows generated", "novel", *cols],
                            [[p["point"], p["generated"], p["rows_generated"], p["novel"], *[p.get(c) for c in cols]]
                             for p in pts]))
-    if len(parts) == 1:
+    if not m.get("shards") and not m.get("nights"):
         parts.append("<p>No dedup stage has finished in this run, so there is no curve yet.</p>")
     else:
         parts.append("<p>Novelty: rows that are the first of their MinHash/semdedup duplicate cluster in generation "

@@ -9,6 +9,7 @@ from test_marginal import SHARD, pool_rows
 
 from pipeline.config import load_config
 from pipeline.context import RunPaths
+from pipeline.report import write_report
 from pipeline.runplan import run_plan
 from pipeline.stage import StageSpec
 from pipeline.stages.minhash.cli import SPEC as MINHASH
@@ -46,6 +47,8 @@ def test_the_run_stops_after_dedup_when_the_newest_shard_is_under_min_novelty(tm
     assert on_disk["stopped"]["reason"] == "min_novelty"
     assert summary["final_dataset"].endswith("minhash")
     assert any(line.startswith("[run] stopping after minhash: the newest shard added 200 novel rows") for line in lines)
+    page = write_report(tmp_path / "work" / "r1").read_text()
+    assert "This run stopped after minhash</strong>: the newest shard added 200 novel rows per 1k generated" in page
 
 
 def test_the_run_goes_on_when_the_newest_shard_is_above_min_novelty_or_it_is_unset(tmp_path):

@@ -140,3 +140,24 @@ def test_exact_copies_share_their_id_and_count_once_in_novelty_and_yield(tmp_pat
     pts = marginal.run_curve(tmp_path / "run")
     assert [(p["novel"], p["yield"]) for p in pts] == [(SHARD, 1.0), (0, 0.0)]
     assert pts[1]["entropy_task_kind"] == 0.0 and str(pts[1]["entropy_task_kind"]) == "0.0"
+
+
+def test_mean_scores_and_the_hard_share_follow_each_shard_s_rows(tmp_path):
+    from pipeline import records
+    from pipeline.store import Dataset
+
+    rows = pool_rows()
+    for i, r in enumerate(rows):
+        if i % 4 == 0:  # what `distill hard` records; a quarter of the rows judged, every other one of them hard
+            records.set_meta(r, "hard", {"hard": i % 8 == 0, "gap": 1.0})
+    src = write_dataset(tmp_path / "run" / "orca", rows, shard_rows=SHARD)
+    run_minhash(src, tmp_path / "run" / "minhash", MinhashConfig(threshold=0.7), progress=False)
+    kept = Dataset(tmp_path / "run" / "minhash").read().to_pylist()
+    shard_of = {r["id"]: i // SHARD for i, r in enumerate(rows)}
+    for r in kept:
+        r["quality"], r["complexity"] = float(shard_of[r["id"]]), 2.0 * shard_of[r["id"]] + 1
+    write_dataset(tmp_path / "run" / "score", kept, shard_rows=SHARD)
+    pts = marginal.run_curve(tmp_path / "run")
+    assert [p["quality"] for p in pts] == [0.0, 1.0, 2.0, 3.0]
+    assert [p["complexity"] for p in pts] == [1.0, 3.0, 5.0, 7.0]
+    assert [p["hard_share"] for p in pts] == [0.52, 0.48, 0.52, 0.48]  # of the 25 judged rows per shard

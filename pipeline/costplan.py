@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from . import marginal
 from .config import Config
 from .context import RunPaths
 from .errors import ConfigError, DatasetError, InputFileError
@@ -229,6 +230,7 @@ def plan(cfg: Config, rows: int, *, pilot_rows: int = 100, input: Path | None = 
     budget = cfg.select.get("budget")
     result = project(measures, rows, cfg.teacher, select_budget=int(budget) if budget else None)
     result.update(pilot_dir=str(pilot_dir), pilot_rows=pilot_rows, pilot_reused=reused, config=cfg.source,
-                  pilot_ended=read_json(pilot_dir / PILOT).get("ended"))
+                  pilot_ended=read_json(pilot_dir / PILOT).get("ended"),
+                  novelty=marginal.projection(pilot_dir, {"target": rows, **{t: n for t, n in TIERS.items() if n > rows}}))
     atomic_write_json(pilot_dir / PROJECTION, result)
     return result

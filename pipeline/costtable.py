@@ -71,6 +71,11 @@ def table(p: dict[str, Any]) -> str:
     lines.append(f"wall time: about {duration(p['wall_seconds'])} online, at the pilot's throughput with "
                  f"teacher.concurrency = {p['concurrency']} requests in flight{floor}; "
                  "batch: each submission returns within the provider's window (24 h)")
+    nv = p.get("novelty")  # marginal.projection: the pilot's novelty trend
+    if nv:
+        lines.append(f"novelty: the pilot's last rows added {nv['pilot_novel_per_1k']:g} novel rows per 1k generated; "
+                     "its trend expects " + ", ".join(f"{v:g} at {'the target' if k == 'target' else k}"
+                                                      for k, v in nv["novel_per_1k_at"].items()))
     c = p["cost"]
     if c is None:
         lines.append("cost: set [teacher] price_prompt_per_mtok and price_completion_per_mtok to price it")

@@ -9,7 +9,8 @@ and the stage chain its manifest records. Writes `report.html`: the per-stage
 funnel, drops by reason, cut-off answers per answering stage, length (reasoning traces' too) and score distributions, evolution depth and
 operations, dedup cluster sizes and token cost, and the cost projection when
 the folder holds one (`projection.json`, written by `distill plan` into its
-pilot folder). Charts are inline SVG, so the page opens anywhere offline.
+pilot folder), and the marginal-return curve (marginal.py: per shard of the
+dedup stage's input and, for a refresh, per night of its workdir). Charts are inline SVG, so the page opens anywhere offline.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from . import marginal
 from .costtable import table as projection_table
 from .errors import DatasetError
-from .report_svg import bar_chart, histogram, table
+from .report_svg import bar_chart, histogram, line_chart, table
 from .store import Dataset, atomic_write_bytes, read_json
 
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
@@ -144,13 +146,20 @@ def build_report(run_dir: str | Path, max_rows: int = 200_000) -> dict[str, Any]
     evol = dict(stages).get("evol_instruct")
     return {"kind": "run", "run_dir": str(run_dir), "funnel": funnel, "drops": drops, "tokens": tokens,
             "clusters": clusters, "lengths": lengths, "scores": scores, "final_stage": stages[-1][0],
-            "evolution": _evolution(evol, max_rows), "truncation": cut,
+            "evolution": _evolution(evol, max_rows), "truncation": cut, "marginal": _marginal(run_dir),
             "projection": read_json(run_dir / "projection.json") if (run_dir / "projection.json").is_file() else None}
 
 
+def _marginal(run_dir: Path) -> dict[str, Any]:
+    shards = marginal.run_curve(run_dir)
+    nights = marginal.refresh_curve(run_dir.parent) if (run_dir / "refresh_summary.json").is_file() else []
+    summary = run_dir / "run_summary.json"
+    stopped = read_json(summary).get("stopped") if summary.is_file() else None
+    return {"shards": shards, "shards_sentence": marginal.sentence(shards) if shards else "", "stopped": stopped,
+            "nights": nights, "nights_sentence": marginal.sentence(nights) if nights else ""}
+
+
 def _release_report(path: Path, max_rows: int) -> dict[str, Any]:
-
-
     m = read_json(path / "manifest.json")
     funnel, drops, cut = [], [], []
     for st in m.get("upstream", []):
@@ -237,11 +246,47 @@ def render_html(rep: dict[str, Any]) -> str:
         t = [{"stage": "-", "prompt": 0, "completion": 0}]
     parts.append(bar_chart([s["stage"] for s in t], [s["prompt"] + s["completion"] for s in t], "teacher tokens per stage"))
     parts.append(table(["stage", "prompt tokens", "completion tokens"], [[s["stage"], s["prompt"], s["completion"]] for s in t]))
+    parts.extend(_render_marginal(rep.get("marginal") or {}))
     if rep.get("projection"):
         parts.append("<h2>Cost projection</h2>")
         parts.append(f"<pre>{e(projection_table(rep['projection']))}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+_CURVES = [("novel_per_1k", "novel rows per 1k generated"), ("yield", "yield (kept / generated)"),
+           ("entropy_task_kind", "diversity: entropy of task kinds (bits, novel rows so far)"),
+           ("entropy_origin", "diversity: entropy of origins (bits, novel rows so far)"),
+           ("quality", "mean quality score"), ("complexity", "mean complexity score"), ("hard_share", "hard share")]
+
+
+def _render_marginal(m: dict[str, Any]) -> list[str]:
+    parts = ["<h2 id='marginal'>Marginal return</h2>"]
+    if m.get("stopped"):
+        st = m["stopped"]
+        parts.append(f"<p class='marginal-stop'><strong>This run stopped after {html.escape(st['after'])}</strong>: "
+                     f"{html.escape(st['message'])}</p>")
+    for key, what in (("shards", "per shard of generated rows (the first dedup stage's input)"),
+                      ("nights", "per refresh night of this workdir")):
+        pts = m.get(key) or []
+        if not pts:
+            continue
+        parts.append(f"<h3>{html.escape(what.capitalize())}</h3><p class='marginal-trend'>"
+                     f"{html.escape(m.get(key + '_sentence', ''))}</p>")
+        xs = [p["rows_generated"] for p in pts]
+        for col, title in _CURVES:
+            if any(p.get(col) is not None for p in pts):
+                parts.append(line_chart(xs, [p.get(col) for p in pts], title))
+        cols = [c for c, _ in _CURVES if any(p.get(c) is not None for p in pts)]
+        parts.append(table(["point", "generated", "rows generated", "novel", *cols],
+                           [[p["point"], p["generated"], p["rows_generated"], p["novel"], *[p.get(c) for c in cols]]
+                            for p in pts]))
+    if not m.get("shards") and not m.get("nights"):
+        parts.append("<p>No dedup stage has finished in this run, so there is no curve yet.</p>")
+    else:
+        parts.append("<p>Novelty: rows that are the first of their MinHash/semdedup duplicate cluster in generation "
+                     "order. Embedding-cluster coverage is not shown (semdedup keeps no embeddings).</p>")
+    return parts
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:

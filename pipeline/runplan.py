@@ -12,6 +12,13 @@ then costs a second, not five stages of teacher calls.
 
 One `distill run` per run folder: it holds `<run>/.lock` throughout (a second
 exits 6, naming the holder's pid), and each step holds its own folder's lock.
+
+`[run] min_novelty`: after each dedup step (minhash, semdedup) the marginal-return
+curve is computed (marginal.py); when its newest shard added fewer novel rows per
+1k generated than that, the later steps are not run (status "stopped") and the
+summary's `stopped` records why. Generation is over by then: the stop saves the
+later steps' cost (the judge's calls) on a pool that has stopped growing, and
+tells a scheduler not to pay for more. `--from <next step>` runs them anyway.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import logs
+from . import logs, marginal
 from .config import Config
 from .context import RunPaths, make_context
 from .errors import BudgetExhausted, ConfigError, TeacherUnavailable
@@ -81,10 +88,14 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
             raise
     started = start is None
     steps: list[dict[str, Any]] = []
+    stopped: dict[str, Any] | None = None
     t_run = time.monotonic()
     try:
         for step in plan:
             started = started or step.name == start
+            if stopped:
+                steps.append({"stage": step.name, "status": "stopped", "reason": stopped["reason"]})
+                continue
             if not started or step.name in skip:
                 steps.append({"stage": step.name, "status": "skipped"})
                 continue
@@ -112,6 +123,10 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
                  f"{manifest.get('rows_rejected', 0)} rejected")
             logs.event("stage_end", f"{step.name} {status}", **steps[-1])
             current = out
+            stopped = _novelty_stop(cfg, paths, step.name)
+            if stopped:
+                echo(f"[run] stopping after {step.name}: {stopped['message']}")
+                logs.event("run_stopped", stopped["message"], run_id=paths.run_id, **stopped)
     except TeacherUnavailable:
         if "cost" not in ctx.budget.hit:
             raise
@@ -128,6 +143,7 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
         "steps": steps,
         "teacher": teacher,
         **({"budget": ctx.budget.to_dict()} if max_cost is not None else {}),
+        **({"stopped": stopped} if stopped else {}),
         "final_dataset": str(current) if current else None,
         "final_rows": _final_rows(current),
     }
@@ -135,6 +151,20 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
     logs.event("run_end", f"run {paths.run_id} finished", run_id=paths.run_id, seconds=summary["seconds"],
                final_rows=summary["final_rows"], final_dataset=summary["final_dataset"])
     return summary
+
+
+def _novelty_stop(cfg: Config, paths: RunPaths, step: str) -> dict[str, Any] | None:
+    """The `stopped` record when `step` is a dedup step and its newest shard is under `[run] min_novelty`."""
+    if cfg.run.min_novelty is None or step not in marginal.DEDUP:
+        return None
+    points = marginal.run_curve(paths.run_dir)
+    if not points or points[-1]["novel_per_1k"] >= cfg.run.min_novelty:
+        return None
+    last = points[-1]
+    return {"reason": "min_novelty", "after": step, "novel_per_1k": last["novel_per_1k"],
+            "min_novelty": cfg.run.min_novelty, "rows_generated": last["rows_generated"],
+            "message": f"the newest shard added {last['novel_per_1k']:g} novel rows per 1k generated, under "
+                       f"[run] min_novelty = {cfg.run.min_novelty:g} ({marginal.sentence(points)})"}
 
 
 def _validate_first(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[str], start: str | None,

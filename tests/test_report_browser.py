@@ -25,9 +25,10 @@ window.addEventListener('load', () => {
   const svgs = [...document.querySelectorAll('svg')];
   const drawn = svgs.filter(s => { const b = s.getBoundingClientRect(); return b.width > 50 && b.height > 20; });
   const bars = [...document.querySelectorAll('svg rect')].filter(r => r.getBBox().width > 0 && r.getBBox().height > 0);
+  const lines = [...document.querySelectorAll('svg polyline')].filter(l => l.getBBox().width > 0);
   const out = document.createElement('pre');
   out.id = 'check';
-  out.textContent = JSON.stringify({svgs: svgs.length, drawn: drawn.length, bars: bars.length,
+  out.textContent = JSON.stringify({svgs: svgs.length, drawn: drawn.length, bars: bars.length, lines: lines.length,
                                     headings: [...document.querySelectorAll('h2')].map(h => h.textContent)});
   document.body.appendChild(out);
 });
@@ -61,9 +62,20 @@ def _with_evolution(run):
     return run
 
 
+def _with_two_generation_shards(run):
+    """minhash's input (orca) as two shards of the ten rows, so the marginal-return curves have two points."""
+    shutil.rmtree(run / "orca")
+    rows = [records.new_row(f"task {i} " * (i + 1), "", "answer " * (i * 3 + 1), origin="seed") for i in range(10)]
+    w = DatasetWriter(run / "orca", "orca")
+    w.write_shard(0, rows[:5], None, {"rows_in": 5})
+    w.write_shard(1, rows[5:], None, {"rows_in": 5})
+    w.write_manifest()
+    return run
+
+
 def test_report_renders_in_headless_chromium(tmp_path):
     exe = _browser()
-    run = _with_evolution(_run(tmp_path))
+    run = _with_two_generation_shards(_with_evolution(_run(tmp_path)))
     page = write_report(run)
     probe = tmp_path / "probe.html"
     probe.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
@@ -74,7 +86,9 @@ def test_report_renders_in_headless_chromium(tmp_path):
     check = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert check["svgs"] >= 6 and check["drawn"] == check["svgs"], check  # every chart has a laid-out size
     assert check["bars"] >= 10, check
-    for heading in ("Funnel", "Drops by reason", "Scores", "Evolution", "Dedup clusters", "Token cost"):
+    assert check["lines"] >= 2, check  # the marginal-return curves: minhash's input has two shards here
+    for heading in ("Funnel", "Drops by reason", "Scores", "Evolution", "Dedup clusters", "Token cost",
+                    "Marginal return"):
         assert any(h.startswith(heading) for h in check["headings"]), (heading, check["headings"])
 
     shot = tmp_path / "report.png"

@@ -87,6 +87,7 @@ max_tokens = 40
 truncated = "keep"
 [score]
 gates = ["empty", "echo", "refusal"]
+judge = "heuristic"  # an openai teacher would get the rubric judge (judge = "auto"), which the 135M model cannot do
 [refresh]
 publish_dir = "{tmp_path / 'release'}"
 """)

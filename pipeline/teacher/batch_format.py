@@ -21,7 +21,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Iterator
 
+from ..errors import ConfigError
 from .base import ChatRequest, Completion, TeacherError, Usage
+from .request_body import openai_body
 
 CHAT_URL = "/v1/chat/completions"
 # line statuses; "expired" and "canceled" lines were never processed (nothing paid), "errored" ones failed
@@ -69,19 +71,10 @@ class LineResult:
 
 def chat_body(model: str, req: ChatRequest, seed: int) -> dict[str, Any]:
     """The chat-completions request body of `req` (the same fields the online openai backend sends)."""
-    s = req.sampling
-    body: dict[str, Any] = {"model": model, "messages": list(req.messages), "temperature": s.temperature,
-                            "top_p": s.top_p, "max_tokens": s.max_tokens, "seed": seed}
-    if s.presence_penalty:
-        body["presence_penalty"] = s.presence_penalty
-    if s.frequency_penalty:
-        body["frequency_penalty"] = s.frequency_penalty
-    if s.stop:
-        body["stop"] = list(s.stop)
-    if s.logprobs is not None:
-        body["logprobs"] = True
-        body["top_logprobs"] = s.logprobs
-    return body
+    if req.prompt is not None:
+        raise ConfigError("batch teachers send chat requests only; Deita's scorers (text completions) need an "
+                          "online judge: set [score.judge_teacher] backend = \"openai\" or \"vllm\"")
+    return openai_body(model, req, seed)
 
 
 def openai_line(custom_id: str, body: dict[str, Any]) -> bytes:

@@ -50,6 +50,7 @@ from .base import ChatRequest, Completion, OnDone, TeacherError, TeacherUsage, U
 from .limits import Limiter, LocalLimiter, backoff_delay, estimate_tokens, parse_retry_after
 from .reasoning import FIELDS as REASONING_FIELDS
 from .reasoning import split_message
+from .request_body import openai_body
 from .slots import Slots, caller_rank
 
 log = logging.getLogger(__name__)
@@ -197,25 +198,7 @@ class OpenAIBackend:
         return derive_seed(self.run_seed, req.record_id, req.purpose, req.sample_index)
 
     def _body(self, req: ChatRequest, seed: int) -> bytes:
-        s = req.sampling
-        body: dict[str, Any] = {
-            "model": self.model, "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
-            "seed": seed}
-        if req.prompt is not None:
-            body["prompt"] = req.prompt
-        else:
-            body["messages"] = list(req.messages)
-        if s.presence_penalty:
-            body["presence_penalty"] = s.presence_penalty
-        if s.frequency_penalty:
-            body["frequency_penalty"] = s.frequency_penalty
-        if s.stop:
-            body["stop"] = list(s.stop)
-        if s.logprobs is not None and req.prompt is not None:
-            body["logprobs"] = s.logprobs  # /v1/completions: the legacy integer
-        elif s.logprobs is not None:
-            body["logprobs"] = True
-            body["top_logprobs"] = s.logprobs
+        body = openai_body(self.model, req, seed)
         body.update(self.extra_body)
         return json.dumps(body, ensure_ascii=False).encode("utf-8")
 

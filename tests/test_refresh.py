@@ -453,7 +453,7 @@ def test_changed_minhash_settings_recompute_the_pool_signatures(tmp_path):
     assert r2.exit_code == 8            # still deduplicated against v1, through recomputed signatures
     m = json.loads((tmp_path / "w" / r2.run_id / "minhash" / "_manifest.json").read_text())
     assert m["against"] == [str(tmp_path / "w" / r2.run_id / "minhash_against")] and m["against_rows"] == len(_pool_ids(v1))
-    cfg.self_instruct = {"num_instructions": 6, "request_batch_size": 1}   # more tasks: some are new
+    cfg.self_instruct = {"num_instructions": 6, "request_batch_size": 1, "schedule": "paper"}  # more tasks: some new
     r3, _ = _night(cfg)
     assert r3.exit_code == 0
     pool = json.loads((latest(tmp_path / "w" / "release") / "pool" / "_manifest.json").read_text())

@@ -105,7 +105,10 @@ class ScoreStage:
             if self.cfg.heuristic == "length*relevance" and kept:
                 with self.building:  # one model load, and one shard at a time through the encoder and its cache
                     if self.encoder is None:
-                        self.encoder = make_encoder(EmbeddingSection(model=self.cfg.relevance_model), ctx.workdir)
+                        # one text per forward pass: a vector that does not depend on which other texts shared
+                        # its padded batch, so a shard rescored after a kill gets bit-identical scores
+                        self.encoder = make_encoder(EmbeddingSection(model=self.cfg.relevance_model, batch_size=1),
+                                                    ctx.workdir)
                     rel = relevances(kept, self.encoder)
             for row, r in zip(kept, rel):
                 score, parts = heuristic_score(row, r)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from types import ModuleType
 
 from pipeline.lifecycle import children_map, descendants
 
-__all__ = ["children_map", "cmdline", "descendants", "load_script", "running", "wait_gone"]
+__all__ = ["children_map", "cmdline", "descendants", "load_script", "running", "sigkill", "wait_gone"]
 
 
 def running(pid: int) -> bool:
@@ -56,3 +58,13 @@ def load_script(name: str) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def sigkill(proc: subprocess.Popen) -> None:
+    """SIGKILL a child and reap it; the caller asserts on `proc.returncode` (-9 when the kill landed)."""
+    try:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -15,6 +15,7 @@ import time
 
 import pytest
 from faultserver import FaultServer
+from proc_support import sigkill
 
 from pipeline import records
 from pipeline.config import TeacherSection
@@ -302,11 +303,8 @@ def test_sigkill_with_overlapping_shards_repeats_only_the_request_in_flight(tmp_
             wait_for(lambda: proc.poll() is not None or (srv.holding.is_set() and len(srv.answered) == 12 + 8
                                                           and (out / "_done" / "part-00001.json").exists()),
                      "shards 0-1 committed, rows 10-11 and shards 3-4 answered", 120)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            sigkill(proc)
         assert proc.returncode == -signal.SIGKILL
         srv.release()
         names = [p.name for p in out.rglob("*")]

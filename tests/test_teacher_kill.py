@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from faultserver import FaultServer
+from proc_support import sigkill
 
 from pipeline import records
 from pipeline.store import Dataset, DatasetWriter
@@ -50,11 +51,8 @@ def test_sigkill_mid_run_then_resume(tmp_path):
         try:
             held = srv.holding.wait(120)
             assert held, f"the stage never reached {HOLD_AT!r}: {proc.communicate(timeout=5)[0]!r}"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(30)
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            sigkill(proc)
         assert proc.returncode == -signal.SIGKILL
         srv.release()
 

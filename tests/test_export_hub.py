@@ -15,7 +15,7 @@ from pipeline.cli import app
 from pipeline.records import new_row
 from pipeline.stages.export.config import ExportConfig
 from pipeline.stages.export.stage import run_export
-from pipeline.store import DatasetWriter
+from pipeline.store import DatasetError, DatasetWriter
 
 datasets = pytest.importorskip("datasets")
 
@@ -145,3 +145,14 @@ def test_cli_format_flag_and_a_bad_value_is_a_config_error(tmp_path):
     assert res.returncode == 2 and "[export] format" in res.stderr and "Traceback" not in res.stderr, res.stderr
     res = CliRunner().invoke(app, base)  # the default is unchanged
     assert res.exit_code == 0 and json.loads((out / "manifest.json").read_text())["columns"][0] == "messages"
+
+
+def test_a_chat_without_a_final_answer_turn_is_a_one_line_data_error_in_prompt_completion(tmp_path):
+    rows = list(make_pool(tmp_path / "sel", 6).values())
+    rows[2]["messages"] = rows[2]["messages"][:-1]  # ends with the user turn: nothing to split off
+    w = DatasetWriter(tmp_path / "sel2", "select")
+    w.write_shard(0, rows)
+    w.write_manifest(input=None)
+    run_export(tmp_path / "sel2", tmp_path / "ok", ExportConfig(), progress=False)  # messages format: as it is
+    with pytest.raises(DatasetError, match=f"row {rows[2]['id']}: .*--format messages"):
+        run_export(tmp_path / "sel2", tmp_path / "rel", ExportConfig(format="prompt_completion"), progress=False)

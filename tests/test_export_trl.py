@@ -57,7 +57,7 @@ def tokenizer_for(texts):
 @pytest.mark.slow
 def test_sft_trainer_trains_on_the_prompt_completion_export_with_the_prompt_masked(tmp_path, monkeypatch):
     for k, v in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                 "WANDB_DISABLED": "true", "TOKENIZERS_PARALLELISM": "false"}.items():
+                 "TOKENIZERS_PARALLELISM": "false"}.items():
         monkeypatch.setenv(k, v)
     import datasets
     import torch

@@ -1,7 +1,8 @@
 """The release's dataset card: README.md with the YAML header the Hugging Face Hub reads.
 
-The header carries licence, language, task category, size category, the
-data-files config per split and the split sizes; the body says what is in
+The header carries licence (with `license_name` and `license_link` for
+`license: other`), language, task category, size category, the data-files
+config per split and `dataset_info` as `datasets` writes it (hub_info.py); the body says what is in
 the release (rows, files, sources, teachers, scores), how it was made (the
 funnel of every upstream stage, read from their manifests) and how to load it.
 Strings in the header are written as JSON strings, which YAML reads as they are.
@@ -13,9 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from ...lineage import upstream
 from ...store import atomic_write_bytes, read_json
 from ..hard.strata import share
+from . import hub_info
 
 _SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
           (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M")]
@@ -54,19 +58,28 @@ def pool_versions(path: str | Path) -> list[dict[str, Any]]:
     return [{"version": v, "rows_added": n} for v, n in rows.items()]
 
 
-def _yaml_header(m: dict[str, Any], cfg) -> str:
+LICENSE_FILE = "LICENSE.md"
+DEFAULT_LICENSE_NAME = "teacher-terms"
+
+
+def license_fields(cfg) -> dict[str, str]:
+    """`license_name` and `license_link` for `license: other` (the Hub reads them only then); {} otherwise."""
+    if cfg.license != "other":
+        return {}
+    return {"license_name": cfg.license_name or DEFAULT_LICENSE_NAME, "license_link": cfg.license_link or LICENSE_FILE}
+
+
+def _yaml_header(m: dict[str, Any], cfg, schema: pa.Schema) -> str:
     q = json.dumps
-    lines = ["---", f"license: {q(cfg.license)}", f"pretty_name: {q(m['pretty_name'])}", "language:"]
+    lines = ["---", f"license: {q(cfg.license)}"] + [f"{k}: {q(v)}" for k, v in license_fields(cfg).items()]
+    lines += [f"pretty_name: {q(m['pretty_name'])}", "language:"]
     lines += [f"- {q(lang)}" for lang in cfg.language]
     lines += ["task_categories:", "- text-generation", "tags:", "- synthetic", "- sft", "- distillation",
               "size_categories:", f"- {q(size_category(m['rows']))}",
               "configs:", "- config_name: default", "  data_files:"]
     for split in m["splits"]:
         lines += [f"  - split: {split}", f"    path: {q(split + '-*.parquet')}"]
-    lines += ["dataset_info:", "  config_name: default", "  splits:"]
-    for split, n in m["splits"].items():
-        nbytes = sum(f["bytes"] for f in m["files"] if f["split"] == split)
-        lines += [f"  - name: {split}", f"    num_examples: {n}", f"    num_bytes: {nbytes}"]
+    lines += hub_info.dataset_info(schema, m["files"], m["splits"])
     lines.append("---")
     return "\n".join(lines)
 
@@ -91,17 +104,28 @@ SCORE_SOURCES = {
 }
 
 
-def render_card(m: dict[str, Any], cfg) -> str:
+_FORMATS = {
+    "messages": ("Each row's `messages` column is a chat in the format TRL's `SFTTrainer` and `datasets` read as "
+                 "they are (a list of `{role, content}`)."),
+    "prompt_completion": ("Each row is in TRL's conversational prompt/completion format: `prompt` is the chat up to "
+                          "the answer (system and user turns, as lists of `{role, content}`) and `completion` is "
+                          "`[the assistant's answer]`. `SFTTrainer` computes the loss on the completion only "
+                          "(`completion_only_loss`, on by default for this format), with no chat-template markers "
+                          "needed."),
+}
+
+
+def render_card(m: dict[str, Any], cfg, schema: pa.Schema) -> str:
     name = m["pretty_name"]
     score_src = next((s.get("score_source") for s in reversed(m["upstream"]) if s.get("score_source")), None)
     judge = next((s.get("judge_teacher") for s in reversed(m["upstream"]) if s.get("judge_teacher")), None)
     heuristic = next((s.get("heuristic") for s in reversed(m["upstream"]) if s.get("heuristic")), None)
     parts = [
-        _yaml_header(m, cfg), "",
+        _yaml_header(m, cfg, schema), "",
         f"# {name}", "",
         f"Synthetic instruction-tuning data made by `distill` {m['code_version']}: a teacher model's answers, "
-        "gated, deduplicated, scored and selected best-first. Each row's `messages` column is a chat in the "
-        "format TRL's `SFTTrainer` and `datasets` read as they are (a list of `{role, content}`).", "",
+        "gated, deduplicated, scored and selected best-first. " + _FORMATS[m.get("format", "messages")], "",
+        f"Format: **{m.get('format', 'messages')}** (`distill export --format`).", "",
         "## Contents", "",
         _table(["split", "rows"], [[s, f"{n:,}"] for s, n in m["splits"].items()]), "",
         _table(["file", "rows", "bytes", "sha256"], [[f["path"], f"{f['rows']:,}", f"{f['bytes']:,}", f["sha256"][:16] + "..."]
@@ -130,9 +154,13 @@ def render_card(m: dict[str, Any], cfg) -> str:
         "```python", "from datasets import load_dataset", "",
         "ds = load_dataset(\"parquet\", data_files={"
         + ", ".join(f'"{s}": "{s}-*.parquet"' for s in m["splits"]) + "})",
-        "print(ds[\"train\"][0][\"messages\"])", "```", "",
+        *([f"print(ds[\"train\"][0][\"{c}\"])" for c in ("prompt", "completion")]
+          if m.get("format") == "prompt_completion" else ["print(ds[\"train\"][0][\"messages\"])"]),
+        "```", "",
         "## Licence", "",
-        f"Licence field: `{cfg.license}`. The answers were written by the teacher model(s) above; check their "
+        f"Licence field: `{cfg.license}`"
+        + (f" (`license_name: {m['license_name']}`, terms: `{m['license_link']}`)" if m.get("license_name") else "")
+        + ". The answers were written by the teacher model(s) above; check their "
         "terms of use before you publish or train on this release.", "",
         "## Export config", "",
         "```json", json.dumps(m["config"], indent=2), "```", "",
@@ -226,7 +254,21 @@ def _versions_section(m: dict[str, Any]) -> list[str]:
             _table(["version", "rows added"], [[v["version"], f"{v['rows_added']:,}"] for v in versions]), ""]
 
 
-def write_card(out: Path, manifest: dict[str, Any], cfg) -> None:
+def license_text(m: dict[str, Any]) -> str:
+    """LICENSE.md for `license: other` with no license_link of the user's: whose terms the release falls under."""
+    teachers = "\n".join(f"- `{t}`" for t in m["teachers"]) or "- (none recorded)"
+    return (f"# {m['pretty_name']}: terms\n\nThis release has no licence of its own (`license: other`, "
+            f"`license_name: {m['license_name']}`). Its answers were written by these teacher models, and their "
+            f"terms of use govern what you may do with them:\n\n{teachers}\n\nThe instructions come from the "
+            "sources in README.md; check their licences too. Set `[export] license` (or `license_name` and "
+            "`license_link`) once you know the terms.\n")
+
+
+def write_card(out: Path, manifest: dict[str, Any], cfg, schema: pa.Schema) -> None:
     run = manifest.get("run_id")
     manifest["pretty_name"] = cfg.pretty_name or (f"distill {run}" if run else out.resolve().name)
-    atomic_write_bytes(out / "README.md", render_card(manifest, cfg).encode("utf-8"))
+    if manifest.get("license_link") == LICENSE_FILE and not cfg.license_link:
+        atomic_write_bytes(out / LICENSE_FILE, license_text(manifest).encode("utf-8"))
+    elif cfg.license_link != LICENSE_FILE:
+        (out / LICENSE_FILE).unlink(missing_ok=True)  # an earlier export's, now stale
+    atomic_write_bytes(out / "README.md", render_card(manifest, cfg, schema).encode("utf-8"))

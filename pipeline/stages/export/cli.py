@@ -45,6 +45,7 @@ export_cmd = stage_command(
         "rows_per_shard": (Annotated[Optional[int], typer.Option("--rows-per-shard", min=1, help="Rows per train-NNNNN-of-NNNNN.parquet shard (default 100000).")], None),
         "heldout": (Annotated[Optional[str], typer.Option("--heldout", help="Held-out 'test' split carved from the release: a count (500) or a share (0.01).")], None),
         "reasoning": (Annotated[Optional[str], typer.Option("--reasoning", help="The teacher's reasoning: field (a `reasoning` column, the default), think_tags (<think>...</think> before the answer in the assistant turn) or answer_only.")], None),
+        "format": (Annotated[Optional[str], typer.Option("--format", help="How each example is written: messages (a `messages` chat, the default) or prompt_completion (TRL's conversational `prompt` and `completion` columns: trainers mask the prompt with no chat-template work).")], None),
         "with_logprobs": (Annotated[Optional[bool], typer.Option("--with-logprobs/--no-logprobs", help="Also write the teacher's top-k token logprobs as logprobs-<shard>.parquet next to each shard (rows aligned).")], None),
         "license": (Annotated[Optional[str], typer.Option("--license", help="Licence field of the dataset card, e.g. apache-2.0.")], None),
     },

@@ -1,4 +1,4 @@
-"""The `[export]` config section: release size, shard size, held-out split, card fields, columns, reasoning.
+"""The `[export]` config section: release size, shard size, held-out split, card fields, columns, reasoning, format.
 
 Size: `tier` ("100k", "1m", "10m") or `rows`; with neither, the whole input
 (every selected row) is released, which is what `distill run` does on the
@@ -31,12 +31,20 @@ class ExportConfig(Section):
                                                    "the test share is approximate, but a row never moves between splits as the pool grows "
                                                    "(refresh uses this); needs heldout as a share")
     license: str = Field("other", description="licence field of the dataset card (e.g. apache-2.0, cc-by-4.0); check your teacher's terms")
+    license_name: str | None = Field(None, description="with license = other: the card's license_name, an id for the "
+                                     "terms (default: teacher-terms)")
+    license_link: str | None = Field(None, description="with license = other: the card's license_link, a URL or a file "
+                                     "in the release (default: LICENSE.md, written by export, naming the teachers)")
     pretty_name: str | None = Field(None, description="dataset name on the card; default: the folder name")
     language: list[str] = Field(default_factory=lambda: ["en"], description="languages listed on the card")
     reasoning: Literal["answer_only", "think_tags", "field"] = Field(
         "field", description="where the teacher's reasoning goes: field (a `reasoning` column; `messages` carry the "
         "answer only), think_tags (`<think>...</think>` before the answer in the assistant turn, as R1-distilled "
         "models are trained; no column) or answer_only (dropped)")
+    format: Literal["messages", "prompt_completion"] = Field(
+        "messages", description="how each example is written: messages (one `messages` chat column) or "
+        "prompt_completion (TRL's conversational `prompt` = the turns before the last assistant turn and "
+        "`completion` = [that turn], so trainers mask the prompt with no chat-template work)")
     with_logprobs: bool = Field(False, description="also write the teacher's top-k token logprobs (kept by a generation "
                                 "stage's `logprobs` option) as logprobs-<shard>.parquet, row-aligned with each shard")
     columns: list[str] = Field(default_factory=lambda: list(DEFAULT_COLUMNS),
@@ -57,8 +65,20 @@ class ExportConfig(Section):
             raise ValueError(f"unknown columns {bad}; pick from the record schema")
         return ["messages"] + [c for c in dict.fromkeys(v) if c != "messages"]
 
+    @field_validator("license_link")
+    @classmethod
+    def _license_link(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v and (not v or "/" in v or "\\" in v or v.startswith(".")
+                                                  or v in ("README.md", "manifest.json") or v.endswith(".parquet")):
+            raise ValueError(f"license_link {v!r}: give a URL or a plain file name for the release folder "
+                             "(e.g. LICENSE.md)")
+        return v
+
     @model_validator(mode="after")
     def _one_size(self) -> "ExportConfig":
+        if self.license != "other" and (self.license_name or self.license_link):
+            raise ValueError(f"license_name and license_link go with license = other (the Hub reads them only "
+                             f"then), not with {self.license!r}")
         if self.tier is not None and self.rows is not None:
             raise ValueError("give tier or rows, not both")
         if self.heldout_stable and isinstance(self.heldout, int) and self.heldout > 0:
@@ -76,6 +96,8 @@ class ExportConfig(Section):
 
 def release_columns(cfg: ExportConfig) -> list[str]:
     """The columns written: `columns`, with `reasoning` right after `messages` in field mode and never otherwise
-    (think_tags has it inside `messages`; answer_only drops it)."""
+    (think_tags has it inside `messages`; answer_only drops it); in prompt_completion format `prompt` and
+    `completion` stand where `messages` was."""
     cols = [c for c in cfg.columns if c != "reasoning"]
-    return cols[:1] + ["reasoning"] + cols[1:] if cfg.reasoning == "field" else cols
+    head = ["prompt", "completion"] if cfg.format == "prompt_completion" else cols[:1]
+    return head + (["reasoning"] if cfg.reasoning == "field" else []) + cols[1:]

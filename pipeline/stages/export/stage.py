@@ -3,10 +3,12 @@
 Reads a dataset folder (normally the select stage's output); writes a
 release folder:
 
-    train-00000-of-000NN.parquet ...   zstd; `messages` first (then `reasoning` in the default field format:
-                                       reasoning.py), then provenance and score columns
+    train-00000-of-000NN.parquet ...   zstd; `messages` first, or `prompt` and `completion` in the
+                                       prompt_completion format (prompt_completion.py), then `reasoning` in the
+                                       default field format (reasoning.py), then provenance and score columns
     test-00000-of-000MM.parquet ...    only with a held-out split
-    README.md                          dataset card with the HF Hub YAML header
+    README.md                          dataset card with the HF Hub YAML header (dataset_info: hub_info.py)
+    LICENSE.md                         only with license = other and no license_link: whose terms apply
     manifest.json                      sha256, rows and bytes of every shard, counts, config (written last)
 
 The release is the best N rows: ordered by combined score (descending,
@@ -39,7 +41,7 @@ from ...seeding import seed_for
 from ...store import Dataset, atomic_write_bytes, atomic_write_json, atomic_write_table, check_out
 from ...store.outdir import RELEASE_STARTED
 from ..select.scan import ids_to_numpy
-from . import card, reasoning
+from . import card, hub_info, prompt_completion, reasoning
 from .config import ExportConfig, release_columns
 
 STAGE = "export"
@@ -137,7 +139,8 @@ class _ShardSink:
         path = self.out / name
         atomic_write_table(path, head.select(self.schema.names).cast(self.schema).combine_chunks())
         self.files.append({"path": name, "split": self.split, "rows": head.num_rows,
-                           "bytes": path.stat().st_size, "sha256": _sha256(path)})
+                           "bytes": path.stat().st_size, "arrow_bytes": hub_info.arrow_bytes(path),
+                           "sha256": _sha256(path)})
         if self.with_logprobs:
             side = lpstore.side_table(head.column("id").to_pylist(), head.column("meta").to_pylist())
             side_path = self.out / lpstore.side_file(name)
@@ -198,11 +201,13 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
     atomic_write_json(out / RELEASE_STARTED, {"stage": STAGE, "input": str(input_path)})
     (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the new manifest exists
     columns = release_columns(cfg)
-    schema = pa.schema([records.SCHEMA.field(c) for c in columns])
+    schema = pa.schema([prompt_completion.FIELDS.get(c) or records.SCHEMA.field(c) for c in columns])
     sinks = {1: _ShardSink(out, "train", n - n_test, cfg.rows_per_shard, schema, cfg.with_logprobs),
              2: _ShardSink(out, "test", n_test, cfg.rows_per_shard, schema, cfg.with_logprobs)}
     carried = list(dict.fromkeys(columns + (["id", "meta"] if cfg.with_logprobs else [])))  # the side file reads these
-    read_cols = list(dict.fromkeys(carried + ["origin", "teacher_model", "reasoning"] + (_BUILD_COLS if build else [])))
+    read_cols = list(dict.fromkeys([c for c in carried if c not in prompt_completion.COLUMNS]
+                                   + ["messages", "id", "origin", "teacher_model", "reasoning"]
+                                   + (_BUILD_COLS if build else [])))
     chars: list[np.ndarray] = []
     origins: Counter = Counter()
     teachers: Counter = Counter()
@@ -223,6 +228,8 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
                         chars.append(reasoning.lengths(part))
                         if cfg.reasoning == "think_tags":
                             part = reasoning.with_think_tags(part)
+                        if cfg.format == "prompt_completion":
+                            part = prompt_completion.with_prompt_completion(part)
                         sink.add(part.select(carried))
             bar.update(batch.num_rows)
         for sink in sinks.values():
@@ -246,6 +253,7 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
         "rows_out": n,
         "splits": {"train": n - n_test, **({"test": n_test} if n_test else {})},
         "files": files,
+        "format": cfg.format,
         "columns": columns,
         **({"logprobs": _logprobs_summary(side)} if cfg.with_logprobs else {}),
         "reasoning": reasoning.summary(cfg.reasoning, np.concatenate(chars) if chars else np.zeros(0, np.int64), n),
@@ -253,12 +261,13 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
         "teachers": dict(teachers.most_common()),
         "score": _summary(released),
         "license": cfg.license,
+        **card.license_fields(cfg),
         "config": cfg.model_dump(mode="json"),
         "upstream": card.upstream_chain(input_path),
         "versions": card.pool_versions(input_path),
         "seconds": round(time.monotonic() - t0, 3),
     }
-    card.write_card(out, manifest, cfg)
+    card.write_card(out, manifest, cfg, schema)
     atomic_write_json(out / MANIFEST, manifest)  # last: its presence means the release is complete
     (out / RELEASE_STARTED).unlink(missing_ok=True)
     return manifest

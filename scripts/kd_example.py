@@ -66,11 +66,15 @@ def gru_student(release: str, args):
 def smollm2_student(release: str, args):
     import torch
 
-    from pipeline.errors import DatasetError
-    from pipeline.kd import gguf_student, load_soft_targets, release_messages
+    from pipeline.errors import DatasetError, MissingExtra
+    from pipeline.kd import gguf_student, load_soft_targets, release_messages, side_files
     from pipeline.models import smollm2_gguf
 
-    path = args.gguf or smollm2_gguf()
+    side_files(release)                                             # a release without logprobs: say so before loading
+    try:
+        path = args.gguf or smollm2_gguf()
+    except FileNotFoundError as e:
+        raise MissingExtra(f"{e}, or give --gguf PATH") from None
     tok, model = gguf_student(path)
     targets = load_soft_targets(release, tok)
     chats = release_messages(release)

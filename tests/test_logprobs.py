@@ -168,22 +168,22 @@ def test_vocab_bytes_reads_byte_level_and_sentencepiece_pieces():
     assert v[b" the"] == 5 and v[b"\n"] == 6 and v[" über".encode()] == 9 and v["é".encode()] == 10
 
 
-def run_kd_example(release, *args):
+def run_kd_example(release, *args, path_first=()):
     import os
     import subprocess
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(root))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*map(str, path_first), str(root)]))
     return subprocess.run([sys.executable, str(root / "scripts" / "kd_example.py"), str(release), *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=900)
 
 
 def test_kd_example_trains_a_student_on_the_soft_targets_and_the_loss_falls(tmp_path):
     pytest.importorskip("torch")
     make_pool(tmp_path / "pool", 4, stand_in(4, 30, seed=3))
     run_export(tmp_path / "pool", tmp_path / "rel", ExportConfig(with_logprobs=True), progress=False)
-    r = run_kd_example(tmp_path / "rel", "--steps", "6")
+    r = run_kd_example(tmp_path / "rel", "--student", "gru", "--steps", "6")
     assert r.returncode == 0, r.stderr
     losses = [float(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("step")]
     assert len(losses) == 6 and losses[-1] < losses[0]
@@ -223,3 +223,74 @@ def test_evol_answers_keep_logprobs_when_asked_and_export_them(tmp_path):
     targets = load_soft_targets(tmp_path / "rel", teacher_vocab(tmp_path / "rel"))
     assert {t.id for t in targets} == {r["id"] for r in evolved}  # the round-0 inputs have none
     assert all(t.top_ids.shape == (5, 3) for t in targets)
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    """The embedded teacher's own tokenizer, read from its GGUF by transformers (gguf is in the test extra)."""
+    from pipeline.kd import gguf_student
+    from pipeline.models import smollm2_gguf
+    return gguf_student(smollm2_gguf(), weights=False)[0]
+
+
+def llama_cpp_python_shape(tok, texts: list[str], cut_at: int | None = None) -> list[list[dict]]:
+    """`logprobs.content` lists as the embedded teacher (llama-cpp-python) returns them for `texts`: each token's
+    text (`bytes` None), a top list with the token first, three other tokens and one empty token (a special token,
+    which it renders as ""); at `cut_at` of the first text the generated token itself is empty (half a character)."""
+    rows = []
+    for n, text in enumerate(texts):
+        content = []
+        for pos, i in enumerate(tok.encode(text, add_special_tokens=False)):
+            chosen = "" if n == 0 and pos == cut_at else tok.decode([i])
+            others = [tok.decode([j]) for j in (i + 1, i + 2, i + 3)]
+            top = [{"token": t, "logprob": -0.3 - j, "bytes": None} for j, t in enumerate([chosen, *others, ""])]
+            content.append({"token": chosen, "logprob": -0.3, "bytes": None, "top_logprobs": top})
+        rows.append(content)
+    return rows
+
+
+def test_loader_takes_the_teachers_real_tokenizer_and_refuses_others_in_one_line(tmp_path, smollm2_tokenizer):
+    import json as _json
+
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from pipeline.models import minilm_dir
+    tok = smollm2_tokenizer
+    texts = ["The capital of France is Paris, a city on the Seine.", "Blue is a primary colour of light.",
+             "Bread needs flour, water, salt and yeast; knead it well."]
+    make_pool(tmp_path / "pool", 3, llama_cpp_python_shape(tok, texts, cut_at=7))
+    run_export(tmp_path / "pool", tmp_path / "rel", ExportConfig(with_logprobs=True), progress=False)
+    targets = {t.id: t for t in load_soft_targets(tmp_path / "rel", tok)}
+    assert len(targets) == 3
+    first = next(t for t in targets.values() if t.cut)
+    assert len(first.ids) == 7 and first.cut == len(tok.encode(texts[0], add_special_tokens=False)) - 7
+    assert first.ids.tolist() == tok.encode(texts[0], add_special_tokens=False)[:7]  # the student's own ids
+    for t in targets.values():
+        assert (t.top_ids[:, 0] == t.ids).all()
+        assert (t.top_ids[:, 4] == -1).all() and np.isinf(t.top_logprobs[:, 4]).all()  # the empty token left out
+        assert (t.top_ids[:, :4] >= 0).all()
+    rest = [t for t in targets.values() if not t.cut]
+    assert sorted(tok.decode(t.ids) for t in rest) == sorted(texts[1:])
+
+    minilm = AutoTokenizer.from_pretrained(str(minilm_dir()))  # BERT WordPiece: another vocabulary
+    with pytest.raises(DatasetError, match="lacks .* of the teacher's tokens") as e:
+        load_soft_targets(tmp_path / "rel", minilm)
+    assert "\n" not in str(e.value)
+    spec = _json.loads(tok.backend_tokenizer.to_str())
+    spec["model"]["merges"] = spec["model"]["merges"][:1000]  # the same vocabulary, fewer merges: other splits
+    other = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_json.dumps(spec)))
+    with pytest.raises(DatasetError, match="splits the teacher's answers differently") as e:
+        load_soft_targets(tmp_path / "rel", other)
+    assert "\n" not in str(e.value) and "give the teacher's tokenizer" in str(e.value)
+
+
+def test_kd_example_without_gguf_says_how_to_install_it_in_one_line(tmp_path):
+    make_pool(tmp_path / "pool", 4, stand_in(4, 5, seed=4))
+    run_export(tmp_path / "pool", tmp_path / "rel", ExportConfig(with_logprobs=True), progress=False)
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "gguf.py").write_text("raise ImportError('No module named gguf')\n")  # as if gguf were not installed
+    r = run_kd_example(tmp_path / "rel", "--student", "smollm2", path_first=[shadow])
+    assert r.returncode == 2, r.stderr
+    assert "pip install gguf==" in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -64,7 +64,14 @@ def test_orca_logprobs_export_and_loader_on_the_embedded_teacher(tmp_path, teach
         assert len(t.ids) > 0 and t.top_ids.shape == (len(t.ids), 20) and (t.top_logprobs[:, 0] <= 0).all()
     pytest.importorskip("torch")
     from test_logprobs import run_kd_example
-    r = run_kd_example(tmp_path / "rel", "--steps", "5")
+    r = run_kd_example(tmp_path / "rel", "--student", "gru", "--steps", "5")
     assert r.returncode == 0, r.stderr
     losses = [float(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("step")]
     assert losses[-1] < losses[0], r.stdout
+
+    # Self-distillation: SmolLM2 itself, read from the teacher's GGUF, with its real tokenizer through the loader.
+    r = run_kd_example(tmp_path / "rel", "--student", "smollm2", "--steps", "4", "--batch", "2")
+    assert r.returncode == 0, r.stderr
+    assert "student: SmolLM2" in r.stdout and "2 answers" in r.stdout, r.stdout
+    losses = [float(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("step")]
+    assert len(losses) == 4 and sum(losses[-2:]) / 2 < 0.9 * losses[0], r.stdout

@@ -233,7 +233,8 @@ def test_run_hard_builds_the_student_from_its_section_and_records_it(tmp_path):
         m = run_hard(src, tmp_path / "out", cfg, _ctx(_teacher(), tmp_path))
     assert m["student"] == {"backend": "openai", "model": "fault-model"} and m["judge_teacher"] == "run teacher"
     assert m["settings"]["threshold"] == 1.0 and set(m["settings"]["prompts"]) == {
-        "hard/referee.txt", "hard/create_hard.txt", "hard/create_easy.txt"}
+        "hard/referee.txt", "hard/referee_score.txt", "hard/create_hard.txt", "hard/create_easy.txt"}
+    assert m["settings"]["referee"] == "auto"
     assert srv.received and m["totals"]["judged"] == 4
 
 

@@ -65,12 +65,17 @@ class Verdict:
 
 def verdict(reviews: dict[str, str | None], threshold: float) -> Verdict | None:
     """The verdict from the review of each order (ORDERS -> text), or None when either has no two scores."""
+    scores = {order: parse_scores(reviews.get(order)) for order in ORDERS}
+    if any(s is None for s in scores.values()):
+        return None
+    return verdict_of(scores, threshold)
+
+
+def verdict_of(scores: dict[str, tuple[float, float]], threshold: float) -> Verdict:
+    """The verdict from (Assistant 1's score, Assistant 2's) in each order (ORDERS -> pair), however read."""
     by_order: dict[str, dict[str, float]] = {}
     for order in ORDERS:
-        scores = parse_scores(reviews.get(order))
-        if scores is None:
-            return None
-        s1, s2 = scores
+        s1, s2 = scores[order]
         teacher, student = (s1, s2) if order == "teacher_first" else (s2, s1)
         by_order[order] = {"teacher": teacher, "student": student}
     t = sum(o["teacher"] for o in by_order.values()) / len(ORDERS)

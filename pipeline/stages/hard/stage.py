@@ -32,16 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from ...context import RunContext
+from ...errors import ConfigError
 from ...prompts import load_template
 from ...records import build_messages, get_meta, rejected_row, set_meta
 from ...runner import ShardResult, run_shards
 from ...store import Dataset
 from ...teacher.base import ChatRequest, Sampling, unanswered_reasons
-from ...teacher.factory import TeacherFactory
+from ...teacher.factory import BATCH_BACKENDS, TeacherFactory
 from ...teacher.ping import preflight
 from ..self_instruct.rouge import RougeIndex
-from . import generate, referee
-from .config import HardConfig
+from . import generate, logprob_referee, referee
+from .config import HardConfig, referee_mode
 
 STAGE = "hard"
 
@@ -84,7 +85,8 @@ class HardStage:
         st, jt = self.cfg.student_section(), self.cfg.judge_teacher
         s["student"] = {"backend": st.backend, "model": st.model, "base_url": st.base_url}
         s["judge_teacher"] = {"backend": jt.backend, "model": jt.model, "base_url": jt.base_url} if jt else "run teacher"
-        s["prompts"] = {t: load_template(t).hash for t in (referee.TEMPLATE, *generate.TEMPLATES.values())}
+        s["prompts"] = {t: load_template(t).hash for t in (referee.TEMPLATE, logprob_referee.TEMPLATE,
+                                                           *generate.TEMPLATES.values())}
         return s
 
     def teachers(self, ctx: RunContext) -> tuple[Any, Any]:
@@ -150,31 +152,46 @@ class HardStage:
         s_comps = student.chat(s_reqs)
         if reasons := unanswered_reasons(s_comps):
             raise Outside(reasons)
+        mode = referee_mode(self.cfg.referee, judge)
+        if mode == "logprobs" and judge.backend in BATCH_BACKENDS:
+            raise ConfigError(f"[hard] referee = 'logprobs' reads text-completion logprobs, which a {judge.backend} "
+                              "judge cannot give: set [hard] referee = \"text\" or an online [hard.judge_teacher]")
         r_sampling = Sampling(temperature=self.cfg.referee_temperature, max_tokens=self.cfg.referee_max_tokens)
-        pending, reqs, order_of = [], [], []
+        pending, reqs, items = [], [], []
         for row, comp in zip(rows, s_comps):
             if not comp.ok:
                 stats[f"student_failed:{comp.error.kind if comp.error else 'empty'}"] += 1
                 continue
             answer = (comp.text or "").strip()
+            rng = ctx.rng(row["id"], f"hard:order:r{round_no}")
             rq, orders = referee.requests(row["id"], generate.user_text(row), row["output"], answer or "(no answer)",
-                                          r_sampling, ctx.rng(row["id"], f"hard:order:r{round_no}"))
+                                          r_sampling, rng)
             pending.append((row, answer, comp, orders))
             reqs.extend(rq)
-            order_of.append(orders)
-        reviews = judge.chat(reqs)
+            items.append((row["id"], generate.user_text(row), row["output"], answer or "(no answer)", orders))
+        if mode == "logprobs":
+            scored, reviews = logprob_referee.judge(judge, items, self.cfg.referee_logprobs)
+        else:
+            reviews = judge.chat(reqs)
         if reasons := unanswered_reasons(reviews):
             raise Outside(reasons)
         judged = []
         for i, (row, answer, comp, orders) in enumerate(pending):
-            texts = {orders[k]: reviews[2 * i + k].text for k in range(2)}
-            v = referee.verdict(texts, self.cfg.threshold)
+            first = reviews[(4 if mode == "logprobs" else 2) * i]
             info: dict[str, Any] = {"round": round_no, "student_model": comp.model or student.model,
-                                    "student_answer_sha256": sha(answer),
-                                    "referee_model": reviews[2 * i].model or judge.model, "first_order": orders[0]}
+                                    "student_answer_sha256": sha(answer), "referee_mode": mode,
+                                    "referee_model": first.model or judge.model, "first_order": orders[0]}
+            if mode == "logprobs":
+                pairs, details = scored[i]
+                v = referee.verdict_of(pairs, self.cfg.threshold) if pairs is not None else None
+                info["score_reads"] = details  # per order and assistant: {score, mass} or why there is none
+            else:
+                texts = {orders[k]: reviews[2 * i + k].text for k in range(2)}
+                v = referee.verdict(texts, self.cfg.threshold)
             if v is None:
-                info["verdict"] = "unparseable"  # the reviews' ends say why (a referee too weak for the format)
-                info["review_ends"] = {o: (t or "")[-120:] for o, t in texts.items()}
+                info["verdict"] = "unparseable"  # the reviews' ends (or the score reads) say why
+                if mode == "text":
+                    info["review_ends"] = {o: (t or "")[-120:] for o, t in texts.items()}
                 stats["referee_unparseable"] += 1
             else:
                 info.update(v.to_meta())

@@ -154,8 +154,9 @@ class HardStage:
             raise Outside(reasons)
         mode = referee_mode(self.cfg.referee, judge)
         if mode == "logprobs" and judge.backend in BATCH_BACKENDS:
-            raise ConfigError(f"[hard] referee = 'logprobs' reads text-completion logprobs, which a {judge.backend} "
-                              "judge cannot give: set [hard] referee = \"text\" or an online [hard.judge_teacher]")
+            raise ConfigError(f"[hard] referee = 'logprobs' reads text-completion logprobs, which a judge on backend "
+                              f"{judge.backend} cannot give: set [hard] referee = \"text\" or an online "
+                              "[hard.judge_teacher]")
         r_sampling = Sampling(temperature=self.cfg.referee_temperature, max_tokens=self.cfg.referee_max_tokens)
         pending, reqs, items = [], [], []
         for row, comp in zip(rows, s_comps):

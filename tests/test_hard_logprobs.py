@@ -174,3 +174,25 @@ def test_a_logprobs_referee_on_a_batch_judge_is_a_one_line_config_error():
     judge.backend = "openai_batch"
     with pytest.raises(ConfigError, match=r"referee = 'logprobs'.*openai_batch.*referee = \"text\""):
         HardStage(HardConfig(referee="logprobs"), student=_student(), judge=judge).process(_rows()[:1], _ctx(judge))
+
+
+def test_inspect_shows_the_logprob_gaps_and_flags(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.runner import run_shards
+    from pipeline.store import Dataset, DatasetWriter
+
+    w = DatasetWriter(tmp_path / "in", "import")
+    w.write_shard(0, _rows())
+    w.write_manifest()
+    judge = LogprobJudge(tie={_rows()[1]["id"]})
+    ctx = RunContext(run_id="t", seed=0, teacher_factory=lambda: judge, progress=False, workdir=tmp_path)
+    run_shards(HardStage(HardConfig(referee="logprobs", easy_ratio=0), student=_student(), judge=judge),
+               Dataset(tmp_path / "in", require_complete=True), tmp_path / "out", ctx)
+    r = CliRunner().invoke(app, ["inspect", str(tmp_path / "out"), "--rows", "3"])
+    assert r.exit_code == 0, r.output
+    assert "hard examples: 1 hard, 1 easy, 0 unparseable reviews, 0 not judged; 1 new instructions" in r.output
+    assert "  referee: logprobs (2 rows); 2 of 2 rows got a gap" in r.output
+    assert "gap +4.50 (7.75 vs 3.25) hard=true" in r.output and "gap +0.00 (7.75 vs 7.75) hard=false" in r.output
+    assert "<- parent " in r.output and "Explain photosynthesis." in r.output

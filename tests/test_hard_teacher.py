@@ -109,7 +109,7 @@ def test_the_embedded_teacher_writes_new_instructions_after_the_rows_a_scripted_
     shown = _cli("inspect", tmp_path / "out", "--rows", "6")
     assert shown.returncode == 0, shown.stderr
     assert "hard examples: 3 hard, 3 easy, 0 unparseable reviews" in shown.stdout
-    assert "gap +5.0 (9.0 vs 4.0) hard=true" in shown.stdout
+    assert "gap +5.00 (9.0 vs 4.0) hard=true" in shown.stdout
     for x in new[:3]:
         assert f"<- parent {x['parent_id']}" in shown.stdout
     print(shown.stdout)

@@ -6,7 +6,8 @@ Reads one row's request and the two answers; writes nothing. `requests` gives th
 the row's seed, so neither position is favoured by the order of the requests either). `verdict` reads
 both reviews: each must end with a score 1-10 for each assistant, else the row has no verdict (an
 `unparseable` count, not a drop: the row itself is fine). Lion's rule: the gap is the teacher's score
-minus the student's, averaged over the two orders, which cancels a referee that prefers a position.
+minus the student's, averaged over the two orders, which cancels a referee that prefers a position
+(`verdict_of`, shared with the logprobs referee of logprob_referee.py, which reads the scores otherwise).
 """
 
 from __future__ import annotations

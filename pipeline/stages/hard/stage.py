@@ -4,16 +4,18 @@ compares its answers with the teacher's, and the teacher writes new instructions
 Reads: any dataset folder. A row with an answer (`output`) is the teacher's answer to its instruction
 (self_instruct, evol_instruct or an import). Writes: every input row, in order, then each round's new
 instructions (`origin = "hard:<parent id>"`, parent_id / root_id of their parent). A judged row gets
-meta.hard = {round, student_model, student_answer_sha256, referee_model, first_order, teacher_score,
-student_score, student_gap, hard, scores_by_order}; a row whose two reviews did not both give two scores
-gets {round, student_answer_sha256, verdict: "unparseable", review_ends} and no flag. A row without an answer passes
-through untouched.
+meta.hard = {round, student_model, student_answer_sha256, referee_mode, referee_model, first_order,
+teacher_score, student_score, student_gap, hard, scores_by_order} (a logprobs referee adds score_reads: each
+score's value and probability mass, or why it has none); a row whose two reviews did not both give two scores
+gets {round, student_answer_sha256, verdict: "unparseable", review_ends (text) or score_reads (logprobs)} and
+no flag. A row without an answer passes through untouched.
 
 One round per `rounds`, all inside the shard, against the same student (the pipeline does not train it;
 a user who retrains points [hard.student] at the new checkpoint and reruns):
   1. the student answers each row of the round (round 1: the input rows with an answer; later rounds:
      the previous round's new instructions, which the teacher answers first, as Lion's imitation data);
-  2. the referee scores each pair twice, the teacher's answer first and then second (`referee.py`);
+  2. the referee scores each pair twice, the teacher's answer first and then second, from a generated
+     review (`referee.py`) or from the score tokens' logprobs (`logprob_referee.py`; `[hard] referee`);
   3. the teacher writes new instructions after the hard rows and, `easy_ratio` as many, after easy ones
      (`generate.py`); Lion's filters and a ROUGE-L novelty check against the shard drop some, each with
      its reason in rejected/ (drop_stage "hard"). The last round's new rows have no answer: orca answers

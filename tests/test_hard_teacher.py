@@ -29,9 +29,11 @@ def test_one_round_on_20_dolly_rows_with_the_embedded_teacher_as_student_and_jud
                       for r in picked])
     w.write_manifest()
     section = f'backend = "openai"\nbase_url = "{teacher_server}"\nmodel = "smollm2-135m-instruct"\ncache = false\nping_timeout_s = 120\nconcurrency = 2\ntimeout_s = 600\n'
+    # threshold 0: SmolLM2's two orders nearly cancel (its gaps lie within +-0.2), so Lion's 1 would flag no row
+    # and the generation step would have nothing to follow; any gap >= 0 is hard here
     (tmp_path / "c.toml").write_text(
         f"[run]\nworkdir = \"{tmp_path / 'w'}\"\n[teacher]\n{section}"
-        "[hard]\nanswer_max_tokens = 48\nreferee_max_tokens = 48\n"
+        "[hard]\nanswer_max_tokens = 48\nthreshold = 0.0\n"
         f"[hard.student]\n{section}")
     r = _cli("hard", tmp_path / "in", "--out", tmp_path / "out", "--config", tmp_path / "c.toml", "--no-progress")
     assert r.returncode == 0, r.stderr
@@ -53,10 +55,11 @@ def test_one_round_on_20_dolly_rows_with_the_embedded_teacher_as_student_and_jud
         if "student_gap" in h:
             assert h["student_gap"] == h["teacher_score"] - h["student_score"]
             assert all(1 <= v <= 10 for o in h["scores_by_order"].values() for v in o.values())
-            assert h["hard"] is (h["student_gap"] >= 1.0) and stratum(x["meta"]) == ("hard" if h["hard"] else "easy")
+            assert h["hard"] is (h["student_gap"] >= 0.0) and stratum(x["meta"]) == ("hard" if h["hard"] else "easy")
     new = [x for x in rows if x["origin"].startswith("hard:")]
     assert len(new) + m["rows_rejected"] == t.get("generated_hard", 0) + t.get("generated_easy", 0) + sum(
         v for k, v in t.items() if k.startswith("generated_dropped"))
+    assert t.get("hard", 0) >= 1 and new  # the generation step saw hard rows and wrote new instructions
     ids = {x["id"] for x in inputs}
     assert all(x["parent_id"] in ids and x["origin"] == f"hard:{x['parent_id']}" and x["output"] is None for x in new)
 

@@ -3,14 +3,15 @@ each assistant's 1-10 score read as an expected value over the score tokens inst
 
 Reads one row's request and the two answers; writes nothing. For each order (referee.ORDERS) and each
 assistant (1, 2) one raw text completion (`completion_request`, /v1/completions with top-k logprobs,
-max_tokens 1) of `prompts/hard/referee_score.txt`, which ends right before the number ("Score of Assistant
+greedy, max_tokens 2) of `prompts/hard/referee_score.txt`, which ends right before the number ("Score of Assistant
 2: "). The score is sum(s * p_s) over s = 1..10, p renormalised over the valid score tokens among the
 first generated position's top-k (a softmax over their logits, as Deita reads its scorers). A token counts
 for its digits with surrounding whitespace stripped ("7" and " 7" are both 7; their probabilities add).
 
 "10" with a tokenizer that splits it (SmolLM2 writes digits one by one): the first position cannot tell
-"1" from "10". When a "1" is among the first position's top tokens and no whole "10" token is, one more
-completion of the prompt plus that "1" token reads the next position: the mass of "0" there becomes 10,
+"1" from "10". When a "1" is among the first position's top tokens and no whole "10" token is, the
+position after that "1" is read: from the reply's second token when the greedy reply wrote that "1",
+else from one more completion (max_tokens 1) of the prompt plus that "1" token: the mass of "0" there becomes 10,
 the mass of another digit (an invalid 11-19) is dropped, and the rest (a newline, a full stop, anything
 outside the top k) ends the number at 1. So p_10 = p_1' * q_0 / (q_0 + q_end) and p_1 = p_1' * q_end /
 (q_0 + q_end), where p_1' is the first position's "1". A tokenizer with a "10" token needs no second ask.
@@ -40,9 +41,10 @@ def prompt(request: str, teacher_answer: str, student_answer: str, order: str, a
     return load_template(TEMPLATE).render(request=request, answer_1=a1, answer_2=a2, assistant=assistant)
 
 
-def sampling(k: int) -> Sampling:
-    """One token at temperature 0 with its top-k logprobs: the score is read from the distribution."""
-    return Sampling(temperature=0.0, top_p=1.0, max_tokens=1, logprobs=k)
+def sampling(k: int, max_tokens: int = 2) -> Sampling:
+    """Greedy, with top-k logprobs: the score is read from the first position's distribution; the second
+    token is there for a greedy "1", whose next position then tells 1 from 10 without another request."""
+    return Sampling(temperature=0.0, top_p=1.0, max_tokens=max_tokens, logprobs=k)
 
 
 def first_requests(row_id: str, request: str, teacher_answer: str, student_answer: str, orders: list[str],
@@ -55,8 +57,14 @@ def first_requests(row_id: str, request: str, teacher_answer: str, student_answe
 
 def followup_request(first: ChatRequest, one_token: str) -> ChatRequest:
     """The prompt plus the "1" token the model would write: its next position tells 1 from 10."""
-    return completion_request(first.prompt + one_token, first.sampling, record_id=first.record_id,
-                              purpose=f"{first.purpose}:after1")
+    return completion_request(first.prompt + one_token, sampling(first.sampling.logprobs or 20, max_tokens=1),
+                              record_id=first.record_id, purpose=f"{first.purpose}:after1")
+
+
+def after_in_reply(comp: Completion, one: str) -> dict[str, float] | None:
+    """The position after `one` when the reply itself wrote it first (a greedy "1"), else None."""
+    lp = comp.logprobs or []
+    return position(lp, 1) if lp and lp[0].get("token") == one else None
 
 
 def position(logprobs: list[dict[str, Any]] | None, i: int = 0) -> dict[str, float] | None:
@@ -128,11 +136,18 @@ def judge(teacher: Any, items: list[tuple[str, str, str, str, list[str]]], k: in
           ) -> tuple[list[tuple[dict[str, tuple[float, float]] | None, dict[str, Any]]], list[Completion]]:
     """Scores of each item (row_id, request, teacher_answer, student_answer, orders): ({order: (Assistant 1's,
     Assistant 2's)} or None, details) per item, and every completion (the caller checks the unanswered ones).
-    The four first requests of all items go out together, then the follow-ups of the split "10"s."""
+    The four first requests of all items go out together, then the follow-ups of the split "10"s whose reply
+    did not itself write that "1" first."""
     firsts = [r for it in items for r in first_requests(*it, k)]
     comps = teacher.chat(firsts) if firsts else []
-    asks = [(i, followup_request(firsts[i], tok)) for i, c in enumerate(comps)
-            if c.ok and (tok := one_token(position(c.logprobs) or {})) is not None]
+    after: dict[int, dict[str, float]] = {}
+    asks = []
+    for i, c in enumerate(comps):
+        if c.ok and (tok := one_token(position(c.logprobs) or {})) is not None:
+            if (seen := after_in_reply(c, tok)) is not None:
+                after[i] = seen
+            else:
+                asks.append((i, followup_request(firsts[i], tok)))
     follow_comps = teacher.chat([r for _, r in asks]) if asks else []
     follow = dict(zip((i for i, _ in asks), follow_comps))
     results = []
@@ -143,7 +158,7 @@ def judge(teacher: Any, items: list[tuple[str, str, str, str, list[str]]], k: in
             pair = []
             for n in range(len(ASSISTANTS)):
                 i = 4 * j + 2 * o + n
-                sc = read(comps[i], follow.get(i))
+                sc = read(comps[i], follow.get(i), after.get(i))
                 details[f"{order}:assistant{n + 1}"] = sc.why or {"score": sc.value, "mass": sc.mass}
                 pair.append(sc.value)
             if None not in pair:
@@ -152,11 +167,11 @@ def judge(teacher: Any, items: list[tuple[str, str, str, str, list[str]]], k: in
     return results, comps + follow_comps
 
 
-def read(first: Completion, follow: Completion | None) -> Score:
-    """The score of one first completion (and its follow-up, if one was asked)."""
+def read(first: Completion, follow: Completion | None, after: dict[str, float] | None = None) -> Score:
+    """The score of one first completion and, for a split "10", the position after its "1" (`after`, from the
+    reply itself) or the follow-up that was asked for it."""
     if not first.ok:
         return Score(None, 0.0, f"referee request failed: {first.error.kind if first.error else 'empty reply'}")
-    after = None
     if follow is not None:  # a split "10" asked about: without its answer 1 and 10 stay apart unread
         after = position(follow.logprobs) if follow.ok else None
         if after is None:

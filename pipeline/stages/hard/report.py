@@ -38,7 +38,8 @@ def summary(ds: Dataset, n: int = 3) -> dict[str, Any]:
             counts["not_judged"] += 1
     gaps = [j["student_gap"] for j in judged]
     return {"counts": counts, "referee_modes": modes,
-            "gap": {"min": min(gaps), "mean": round(sum(gaps) / len(gaps), 3), "max": max(gaps)} if gaps else None,
+            "gap": {"min": round(min(gaps), 3), "mean": round(sum(gaps) / len(gaps), 3), "max": round(max(gaps), 3)}
+            if gaps else None,
             "widest": sorted(judged, key=lambda j: (-j["student_gap"], j["id"]))[:n], "new": new[:n]}
 
 

@@ -233,7 +233,8 @@ def test_run_hard_builds_the_student_from_its_section_and_records_it(tmp_path):
         m = run_hard(src, tmp_path / "out", cfg, _ctx(_teacher(), tmp_path))
     assert m["student"] == {"backend": "openai", "model": "fault-model"} and m["judge_teacher"] == "run teacher"
     assert m["settings"]["threshold"] == 1.0 and set(m["settings"]["prompts"]) == {
-        "hard/referee.txt", "hard/create_hard.txt", "hard/create_easy.txt"}
+        "hard/referee.txt", "hard/referee_score.txt", "hard/create_hard.txt", "hard/create_easy.txt"}
+    assert m["settings"]["referee"] == "auto"
     assert srv.received and m["totals"]["judged"] == 4
 
 
@@ -273,7 +274,8 @@ def test_inspect_shows_the_gaps_the_flags_and_the_new_instructions_with_their_pa
     out = r.output
     assert "hard examples: 3 hard, 1 easy, 0 unparseable reviews, 0 not judged; 3 new instructions" in out
     assert "student_gap (teacher - student, 1-10, both orders): min 0.0, mean 1.25, max 3.0" in out
-    assert "gap +3.0 (9.0 vs 6.0) hard=true" in out and "Explain photosynthesis." in out
+    assert "  referee: text (4 rows); 4 of 4 rows got a gap" in out
+    assert "gap +3.00 (9.0 vs 6.0) hard=true" in out and "Explain photosynthesis." in out
     parent = _rows()[0]
     assert "new (hard, round 1) " in out and f"<- parent {parent['id']}: Explain photosynthesis." in out
 

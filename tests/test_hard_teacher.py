@@ -29,9 +29,11 @@ def test_one_round_on_20_dolly_rows_with_the_embedded_teacher_as_student_and_jud
                       for r in picked])
     w.write_manifest()
     section = f'backend = "openai"\nbase_url = "{teacher_server}"\nmodel = "smollm2-135m-instruct"\ncache = false\nping_timeout_s = 120\nconcurrency = 2\ntimeout_s = 600\n'
+    # threshold 0: SmolLM2's two orders nearly cancel (its gaps lie within +-0.2), so Lion's 1 would flag no row
+    # and the generation step would have nothing to follow; any gap >= 0 is hard here
     (tmp_path / "c.toml").write_text(
         f"[run]\nworkdir = \"{tmp_path / 'w'}\"\n[teacher]\n{section}"
-        "[hard]\nanswer_max_tokens = 48\nreferee_max_tokens = 48\n"
+        "[hard]\nanswer_max_tokens = 48\nthreshold = 0.0\n"
         f"[hard.student]\n{section}")
     r = _cli("hard", tmp_path / "in", "--out", tmp_path / "out", "--config", tmp_path / "c.toml", "--no-progress")
     assert r.returncode == 0, r.stderr
@@ -44,23 +46,31 @@ def test_one_round_on_20_dolly_rows_with_the_embedded_teacher_as_student_and_jud
     t = m["totals"]
     assert t.get("judged", 0) + t.get("referee_unparseable", 0) + sum(
         v for k, v in t.items() if k.startswith("student_failed")) == 20
+    # `auto` reads the embedded model's scores from logprobs: most rows get a numeric gap (text mode: none did)
+    assert m["settings"]["referee"] == "auto" and t.get("judged", 0) >= 15, t
     for x in inputs:  # every row was answered by the student: its answer's hash is lineage, with or without a verdict
         h = get_meta(x, "hard")
         assert len(h["student_answer_sha256"]) == 16 and h["first_order"] in ("teacher_first", "student_first")
+        assert h["referee_mode"] == "logprobs"
         if "student_gap" in h:
             assert h["student_gap"] == h["teacher_score"] - h["student_score"]
-            assert h["hard"] is (h["student_gap"] >= 1.0) and stratum(x["meta"]) == ("hard" if h["hard"] else "easy")
+            assert all(1 <= v <= 10 for o in h["scores_by_order"].values() for v in o.values())
+            assert h["hard"] is (h["student_gap"] >= 0.0) and stratum(x["meta"]) == ("hard" if h["hard"] else "easy")
     new = [x for x in rows if x["origin"].startswith("hard:")]
     assert len(new) + m["rows_rejected"] == t.get("generated_hard", 0) + t.get("generated_easy", 0) + sum(
         v for k, v in t.items() if k.startswith("generated_dropped"))
+    assert t.get("hard", 0) >= 1 and new  # the generation step saw hard rows and wrote new instructions
     ids = {x["id"] for x in inputs}
     assert all(x["parent_id"] in ids and x["origin"] == f"hard:{x['parent_id']}" and x["output"] is None for x in new)
 
     shown = _cli("inspect", tmp_path / "out", "--rows", "3")
     assert shown.returncode == 0, shown.stderr
     assert f"hard examples: {t.get('hard', 0)} hard, {t.get('easy', 0)} easy" in shown.stdout
-    if t.get("judged"):
-        assert "student_gap (teacher - student" in shown.stdout and " hard=" in shown.stdout
+    assert f"referee: logprobs (20 rows); {t['judged']} of 20 rows got a gap" in shown.stdout
+    assert "student_gap (teacher - student" in shown.stdout
+    widest = max((get_meta(x, "hard") for x in inputs if "student_gap" in get_meta(x, "hard")),
+                 key=lambda h: h["student_gap"])
+    assert f"gap {widest['student_gap']:+.2f} " in shown.stdout and f"hard={str(widest['hard']).lower()}" in shown.stdout
     for x in new[:3]:
         assert f"<- parent {x['parent_id']}" in shown.stdout
     print(r.stdout, shown.stdout, sep="\n")
@@ -68,8 +78,9 @@ def test_one_round_on_20_dolly_rows_with_the_embedded_teacher_as_student_and_jud
 
 def test_the_embedded_teacher_writes_new_instructions_after_the_rows_a_scripted_referee_calls_hard(
         tmp_path, shared_data, openai_teacher_config):
-    """SmolLM2-135M cannot follow the referee's format (every review is unparseable above), so here a scripted
-    referee decides and the real model is the student and the generator: new rows beside their real parents."""
+    """SmolLM2-135M cannot write the referee's review (in text mode every review was unparseable) and its
+    logprob scores are near chance, so here a scripted referee decides which rows are hard and the real model
+    is the student and the generator: new rows beside their real parents."""
     from pipeline.context import RunContext
     from pipeline.runner import run_shards
     from pipeline.stages.hard import HardConfig, HardStage
@@ -109,7 +120,7 @@ def test_the_embedded_teacher_writes_new_instructions_after_the_rows_a_scripted_
     shown = _cli("inspect", tmp_path / "out", "--rows", "6")
     assert shown.returncode == 0, shown.stderr
     assert "hard examples: 3 hard, 3 easy, 0 unparseable reviews" in shown.stdout
-    assert "gap +5.0 (9.0 vs 4.0) hard=true" in shown.stdout
+    assert "gap +5.00 (9.0 vs 4.0) hard=true" in shown.stdout
     for x in new[:3]:
         assert f"<- parent {x['parent_id']}" in shown.stdout
     print(shown.stdout)

@@ -35,7 +35,7 @@ def summary(manifest: dict[str, Any], out: Path) -> str:
         f"hard: {manifest['rows_in']} rows in, {manifest['rows_out']} out, {manifest['rows_rejected']} "
         f"new instructions dropped -> {out}",
         f"  judged {judged}: {hard} hard{share}, {int(t.get('easy', 0))} easy; "
-        f"{int(t.get('referee_unparseable', 0))} reviews unparseable, {int(t.get('no_answer', 0))} rows without an answer",
+        f"{int(t.get('referee_unparseable', 0))} rows with no score (unparseable), {int(t.get('no_answer', 0))} rows without an answer",
         f"  new instructions: {new.get('hard', 0)} after hard rows, {new.get('easy', 0)} after easy rows",
         f"  drops: {summarize_drops(manifest)}"])
 

@@ -6,13 +6,24 @@ temperature 0.2 with up to 512 tokens, a row is hard when the teacher's mean sco
 by at least 1, and the generator writes as many new easy instructions as new hard ones (3,000 of each per
 iteration in the paper's runs), sampled at temperature 1 and top-p 1, kept when their ROUGE-L against
 the pool is at most 0.7.
+
+The referee reads its two scores per order in one of two ways (`referee`): "text", Lion's way, a generated
+review whose closing lines give both scores (referee.py); "logprobs", each score as the expected value over
+the score tokens of a text completion that ends right before the number (logprob_referee.py). "auto" (the
+default) is "logprobs" for the embedded model (backend "llamacpp", or a server that names its model
+"smollm2-135m-instruct", as the embedded server does) and "text" for every other judge: a 135M model cannot
+write the review's format, while a capable judge's reasoning before its scores is what Lion asks for, and a
+batch API (chat only) or OpenAI's /v1/completions (at most 5 logprobs) suits the text review.
 """
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import Field
 
 from ...config import Section, TeacherSection
+from ...teacher.server import MODEL_ALIAS
 
 
 class HardConfig(Section):
@@ -33,6 +44,11 @@ class HardConfig(Section):
     student_temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature of the student's answers")
     answer_max_tokens: int = Field(512, gt=0, description="completion budget of the student's (and, after round 1, "
                                                           "the teacher's) answers")
+    referee: Literal["auto", "text", "logprobs"] = Field(
+        "auto", description="'text': a generated review parsed for two scores (Lion); 'logprobs': each score the "
+                            "expected value over the 1-10 tokens of a text completion (/v1/completions); 'auto': "
+                            "logprobs for the embedded model, text for any other judge")
+    referee_logprobs: int = Field(20, ge=1, le=20, description="top-k logprobs a logprobs referee asks for")
     referee_temperature: float = Field(0.2, ge=0, le=2, description="sampling temperature of the referee (Lion: 0.2)")
     referee_max_tokens: int = Field(512, gt=0, description="completion budget of one referee review (Lion: 512)")
     generate_temperature: float = Field(1.0, ge=0, le=2, description="sampling temperature of new instructions "
@@ -43,3 +59,11 @@ class HardConfig(Section):
     def student_section(self) -> TeacherSection:
         """The student's [teacher]-like section (the embedded default when unset)."""
         return self.student if self.student is not None else TeacherSection()
+
+
+def referee_mode(setting: str, judge: Any) -> str:
+    """'text' or 'logprobs' for `[hard] referee` and the judge teacher (its backend and model): see the docstring."""
+    if setting != "auto":
+        return setting
+    embedded = getattr(judge, "backend", None) == "llamacpp" or getattr(judge, "model", None) == MODEL_ALIAS
+    return "logprobs" if embedded else "text"

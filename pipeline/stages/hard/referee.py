@@ -6,7 +6,8 @@ Reads one row's request and the two answers; writes nothing. `requests` gives th
 the row's seed, so neither position is favoured by the order of the requests either). `verdict` reads
 both reviews: each must end with a score 1-10 for each assistant, else the row has no verdict (an
 `unparseable` count, not a drop: the row itself is fine). Lion's rule: the gap is the teacher's score
-minus the student's, averaged over the two orders, which cancels a referee that prefers a position.
+minus the student's, averaged over the two orders, which cancels a referee that prefers a position
+(`verdict_of`, shared with the logprobs referee of logprob_referee.py, which reads the scores otherwise).
 """
 
 from __future__ import annotations
@@ -65,12 +66,17 @@ class Verdict:
 
 def verdict(reviews: dict[str, str | None], threshold: float) -> Verdict | None:
     """The verdict from the review of each order (ORDERS -> text), or None when either has no two scores."""
+    scores = {order: parse_scores(reviews.get(order)) for order in ORDERS}
+    if any(s is None for s in scores.values()):
+        return None
+    return verdict_of(scores, threshold)
+
+
+def verdict_of(scores: dict[str, tuple[float, float]], threshold: float) -> Verdict:
+    """The verdict from (Assistant 1's score, Assistant 2's) in each order (ORDERS -> pair), however read."""
     by_order: dict[str, dict[str, float]] = {}
     for order in ORDERS:
-        scores = parse_scores(reviews.get(order))
-        if scores is None:
-            return None
-        s1, s2 = scores
+        s1, s2 = scores[order]
         teacher, student = (s1, s2) if order == "teacher_first" else (s2, s1)
         by_order[order] = {"teacher": teacher, "student": student}
     t = sum(o["teacher"] for o in by_order.values()) / len(ORDERS)

@@ -4,16 +4,18 @@ compares its answers with the teacher's, and the teacher writes new instructions
 Reads: any dataset folder. A row with an answer (`output`) is the teacher's answer to its instruction
 (self_instruct, evol_instruct or an import). Writes: every input row, in order, then each round's new
 instructions (`origin = "hard:<parent id>"`, parent_id / root_id of their parent). A judged row gets
-meta.hard = {round, student_model, student_answer_sha256, referee_model, first_order, teacher_score,
-student_score, student_gap, hard, scores_by_order}; a row whose two reviews did not both give two scores
-gets {round, student_answer_sha256, verdict: "unparseable", review_ends} and no flag. A row without an answer passes
-through untouched.
+meta.hard = {round, student_model, student_answer_sha256, referee_mode, referee_model, first_order,
+teacher_score, student_score, student_gap, hard, scores_by_order} (a logprobs referee adds score_reads: each
+score's value and probability mass, or why it has none); a row whose two reviews did not both give two scores
+gets {round, student_answer_sha256, verdict: "unparseable", review_ends (text) or score_reads (logprobs)} and
+no flag. A row without an answer passes through untouched.
 
 One round per `rounds`, all inside the shard, against the same student (the pipeline does not train it;
 a user who retrains points [hard.student] at the new checkpoint and reruns):
   1. the student answers each row of the round (round 1: the input rows with an answer; later rounds:
      the previous round's new instructions, which the teacher answers first, as Lion's imitation data);
-  2. the referee scores each pair twice, the teacher's answer first and then second (`referee.py`);
+  2. the referee scores each pair twice, the teacher's answer first and then second, from a generated
+     review (`referee.py`) or from the score tokens' logprobs (`logprob_referee.py`; `[hard] referee`);
   3. the teacher writes new instructions after the hard rows and, `easy_ratio` as many, after easy ones
      (`generate.py`); Lion's filters and a ROUGE-L novelty check against the shard drop some, each with
      its reason in rejected/ (drop_stage "hard"). The last round's new rows have no answer: orca answers
@@ -32,16 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from ...context import RunContext
+from ...errors import ConfigError
 from ...prompts import load_template
 from ...records import build_messages, get_meta, rejected_row, set_meta
 from ...runner import ShardResult, run_shards
 from ...store import Dataset
 from ...teacher.base import ChatRequest, Sampling, unanswered_reasons
-from ...teacher.factory import TeacherFactory
+from ...teacher.factory import BATCH_BACKENDS, TeacherFactory
 from ...teacher.ping import preflight
 from ..self_instruct.rouge import RougeIndex
-from . import generate, referee
-from .config import HardConfig
+from . import generate, logprob_referee, referee
+from .config import HardConfig, referee_mode
 
 STAGE = "hard"
 
@@ -84,7 +87,8 @@ class HardStage:
         st, jt = self.cfg.student_section(), self.cfg.judge_teacher
         s["student"] = {"backend": st.backend, "model": st.model, "base_url": st.base_url}
         s["judge_teacher"] = {"backend": jt.backend, "model": jt.model, "base_url": jt.base_url} if jt else "run teacher"
-        s["prompts"] = {t: load_template(t).hash for t in (referee.TEMPLATE, *generate.TEMPLATES.values())}
+        s["prompts"] = {t: load_template(t).hash for t in (referee.TEMPLATE, logprob_referee.TEMPLATE,
+                                                           *generate.TEMPLATES.values())}
         return s
 
     def teachers(self, ctx: RunContext) -> tuple[Any, Any]:
@@ -150,31 +154,47 @@ class HardStage:
         s_comps = student.chat(s_reqs)
         if reasons := unanswered_reasons(s_comps):
             raise Outside(reasons)
+        mode = referee_mode(self.cfg.referee, judge)
+        if mode == "logprobs" and judge.backend in BATCH_BACKENDS:
+            raise ConfigError(f"[hard] referee = 'logprobs' reads text-completion logprobs, which a judge on backend "
+                              f"{judge.backend} cannot give: set [hard] referee = \"text\" or an online "
+                              "[hard.judge_teacher]")
         r_sampling = Sampling(temperature=self.cfg.referee_temperature, max_tokens=self.cfg.referee_max_tokens)
-        pending, reqs, order_of = [], [], []
+        pending, reqs, items = [], [], []
         for row, comp in zip(rows, s_comps):
             if not comp.ok:
                 stats[f"student_failed:{comp.error.kind if comp.error else 'empty'}"] += 1
                 continue
             answer = (comp.text or "").strip()
+            rng = ctx.rng(row["id"], f"hard:order:r{round_no}")
             rq, orders = referee.requests(row["id"], generate.user_text(row), row["output"], answer or "(no answer)",
-                                          r_sampling, ctx.rng(row["id"], f"hard:order:r{round_no}"))
+                                          r_sampling, rng)
             pending.append((row, answer, comp, orders))
             reqs.extend(rq)
-            order_of.append(orders)
-        reviews = judge.chat(reqs)
+            items.append((row["id"], generate.user_text(row), row["output"], answer or "(no answer)", orders))
+        if mode == "logprobs":
+            scored, reviews = logprob_referee.judge(judge, items, self.cfg.referee_logprobs)
+        else:
+            reviews = judge.chat(reqs)
         if reasons := unanswered_reasons(reviews):
             raise Outside(reasons)
         judged = []
         for i, (row, answer, comp, orders) in enumerate(pending):
-            texts = {orders[k]: reviews[2 * i + k].text for k in range(2)}
-            v = referee.verdict(texts, self.cfg.threshold)
+            first = reviews[(4 if mode == "logprobs" else 2) * i]
             info: dict[str, Any] = {"round": round_no, "student_model": comp.model or student.model,
-                                    "student_answer_sha256": sha(answer),
-                                    "referee_model": reviews[2 * i].model or judge.model, "first_order": orders[0]}
+                                    "student_answer_sha256": sha(answer), "referee_mode": mode,
+                                    "referee_model": first.model or judge.model, "first_order": orders[0]}
+            if mode == "logprobs":
+                pairs, details = scored[i]
+                v = referee.verdict_of(pairs, self.cfg.threshold) if pairs is not None else None
+                info["score_reads"] = details  # per order and assistant: {score, mass} or why there is none
+            else:
+                texts = {orders[k]: reviews[2 * i + k].text for k in range(2)}
+                v = referee.verdict(texts, self.cfg.threshold)
             if v is None:
-                info["verdict"] = "unparseable"  # the reviews' ends say why (a referee too weak for the format)
-                info["review_ends"] = {o: (t or "")[-120:] for o, t in texts.items()}
+                info["verdict"] = "unparseable"  # the reviews' ends (or the score reads) say why
+                if mode == "text":
+                    info["review_ends"] = {o: (t or "")[-120:] for o, t in texts.items()}
                 stats["referee_unparseable"] += 1
             else:
                 info.update(v.to_meta())

@@ -33,7 +33,6 @@ from datasketch import MinHash, MinHashLSH
 from pydantic import ValidationError
 
 from .errors import ConfigError
-
 from .stages.minhash.candidates import choose_banding
 from .stages.minhash.config import MinhashConfig
 from .stages.minhash.signatures import combine, hashfunc, normalize, permutations, shingles, token_hash64, tokens

@@ -42,7 +42,7 @@ def test_the_monitor_s_signature_is_the_minhash_stage_s():
         assert (mon.signature(text).hashvalues.astype(np.uint32) == signature(shingles(text))).all()
 
 
-# Bootstrap request k writes NOVEL[k] new instructions and fills its 7 items with copies of its first one;
+# Bootstrap request k writes NOVEL[k] new instructions and fills its 7 items with copies of request 0's first one;
 # at 4 tasks a shard, shard 0 is request 0 (4 of 7 novel), shard 1 requests 1-2 (4 of 14), shard 2
 # requests 3-6 (4 of 28): 571.4, 285.7 and 142.9 novel items per 1k generated.
 NOVEL = {0: 4, 1: 2, 2: 2}
@@ -57,7 +57,8 @@ def world(req: ChatRequest) -> str:
     if req.purpose.endswith("bootstrap"):
         n = NOVEL.get(_request_index(req.record_id), 1)
         items = [novel_instruction(f"{req.record_id}:{i}") for i in range(n)]
-        items += [items[0]] * (7 - n)
+        first = "request0000000" if req.record_id.startswith("request") else "batch000000-0"
+        items += [novel_instruction(f"{first}:0")] * (7 - n)   # from an earlier shard: the monitor must recall it
         return "9. " + "\n".join(f"{9 + i}. {t}" if i else t for i, t in enumerate(items))
     if req.purpose.endswith("classify"):
         return "No"
@@ -135,3 +136,21 @@ def test_a_stopped_generation_still_runs_the_later_steps_and_the_summary_says_wh
     again = run_plan(cfg, paths, plan=_plan(later), echo=lines.append, progress=False)
     assert [s["status"] for s in again["steps"]] == ["already done"] * 3
     assert again["stopped"]["rows_generated"] == 49
+
+
+@pytest.mark.parametrize("schedule", ["window", "paper"])
+def test_a_resumed_run_measures_against_the_shards_done_before_the_crash(tmp_path, schedule):
+    def crash(req: ChatRequest) -> str:
+        if req.purpose.endswith("bootstrap") and _request_index(req.record_id) == 4:
+            raise RuntimeError("the machine went away")
+        return world(req)
+
+    ctx = RunContext(run_id="r", teacher_factory=lambda: FakeTeacher(crash), progress=False, min_novelty=200)
+    with pytest.raises(RuntimeError):
+        run_self_instruct(tmp_path / "si", ctx, _config(schedule))
+    assert len(list((tmp_path / "si" / "_done").glob("part-*.json"))) == 2   # shards 0 and 1
+    ctx = RunContext(run_id="r", teacher_factory=lambda: FakeTeacher(world), progress=False, min_novelty=200)
+    m = run_self_instruct(tmp_path / "si", ctx, _config(schedule))
+    # shard 2's copies are of request 0's first task: novel again only if the monitor forgot shard 0
+    assert [(p["generated"], p["novel"], p["novel_per_1k"]) for p in m["novelty"]["points"]] == EXPECTED
+    assert m["stop_reason"] == "min_novelty"

@@ -263,13 +263,18 @@ def sentence(points: list[dict[str, Any]]) -> str:
 
 def projection(run_dir: str | Path, targets: dict[str, int], points_wanted: int = 5) -> dict[str, Any] | None:
     """Novel rows per 1k generated that a (pilot) run's trend expects at each of `targets` (name -> rows
-    generated), from its curve cut in `points_wanted` slices; None when no trend can be fitted."""
-    pts = run_curve(run_dir)
+    generated), from its curve cut in `points_wanted` slices; None when no trend can be fitted. A generating
+    stage's own curve (two points or more) is preferred: the after-dedup one misses what its filters removed."""
+    pts, curve = generation_curve(run_dir), "generation"
+    if len(pts) < 2:
+        pts, curve = run_curve(run_dir), "after_dedup"
+        total = pts[-1]["rows_generated"] if pts else 0
+        if len(pts) < points_wanted and total >= 2 * points_wanted:
+            pts = run_curve(run_dir, chunk_rows=-(-total // points_wanted))
     total = pts[-1]["rows_generated"] if pts else 0
-    if len(pts) < points_wanted and total >= 2 * points_wanted:
-        pts = run_curve(run_dir, chunk_rows=-(-total // points_wanted))
     f = fit(pts)
     if f is None:
         return None
-    return {"pilot_rows_generated": total, "pilot_novel_per_1k": pts[-1]["novel_per_1k"], "exponent": round(f["b"], 3),
+    return {"curve": curve, "pilot_rows_generated": total, "pilot_novel_per_1k": pts[-1]["novel_per_1k"],
+            "exponent": round(f["b"], 3),
             "novel_per_1k_at": {name: round(min(1000.0, f["a"] * n ** f["b"]), 1) for name, n in targets.items()}}

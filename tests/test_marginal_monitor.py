@@ -132,6 +132,8 @@ def test_a_stopped_generation_still_runs_the_later_steps_and_the_summary_says_wh
     page = write_report(paths.run_dir).read_text()
     assert "This run stopped generating</strong>: self_instruct stopped generating: its shard 2 added 142.9" in page
     assert "Per shard of the teacher&#x27;s generation" in page
+    pr = marginal.projection(paths.run_dir, {"1m": 1_000_000})   # distill plan reads the generation curve
+    assert (pr["curve"], pr["pilot_rows_generated"], pr["pilot_novel_per_1k"]) == ("generation", 49, 142.9)
     # a rerun finds every step done and generates nothing more; the summary still says why it stopped
     again = run_plan(cfg, paths, plan=_plan(later), echo=lines.append, progress=False)
     assert [s["status"] for s in again["steps"]] == ["already done"] * 3

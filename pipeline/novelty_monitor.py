@@ -21,10 +21,10 @@ threshold; marginal.py says why, for Self-Instruct, they are not the same texts.
 
 Memory: per text fed, its signature (num_perm 32-bit values in a numpy array:
 about 620 bytes at 128) and the LSH's band keys (one bytes key of
-rows_per_band x 8 bytes per band, in datasketch's dicts of sets): about 7 KB a
-text at the defaults (17 bands x 5 rows at threshold 0.7; measured with
-tracemalloc over 5,500 texts), so some 140 MB for 20k generated rows and 7 GB
-for 1M: past a few million generated rows, a stage should sample. Texts
+rows_per_band x 8 bytes per band, in datasketch's dicts of sets): about 7.4 KB
+a text at the defaults (17 bands x 5 rows at threshold 0.7; measured with
+tracemalloc over 5,000 texts of 14 words), so some 150 MB for 20k generated
+rows and 7.4 GB for 1M: past a few million generated rows, a stage should sample. Texts
 themselves are not kept.
 """
 

@@ -29,8 +29,9 @@ class RunSection(Section):
     executor: Literal["local", "ray"] = Field("local", description="where shards run")
     ray_address: str | None = Field(None, description="Ray cluster address for executor = 'ray'")
     allow_partial: bool = Field(False, description="stages may read an unfinished input's finished shards (the manifest records it)")
-    min_novelty: float | None = Field(None, ge=0, description="stop the run after a dedup step when its newest shard "
-                                      "adds fewer novel rows per 1k generated than this (marginal.py); default: never")
+    min_novelty: float | None = Field(None, ge=0, description="a generating stage (Self-Instruct) stops generating once "
+                                      "a shard adds fewer novel rows per 1k generated than this (novelty_monitor.py); "
+                                      "the run goes on to a release; default: never")
 
 
 class TeacherSection(Section):

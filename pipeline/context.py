@@ -132,6 +132,8 @@ class RunContext:
     allow_partial: bool = False      # run.allow_partial: an unfinished input's finished shards may be read
     overwrite: bool = False          # --overwrite: move what --out holds into <out>/.stale/ first
     echo: Callable[[str], None] | None = None  # a stage's notes for a person (stderr of a stage command)
+    min_novelty: float | None = None  # run.min_novelty: a generating stage stops under it (novelty_monitor.py)
+    novelty_minhash: dict[str, Any] = field(default_factory=dict)  # the [minhash] section the monitor measures with
     _teacher: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -186,4 +188,4 @@ def make_context(cfg: Config, paths: RunPaths, progress: bool = True, *,
                       teacher_factory=factory, progress=progress, executor=cfg.run.executor,
                       ray_address=cfg.run.ray_address, against=tuple(against), budget=budget or Budget(),
                       shard_rows=cfg.run.shard_rows, limit=cfg.run.limit, allow_partial=cfg.run.allow_partial,
-                      echo=echo)
+                      echo=echo, min_novelty=cfg.run.min_novelty, novelty_minhash=dict(cfg.minhash))

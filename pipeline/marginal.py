@@ -6,8 +6,21 @@ rows and rejected/ rows, whose `*_cluster` column names the kept row each
 removed row duplicates), the score stage's rows (quality, complexity) and the
 last dataset stage's ids (yield). Or a workdir of refresh nights: each
 night's `refresh_summary.json` (rows generated, rows left after dedup against
-the pool). Writes nothing; `report.py` renders it and `runplan.py` reads the
-last point for the `[run] min_novelty` stop.
+the pool). Or the generating stage's own curve, which its novelty monitor
+recorded in its manifest while it generated (`generation_curve`,
+novelty_monitor.py). Writes nothing; `report.py` renders them and `runplan.py`
+reads the last after-dedup point for the `[run] min_novelty` warning.
+
+The two shard curves of a Self-Instruct run differ in what they count. The
+generation curve counts every item the teacher wrote (also those its own
+filters and ROUGE-L then dropped), and calls an item novel when no earlier
+item is a MinHash near-duplicate of its instruction text: the figure the stop
+acts on. The after-dedup curve counts the rows the stage kept (instances of
+accepted instructions) and calls a row novel when it is the first of its
+minhash/semdedup cluster over instruction, input and output. ROUGE-L has
+already removed most near-duplicate instructions by then, so the after-dedup
+curve stays high while the teacher repeats itself; only the first one shows
+that.
 
 Novelty of a row: it is the first row, in generation order, of its duplicate
 cluster (minhash and semdedup clusters joined), and it duplicates nothing of an
@@ -177,6 +190,18 @@ def _last_dataset(run_dir: Path) -> Dataset | None:
     return None
 
 
+def generation_curve(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The novelty monitor's points of the run's generating stage (per shard: generated, novel, novel_per_1k,
+    rows_generated); [] when no finished stage recorded them."""
+    run_dir = Path(run_dir)
+    names = _step_names(run_dir) or sorted(p.parent.name for p in run_dir.glob("*/_manifest.json"))
+    for name in names:
+        f = run_dir / name / "_manifest.json"
+        if f.is_file() and (points := (read_json(f).get("novelty") or {}).get("points")):
+            return points
+    return []
+
+
 def refresh_curve(workdir: str | Path) -> list[dict[str, Any]]:
     """One point per refresh night under `workdir` that generated rows (novel = rows left after dedup against the pool)."""
     nights = []
@@ -238,13 +263,18 @@ def sentence(points: list[dict[str, Any]]) -> str:
 
 def projection(run_dir: str | Path, targets: dict[str, int], points_wanted: int = 5) -> dict[str, Any] | None:
     """Novel rows per 1k generated that a (pilot) run's trend expects at each of `targets` (name -> rows
-    generated), from its curve cut in `points_wanted` slices; None when no trend can be fitted."""
-    pts = run_curve(run_dir)
+    generated), from its curve cut in `points_wanted` slices; None when no trend can be fitted. A generating
+    stage's own curve (two points or more) is preferred: the after-dedup one misses what its filters removed."""
+    pts, curve = generation_curve(run_dir), "generation"
+    if len(pts) < 2:
+        pts, curve = run_curve(run_dir), "after_dedup"
+        total = pts[-1]["rows_generated"] if pts else 0
+        if len(pts) < points_wanted and total >= 2 * points_wanted:
+            pts = run_curve(run_dir, chunk_rows=-(-total // points_wanted))
     total = pts[-1]["rows_generated"] if pts else 0
-    if len(pts) < points_wanted and total >= 2 * points_wanted:
-        pts = run_curve(run_dir, chunk_rows=-(-total // points_wanted))
     f = fit(pts)
     if f is None:
         return None
-    return {"pilot_rows_generated": total, "pilot_novel_per_1k": pts[-1]["novel_per_1k"], "exponent": round(f["b"], 3),
+    return {"curve": curve, "pilot_rows_generated": total, "pilot_novel_per_1k": pts[-1]["novel_per_1k"],
+            "exponent": round(f["b"], 3),
             "novel_per_1k_at": {name: round(min(1000.0, f["a"] * n ** f["b"]), 1) for name, n in targets.items()}}

@@ -152,10 +152,12 @@ def build_report(run_dir: str | Path, max_rows: int = 200_000) -> dict[str, Any]
 
 def _marginal(run_dir: Path) -> dict[str, Any]:
     shards = marginal.run_curve(run_dir)
+    made = marginal.generation_curve(run_dir)
     nights = marginal.refresh_curve(run_dir.parent) if (run_dir / "refresh_summary.json").is_file() else []
-    summary = run_dir / "run_summary.json"
-    stopped = read_json(summary).get("stopped") if summary.is_file() else None
-    return {"shards": shards, "shards_sentence": marginal.sentence(shards) if shards else "", "stopped": stopped,
+    summary = read_json(run_dir / "run_summary.json") if (run_dir / "run_summary.json").is_file() else {}
+    return {"shards": shards, "shards_sentence": marginal.sentence(shards) if shards else "",
+            "stopped": summary.get("stopped"), "warning": summary.get("novelty_warning"),
+            "generation": made, "generation_sentence": marginal.sentence(made) if made else "",
             "nights": nights, "nights_sentence": marginal.sentence(nights) if nights else ""}
 
 
@@ -263,10 +265,14 @@ _CURVES = [("novel_per_1k", "novel rows per 1k generated"), ("yield", "yield (ke
 def _render_marginal(m: dict[str, Any]) -> list[str]:
     parts = ["<h2 id='marginal'>Marginal return</h2>"]
     if m.get("stopped"):
-        st = m["stopped"]
-        parts.append(f"<p class='marginal-stop'><strong>This run stopped after {html.escape(st['after'])}</strong>: "
-                     f"{html.escape(st['message'])}</p>")
-    for key, what in (("shards", "per shard of generated rows (the first dedup stage's input)"),
+        parts.append(f"<p class='marginal-stop'><strong>This run stopped generating</strong>: "
+                     f"{html.escape(m['stopped']['message'])}; the later steps ran on what it had.</p>")
+    if m.get("warning"):
+        parts.append(f"<p class='marginal-stop'><strong>Novelty under [run] min_novelty after "
+                     f"{html.escape(m['warning']['after'])}</strong>: {html.escape(m['warning']['message'])}.</p>")
+    for key, what in (("generation", "per shard of the teacher's generation (the novelty monitor: every item the "
+                                     "teacher wrote; the figure [run] min_novelty stops on)"),
+                      ("shards", "per shard of generated rows (the first dedup stage's input)"),
                       ("nights", "per refresh night of this workdir")):
         pts = m.get(key) or []
         if not pts:
@@ -281,11 +287,16 @@ def _render_marginal(m: dict[str, Any]) -> list[str]:
         parts.append(table(["point", "generated", "rows generated", "novel", *cols],
                            [[p["point"], p["generated"], p["rows_generated"], p["novel"], *[p.get(c) for c in cols]]
                             for p in pts]))
-    if not m.get("shards") and not m.get("nights"):
+    if not m.get("shards") and not m.get("nights") and not m.get("generation"):
         parts.append("<p>No dedup stage has finished in this run, so there is no curve yet.</p>")
     else:
         parts.append("<p>Novelty: rows that are the first of their MinHash/semdedup duplicate cluster in generation "
                      "order. Embedding-cluster coverage is not shown (semdedup keeps no embeddings).</p>")
+        if m.get("generation"):
+            parts.append("<p>The teacher's generation curve counts every item the teacher wrote, also those the "
+                         "stage's own filters (ROUGE-L) then dropped, and calls one novel when no earlier item is a "
+                         "MinHash near-duplicate of its instruction; the after-dedup curve counts only the rows the "
+                         "stage kept, so it stays high while the teacher repeats itself.</p>")
     return parts
 
 

@@ -13,12 +13,15 @@ then costs a second, not five stages of teacher calls.
 One `distill run` per run folder: it holds `<run>/.lock` throughout (a second
 exits 6, naming the holder's pid), and each step holds its own folder's lock.
 
-`[run] min_novelty`: after each dedup step (minhash, semdedup) the marginal-return
-curve is computed (marginal.py); when its newest shard added fewer novel rows per
-1k generated than that, the later steps are not run (status "stopped") and the
-summary's `stopped` records why. Generation is over by then: the stop saves the
-later steps' cost (the judge's calls) on a pool that has stopped growing, and
-tells a scheduler not to pay for more. `--from <next step>` runs them anyway.
+`[run] min_novelty` acts during generation: a generating stage with a novelty
+monitor (Self-Instruct; novelty_monitor.py) stops generating once a shard adds
+fewer novel rows per 1k generated, finishes with what it has and records
+`stopped` in its manifest; the run then goes on through dedup, scoring,
+selection and export, so a release still comes out, and the summary's
+`stopped` repeats that record (with the step). A rerun finds the stage done and
+generates no more. After each dedup step (minhash, semdedup) the after-dedup
+curve (marginal.py) is checked too, for generators without a monitor: under
+the threshold it is only recorded (`novelty_warning`), never a cut-off.
 """
 
 from __future__ import annotations
@@ -89,13 +92,11 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
     started = start is None
     steps: list[dict[str, Any]] = []
     stopped: dict[str, Any] | None = None
+    warning: dict[str, Any] | None = None
     t_run = time.monotonic()
     try:
         for step in plan:
             started = started or step.name == start
-            if stopped:
-                steps.append({"stage": step.name, "status": "stopped", "reason": stopped["reason"]})
-                continue
             if not started or step.name in skip:
                 steps.append({"stage": step.name, "status": "skipped"})
                 continue
@@ -123,10 +124,13 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
                  f"{manifest.get('rows_rejected', 0)} rejected")
             logs.event("stage_end", f"{step.name} {status}", **steps[-1])
             current = out
-            stopped = _novelty_stop(cfg, paths, step.name)
-            if stopped:
-                echo(f"[run] stopping after {step.name}: {stopped['message']}")
+            if manifest.get("stopped") and not stopped:
+                stopped = dict(manifest["stopped"], step=step.name)
+                echo(f"[run] {stopped['message']}; the run goes on with what it generated")
                 logs.event("run_stopped", stopped["message"], run_id=paths.run_id, **stopped)
+            elif not stopped and (note := _novelty_note(cfg, paths, step.name)):
+                warning = note
+                echo(f"[run] note after {step.name}: {note['message']} (recorded; the run goes on)")
     except TeacherUnavailable:
         if "cost" not in ctx.budget.hit:
             raise
@@ -144,6 +148,7 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
         "teacher": teacher,
         **({"budget": ctx.budget.to_dict()} if max_cost is not None else {}),
         **({"stopped": stopped} if stopped else {}),
+        **({"novelty_warning": warning} if warning else {}),
         "final_dataset": str(current) if current else None,
         "final_rows": _final_rows(current),
     }
@@ -153,15 +158,16 @@ def run_steps(cfg: Config, paths: RunPaths, plan: list[StageSpec], skip: list[st
     return summary
 
 
-def _novelty_stop(cfg: Config, paths: RunPaths, step: str) -> dict[str, Any] | None:
-    """The `stopped` record when `step` is a dedup step and its newest shard is under `[run] min_novelty`."""
+def _novelty_note(cfg: Config, paths: RunPaths, step: str) -> dict[str, Any] | None:
+    """The `novelty_warning` record when `step` is a dedup step and the newest shard of the after-dedup curve
+    is under `[run] min_novelty` (a generator without a monitor: nothing stopped it)."""
     if cfg.run.min_novelty is None or step not in marginal.DEDUP:
         return None
     points = marginal.run_curve(paths.run_dir)
     if not points or points[-1]["novel_per_1k"] >= cfg.run.min_novelty:
         return None
     last = points[-1]
-    return {"reason": "min_novelty", "after": step, "novel_per_1k": last["novel_per_1k"],
+    return {"reason": "min_novelty_after_dedup", "after": step, "novel_per_1k": last["novel_per_1k"],
             "min_novelty": cfg.run.min_novelty, "rows_generated": last["rows_generated"],
             "message": f"the newest shard added {last['novel_per_1k']:g} novel rows per 1k generated, under "
                        f"[run] min_novelty = {cfg.run.min_novelty:g} ({marginal.sentence(points)})"}

@@ -1,4 +1,4 @@
-"""`[run] min_novelty`: a run stops after its dedup step when the newest shard adds too few novel rows."""
+"""`[run] min_novelty` after a dedup step: a newest shard with too few novel rows is recorded, and the run goes on."""
 
 from __future__ import annotations
 
@@ -36,23 +36,24 @@ def _run(tmp_path, min_novelty, run_id):
     return summary, calls, lines
 
 
-def test_the_run_stops_after_dedup_when_the_newest_shard_is_under_min_novelty(tmp_path):
+def test_under_min_novelty_after_dedup_is_recorded_but_the_run_goes_on(tmp_path):
     summary, calls, lines = _run(tmp_path, 300, "r1")
-    assert calls == []  # the step after minhash did not run
-    assert [s["status"] for s in summary["steps"]] == ["done", "done", "stopped"]
-    st = summary["stopped"]
-    assert (st["reason"], st["after"], st["novel_per_1k"], st["min_novelty"], st["rows_generated"]) == \
-        ("min_novelty", "minhash", 200.0, 300, 4 * SHARD)
+    assert len(calls) == 1  # the step after minhash ran: the release is never cut off after generation
+    assert [s["status"] for s in summary["steps"]] == ["done", "done", "done"]
+    assert "stopped" not in summary
+    w = summary["novelty_warning"]
+    assert (w["reason"], w["after"], w["novel_per_1k"], w["min_novelty"], w["rows_generated"]) == \
+        ("min_novelty_after_dedup", "minhash", 200.0, 300, 4 * SHARD)
     on_disk = json.loads((tmp_path / "work" / "r1" / "run_summary.json").read_text())
-    assert on_disk["stopped"]["reason"] == "min_novelty"
-    assert summary["final_dataset"].endswith("minhash")
-    assert any(line.startswith("[run] stopping after minhash: the newest shard added 200 novel rows") for line in lines)
+    assert on_disk["novelty_warning"]["reason"] == "min_novelty_after_dedup"
+    assert summary["final_dataset"].endswith("score")
+    assert any(line.startswith("[run] note after minhash: the newest shard added 200 novel rows") for line in lines)
     page = write_report(tmp_path / "work" / "r1").read_text()
-    assert "This run stopped after minhash</strong>: the newest shard added 200 novel rows per 1k generated" in page
+    assert "Novelty under [run] min_novelty after minhash</strong>: the newest shard added 200 novel rows" in page
 
 
 def test_the_run_goes_on_when_the_newest_shard_is_above_min_novelty_or_it_is_unset(tmp_path):
     for i, min_novelty in enumerate([150, None]):
         summary, calls, _ = _run(tmp_path, min_novelty, f"r{i}")
-        assert len(calls) == 1 and "stopped" not in summary
+        assert len(calls) == 1 and "stopped" not in summary and "novelty_warning" not in summary
         assert [s["status"] for s in summary["steps"]] == ["done", "done", "done"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,13 +41,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...context import RunContext
+from ...novelty_monitor import NoveltyMonitor
 from ...prompts import load_template
 from ...runner import Progress
-from ...store import DatasetWriter
+from ...store import DatasetWriter, shard_name
 from ...teacher.base import ChatRequest, Completion
 from . import alpaca, bootstrap
 from .config import SelfInstructConfig
-from .output import Counters, ShardBuilder, Task, error_reason, marker_stats, restore, stop_if_unanswered
+from .output import RAW_DIR, Counters, ShardBuilder, Task, error_reason, marker_stats, restore, stop_if_unanswered
 from .rouge import RougeIndex
 from .seeds import SeedPool, load_seeds
 from .window import Window, calls_overlap, teacher_concurrency
@@ -88,6 +90,10 @@ class _Run:
         self.made_by: list[int] = []   # per machine instruction: the bootstrap request that made it (window)
         self.window_size = 0
         self.peak_in_flight = 0
+        # `[run] min_novelty`: every item the teacher wrote, shard by shard (novelty_monitor.py)
+        self.monitor = NoveltyMonitor(ctx.novelty_minhash, ctx.min_novelty)
+        self.candidates: list[str] = []
+        self.novelty_stop: dict[str, Any] | None = None
 
     # -- state ------------------------------------------------------------------
     def _restore(self) -> None:
@@ -101,6 +107,11 @@ class _Run:
         for text in self.machine:
             self.index.add(text)
         self._mark = (c.batches, c.usage())
+        for i in range(self.shard):  # the monitor sees the done shards again, from their raw replies
+            raw = self.out / RAW_DIR / shard_name(i).replace(".parquet", ".jsonl")
+            lines = raw.read_text(encoding="utf-8").splitlines() if raw.is_file() else []
+            replies = [r for r in map(json.loads, lines) if r.get("error") is None and r.get("text") is not None]
+            self.measure([text for r in replies for _, text, _ in self.reply_items(r["text"]) if text], i)
         if self.shard:
             self.echo(f"resuming: {self.shard} shard(s) done, {len(self.machine)} instructions in the "
                       f"machine pool, {c.batches} batches, {state.usage.requests} requests so far")
@@ -115,9 +126,24 @@ class _Run:
             return "max_requests", f"{b.requests} requests made (limit {b.max_requests})"
         if limit == "tokens":
             return "max_tokens_total", f"{b.tokens} tokens used (limit {b.max_tokens})"
+        if self.novelty_stop:
+            return "min_novelty", self.novelty_stop["message"]
         if c.idle >= cfg.patience:
             return "no_progress", f"{c.idle} bootstrap requests in a row accepted no instruction"
         return None
+
+    def measure(self, texts: list[str], shard: int) -> dict[str, Any] | None:
+        """Shard `shard`'s novelty point (every item its replies held); notes the stop when it is under
+        `[run] min_novelty`."""
+        point = self.monitor.observe(texts, f"shard {shard}")
+        if self.monitor.below(point):
+            self.novelty_stop = self.monitor.stopped(point, STAGE)
+        return point
+
+    def reply_items(self, text: str) -> list[tuple[int, str, Any]]:
+        if self.cfg.mode == "alpaca":
+            return [(t.position, t.instruction, t) for t in alpaca.parse_reply(text)]
+        return [(i.position, i.text, i) for i in bootstrap.parse_items(text, self.cfg)]
 
     # -- the loop ---------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -139,6 +165,7 @@ class _Run:
             run_id=self.ctx.run_id, mode=self.cfg.mode, schedule=self.cfg.schedule, **window,
             target=self.cfg.num_instructions,
             accepted_instructions=len(self.machine), stop_reason=reason, stop_detail=detail,
+            novelty=self.monitor.summary(), **({"stopped": self.novelty_stop} if reason == "min_novelty" else {}),
             seeds=self.seeds.summary(), templates=self.templates, settings=self.cfg.model_dump(),
             teacher={"backend": t.backend, "model": t.model} if t is not None else None,
             novelty_filter_seconds_this_invocation=round(self.novelty_seconds, 3),
@@ -194,11 +221,11 @@ class _Run:
         if not comp.ok:
             self._reject("", error_reason(comp), f"{comp.error.kind}: {comp.error.message}", where)
             return 0
+        items = self.reply_items(comp.text)
+        self.candidates.extend(text for _, text, _ in items if text)
         if cfg.mode == "alpaca":
-            items = [(t.position, t.instruction, t) for t in alpaca.parse_reply(comp.text)]
             max_items = cfg.alpaca.num_tasks - 1 - cfg.alpaca.num_seed_examples
         else:
-            items = [(i.position, i.text, i) for i in bootstrap.parse_items(comp.text, cfg)]
             max_items = cfg.last_item - cfg.num_prompt_instructions
         if not any(text for _, text, _ in items):
             self._reject("", "no_items", f"nothing parsed from the reply: {(comp.text or '')[:300]!r}", where)
@@ -276,11 +303,13 @@ class _Run:
         now = (c.batches, c.usage())
         # Per-shard stats are deltas since the previous shard, so the manifest's sums are run totals.
         stats = dict(c.extra, **marker_stats(now, self._mark))
+        if (point := self.measure(self.candidates, self.shard)) is not None:
+            stats["novelty"] = point
         builder.write_raw(self.out, self.shard, self.raw)
         self.writer.write_shard(self.shard, kept, self.rejected + rejected, stats)
         self.shard += 1
         self._mark = now
-        self.pending, self.rejected, self.raw = [], [], []
+        self.pending, self.rejected, self.raw, self.candidates = [], [], [], []
         c.extra = {}
 
 
@@ -292,6 +321,8 @@ class _Shard:
     tasks: list[Task] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     raw: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[str] = field(default_factory=list)       # every item of its replies (the novelty monitor's)
+    novelty: dict[str, Any] | None = None                      # its point, once measured
     extra: dict[str, float] = field(default_factory=dict)   # its counters (Counters.extra while its replies count)
     usage: list[int] = field(default_factory=lambda: [0, 0, 0])  # requests, prompt tokens, completion tokens
     batches: int = 0                                           # bootstrap requests folded into it
@@ -330,7 +361,7 @@ class _Windowed:
         r = self.run_
         shard = _Shard(index=(self.shards[-1].index + 1) if self.shards else r.shard)
         self.shards.append(shard)
-        r.pending, r.rejected, r.raw = shard.tasks, shard.rejected, shard.raw
+        r.pending, r.rejected, r.raw, r.candidates = shard.tasks, shard.rejected, shard.raw, shard.candidates
         r.counters.extra = shard.extra
 
     def _count(self, shard: _Shard, comp: Completion, kind: str) -> None:
@@ -353,7 +384,8 @@ class _Windowed:
             shard.extra["rows_in"] = shard.extra.get("rows_in", 0) + len(shard.tasks)
             shard.extra["accepted_instructions"] = shard.extra.get("accepted_instructions", 0) + len(shard.tasks)
             stats = dict(shard.extra, batches=shard.batches, requests=shard.usage[0],
-                         teacher_prompt_tokens=shard.usage[1], teacher_completion_tokens=shard.usage[2])
+                         teacher_prompt_tokens=shard.usage[1], teacher_completion_tokens=shard.usage[2],
+                         **({"novelty": shard.novelty} if shard.novelty else {}))
             self.builder.write_raw(r.out, shard.index, shard.raw)
             r.writer.write_shard(shard.index, kept, rejected, stats)
             r.shard = shard.index + 1
@@ -369,7 +401,7 @@ class _Windowed:
         rule holds, and the replies in flight are not already expected to reach the target."""
         r = self.run_
         k = self.next
-        if self.done or k - self.folded >= self.size:
+        if self.done or r.novelty_stop or k - self.folded >= self.size:
             return False
         cap = r.cfg.max_requests
         if cap is not None and (due := self._due(k)) >= cap:
@@ -405,6 +437,8 @@ class _Windowed:
         b = c.budget
         if len(r.machine) >= r.cfg.num_instructions:
             return "target_reached", f"{len(r.machine)} instructions"
+        if r.novelty_stop:
+            return "min_novelty", r.novelty_stop["message"]
         if c.idle >= r.cfg.patience:
             return "no_progress", f"{c.idle} bootstrap requests in a row accepted no instruction"
         if self.capped:
@@ -455,7 +489,11 @@ class _Windowed:
         if len(r.machine) >= r.cfg.num_instructions or c.idle >= r.cfg.patience:
             self.done = True   # this shard is the last: written once nothing is in flight
         elif len(r.pending) >= r.cfg.shard_tasks:
-            self._close_open()
+            shard.novelty = r.measure(shard.candidates, shard.index)
+            if r.novelty_stop:
+                self.done = True   # under [run] min_novelty: this shard is the last, as for the target
+            else:
+                self._close_open()
 
     def _arrived(self, tag: tuple, comp: Completion) -> None:
         r = self.run_
@@ -507,5 +545,7 @@ class _Windowed:
         last = self.shards[-1]
         last.closed, self.done = True, False
         if last.tasks or last.rejected or last.raw or last.usage[0]:
+            if last.novelty is None:
+                last.novelty = r.measure(last.candidates, last.index)
             self._write_ready()
         return self.stop_reason()

@@ -221,9 +221,13 @@ def refresh_curve(workdir: str | Path) -> list[dict[str, Any]]:
 
 
 def fit(points: list[dict[str, Any]]) -> dict[str, float] | None:
-    """Power law novel_per_1k = a * rows_generated^b, least squares in log-log over the points with novel rows."""
+    """Power law novel_per_1k = a * rows_generated^b, least squares in log-log over the recent half of the
+    points with novel rows (at least three). A saturating pool's novelty falls faster than a power law, so a
+    fit over the whole curve leans on its flat start and overstates what the next doubling adds; the recent
+    slope is the one a user is about to pay for."""
     xs = [(math.log(p["rows_generated"]), math.log(p["novel_per_1k"])) for p in points
           if p["novel_per_1k"] > 0 and p["rows_generated"] > 0]
+    xs = xs[-max(3, -(-len(xs) // 2)):]
     if len(xs) < 2:
         return None
     mx = sum(x for x, _ in xs) / len(xs)
@@ -257,8 +261,6 @@ def sentence(points: list[dict[str, Any]]) -> str:
     n = last["rows_generated"]
     return (text + f"; the fitted trend (novel per 1k ~ rows^{f['b']:.2f}) expects the next doubling "
             f"(to {2 * n:,} rows generated) to add about {expected_novel(f, n, 2 * n):,.0f} novel rows.")
-
-
 
 
 def projection(run_dir: str | Path, targets: dict[str, int], points_wanted: int = 5) -> dict[str, Any] | None:

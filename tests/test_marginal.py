@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 from minhash_support import row, words, write_dataset
@@ -161,3 +162,13 @@ def test_mean_scores_and_the_hard_share_follow_each_shard_s_rows(tmp_path):
     assert [p["quality"] for p in pts] == [0.0, 1.0, 2.0, 3.0]
     assert [p["complexity"] for p in pts] == [1.0, 3.0, 5.0, 7.0]
     assert [p["hard_share"] for p in pts] == [0.52, 0.48, 0.52, 0.48]  # of the 25 judged rows per shard
+
+
+def test_the_trend_is_fitted_on_the_recent_half_of_the_curve():
+    # flat at 1000 for four points, then exactly novel_per_1k = 8e6 / rows: a whole-curve fit would see
+    # a far shallower slope and promise the next doubling many more novel rows
+    rows = [1000, 2000, 3000, 4000, 8000, 16000, 32000, 64000]
+    pts = [{"rows_generated": n, "novel_per_1k": 1000.0 if n <= 4000 else 8e6 / n, "generated": 1000} for n in rows]
+    f = marginal.fit(pts)
+    assert abs(f["b"] + 1) < 1e-9 and abs(f["a"] - 8e6) < 1e-3
+    assert abs(marginal.expected_novel(f, 64000, 128000) - 8000 * math.log(2)) < 1e-6

@@ -10,22 +10,24 @@ A text is novel when no text fed before it (novel or not, from any earlier
 shard or earlier in its own shard) is a MinHash near-duplicate of it. The
 signature is the minhash stage's own (`[minhash]` unit, ngram,
 fold_punctuation, hash, num_perm, seed: `signatures.py`, computed by
-`datasketch.MinHash` with that stage's `hashfunc`), candidates come from a
-`datasketch.MinHashLSH` with the stage's banding (threshold,
-recall_at_threshold, bands), and a candidate counts when its signature's
-Jaccard estimate is at least `threshold` (the stage's `verify = "estimate"`:
-no shingle sets are held). On the same texts the after-dedup curve
-(marginal.py: first of its minhash cluster, verified exactly) and this count
-differ only by LSH's chance misses and the estimate's error near the
-threshold; marginal.py says why, for Self-Instruct, they are not the same texts.
+`datasketch.MinHash` with that stage's `hashfunc`); candidates are the earlier
+texts that share a band with it under the stage's banding (threshold,
+recall_at_threshold, bands: `choose_banding`), and a candidate counts when its
+signature's Jaccard estimate is at least `threshold` (the stage's
+`verify = "estimate"`: no shingle sets are held). On the same texts the
+after-dedup curve (marginal.py: first of its minhash cluster, verified exactly)
+and this count differ only by LSH's chance misses and the estimate's error near
+the threshold; marginal.py says why, for Self-Instruct, they are not the same texts.
 
-Memory: per text fed, its signature (num_perm 32-bit values in a numpy array:
-about 620 bytes at 128) and the LSH's band keys (one bytes key of
-rows_per_band x 8 bytes per band, in datasketch's dicts of sets): about 7.4 KB
-a text at the defaults (17 bands x 5 rows at threshold 0.7; measured with
-tracemalloc over 5,000 texts of 14 words), so some 150 MB for 20k generated
-rows and 7.4 GB for 1M: past a few million generated rows, a stage should sample. Texts
-themselves are not kept.
+Memory: per text fed, its signature (num_perm 32-bit values in one growing
+array: 512 bytes at 128) and, per band, one dict entry from a 64-bit hash of
+the band's values to the text's position (a band hash shared by two texts
+holds a list; a collision of the 64-bit hash only adds a candidate, which the
+estimate then rejects). About 2.8 KB a text at the defaults (17 bands x 5 rows
+at threshold 0.7; tracemalloc over 6,000 texts of 14 words; with datasketch's
+`MinHashLSH` as the index it was 6.6 KB): some 60 MB for 20k generated rows and
+2.8 GB for 1M: past a few million generated rows, a stage should sample. Texts themselves
+are not kept.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
 from pydantic import ValidationError
 
 from .errors import ConfigError
@@ -58,10 +60,10 @@ class NoveltyMonitor:
         self.min_novelty = min_novelty
         c = self.cfg
         self.banding = choose_banding(c.threshold, c.num_perm, c.recall_at_threshold, c.bands, c.rows_per_band)
-        self.lsh = MinHashLSH(threshold=c.threshold, num_perm=c.num_perm,
-                              params=(self.banding.bands, self.banding.rows))
+        self.tables: list[dict[int, int | list[int]]] = [{} for _ in range(self.banding.bands)]
         self.hash = hashfunc(c.hash, c.unit)
-        self.sigs: list[np.ndarray] = []   # uint32, one per text fed; the LSH keys are their positions
+        self.sigs = np.empty((1024, c.num_perm), dtype=np.uint32)  # row i: the i-th text fed
+        self.fed = 0
         self.points: list[dict[str, Any]] = []
 
     def shingle_hashes(self, text: str) -> list[int]:
@@ -82,23 +84,46 @@ class NoveltyMonitor:
         m.update_batch(self.shingle_hashes(text))
         return m
 
-    def _novel(self, m: MinHash) -> bool:
-        mine = m.hashvalues.astype(np.uint32)
-        for key in self.lsh.query(m):
-            if np.count_nonzero(self.sigs[key] == mine) / len(mine) >= self.cfg.threshold:
-                return False
+    def _band_keys(self, sig: np.ndarray) -> list[int]:
+        r = self.banding.rows
+        return [hash(sig[i * r:(i + 1) * r].tobytes()) for i in range(self.banding.bands)]
+
+    def _novel(self, sig: np.ndarray, keys: list[int]) -> bool:
+        """No earlier text shares a band with `sig` and estimates at least `threshold` against it."""
+        seen: set[int] = set()
+        for table, key in zip(self.tables, keys):
+            hit = table.get(key)
+            for j in () if hit is None else (hit if isinstance(hit, list) else (hit,)):
+                if j not in seen:
+                    seen.add(j)
+                    if np.count_nonzero(self.sigs[j] == sig) / len(sig) >= self.cfg.threshold:
+                        return False
         return True
+
+    def _insert(self, sig: np.ndarray, keys: list[int]) -> None:
+        if self.fed == len(self.sigs):
+            self.sigs = np.concatenate([self.sigs, np.empty_like(self.sigs)])
+        self.sigs[self.fed] = sig
+        for table, key in zip(self.tables, keys):
+            hit = table.get(key)
+            if hit is None:
+                table[key] = self.fed
+            elif isinstance(hit, list):
+                hit.append(self.fed)
+            else:
+                table[key] = [hit, self.fed]
+        self.fed += 1
 
     def observe(self, texts: Iterable[str], label: Any = None) -> dict[str, Any] | None:
         """The point of one shard (None when it generated nothing): generated, novel, novel_per_1k and
         the running totals. Every text joins the index after it is judged."""
         n = novel = 0
         for text in texts:
-            m = self.signature(text)
+            sig = self.signature(text).hashvalues.astype(np.uint32)
+            keys = self._band_keys(sig)
             n += 1
-            novel += self._novel(m)
-            self.lsh.insert(len(self.sigs), m, check_duplication=False)
-            self.sigs.append(m.hashvalues.astype(np.uint32))
+            novel += self._novel(sig, keys)
+            self._insert(sig, keys)
         if n == 0:
             return None
         before = self.points[-1] if self.points else {"rows_generated": 0, "rows_novel": 0}

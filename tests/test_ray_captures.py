@@ -52,9 +52,10 @@ def evol_reply(content: str) -> tuple[str, str]:
     return solve(content)
 
 
-def ctx_for(srv: ReasoningServer, tmp_path, executor: str) -> RunContext:
+def ctx_for(srv: ReasoningServer, tmp_path, executor: str, cache: bool = False) -> RunContext:
     from pipeline.teacher import TeacherFactory
-    sec = TeacherSection(backend="openai", base_url=srv.base_url, concurrency=2, cache=False, max_retries=0)
+    sec = TeacherSection(backend="openai", base_url=srv.base_url, concurrency=2, max_retries=0, cache=cache,
+                         cache_path=str(tmp_path / "cache.sqlite"))
     return RunContext(run_id="cap", seed=7, workdir=tmp_path, teacher_factory=TeacherFactory(sec, tmp_path, 7),
                       progress=False, executor=executor)
 
@@ -116,18 +117,25 @@ def test_orca_reasoning_and_logprobs_are_the_same_on_ray_and_locally(tmp_path, r
     srv = ReasoningServer(mode)
     try:
         m = {}
-        for ex in ("local", "ray"):
-            ctx = ctx_for(srv, tmp_path, ex)
+        # the Ray workers also fill the response cache, which a third, local run then answers from
+        for ex, cache in (("local", False), ("ray", True), ("cached", True)):
+            ctx = ctx_for(srv, tmp_path, "ray" if ex == "ray" else "local", cache)
             try:
                 m[ex] = run_orca(src, tmp_path / ex, ctx, cfg, shard_rows=2)
             finally:
                 ctx.close()
+        assert srv.received == 2 * len(SUMS)  # the cached run asked the server nothing
     finally:
         srv.close()
     assert m["ray"]["executor"] == "ray" and m["ray"]["ray_workers"] == 2 and "ray_workers" not in m["local"]
     assert m["ray"]["totals"]["reasoning_rows"] == m["local"]["totals"]["reasoning_rows"] == len(SUMS)
-    a, b = table(tmp_path / "local"), table(tmp_path / "ray")
+    assert m["cached"]["totals"]["teacher_cache_hits"] == len(SUMS)
+    a, b, c = table(tmp_path / "local"), table(tmp_path / "ray"), table(tmp_path / "cached")
     assert a.num_rows == len(SUMS) and a.equals(b)
+    assert a.drop_columns(["meta"]).equals(c.drop_columns(["meta"]))
+    for x, y in zip(a.column("meta").to_pylist(), c.column("meta").to_pylist()):
+        x, y = json.loads(x), json.loads(y)
+        assert (x["orca"].pop("cached"), y["orca"].pop("cached")) == (False, True) and x == y
     check_capture(Dataset(tmp_path / "ray").read().to_pylist(), "orca", mode)
 
     for fmt in ("field", "think_tags"):

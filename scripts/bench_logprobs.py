@@ -50,6 +50,7 @@ TOPICS = ["why the sky is blue", "how bread rises", "how a bicycle stays upright
           "how glass is made", "why leaves change colour", "how a battery stores energy", "what DNA does"]
 MAX_ERROR = 0.05
 MAX_BYTES_PER_TOKEN = 96
+MIN_TOKENS = 250
 
 
 def prompts(n: int) -> list[str]:
@@ -110,6 +111,7 @@ def run(base_url: str, model: str | None, n: int, k: int, max_tokens: int, work:
             return 1
         answers.append((p, choice))
         bodies += len(raw)
+        print(f"  answer {i + 1}/{n}: {len(choice['logprobs']['content'])} tokens", file=sys.stderr, flush=True)
     release, ids = store_as_release(answers, k, model, work)
     table, size = release_side_table(release, ids)
     raws = [c["logprobs"]["content"] for _, c in answers]
@@ -125,9 +127,10 @@ def run(base_url: str, model: str | None, n: int, k: int, max_tokens: int, work:
     exact = m["top1_agree"] == tokens
     print(f"top-1 agreement: {m['top1_agree']}/{tokens} ({'exact' if exact else 'NOT exact'})")
     print(f"max |error| of the kept logprobs: {m['max_error_nats']:.4f} nats (target <= {MAX_ERROR})")
-    ok = exact and m["max_error_nats"] <= MAX_ERROR and (k < 20 or bpt <= MAX_BYTES_PER_TOKEN)
-    print(f"targets (top-1 exact, error <= {MAX_ERROR} nats, <= {MAX_BYTES_PER_TOKEN} B/token at k=20): "
-          f"{'met' if ok else 'NOT met'}")
+    sized = k == 20 and tokens >= MIN_TOKENS  # fewer tokens measure mostly Parquet's fixed overhead
+    ok = exact and m["max_error_nats"] <= MAX_ERROR and (not sized or bpt <= MAX_BYTES_PER_TOKEN)
+    size_target = f"<= {MAX_BYTES_PER_TOKEN} B/token" if sized else f"size not judged under k=20 or {MIN_TOKENS} tokens"
+    print(f"targets (top-1 exact, error <= {MAX_ERROR} nats, {size_target}): {'met' if ok else 'NOT met'}")
     return 0 if ok else 1
 
 

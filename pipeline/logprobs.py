@@ -16,6 +16,9 @@ completions shape) and writes two forms:
   position's top-k list is stored as differences of those steps (best first, so
   each is >= 0 and small), which zstd packs to about a byte a value.
   `decode_side_row()` reads a row back.
+
+`measure()` sizes a side table and checks it against the raw JSON it came from (bytes per token, top-1
+agreement, largest error in nats): the k = 20 teacher test and scripts/bench_logprobs.py share it.
 """
 
 from __future__ import annotations
@@ -155,13 +158,9 @@ def decode_side_row(row: dict[str, Any]) -> tuple[list[bytes], np.ndarray, list[
             [dequantise(np.cumsum(np.asarray(q, dtype=np.int64))) for q in row["top_logprob"]])
 
 
-def measure(raws: list[Any], k: int = 20) -> dict[str, Any]:
-    """Size and accuracy of the side file for raw `logprobs.content` lists (one per answer), against that raw JSON:
-    bytes per token of each, the largest logprob error (nats) over the kept tokens, and how many positions keep
-    the raw best token first."""
-    lps = [compact(r, k) for r in raws]
-    table = side_table([f"r{i}" for i in range(len(raws))], [json.dumps({"m": {"logprobs": x}}) for x in lps])
-    tokens = positions(table)
+def agreement(table: pa.Table, raws: list[Any]) -> tuple[float, int]:
+    """(largest |error| in nats over every kept logprob, positions whose stored best token is the raw best) of a
+    side table whose rows are `raws`' answers in the same order (raw `logprobs.content` lists or {content: ...})."""
     err, top1 = 0.0, 0
     for row, raw in zip(table.to_pylist(), raws):
         content = raw["content"] if isinstance(raw, dict) else raw
@@ -171,8 +170,24 @@ def measure(raws: list[Any], k: int = 20) -> dict[str, Any]:
             err = max(err, abs(float(chosen) - float(p["logprob"])),
                       *(abs(float(v) - want[t]) for t, v in zip(toks, vals)))
             top1 += bool(toks) and toks[0] == max(want, key=want.get)
-    size = len(side_bytes(table))
-    raw_size = sum(len(json.dumps(r, ensure_ascii=False).encode("utf-8")) for r in raws)
+    return err, top1
+
+
+def measure(raws: list[Any], k: int = 20, *, table: pa.Table | None = None, size: int | None = None,
+            raw_bytes: int | None = None) -> dict[str, Any]:
+    """Size and accuracy of the side file for raw `logprobs.content` lists (one per answer), against that raw JSON:
+    bytes per token of each, the largest logprob error (nats) over the kept tokens, and how many positions keep
+    the raw best token first. `table` and `size`: a side table already written (a release's, rows in `raws`'
+    order) and its bytes on disk, instead of one built here; `raw_bytes`: what the server sent, instead of the
+    `raws` as JSON."""
+    if table is None:
+        lps = [compact(r, k) for r in raws]
+        table = side_table([f"r{i}" for i in range(len(raws))], [json.dumps({"m": {"logprobs": x}}) for x in lps])
+    tokens = positions(table)
+    err, top1 = agreement(table, raws)
+    size = len(side_bytes(table)) if size is None else size
+    raw_size = raw_bytes if raw_bytes is not None else \
+        sum(len(json.dumps(r, ensure_ascii=False).encode("utf-8")) for r in raws)
     return {"k": k, "tokens": tokens, "bytes_per_token": size / tokens if tokens else None,
             "raw_json_bytes_per_token": raw_size / tokens if tokens else None,
             "max_error_nats": err, "top1_agree": top1}

@@ -231,7 +231,7 @@ class ShardEvolver:
         teacher = ctx.teacher
         row = records.new_row(
             cand.evolved, "", answer or "", origin=f"evol:{op}", parent=cand.parent, run_id=ctx.run_id,
-            system=self.cfg.system,
+            system=self.cfg.system, reasoning=cand.answer.reasoning if answer else None,
             teacher_backend=teacher.backend, teacher_model=cand.evolve.model or teacher.model,
             sampling=(cand.answer_sampling or self.answer_sampling).to_json(),
             prompt_template=template_name(op), prompt_hash=self.ops.templates[op].hash,

@@ -93,12 +93,14 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: RunContext, 
     stopped: str | None = None
     pool: Dataset = input_ds
     rounds_done = 0
+    teacher: dict[str, Any] | None = None
     for r in range(1, cfg.rounds + 1):
         lim = limit if r == 1 else None
         plan = dict(base_plan, round=r, input=str(pool.path.resolve()), limit=lim,
                     **({"input_fingerprint": fingerprint(input_ds)} if r == 1 else {}))  # later pools are its own
         m = run_shards(RoundStage(evolver, r, budget), pool, round_dir(out, r), ctx, shard_rows=shard_rows,
                        limit=lim, plan=plan, manifest_extra={"round": r}, budget=budget, spend=_spend)
+        teacher = m.get("teacher") or teacher  # on Ray the workers build the teacher, not this process
         pool_w = DatasetWriter(pool_dir(out, r), STAGE + "_pool", plan=plan)
         _write_pool(pool, round_dir(out, r), pool_w, cfg.keep_parents_in_pool, shard_rows, lim)
         if "stopped_by" in m:
@@ -117,6 +119,8 @@ def run_evol_instruct(input_path: str | Path, out: str | Path, ctx: RunContext, 
     }
     if ctx.has_teacher:
         extra["teacher"] = {"backend": ctx.teacher.backend, "model": ctx.teacher.model}
+    elif teacher is not None:
+        extra["teacher"] = teacher
     return assemble(out, input_ds, cfg, shard_rows=shard_rows, limit=limit,
                     plan=dict(base_plan, input=str(input_ds.path.resolve()), limit=limit), extra=extra)
 

@@ -193,9 +193,9 @@ def test_alpaca_mode_refuses_logprobs_in_one_line(tmp_path, teacher):
 @pytest.mark.teacher
 def test_instance_logprobs_on_the_embedded_teacher(tmp_path, teacher_server):
     cfg = config(tmp_path, teacher_server, model="smollm2-135m-instruct", extra=(
-        "num_instructions = 2\nrequest_batch_size = 1\npatience = 2\nmax_requests = 3\n"
-        "[self_instruct.bootstrap]\nmax_tokens = 64\n[self_instruct.instances]\nmax_tokens = 48\n"
-        "max_tokens_classification = 48\n"))
+        "num_instructions = 2\nrequest_batch_size = 1\npatience = 2\nmax_requests = 3\ntruncated = \"drop_last\"\n"
+        "[self_instruct.bootstrap]\nmax_tokens = 64\n[self_instruct.instances]\nmax_tokens = 160\n"
+        "max_tokens_classification = 160\n"))
     run_cli("self-instruct", "--out", str(tmp_path / "si"), "--config", str(cfg), "--workdir", str(tmp_path / "w"),
             "--logprobs", "5")
     rows = list(Dataset(tmp_path / "si").iter_rows())

@@ -187,7 +187,8 @@ def test_alpaca_mode_refuses_logprobs_in_one_line(tmp_path, teacher):
     r = CliRunner().invoke(app, ["self-instruct", "--out", str(tmp_path / "si"), "--config", str(cfg),
                                  "--workdir", str(tmp_path / "w"), "--no-progress"])
     assert isinstance(r.exception, ConfigError) and EXIT_CODES[ConfigError] == 2, r.output
-    assert "logprobs" in str(r.exception) and "alpaca" in str(r.exception) and "\n" not in str(r.exception)
+    assert "logprobs is kept for instance generation (mode self_instruct); alpaca mode has none" in str(r.exception)
+    assert "\n" not in str(r.exception)
 
 
 @pytest.mark.teacher

@@ -145,6 +145,7 @@ def test_each_instance_keeps_its_own_outputs_logprobs_through_export_and_the_loa
         elif not r["is_classification"]:
             assert m["logprobs_trim"] == [1, 1]   # " word" (the space after "Output:") ... ".\n" straddle the edges
     assert all(kinds.values()), kinds
+    assert json.loads((tmp_path / "si" / "_manifest.json").read_text())["totals"]["logprobs_unaligned"] == 0
     assert len({r["output"] for r in rows if not r["is_classification"]}) > 1
 
     run_cli("export", str(tmp_path / "si"), "--out", str(tmp_path / "rel"), "--with-logprobs", "--config", str(cfg))

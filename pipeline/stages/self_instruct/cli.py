@@ -95,6 +95,7 @@ self_instruct_cmd = stage_command(
         "max_tokens_total": (Annotated[Optional[int], typer.Option("--max-tokens-total", min=1, help="Start no new bootstrap batch after this many tokens.")], None),
         "patience": (Annotated[Optional[int], typer.Option("--patience", min=1, help="Stop after this many bootstrap requests in a row accept nothing [default: 50].")], None),
         "include_seeds": (Annotated[Optional[bool], typer.Option("--include-seeds/--no-include-seeds", help="Also write the seed tasks (origin 'seed').")], None),
+        "logprobs": (Annotated[Optional[int], typer.Option("--logprobs", min=1, max=20, help="Keep the top-K token logprobs of each instance's output in meta.self_instruct.logprobs (backends that return them).")], None),
         "shard_rows": (Annotated[Optional[int], typer.Option("--shard-rows", min=1, help="Accepted tasks per output shard, the unit of restart [default: 200].")], None),
     },
     overrides=_cli_overrides)

@@ -82,6 +82,9 @@ class SelfInstructConfig(Section):
         temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0))
     classify: SamplingConfig = Field(description="sampling of the is-it-classification question (greedy, a Yes/No)",
                                      default_factory=lambda: SamplingConfig(temperature=0.0, top_p=0.0, max_tokens=3))
+    logprobs: int | None = Field(None, ge=1, le=20, description="self_instruct mode: keep the top-K token logprobs "
+                                 "of each instance's output (backends that return them) in meta.self_instruct.logprobs, "
+                                 "for export --with-logprobs")
     instances: InstancesConfig = Field(description="sampling of instance generation (input-first or output-first)",
                                        default_factory=InstancesConfig)
     alpaca: AlpacaConfig = Field(description="alpaca mode: sampling and list size of the one-call task generation",
@@ -100,6 +103,8 @@ class SelfInstructConfig(Section):
             raise ValueError("last_item must be above num_prompt_instructions")
         if self.min_words >= self.max_words:
             raise ValueError("min_words must be below max_words")
+        if self.logprobs is not None and self.mode == "alpaca":
+            raise ValueError("logprobs is kept for instance generation (mode self_instruct); alpaca mode has none")
         if self.alpaca.num_tasks <= self.alpaca.num_seed_examples:
             raise ValueError("alpaca.num_tasks must be above alpaca.num_seed_examples")
         return self

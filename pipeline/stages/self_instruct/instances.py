@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from ...logprobs import token_bytes
 from ...prompts import load_template
 
 CLASSIFY_TEMPLATE = "self_instruct/classify.txt"
@@ -82,6 +83,9 @@ def instance_stop(max_instances: int) -> tuple[str, ...]:
 class Instance:
     input: str
     output: str
+    # The output's character span in the reply text the parser read (None for instances made otherwise):
+    # where its tokens are, for the output's own logprobs (`output_logprobs`).
+    span: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -98,20 +102,34 @@ _INPUT_ANY = re.compile(r"Input\s*\d*\s*:")
 _INPUT_PREFIX = re.compile(r"^Input\s*\d*\s*:")
 
 
-def _strip_echo(text: str) -> str:
-    return _ECHO.sub("", text, count=1)
+def _trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span of `text[start:end].strip()` in `text`."""
+    seg = text[start:end]
+    lead = len(seg) - len(seg.lstrip())
+    if lead == len(seg):
+        return start, start
+    return start + lead, start + len(seg.rstrip())
 
 
-def _input_output(text: str) -> tuple[str, str]:
-    if _OUTPUT.search(text):
-        parts = _OUTPUT.split(text)
-        inp, out = parts[0].strip(), parts[1].strip()
+def _echo_end(text: str) -> int:
+    m = _ECHO.match(text)
+    return m.end() if m else 0
+
+
+def _input_output(text: str, start: int, end: int) -> Instance:
+    """The instance in `text[start:end]`: the input before the first 'Output:', the output after it (up to a
+    second 'Output:' or 'Input:', where a second pair ran on)."""
+    seg = text[start:end]
+    m = _OUTPUT.search(seg)
+    if m:
+        nxt = _OUTPUT.search(seg, m.end())
+        inp = seg[:m.start()].strip()
+        out = _trim(text, start + m.end(), start + (nxt.start() if nxt else len(seg)))
     else:
-        inp, out = "", text.strip()
-    if _INPUT_ANY.search(out):        # a second input/output pair ran on: keep the first output
-        out = _INPUT_ANY.split(out)[0].strip()
-    inp = _INPUT_PREFIX.sub("", inp).strip()
-    return inp, out
+        inp, out = "", _trim(text, start, end)
+    if more := _INPUT_ANY.search(text, out[0], out[1]):
+        out = _trim(text, out[0], more.start())
+    return Instance(_INPUT_PREFIX.sub("", inp).strip(), text[out[0]:out[1]], out)
 
 
 _NEW_TASK = re.compile(r"^\s*Task\s*:", re.IGNORECASE)
@@ -123,30 +141,73 @@ def parse_generation(text: str) -> list[Instance]:
     A chat model often answers a no-input task directly, without the 'Output:'
     label the demos show; that bare reply is the task's one output. A reply that
     opens with 'Task:' is a new task, not an answer, and yields nothing.
+    Each instance's `span` is where its output is in `text`.
     """
-    text = _strip_echo(text).strip()
-    if _EXAMPLE.search(text):
-        blocks = [b.strip() for b in _EXAMPLE.split(text) if b.strip()]
-        return [Instance(*_input_output(b)) for b in blocks]
-    if _OUTPUT.search(text):
-        return [Instance(*_input_output(text))]
-    if text and not _NEW_TASK.match(text):
-        return [Instance("", text)]
+    start, end = _trim(text, _echo_end(text), len(text))
+    body = text[start:end]
+    if _EXAMPLE.search(body):
+        edges = [start] + [start + x for m in _EXAMPLE.finditer(body) for x in m.span()] + [end]
+        blocks = [_trim(text, edges[i], edges[i + 1]) for i in range(0, len(edges), 2)]
+        return [_input_output(text, a, b) for a, b in blocks if b > a]
+    if _OUTPUT.search(body):
+        return [_input_output(text, start, end)]
+    if body and not _NEW_TASK.match(body):
+        return [Instance("", body, (start, end))]
     return []
+
+
+LABEL = "Class label:"
 
 
 def parse_classification(text: str) -> list[Instance]:
     """Output-first answer: 'Class label: X' then the input on the following lines."""
-    text = _strip_echo(text)
-    if "Class label:" not in text:
+    pos = _echo_end(text)
+    if LABEL not in text[pos:]:
         return []
+    heads = []
+    while (pos := text.find(LABEL, pos)) >= 0:
+        heads.append(pos)
+        pos += len(LABEL)
     out = []
-    for block in text.split("Class label:")[1:]:
-        fields = block.strip().split("\n", 1)
-        label = fields[0].strip()
-        inp = fields[1].strip() if len(fields) == 2 else ""
-        out.append(Instance(inp, label))
+    for head, nxt in zip(heads, heads[1:] + [len(text)]):
+        a, b = _trim(text, head + len(LABEL), nxt)
+        nl = text.find("\n", a, b)
+        label = _trim(text, a, nl if nl >= 0 else b)
+        inp = text[nl + 1:b].strip() if nl >= 0 else ""
+        out.append(Instance(inp, text[label[0]:label[1]], label))
     return out
+
+
+def output_logprobs(reply: str, lp: list[list[Any]], span: tuple[int, int]) -> tuple[list[list[Any]], list[int]] | None:
+    """The compact logprobs (`pipeline.logprobs.compact`) of the reply's tokens that cover its text `span`, and
+    [lead, trail]: the bytes of those tokens before and after the span, so that
+    `b"".join(tokens)[lead:len - trail]` is the span's text. None when the reply is not found in its tokens.
+
+    The tokens' bytes concatenate to what the backend generated; `reply` is found at its start (or, where a
+    reasoning trace or a stop text was cut from it, as its last occurrence). A token that straddles an edge
+    of the span is kept whole: a BPE teacher glues the space after 'Output:' to the output's first word
+    (' Paris') and may glue a newline to its last, so dropping it would lose a word's distribution;
+    `lead` and `trail` say how many of its bytes lie outside. An empty token (no identity given) is kept
+    only strictly inside the span, where leaving it out would shift every later position.
+    """
+    sizes = [len(token_bytes(p[0])) for p in lp]
+    joined = b"".join(token_bytes(p[0]) for p in lp)
+    body = reply.encode("utf-8")
+    at = 0 if joined.startswith(body) else joined.rfind(body)
+    if at < 0 or span[1] <= span[0]:
+        return None
+    lo = at + len(reply[:span[0]].encode("utf-8"))
+    hi = at + len(reply[:span[1]].encode("utf-8"))
+    kept, first, last, pos = [], None, 0, 0
+    for p, n in zip(lp, sizes):
+        if (pos < hi and pos + n > lo) if n else lo < pos < hi:
+            kept.append(p)
+            first = pos if first is None else first
+            last = pos + n
+        pos += n
+    if first is None:
+        return None
+    return kept, [lo - first, last - hi]
 
 
 def filter_instances(instances: list[Instance], truncated: bool, max_instances: int,

@@ -11,13 +11,13 @@ or for a whole shard in one teacher call per step (`build`, the paper schedule).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from ... import records
+from ... import logprobs, records
 from ...context import RunContext
 from ...errors import TeacherUnavailable
 from ...store import REJECTED_DIR, DatasetError, DatasetWriter, atomic_write_bytes, shard_name
@@ -170,8 +170,9 @@ class ShardBuilder:
 
     def _instance_sampling(self, is_clf: bool):
         c = self.cfg.instances
-        return c.sampling(inst.instance_stop(c.max_instances),
-                          max_tokens=c.max_tokens_classification if is_clf else c.max_tokens)
+        return replace(c.sampling(inst.instance_stop(c.max_instances),
+                                  max_tokens=c.max_tokens_classification if is_clf else c.max_tokens),
+                       logprobs=self.cfg.logprobs)
 
     def _task_id(self, task: "Task") -> str:
         return records.make_id(task.instruction)
@@ -209,7 +210,7 @@ class ShardBuilder:
         rng = self.ctx.rng(self._task_id(t), f"{STAGE}:instances")
         good, dropped = inst.filter_instances(parsed, g.truncated, self.cfg.instances.max_instances, rng)
         meta = {"classification_answer": answer, "instances_raw": g.text}
-        rows, dup = self._rows(t, [(i.input, i.output) for i in good], clf, meta, g)
+        rows, dup = self._rows(t, [(i.input, i.output) for i in good], clf, meta, g, self._logprobs(g, good))
         rejected = []
         for d in dropped + [inst.Dropped(inst.Instance(*p), "duplicate_input", "same normalised input as a kept instance")
                             for p in dup]:
@@ -219,6 +220,18 @@ class ShardBuilder:
             rejected.append(self._task_reject(t, "no_valid_instances", "instances: " + ", ".join(reasons),
                                               is_clf=clf, extra=meta))
         return rows, rejected
+
+    def _logprobs(self, g: Completion, good: list["inst.Instance"]) -> list[dict[str, Any]] | None:
+        """Per instance, its output's own top-k logprobs (`[self_instruct] logprobs`) for its row's meta."""
+        lp = logprobs.compact(g.logprobs, self.cfg.logprobs) if self.cfg.logprobs else None
+        if not lp:
+            return None
+        out = []
+        for i in good:
+            got = inst.output_logprobs(g.text, lp, i.span) if i.span else None
+            self.counters.bump("logprobs_unaligned", 0 if got else 1)
+            out.append({"logprobs": got[0], "logprobs_trim": got[1]} if got else {})
+        return out
 
     def build(self, tasks: list["Task"]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Classify and make instances for a shard's `tasks`, one teacher call per step (the paper schedule)."""
@@ -259,17 +272,18 @@ class ShardBuilder:
         return m
 
     def _rows(self, t: "Task", pairs: list[tuple[str, str]], is_clf: bool | None, extra: dict[str, Any],
-              comp=None) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+              comp=None, own: list[dict[str, Any]] | None = None) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
         teacher = self.ctx.teacher
         template = inst.instance_template(bool(is_clf)) if self.cfg.mode != "alpaca" else "self_instruct/alpaca.txt"
         seen: set[str] = set()
-        rows, dup = [], []
-        for inp, out in pairs:
+        rows, dup, mine = [], [], []
+        for j, (inp, out) in enumerate(pairs):
             rid = records.make_id(t.instruction, inp)
             if rid in seen:        # one id per (instruction, input): later outputs are dropped
                 dup.append((inp, out))
                 continue
             seen.add(rid)
+            mine.append(own[j] if own else {})
             rows.append(records.new_row(
                 t.instruction, inp, out, origin=STAGE, run_id=self.ctx.run_id,
                 messages=records.build_messages(t.instruction, inp, out), is_classification=is_clf,
@@ -283,8 +297,8 @@ class ShardBuilder:
             total = int(round(t.tokens[k]))
             for i, row in enumerate(rows):
                 row[col] = total // len(rows) + (total % len(rows) if i == 0 else 0)
-        for row in rows:
-            records.set_meta(row, STAGE, self._meta(t, is_clf, extra))
+        for row, m in zip(rows, mine):
+            records.set_meta(row, STAGE, self._meta(t, is_clf, {**extra, **m}))
         return rows, dup
 
     def _task_reject(self, t: "Task", reason: str, detail: str, is_clf: bool | None = None,

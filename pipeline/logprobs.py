@@ -119,11 +119,33 @@ def from_meta(meta: str | None) -> list[list[Any]] | None:
     return found
 
 
-def side_table(ids: list[str], metas: list[str | None]) -> pa.Table:
-    """One side-file row per release row: null lists where a row has no logprobs."""
+def _ascii_words(text: str) -> str:
+    return "".join(ch for ch in text if ch.isascii() and not ch.isspace())
+
+
+def covers(lp: list[list[Any]], output: str | None) -> bool:
+    """Whether the tokens of `lp` hold the row's answer `output`: a later stage (Orca answering an Evol or
+    Self-Instruct row without logprobs) may have rewritten it, and the old answer's logprobs would then
+    teach a student the wrong text. Compared on ASCII, whitespace left out: a backend that gives no bytes
+    for a token split inside a UTF-8 character (llama-cpp-python) leaves that character out of the tokens,
+    and a trace before the answer (`<think>`) or an instance's `Output:` label around it is allowed."""
+    if output is None:
+        return True
+    joined = b"".join(token_bytes(p[0]) for p in lp).decode("utf-8", errors="ignore")
+    return _ascii_words(output) in _ascii_words(joined)
+
+
+def side_table(ids: list[str], metas: list[str | None], outputs: list[str | None] | None = None,
+               stale: list[str] | None = None) -> pa.Table:
+    """One side-file row per release row: null lists where a row has no logprobs, or (given `outputs`)
+    where its logprobs do not hold its answer (their ids appended to `stale`)."""
     cols: dict[str, list[Any]] = {f.name: [] for f in SIDE_SCHEMA}
-    for rid, meta in zip(ids, metas):
+    for rid, meta, output in zip(ids, metas, outputs if outputs is not None else [None] * len(ids)):
         lp = from_meta(meta)
+        if lp and not covers(lp, output):
+            if stale is not None:
+                stale.append(rid)
+            lp = None
         cols["id"].append(rid)
         if not lp:
             for name in ("token", "logprob", "top_token", "top_logprob"):

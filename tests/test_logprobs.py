@@ -45,6 +45,16 @@ def stand_in(n_rows: int, positions: int, k: int = 20, seed: int = 0) -> list[li
     return rows
 
 
+def text_logprobs(text: str, k: int, positions: int = 5) -> dict:
+    """OpenAI-shape logprobs whose tokens spell `text` (in `positions` pieces), each with k - 1 alternatives."""
+    cut = [len(text) * i // positions for i in range(positions + 1)]
+    pieces = [text[a:b] for a, b in zip(cut, cut[1:])]
+    return {"content": [{"token": t, "logprob": -0.1, "bytes": list(t.encode()), "top_logprobs": [
+        {"token": t, "logprob": -0.1, "bytes": list(t.encode())}] + [
+        {"token": f"alt{j}", "logprob": -1.0 - j, "bytes": list(f"alt{j}".encode())} for j in range(k - 1)]}
+        for t in pieces]}
+
+
 def check_against_raw(table, raws) -> tuple[float, int, int]:
     """(largest logprob error, positions whose stored best token is the raw best, positions) of a side table."""
     err, top1, n = 0.0, 0, 0
@@ -87,11 +97,13 @@ def test_side_file_at_k20_is_under_96_bytes_a_token_with_top1_exact_and_logprobs
 def make_pool(path, n, raws):
     rows = []
     for i in range(n):
-        r = new_row(f"Question {i}?", "", f"Answer {i}.", origin="orca", score=float(n - i),
+        lp = L.compact(raws[i], 20)  # the answer is the text of its tokens, as a teacher's is
+        answer = b"".join(L.token_bytes(p[0]) for p in lp).decode("utf-8", errors="ignore")
+        r = new_row(f"Question {i}?", "", answer, origin="orca", score=float(n - i),
                     teacher_model="smollm2-135m-instruct", teacher_backend="openai")
         r["messages"] = build_messages(r["instruction"], "", r["output"], None)
         if i % 4 != 3:  # every fourth row was answered without logprobs
-            set_meta(r, "orca", {"mode": "system_messages", "logprobs": L.compact(raws[i], 20)})
+            set_meta(r, "orca", {"mode": "system_messages", "logprobs": lp})
         rows.append(r)
     w = DatasetWriter(path, "select")
     w.write_shard(0, rows)
@@ -209,7 +221,7 @@ def test_evol_answers_keep_logprobs_when_asked_and_export_them(tmp_path):
             for req, c in zip(requests, out):
                 if req.sampling.logprobs:
                     asked.append(req.purpose)
-                    c.logprobs = stand_in(1, 5, k=req.sampling.logprobs, seed=len(asked))[0]
+                    c.logprobs = text_logprobs(c.text, req.sampling.logprobs)
             return out
 
     src = make_input(tmp_path / "in", ["Summarise the text.", "Name a colour."])
@@ -294,3 +306,28 @@ def test_kd_example_without_gguf_says_how_to_install_it_in_one_line(tmp_path):
     r = run_kd_example(tmp_path / "rel", "--student", "smollm2", path_first=[shadow])
     assert r.returncode == 2, r.stderr
     assert "pip install gguf==" in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_logprobs_of_an_answer_a_later_stage_rewrote_are_not_exported(tmp_path):
+    # Evol kept logprobs of its answer; Orca then answered the row again without them: the old logprobs
+    # would teach the student another text, so the side file leaves the row without logprobs and says so.
+    raws = stand_in(3, 12)
+    rows = []
+    for i, raw in enumerate(raws):
+        lp = L.compact(raw, 20)
+        text = b"".join(L.token_bytes(p[0]) for p in lp).decode("utf-8", errors="ignore")
+        r = new_row(f"Question {i}?", "", text if i != 1 else "A new answer Orca wrote.", origin="evol")
+        r["messages"] = build_messages(r["instruction"], "", r["output"], None)
+        set_meta(r, "evol_instruct", {"logprobs": lp})
+        if i == 2:  # a trace before the answer is allowed: the answer is inside the tokens' text
+            set_meta(r, "evol_instruct", {"logprobs": [["<think>x</think>", -0.1, [["<think>x</think>", -0.1]]]] + lp})
+        rows.append(r)
+    w = DatasetWriter(tmp_path / "pool", "select")
+    w.write_shard(0, rows)
+    w.write_manifest(input=None)
+    m = run_export(tmp_path / "pool", tmp_path / "rel", ExportConfig(with_logprobs=True), progress=False)
+    assert m["logprobs"]["stale_rows"] == 1 and m["logprobs"]["files"][0]["stale_rows"] == 1
+    side = pq.read_table(tmp_path / "rel" / L.side_file(m["logprobs"]["files"][0]["shard"])).to_pylist()
+    by_id = {x["id"]: x for x in side}
+    assert by_id[rows[1]["id"]]["token"] is None
+    assert by_id[rows[0]["id"]]["token"] is not None and len(by_id[rows[2]["id"]]["token"]) == 13

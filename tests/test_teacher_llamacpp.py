@@ -65,3 +65,17 @@ def test_cached_in_process_teacher(tmp_path):
 def test_missing_gguf_is_a_one_line_error(tmp_path):
     with pytest.raises(TeacherUnavailable, match="not a GGUF file"):
         make_backend(TeacherSection(backend="llamacpp", model=str(tmp_path / "nope.gguf")))
+
+
+def test_the_first_request_for_logprobs_restarts_the_children_with_logits_all(llama):
+    # The children start without logits_all; a request for logprobs used to get none, silently.
+    plain = llama.chat([ask("Name one colour.", sampling=Sampling(temperature=0.0, max_tokens=6))])[0]
+    assert plain.ok and plain.logprobs is None and not llama.logits_all
+    starts = [s.starts for s in llama.servers]
+    out = llama.chat([ask("Name one colour.", sampling=Sampling(temperature=0.0, max_tokens=6, logprobs=5))])[0]
+    assert out.ok and out.text == plain.text and llama.logits_all
+    assert [s.starts for s in llama.servers] == [n + 1 for n in starts] and llama.restarts == 0
+    assert out.logprobs and len(out.logprobs) == out.usage.completion_tokens
+    assert all(len(p["top_logprobs"]) == 5 and p["logprob"] <= 0 for p in out.logprobs)
+    again = llama.chat([ask("Name one tool.", sampling=Sampling(temperature=0.0, max_tokens=6, logprobs=5))])[0]
+    assert again.ok and again.logprobs and [s.starts for s in llama.servers] == [n + 1 for n in starts]

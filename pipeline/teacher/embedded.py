@@ -26,17 +26,25 @@ By default there is one 1-thread child per core (see MAX_AUTO_REPLICAS).
 Two requests per child are kept in flight: llama.cpp's server answers one at
 a time, and the second overlaps HTTP and prompt set-up with the first's
 decoding without queueing so deep that waiting counts against the timeout.
-Logprobs are never asked for: the children run without `logits_all` (see
-embedded_server.py), so a request that wants them gets none, as documented.
+Logprobs: the children start without `logits_all` (see embedded_server.py),
+which would cost every request the output layer at every prompt position and
+n_ctx x 49,152 floats of memory per child (400 MB at n_ctx 2048). The first
+request that asks for logprobs (`[orca] logprobs`, the hard stage's logprobs
+referee, ...) restarts every child once with `--logits-all`, on the same
+sockets; a request another shard had in flight on a child then fails once
+and is sent again (`revive` waits out the switch and finds the child alive,
+so it counts no restart). The switch is logged; it is never undone for the
+teacher's life.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
+import threading
 from pathlib import Path
 
+from .. import logs
 from ..errors import TeacherUnavailable
 from .base import ChatRequest, Completion, OnDone, TeacherUsage
 from .openai_backend import OpenAIBackend
@@ -68,6 +76,8 @@ class EmbeddedTeacher:
                  request_log: Path | None = None, ready_timeout_s: float = 180.0):
         self.max_restarts = section.restarts
         self.restarts = 0
+        self.logits_all = False
+        self.switch = threading.Lock()  # held while the children restart with --logits-all; revive waits on it
         self.failure: str | None = None
         self.n_ctx = section.n_ctx
         replicas, threads = plan_replicas(section.n_threads, section.replicas)
@@ -104,9 +114,8 @@ class EmbeddedTeacher:
         """Completions in request order; `on_done(i, completion)` as each one finishes."""
         if self.failure is not None:
             raise TeacherUnavailable(self.failure)
-        requests = [r if r.sampling.logprobs is None else
-                    dataclasses.replace(r, sampling=dataclasses.replace(r.sampling, logprobs=None))
-                    for r in requests]
+        if not self.logits_all and any(r.sampling.logprobs is not None for r in requests):
+            self.enable_logprobs()
         try:
             out = self.client.chat(requests, on_done=on_done)
         except TeacherUnavailable:
@@ -116,8 +125,26 @@ class EmbeddedTeacher:
             raise TeacherUnavailable(self.failure) from None
         return out
 
+    def enable_logprobs(self) -> None:
+        """Restart every child with --logits-all, once (the first request that wants logprobs)."""
+        with self.switch:
+            if self.logits_all:
+                return
+            logs.event("teacher_logits_all", "the embedded teacher restarts its servers with logits_all: a "
+                       "request asks for logprobs", servers=len(self.servers))
+            for server in self.servers:
+                server.logits_all = True
+                try:
+                    server.restart()
+                except TeacherUnavailable as e:
+                    self.failure = f"the embedded teacher server did not come back with logits_all (for logprobs): {e}"
+                    raise TeacherUnavailable(self.failure) from None
+            self.logits_all = True
+
     def revive(self, k: int) -> bool:
         """After a failed attempt on child k: restart it if it died; False once the restarts are spent."""
+        with self.switch:  # a child restarting for logprobs is not a crash: wait for it, then look
+            pass
         if self.failure is not None:
             return False
         server = self.servers[k]

@@ -22,7 +22,7 @@ Differences from `python -m llama_cpp.server`, each on purpose:
 - `logits_all` is off unless `--logits-all` is given: keeping logits for every
   position costs memory and time on every request, and only a server that
   must honour `logprobs` (`distill teacher serve`) needs it; the `llamacpp`
-  backend asks for none.
+  backend restarts its children with it at the first request for logprobs.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ class EmbeddedServer:
     def __init__(self, model: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
                  log: Path | None = None, request_log: Path | None = None, ready_timeout_s: float = 180.0,
                  keep_repack: bool = False, logits_all: bool = False):
-        self.logits_all = logits_all  # logprobs answered (serve, fixtures); the llamacpp backend needs none
+        self.logits_all = logits_all  # logprobs answered (serve, fixtures; the llamacpp backend once asked)
         self.keep_repack = keep_repack  # scripts/bench_embedded.py only: the unsafe default of llama.cpp
         self.model_path, self.alias = resolve_model(model)
         self.n_ctx, self.n_threads = n_ctx, n_threads

@@ -142,10 +142,12 @@ class _ShardSink:
                            "bytes": path.stat().st_size, "arrow_bytes": hub_info.arrow_bytes(path),
                            "sha256": _sha256(path)})
         if self.with_logprobs:
-            side = lpstore.side_table(head.column("id").to_pylist(), head.column("meta").to_pylist())
+            stale: list[str] = []
+            side = lpstore.side_table(head.column("id").to_pylist(), head.column("meta").to_pylist(),
+                                      head.column("output").to_pylist(), stale)
             side_path = self.out / lpstore.side_file(name)
             atomic_write_bytes(side_path, lpstore.side_bytes(side))
-            self.side.append({"path": side_path.name, "shard": name, "rows": head.num_rows,
+            self.side.append({"path": side_path.name, "shard": name, "rows": head.num_rows, "stale_rows": len(stale),
                               "tokens": lpstore.positions(side), "bytes": side_path.stat().st_size,
                               "sha256": _sha256(side_path)})
         self.index += 1
@@ -169,6 +171,8 @@ def _clean(out: Path, keep: set[str]) -> None:
 def _logprobs_summary(side: list[dict[str, Any]]) -> dict[str, Any]:
     tokens, size = sum(f["tokens"] for f in side), sum(f["bytes"] for f in side)
     return {"files": side, "tokens": tokens, "bytes": size,
+            # rows whose logprobs were of an answer a later stage rewrote: written as rows without logprobs
+            "stale_rows": sum(f.get("stale_rows", 0) for f in side),
             "bytes_per_token": round(size / tokens, 2) if tokens else None,
             "encoding": f"token bytes (dictionary-encoded); logprobs as uint16 steps of {lpstore.STEP} nat, "
                         "top-k lists as step differences; zstd"}
@@ -204,7 +208,7 @@ def run_export(input_path: str | Path, out: str | Path, cfg: ExportConfig, *, se
     schema = pa.schema([prompt_completion.FIELDS.get(c) or records.SCHEMA.field(c) for c in columns])
     sinks = {1: _ShardSink(out, "train", n - n_test, cfg.rows_per_shard, schema, cfg.with_logprobs),
              2: _ShardSink(out, "test", n_test, cfg.rows_per_shard, schema, cfg.with_logprobs)}
-    carried = list(dict.fromkeys(columns + (["id", "meta"] if cfg.with_logprobs else [])))  # the side file reads these
+    carried = list(dict.fromkeys(columns + (["id", "meta", "output"] if cfg.with_logprobs else [])))  # side file reads
     read_cols = list(dict.fromkeys([c for c in carried if c not in prompt_completion.COLUMNS]
                                    + ["messages", "id", "origin", "teacher_model", "reasoning"]
                                    + (_BUILD_COLS if build else [])))

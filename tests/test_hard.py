@@ -317,3 +317,14 @@ def test_orca_answers_the_new_instructions_and_keeps_the_verdicts(tmp_path):
     assert len(new) == 6 and all(r["output"].startswith("A careful answer") and r["messages"] for r in new)
     assert all(get_meta(r, "hard")["generated_as"] in ("hard", "easy") for r in new)
     assert sum(1 for r in rows if (get_meta(r, "hard") or {}).get("hard")) == 3
+
+
+def test_the_summary_says_why_nothing_was_generated_when_no_row_reached_the_threshold(tmp_path):
+    from pipeline.stages.hard.cli import summary
+
+    m = {"rows_in": 20, "rows_out": 20, "rows_rejected": 0, "settings": {"threshold": 1.0},
+         "totals": {"judged": 20, "hard": 0, "easy": 20}}
+    text = summary(m, tmp_path)
+    assert "no row reached [hard] threshold = 1, so nothing was generated" in text and "--threshold" in text
+    m["totals"].update(hard=3, easy=17)
+    assert "no row reached" not in summary(m, tmp_path)

@@ -37,7 +37,18 @@ def summary(manifest: dict[str, Any], out: Path) -> str:
         f"  judged {judged}: {hard} hard{share}, {int(t.get('easy', 0))} easy; "
         f"{int(t.get('referee_unparseable', 0))} rows with no score (unparseable), {int(t.get('no_answer', 0))} rows without an answer",
         f"  new instructions: {new.get('hard', 0)} after hard rows, {new.get('easy', 0)} after easy rows",
+        *_none_hard(manifest, judged, hard),
         f"  drops: {summarize_drops(manifest)}"])
+
+
+def _none_hard(manifest: dict[str, Any], judged: int, hard: int) -> list[str]:
+    """Why nothing was generated when every judged row fell under the threshold (a weak referee's gaps
+    sit near 0: the embedded SmolLM2's within +-0.2 of Lion's 1-10 scale)."""
+    threshold = manifest.get("settings", {}).get("threshold")
+    if not judged or hard or threshold is None:
+        return []
+    return [f"  no row reached [hard] threshold = {threshold:g}, so nothing was generated (Lion generates after "
+            "hard rows, and as many after easy ones); `distill inspect` shows the gaps, and --threshold lowers it"]
 
 
 def run(input: Path, out: Path, cfg: HardConfig, ctx) -> dict[str, Any]:

@@ -37,6 +37,8 @@ import threading
 from collections import Counter
 from typing import Callable
 
+from loopback_main import serve_forever
+
 Plan = Callable[[str, int], str]
 MODEL = "fault-model"
 _REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
@@ -253,16 +255,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args(argv)
 
-    async def run() -> None:
-        server = FaultServer(delay=args.delay)
-        srv = await server.serve(args.port)
-        print(server.port, flush=True)
-        async with srv:
-            await srv.serve_forever()
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    serve_forever(lambda: FaultServer(delay=args.delay), args.port)
 
 
 if __name__ == "__main__":

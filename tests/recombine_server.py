@@ -16,13 +16,13 @@ latency: it answers as fast as it can.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import random
 import sys
 from pathlib import Path
 
+from loopback_main import serve_forever
 from self_instruct_server import MODEL, StandIn, digest, kind
 
 
@@ -81,16 +81,8 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args(argv)
 
-    async def run() -> None:
-        server = Recombiner(*clauses(Path(args.data), args.pool))
-        srv = await server.serve(args.port)
-        print(server.port, len(server.heads) * len(server.tails), flush=True)
-        async with srv:
-            await srv.serve_forever()
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    serve_forever(lambda: Recombiner(*clauses(Path(args.data), args.pool)), args.port,
+                  lambda s: (len(s.heads) * len(s.tails),))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ import sys
 import threading
 import time
 
+from loopback_main import serve_forever
+
 MODEL = "standin-model"
 VERBS = "Describe Compare Summarize Explain Critique Outline Rank Plan Praise Question Translate Classify".split()
 _SYLLABLES = "ka lo mi ne ru ta vo shi pe ga bu di ze fo ha ji ko lu ma no pi ra se to vu wa yo".split()
@@ -221,16 +223,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args(argv)
 
-    async def run() -> None:
-        server = StandIn(args.latency, args.jitter)
-        srv = await server.serve(args.port)
-        print(server.port, flush=True)
-        async with srv:
-            await srv.serve_forever()
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        pass
+    serve_forever(lambda: StandIn(args.latency, args.jitter), args.port)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,9 @@ CONCURRENCY = 4          # [teacher] concurrency of the orca trials: the request
 VOLATILE = {"run_id", "created_at", "meta"}  # differ between two runs of the same rows
 ROWS = {"import": 20000, "orca": 128, "minhash": 20000, "score": 5000}  # input rows of each command
 CI_ROWS = {"import": 6000, "orca": 64, "minhash": 6000, "score": 3000}    # tests/test_chaos_kill.py's
+# A run's wall-clock limit: a hung run must end the trial, but a loaded 2-core CI machine took over 300 s
+# for the 3,000-row score reference (its relevance encoder embeds one text per pass).
+RUN_TIMEOUT_S = 900
 TEACHER_DELAY_S = 0.05   # the loopback server's answer time: a kill finds requests in flight
 
 
@@ -169,14 +172,14 @@ class Chaos:
                                 env=self._env(), cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own group: a kill takes its workers too
 
-    def run(self, command: str, out: Path, workdir: Path, url: str | None, timeout: float = 300) -> Run:
+    def run(self, command: str, out: Path, workdir: Path, url: str | None, timeout: float = RUN_TIMEOUT_S) -> Run:
         t0 = time.monotonic()
         p = self.start(command, out, workdir, url)
         try:
             log = p.communicate(timeout=timeout)[0]
         except subprocess.TimeoutExpired:
             _kill(p)
-            log = p.communicate()[0]
+            log = p.communicate()[0] + f"\n[chaos] killed: still running after {timeout:.0f} s".encode()
         return Run(p.returncode, time.monotonic() - t0, log.decode(errors="replace"))
 
     def reference(self, command: str) -> Counter:
@@ -248,7 +251,7 @@ class Chaos:
             time.sleep(rng.uniform(0.2, 0.6) * self.reference_seconds[command])
             second = self.run(command, out, workdir, srv.base_url)
             try:
-                log = first.communicate(timeout=300)[0].decode(errors="replace")
+                log = first.communicate(timeout=RUN_TIMEOUT_S)[0].decode(errors="replace")
             except subprocess.TimeoutExpired:
                 _kill(first)
                 log = "timed out"

@@ -9,8 +9,8 @@ per 1k generated fall under it, the stage stops generating (`below`).
 A text is novel when no text fed before it (novel or not, from any earlier
 shard or earlier in its own shard) is a MinHash near-duplicate of it. The
 signature is the minhash stage's own (`[minhash]` unit, ngram,
-fold_punctuation, hash, num_perm, seed: `signatures.py`, computed by
-`datasketch.MinHash` with that stage's `hashfunc`); candidates are the earlier
+fold_punctuation, hash, num_perm, seed), computed by that stage's kernel
+(`phases.compute_signatures`) over each shard's texts at once; candidates are the earlier
 texts that share a band with it under the stage's banding (threshold,
 recall_at_threshold, bands: `choose_banding`), and a candidate counts when its
 signature's Jaccard estimate is at least `threshold` (the stage's
@@ -35,13 +35,13 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import numpy as np
-from datasketch import MinHash
+import pyarrow as pa
 from pydantic import ValidationError
 
 from .errors import ConfigError
 from .stages.minhash.candidates import choose_banding
 from .stages.minhash.config import MinhashConfig
-from .stages.minhash.signatures import combine, hashfunc, normalize, permutations, shingles, token_hash64, tokens
+from .stages.minhash.phases import compute_signatures, normalize_array
 
 DEFINITION = ("novel = no MinHash near-duplicate (the [minhash] section's shingles, signature and threshold; "
               "LSH candidates checked by the signature estimate) among every text generated before it")
@@ -61,28 +61,14 @@ class NoveltyMonitor:
         c = self.cfg
         self.banding = choose_banding(c.threshold, c.num_perm, c.recall_at_threshold, c.bands, c.rows_per_band)
         self.tables: list[dict[int, int | list[int]]] = [{} for _ in range(self.banding.bands)]
-        self.hash = hashfunc(c.hash, c.unit)
+        self.fmt = c.signature_format()
         self.sigs = np.empty((1024, c.num_perm), dtype=np.uint32)  # row i: the i-th text fed
         self.fed = 0
         self.points: list[dict[str, Any]] = []
 
-    def shingle_hashes(self, text: str) -> list[int]:
-        """The 32-bit hashes of the text's shingles, as `hashfunc` gives them; fast word mode hashes each
-        token once and combines n of them, as the stage's kernel does (a fifth of the work at n = 5)."""
-        c = self.cfg
-        if c.unit != "word" or c.hash != "fast":
-            return [self.hash(s) for s in shingles(text, ngram=c.ngram, unit=c.unit,
-                                                    fold_punctuation=c.fold_punctuation)]
-        th = [token_hash64(t.encode()) for t in tokens(normalize(text), c.fold_punctuation)]
-        if len(th) <= c.ngram:
-            return [combine(th)] if th else []
-        return [combine(th[i:i + c.ngram]) for i in range(len(th) - c.ngram + 1)]
-
-    def signature(self, text: str) -> MinHash:
-        m = MinHash(num_perm=self.cfg.num_perm, seed=self.cfg.seed, hashfunc=int,  # the hashes are made above
-                    permutations=permutations(self.cfg.num_perm, self.cfg.seed))  # drawn once, not per text
-        m.update_batch(self.shingle_hashes(text))
-        return m
+    def signatures(self, texts: list[str]) -> np.ndarray:
+        """The minhash stage's signatures of `texts` (n x num_perm uint32), from its own kernel."""
+        return compute_signatures(normalize_array(pa.array(texts, pa.large_string())), self.fmt)[0]
 
     def _band_keys(self, sig: np.ndarray) -> list[int]:
         r = self.banding.rows
@@ -117,11 +103,10 @@ class NoveltyMonitor:
     def observe(self, texts: Iterable[str], label: Any = None) -> dict[str, Any] | None:
         """The point of one shard (None when it generated nothing): generated, novel, novel_per_1k and
         the running totals. Every text joins the index after it is judged."""
-        n = novel = 0
-        for text in texts:
-            sig = self.signature(text).hashvalues.astype(np.uint32)
+        texts = list(texts)
+        n, novel = len(texts), 0
+        for sig in self.signatures(texts) if texts else ():
             keys = self._band_keys(sig)
-            n += 1
             novel += self._novel(sig, keys)
             self._insert(sig, keys)
         if n == 0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from minhash_support import write_dataset
 from self_instruct_support import novel_instruction
@@ -39,7 +38,7 @@ def test_the_monitor_counts_the_copies_put_in_each_shard_of_the_known_pool():
 def test_the_monitor_s_signature_is_the_minhash_stage_s():
     mon = NoveltyMonitor()
     for text in ("Write a haiku about the sea, in five words or fewer.", "two words", "", "Ünïcode ﬁne TEXT x+y"):
-        assert (mon.signature(text).hashvalues.astype(np.uint32) == signature(shingles(text))).all()
+        assert (mon.signatures([text])[0] == signature(shingles(text))).all()
 
 
 # Bootstrap request k writes NOVEL[k] new instructions and fills its 7 items with copies of request 0's first one;
